@@ -1,0 +1,1 @@
+"""The ``microturn`` console command."""

@@ -1,0 +1,72 @@
+"""Validation of rows against the table schemas, before anything is written."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from microturn.schemas.tables import ORIGINS, REQUIRED, schema_for
+
+
+class RowError(ValueError):
+    """A row that does not satisfy its table's contract."""
+
+
+def _check_semantics(table: str, row: Mapping[str, Any]) -> None:
+    # Time columns: non-negative integers, ends after starts.
+    for col in ("start_ms", "end_ms", "t_ms", "duration_ms", "bytes"):
+        v = row.get(col)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise RowError(f"{table}.{col} must be a non-negative integer, got {v!r}")
+    if "start_ms" in row and "end_ms" in row and row["end_ms"] < row["start_ms"]:
+        raise RowError(f"{table}: end_ms {row['end_ms']} is before start_ms {row['start_ms']}")
+    if "origin" in row and row["origin"] not in ORIGINS:
+        raise RowError(f"{table}.origin must be one of {ORIGINS}, got {row['origin']!r}")
+    if table == "words" and not str(row.get("text", "")).strip():
+        raise RowError("words.text must not be empty")
+    score = row.get("score")
+    if score is not None and not (0.0 <= float(score) <= 1.0):
+        raise RowError(f"words.score must be in [0, 1], got {score!r}")
+    if table == "conversations":
+        if row["num_speakers"] != len(row["speakers"]):
+            raise RowError(
+                f"conversations.num_speakers={row['num_speakers']} but speakers has {len(row['speakers'])}"
+            )
+        stats = row.get("stats") or {}
+        for key in ("speech_ratio", "overlap_ratio"):
+            v = stats.get(key)
+            if v is not None and not (0.0 <= v <= 1.0 + 1e-9) or (v is not None and math.isnan(v)):
+                raise RowError(f"conversations.stats.{key} must be in [0, 1], got {v!r}")
+
+
+def validate_row(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one row against ``table``'s schema and rules; return it as a plain dict.
+
+    Raises :class:`RowError` (a ``ValueError``) naming the column at fault: missing or unknown
+    columns, nulls in required columns, values Arrow cannot convert to the column type, and
+    rule violations (negative times, end before start, unknown origin, empty word text).
+    """
+    schema = schema_for(table)
+    names = set(schema.names)
+    unknown = set(row) - names
+    if unknown:
+        raise RowError(f"{table}: unknown column(s) {sorted(unknown)}; expected {schema.names}")
+    out = {name: row.get(name) for name in schema.names}
+    for col in REQUIRED[table]:
+        if out[col] is None:
+            raise RowError(f"{table}.{col} is required and must not be null")
+    try:
+        pa.Table.from_pylist([out], schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+        raise RowError(f"{table}: row does not match the schema: {exc}") from exc
+    _check_semantics(table, out)
+    return out
+
+
+def validate_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Validate every row and return them as one Arrow table with ``table``'s schema."""
+    checked = [validate_row(table, r) for r in rows]
+    return pa.Table.from_pylist(checked, schema=schema_for(table))
