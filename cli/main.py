@@ -1,2 +1,56 @@
-def main(argv=None):
-    print("ok")
+"""``microturn``: one console command with a subcommand per stage.
+
+Subcommands import their stage lazily, so ``microturn --help`` is instant and a stage's heavy
+dependencies load only when that stage runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: microturn <command> [options]
+
+commands:
+  ingest      diarize and word-time conversational media into record tables (Beam)
+  eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
+  demo        build a conversational video from the pyannote sample, ingest it, print a summary
+
+Run `microturn <command> --help` for the options of a command.
+"""
+
+
+def _ingest(argv: list[str]) -> int:
+    from microturn.pipelines.ingest.run import main
+
+    return main(argv)
+
+
+def _eval(argv: list[str]) -> int:
+    from microturn.cli.evaluate import main
+
+    return main(argv)
+
+
+def _demo(argv: list[str]) -> int:
+    from microturn.cli.demo import main
+
+    return main(argv)
+
+
+COMMANDS = {"ingest": _ingest, "eval": _eval, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"microturn: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return COMMANDS[command](rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,9 @@ def _check_semantics(table: str, row: Mapping[str, Any]) -> None:
             raise RowError(f"{table}.{col} must be a non-negative integer, got {v!r}")
     if "start_ms" in row and "end_ms" in row and row["end_ms"] < row["start_ms"]:
         raise RowError(f"{table}: end_ms {row['end_ms']} is before start_ms {row['start_ms']}")
-    if "origin" in row and row["origin"] not in ORIGINS:
+    # sources.origin is free-text provenance from the license manifest; conversations.origin is
+    # the kind of conversation and is one of ORIGINS.
+    if table == "conversations" and row["origin"] not in ORIGINS:
         raise RowError(f"{table}.origin must be one of {ORIGINS}, got {row['origin']!r}")
     if table == "words" and not str(row.get("text", "")).strip():
         raise RowError("words.text must not be empty")

@@ -1,0 +1,101 @@
+"""``microturn ingest``: argument parsing, pipeline launch and the closing summary.
+
+App flags are parsed here; every flag this parser does not know goes to Beam's
+``PipelineOptions`` (``--runner``, ``--direct_num_workers``, ``--temp_location``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from microturn.pipelines.config_io import load_toml
+from microturn.pipelines.ingest.config import DIARIZERS, TRANSCRIBERS, IngestConfig
+from microturn.pipelines.ingest.channels import LAYOUTS
+from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
+from microturn.pipelines.ingest.summary import IngestSummary, summarise
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="microturn ingest",
+        description="Diarize and word-time conversational media into microturn record tables. "
+                    "Flags not listed here are Beam pipeline options (e.g. --runner, "
+                    "--direct_running_mode=multi_processing, --direct_num_workers=2).",
+    )
+    p.add_argument("--input", dest="inputs", action="append", required=True, metavar="GLOB",
+                   help="file pattern of media (local or any Beam filesystem URL); repeatable")
+    p.add_argument("--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--config", metavar="TOML", help="named config; command-line flags override it")
+    p.add_argument("--diarizer", choices=DIARIZERS)
+    p.add_argument("--transcriber", choices=TRANSCRIBERS)
+    p.add_argument("--num-speakers", type=int)
+    p.add_argument("--min-speakers", type=int)
+    p.add_argument("--max-speakers", type=int)
+    p.add_argument("--model-dir", help="local weights for the pyannote / whisperx backends")
+    p.add_argument("--license-manifest", metavar="CSV", help="CSV of uri,license,origin")
+    p.add_argument("--max-duration-s", type=float, help="reject inputs longer than this")
+    p.add_argument("--channel-layout", choices=LAYOUTS)
+    p.add_argument("--language")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[IngestConfig, list[str]]:
+    """Split ``argv`` into the ingest config and the remaining Beam pipeline flags."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    base: dict = {}
+    if args.config:
+        base = dataclasses.asdict(load_toml(_Partial, args.config))
+        base = {k: v for k, v in base.items() if v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    cfg = IngestConfig(**{**base, **overrides, "inputs": tuple(args.inputs)})
+    return cfg, beam_args
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Partial:
+    """The keys a named ingest config (TOML) may set: all but inputs and output."""
+
+    diarizer: str | None = None
+    transcriber: str | None = None
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    model_dir: str | None = None
+    license_manifest: str | None = None
+    max_duration_s: float | None = None
+    channel_layout: str | None = None
+    video_max_side: int | None = None
+    language: str | None = None
+    table_shards: int | None = None
+
+
+def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestSummary:
+    """Run the ingest pipeline and return its summary (also printed unless told otherwise)."""
+    cfg, beam_args = parse_args(argv)
+    licenses = read_license_manifest(cfg.license_manifest) if cfg.license_manifest else {}
+    options = PipelineOptions(beam_args, save_main_session=False)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        p | "Ingest" >> Ingest(cfg, licenses)
+    result = p.result if hasattr(p, "result") else None
+    summary = summarise(cfg.output, wall_s=time.perf_counter() - started, result=result)
+    if print_summary:
+        print(summary.render())
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(argv)
+    except ValueError as exc:
+        raise SystemExit(f"microturn ingest: error: {exc}") from None
+    return 0

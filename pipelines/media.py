@@ -1,0 +1,246 @@
+"""Media I/O through ffmpeg: probing, audio decoding to 16 kHz, video normalisation to 10 fps.
+
+Every call runs ffmpeg/ffprobe as a subprocess with an argument list (ffmpeg-python builds the
+list; no shell is involved). Remote inputs (``gs://``, ``s3://``, ...) are first copied to a
+local temporary file through Beam's FileSystems by :func:`local_copy`.
+
+Array legend: ``C`` audio channels, ``N`` samples at 16 kHz.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import ffmpeg
+import numpy as np
+import soundfile as sf
+from apache_beam.io.filesystems import FileSystems
+
+SAMPLE_RATE = 16_000
+VIDEO_FPS = 10
+_COPY_CHUNK = 8 << 20  # 8 MiB reads keep remote copies fast without holding big files in memory
+
+
+class MediaError(ValueError):
+    """A media file that ffmpeg cannot use; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamInfo:
+    index: int
+    codec_type: str
+    codec_name: str | None
+    sample_rate: int | None = None
+    channels: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    variable_frame_rate: bool | None = None
+
+    def as_row(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeInfo:
+    container: str
+    duration_ms: int
+    streams: tuple[StreamInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def audio(self) -> StreamInfo | None:
+        return next((s for s in self.streams if s.codec_type == "audio"), None)
+
+    @property
+    def video(self) -> StreamInfo | None:
+        # Cover art in audio files shows up as a one-frame video stream flagged attached_pic;
+        # _parse_stream drops those, so any video stream here is real motion video.
+        return next((s for s in self.streams if s.codec_type == "video"), None)
+
+
+def _rate(text: str | None) -> float | None:
+    if not text or text in ("0/0", "0"):
+        return None
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def _parse_stream(s: dict) -> StreamInfo | None:
+    kind = s.get("codec_type", "unknown")
+    if kind == "video" and s.get("disposition", {}).get("attached_pic"):
+        return None
+    info = dict(index=int(s.get("index", 0)), codec_type=kind, codec_name=s.get("codec_name"))
+    if kind == "audio":
+        info.update(sample_rate=int(s.get("sample_rate") or 0) or None, channels=s.get("channels"))
+    elif kind == "video":
+        avg, real = _rate(s.get("avg_frame_rate")), _rate(s.get("r_frame_rate"))
+        fps = avg or real
+        vfr = bool(avg and real and abs(avg - real) > 0.01 * real)
+        info.update(width=s.get("width"), height=s.get("height"), fps=fps, variable_frame_rate=vfr)
+    return StreamInfo(**info)
+
+
+def _ffmpeg_message(exc: ffmpeg.Error) -> str:
+    err = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+    # The last lines carry ffmpeg's reason ("Invalid data found when processing input", ...).
+    return " | ".join(line.strip() for line in err[-3:]) or "ffmpeg failed without a message"
+
+
+def probe(path: str) -> ProbeInfo:
+    """Probe a local media file with ffprobe. Raises :class:`MediaError` when it is not media."""
+    if os.path.getsize(path) == 0:
+        raise MediaError("file is empty (0 bytes)")
+    try:
+        data = ffmpeg.probe(path)
+    except ffmpeg.Error as exc:
+        raise MediaError(f"ffprobe cannot read it: {_ffmpeg_message(exc)}") from None
+    fmt = data.get("format", {})
+    streams = tuple(s for s in (_parse_stream(x) for x in data.get("streams", [])) if s)
+    duration = float(fmt.get("duration") or 0.0)
+    if duration <= 0:
+        duration = max((float(x.get("duration") or 0.0) for x in data.get("streams", [])), default=0.0)
+    return ProbeInfo(
+        container=fmt.get("format_name", "unknown"),
+        duration_ms=int(round(duration * 1000)),
+        streams=streams,
+    )
+
+
+def decode_audio(path: str, *, stream: StreamInfo, keep_channels: bool = True) -> np.ndarray:
+    """Decode one audio stream to float32 at 16 kHz, shape ``[C, N]``.
+
+    ``keep_channels`` keeps the source's channels apart (so a file with one channel per speaker
+    stays separable); otherwise the stream is downmixed to one channel. Raises
+    :class:`MediaError` when the stream cannot be decoded (unsupported codec, truncated data).
+    """
+    channels = stream.channels or 1
+    out_ch = channels if keep_channels else 1
+    try:
+        raw, _ = (
+            ffmpeg.input(path)
+            .output(
+                "pipe:", format="f32le", acodec="pcm_f32le", ac=out_ch, ar=SAMPLE_RATE,
+                map=f"0:{stream.index}",
+                # soxr is ffmpeg's high-quality resampler; it is deterministic across machines.
+                af="aresample=resampler=soxr",
+            )
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-xerror")
+            .run(capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as exc:
+        raise MediaError(
+            f"cannot decode audio stream {stream.index} ({stream.codec_name}): {_ffmpeg_message(exc)}"
+        ) from None
+    wave = np.frombuffer(raw, dtype="<f4")
+    if wave.size == 0:
+        raise MediaError(f"audio stream {stream.index} ({stream.codec_name}) decodes to no samples")
+    n = wave.size // out_ch
+    wave_CN = wave[: n * out_ch].reshape(n, out_ch).T.copy()
+    np.clip(wave_CN, -1.0, 1.0, out=wave_CN)
+    return wave_CN
+
+
+def normalise_video(path: str, out_path: str, *, stream: StreamInfo, fps: int = VIDEO_FPS,
+                    max_side: int = 1280) -> None:
+    """Re-encode a video stream at a constant ``fps`` (H.264, no audio) into ``out_path``.
+
+    Frames are resampled in time by ffmpeg's fps filter (which also turns variable frame rate
+    into constant), and scaled down only when a side exceeds ``max_side``, keeping the aspect
+    ratio with even sides (required by yuv420p). Patch sizing happens in the shard stage.
+    """
+    scale = (
+        f"scale='if(gt(iw,ih),min(iw,{max_side}),-2)':'if(gt(iw,ih),-2,min(ih,{max_side}))',"
+        "scale=trunc(iw/2)*2:trunc(ih/2)*2"
+    )
+    try:
+        (
+            ffmpeg.input(path)
+            .output(
+                out_path, map=f"0:{stream.index}", vf=f"fps={fps},{scale}", vcodec="libx264",
+                preset="veryfast", crf=23, pix_fmt="yuv420p", an=None, movflags="+faststart",
+                # bitexact + no metadata + one thread: byte-identical files on every rerun.
+                fflags="+bitexact", map_metadata=-1, threads=1, **{"x264-params": "threads=1"},
+            )
+            .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+            .run(capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as exc:
+        raise MediaError(f"cannot decode video stream {stream.index} ({stream.codec_name}): "
+                         f"{_ffmpeg_message(exc)}") from None
+
+
+def encode_flac(wave_N: np.ndarray) -> bytes:
+    """16 kHz mono float32 → 16-bit FLAC bytes (lossless at the precision stored)."""
+    buf = io.BytesIO()
+    sf.write(buf, wave_N, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def read_flac(path: str) -> np.ndarray:
+    """Read a media FLAC (any Beam filesystem path) as float32 ``[N]``."""
+    with FileSystems.open(path) as f:
+        data, sr = sf.read(io.BytesIO(f.read()), dtype="float32", always_2d=False)
+    if sr != SAMPLE_RATE:
+        raise MediaError(f"{path}: expected {SAMPLE_RATE} Hz, found {sr} Hz")
+    return data if data.ndim == 1 else data.mean(axis=1).astype(np.float32)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to any Beam filesystem path, creating parent folders on local disk."""
+    if "://" not in path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with FileSystems.create(path) as f:
+        f.write(data)
+
+
+def copy_file_to(local_path: str, dest: str) -> None:
+    """Copy a local file to any Beam filesystem path."""
+    if "://" not in dest:
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        shutil.copyfile(local_path, dest)
+        return
+    with open(local_path, "rb") as src, FileSystems.create(dest) as dst:
+        shutil.copyfileobj(src, dst, _COPY_CHUNK)
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[tuple[str, str, int]]:
+    """Yield ``(local_path, sha256_hex, size_bytes)`` for any Beam filesystem URI.
+
+    Local files are hashed in place; remote ones are streamed to a temporary file that is
+    removed afterwards.
+    """
+    digest = hashlib.sha256()
+    if "://" not in uri or uri.startswith("file://"):
+        local = uri[len("file://"):] if uri.startswith("file://") else uri
+        size = 0
+        with open(local, "rb") as f:
+            while chunk := f.read(_COPY_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        yield local, digest.hexdigest(), size
+        return
+    suffix = os.path.splitext(uri)[1][:16]
+    fd, tmp = tempfile.mkstemp(prefix="microturn-", suffix=suffix)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out, FileSystems.open(uri) as src:
+            while chunk := src.read(_COPY_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        yield tmp, digest.hexdigest(), size
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
