@@ -1,0 +1,17 @@
+# The two entry points of the README. Both set the machine up first (idempotent).
+.PHONY: setup demo test bench clean
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/microturn demo --output demo-out
+
+test: setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	.venv/bin/python bench/ingest.py
+
+clean:
+	rm -rf demo-out .pytest_cache
