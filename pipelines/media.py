@@ -102,7 +102,7 @@ def probe(path: str) -> ProbeInfo:
     if os.path.getsize(path) == 0:
         raise MediaError("file is empty (0 bytes)")
     try:
-        data = ffmpeg.probe(path)
+        data = ffmpeg.probe(path, v="error")  # no banner: the error lines are the message
     except ffmpeg.Error as exc:
         raise MediaError(f"ffprobe cannot read it: {_ffmpeg_message(exc)}") from None
     fmt = data.get("format", {})

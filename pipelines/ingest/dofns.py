@@ -106,6 +106,10 @@ class Probe(_Step):
                 raise media.MediaError(
                     "no audio stream: microturn needs the conversation's audio "
                     f"(streams found: {[s.codec_type for s in info.streams] or 'none'})")
+            if (audio.codec_name or "unknown") in ("unknown", "none"):
+                raise media.MediaError(
+                    "unsupported audio codec: ffmpeg has no decoder for audio stream "
+                    f"{audio.index}; convert it to a common codec (PCM, FLAC, AAC, Opus, MP3)")
             if info.duration_ms <= 0:
                 raise media.MediaError("duration is zero or unknown")
             if info.duration_ms > self.max_duration_ms:

@@ -1,0 +1,219 @@
+"""Diarization scoring: RTTM reading and DER / JER with :mod:`pyannote.metrics`.
+
+A small library, no command line (the ``microturn`` CLI wires it). Typical use::
+
+    from microturn.pipelines.eval_diarization import evaluate_diarization
+
+    report = evaluate_diarization("refs/", {"call1": [("SPEAKER_00", 0, 1500), ...]})
+    print(report.total.der, [f.der for f in report.files])
+
+Conventions: hypothesis rows are ``(speaker, start_ms, end_ms)`` in integer milliseconds (the
+unit of every record in microturn); RTTM and :class:`pyannote.core.Annotation` use seconds.
+DER is computed with overlap scored (``skip_overlap=False``) and an optional forgiveness collar;
+JER with the same collar. Both are ratios (0.12 means 12 %).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyannote.core import Annotation, Segment
+from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
+
+__all__ = [
+    "DiarizationReport",
+    "DiarizationScore",
+    "annotation_from_rows",
+    "evaluate_diarization",
+    "read_rttm",
+]
+
+HypothesisRows = Iterable[tuple[str, int, int]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiarizationScore:
+    """Scores of one file (or of all files together for ``DiarizationReport.total``).
+
+    Durations are seconds of reference speech time counted with overlap (two reference
+    speakers talking for 1 s count 2 s), the denominator of DER.
+    """
+
+    uri: str
+    der: float
+    jer: float
+    reference_s: float
+    missed_s: float
+    false_alarm_s: float
+    confusion_s: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DiarizationReport:
+    """Per-file scores, in reference order, and the corpus-level total.
+
+    The total DER is the duration-weighted DER over all files (sum of errors over sum of
+    reference speech), the usual corpus DER; the total JER is pyannote's aggregate (the mean
+    over all reference speakers of all files).
+    """
+
+    files: list[DiarizationScore]
+    total: DiarizationScore
+    collar_s: float
+
+
+def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
+    """Read an RTTM file, or every ``*.rttm`` file in a directory, into ``{uri: Annotation}``.
+
+    Only ``SPEAKER`` lines are kept (other RTTM line types such as ``SPKR-INFO`` are ignored);
+    ``;;`` comments and blank lines are skipped. Fields used: 2 (file id, the uri), 4 (onset in
+    seconds), 5 (duration in seconds) and 8 (speaker name). Files in a directory are read in
+    name order; a uri that appears in several files gets the union of their turns.
+
+    Raises:
+        FileNotFoundError: the path does not exist, or a directory holds no ``.rttm`` file.
+        ValueError: a ``SPEAKER`` line is malformed (the message names file and line).
+    """
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".rttm" and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"no .rttm file in directory {str(root)!r}")
+    elif root.is_file():
+        files = [root]
+    else:
+        raise FileNotFoundError(f"RTTM path {str(root)!r} does not exist")
+
+    annotations: dict[str, Annotation] = {}
+    for file in files:
+        with file.open("r", encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                fields = line.split()
+                if not fields or fields[0].startswith(";;") or fields[0] != "SPEAKER":
+                    continue
+                if len(fields) < 8:
+                    raise ValueError(
+                        f"{file}:{line_no}: a SPEAKER line needs at least 8 fields "
+                        f"(SPEAKER uri channel onset duration <NA> <NA> speaker), got {len(fields)}"
+                    )
+                uri, speaker = fields[1], fields[7]
+                try:
+                    onset, duration = float(fields[3]), float(fields[4])
+                except ValueError:
+                    raise ValueError(
+                        f"{file}:{line_no}: onset {fields[3]!r} and duration {fields[4]!r} must be "
+                        "numbers of seconds"
+                    ) from None
+                if duration < 0:
+                    raise ValueError(f"{file}:{line_no}: negative duration {duration}")
+                annotation = annotations.setdefault(uri, Annotation(uri=uri))
+                if duration == 0:
+                    warnings.warn(f"{file}:{line_no}: zero-length turn skipped", stacklevel=2)
+                    continue
+                segment = Segment(onset, onset + duration)
+                annotation[segment, annotation.new_track(segment)] = speaker
+    return annotations
+
+
+def annotation_from_rows(rows: HypothesisRows, *, uri: str = "") -> Annotation:
+    """Build an :class:`Annotation` from ``(speaker, start_ms, end_ms)`` rows.
+
+    Overlapping rows (the same or different speakers) are all kept, each on its own track.
+    Rows with ``end_ms <= start_ms`` are skipped with a warning.
+    """
+    annotation = Annotation(uri=uri)
+    skipped = 0
+    for speaker, start_ms, end_ms in rows:
+        if end_ms <= start_ms:
+            skipped += 1
+            continue
+        segment = Segment(start_ms / 1000.0, end_ms / 1000.0)
+        annotation[segment, annotation.new_track(segment)] = str(speaker)
+    if skipped:
+        warnings.warn(
+            f"{skipped} empty or reversed row(s) (end_ms <= start_ms) skipped for uri {uri!r}",
+            stacklevel=2,
+        )
+    return annotation
+
+
+def _score(uri: str, der_components: dict[str, float], der: float, jer: float) -> DiarizationScore:
+    return DiarizationScore(
+        uri=uri,
+        der=float(der),
+        jer=float(jer),
+        reference_s=float(der_components["total"]),
+        missed_s=float(der_components["missed detection"]),
+        false_alarm_s=float(der_components["false alarm"]),
+        confusion_s=float(der_components["confusion"]),
+    )
+
+
+def evaluate_diarization(
+    reference: Mapping[str, Annotation] | str | os.PathLike[str],
+    hypothesis: Mapping[str, HypothesisRows | Annotation],
+    collar_s: float = 0.0,
+) -> DiarizationReport:
+    """Score hypothesis diarizations against references with DER and JER.
+
+    Args:
+        reference: ``{uri: Annotation}`` or a path to an RTTM file / directory of RTTM files.
+        hypothesis: ``{uri: [(speaker, start_ms, end_ms), ...]}`` (an ``Annotation`` is also
+            accepted as a value). Speaker names need not match the reference: the metrics find
+            the optimal one-to-one mapping.
+        collar_s: total width in seconds of the unscored zone centred on every reference
+            boundary (pyannote's convention: ``collar_s / 2`` on each side, so NIST md-eval's
+            ``-c 0.25`` is ``collar_s=0.5``).
+            0.0 (the default) scores every frame.
+
+    Returns:
+        One :class:`DiarizationScore` per reference uri (files missing from the hypothesis are
+        scored as all missed speech, with a warning) and the corpus total. Hypothesis uris
+        absent from the reference are ignored with a warning.
+
+    Raises:
+        ValueError: a negative collar, or no reference file at all.
+    """
+    if collar_s < 0:
+        raise ValueError(f"collar_s must be >= 0 seconds, got {collar_s}")
+    references = read_rttm(reference) if isinstance(reference, (str, os.PathLike)) else reference
+    if not references:
+        raise ValueError("the reference holds no file to score against")
+
+    extra = sorted(set(hypothesis) - set(references))
+    if extra:
+        warnings.warn(
+            f"{len(extra)} hypothesis uri(s) without reference ignored: {extra[:5]}", stacklevel=2
+        )
+
+    der_metric = DiarizationErrorRate(collar=collar_s, skip_overlap=False)
+    jer_metric = JaccardErrorRate(collar=collar_s, skip_overlap=False)
+    files: list[DiarizationScore] = []
+    for uri, ref in references.items():
+        hyp_value = hypothesis.get(uri)
+        if hyp_value is None:
+            warnings.warn(f"no hypothesis for uri {uri!r}: scored as all missed speech", stacklevel=2)
+            hyp = Annotation(uri=uri)
+        elif isinstance(hyp_value, Annotation):
+            hyp = hyp_value
+        else:
+            hyp = annotation_from_rows(hyp_value, uri=uri)
+        components = der_metric(ref, hyp, detailed=True)
+        jer = jer_metric(ref, hyp)
+        files.append(_score(uri, components, components["diarization error rate"], jer))
+
+    total_components = {
+        key: sum(getattr(f, attr) for f in files)
+        for key, attr in (
+            ("total", "reference_s"),
+            ("missed detection", "missed_s"),
+            ("false alarm", "false_alarm_s"),
+            ("confusion", "confusion_s"),
+        )
+    }
+    total = _score("TOTAL", total_components, abs(der_metric), abs(jer_metric))
+    return DiarizationReport(files=files, total=total, collar_s=collar_s)
