@@ -21,6 +21,8 @@ frames are too small for intra-op parallelism to pay off), which touches no glob
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,6 +91,25 @@ class SileroVadConfig:
             raise ValueError(f"engine must be 'sequence' or 'jit', got {self.engine!r}")
 
 
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run a block with torch's intra-op thread count set to ``num_threads``, then restore it.
+
+    ``None`` leaves the setting alone. The setting is process-wide, so a block running in one
+    Python thread also affects torch work started meanwhile by other threads of the process;
+    Beam workers run one bundle per process here, where this is harmless.
+    """
+    if num_threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def validate_wave(wave_N: np.ndarray, *, who: str) -> np.ndarray:
     """Check that ``wave_N`` is 16 kHz mono float32 audio, shape ``[N]`` with N > 0.
 
@@ -144,7 +165,9 @@ class SileroVad:
         wave_N = validate_wave(wave_N, who=self.name)
         if self.config.engine == "sequence":
             return np.asarray(self._model.audio_forward(wave_N, sampling_rate=SAMPLE_RATE))
-        with torch.inference_mode():
+        # One thread: each of the ~31 calls per second of audio is far too small to split, and
+        # with 2 threads on a busy 2-core machine OpenMP spin-waiting made it 50x slower.
+        with torch.inference_mode(), torch_threads(1):
             prob_1P = self._model.audio_forward(torch.from_numpy(wave_N)[None], SAMPLE_RATE)
         return prob_1P[0].numpy()
 
@@ -178,7 +201,7 @@ class SileroVad:
                 prob_P.tolist(), audio_length_samples=wave_N.size, **options
             )
         else:
-            with torch.inference_mode():
+            with torch.inference_mode(), torch_threads(1):
                 stamps = get_speech_timestamps(torch.from_numpy(wave_N), self._model, **options)
         # Samples -> integer ms; rounding, then dropping what the rounding emptied.
         regions = [
