@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     files = sample_files()
     inputs = os.path.join(args.output, "input")
     os.makedirs(inputs, exist_ok=True)
-    video = os.path.join(inputs, "phone_call.mp4")
+    video = os.path.join(inputs, "sample.mp4")
     make_video(files["wav"], video)
-    shutil.copyfile(files["stm"], os.path.join(inputs, "phone_call.stm"))
-    print(f"demo: made {video} (+ phone_call.stm sidecar) from pyannote.audio's sample call")
+    shutil.copyfile(files["stm"], os.path.join(inputs, "sample.stm"))
+    print(f"demo: made {video} (+ sample.stm sidecar) from pyannote.audio's sample call")
 
     out = os.path.join(args.output, "out")
     summary = run(["--input", os.path.join(inputs, "*"), "--output", out, *beam_args])

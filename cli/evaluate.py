@@ -1,0 +1,87 @@
+"""``microturn eval``: score an ingest output against references.
+
+- ``eval diarization --reference RTTM_OR_DIR --hypothesis OUT [--collar S]``: DER and JER.
+- ``eval words --reference STM_OR_DIR --hypothesis OUT``: share of words inside their reference
+  segment, and the median boundary error where word-level references exist.
+
+Reference files name their recordings (RTTM/STM file ids); conversations are matched to them by
+the stem of their source file (``calls/abc.mp4`` ↔ ``abc``). When the reference holds a single
+recording and the output a single conversation, the two are paired whatever their names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+
+from microturn.pipelines.tables import read_table
+
+
+def _stems(out: str) -> dict[str, str]:
+    """conversation_id → stem of its source file name."""
+    return {c["conversation_id"]: os.path.splitext(os.path.basename(c["source_uri"] or ""))[0]
+            for c in read_table(out, "conversations").to_pylist()}
+
+
+def _pair(by_stem: dict[str, list], reference_ids: set[str]) -> dict[str, list]:
+    if set(by_stem) & reference_ids or len(by_stem) != 1 or len(reference_ids) != 1:
+        return by_stem
+    (only,) = by_stem.values()
+    (ref,) = reference_ids
+    print(f"note: pairing the only conversation with the only reference recording {ref!r}")
+    return {ref: only}
+
+
+def _hypothesis(out: str, table: str, fields: tuple[str, ...]) -> dict[str, list]:
+    stems = _stems(out)
+    rows: dict[str, list] = defaultdict(list)
+    for r in read_table(out, table).to_pylist():
+        rows[stems.get(r["conversation_id"], r["conversation_id"])].append(tuple(r[f] for f in fields))
+    for stem in stems.values():
+        rows.setdefault(stem, [])
+    return dict(rows)
+
+
+def _diarization(args: argparse.Namespace) -> int:
+    from microturn.pipelines.eval_diarization import evaluate_diarization, read_rttm
+
+    refs = read_rttm(args.reference)
+    hyp = _pair(_hypothesis(args.hypothesis, "segments", ("speaker", "start_ms", "end_ms")), set(refs))
+    report = evaluate_diarization(refs, hyp, collar_s=args.collar)
+    print(f"{'file':<32} {'DER':>7} {'JER':>7} {'miss':>7} {'FA':>7} {'conf':>7}  (collar {args.collar} s)")
+    for f in [*report.files, report.total]:
+        ref = f.reference_s or 1.0
+        print(f"{f.uri[:32]:<32} {f.der:>7.2%} {f.jer:>7.2%} {f.missed_s / ref:>7.2%} "
+              f"{f.false_alarm_s / ref:>7.2%} {f.confusion_s / ref:>7.2%}")
+    return 0
+
+
+def _words(args: argparse.Namespace) -> int:
+    from microturn.pipelines import eval_words
+
+    refs = eval_words.read_stm(args.reference)
+    hyp = _pair(_hypothesis(args.hypothesis, "words", ("text", "start_ms", "end_ms")), set(refs))
+    report = eval_words.evaluate_words(refs, hyp)
+    print(report.render())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="microturn eval", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("diarization", help="DER and JER against RTTM references")
+    d.add_argument("--reference", required=True, help="an RTTM file or a folder of them")
+    d.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")
+    d.add_argument("--collar", type=float, default=0.0,
+                   help="total forgiveness collar in seconds around reference boundaries (default 0)")
+    w = sub.add_parser("words", help="word timing against STM references")
+    w.add_argument("--reference", required=True, help="an STM file or a folder of them")
+    w.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")
+    args = p.parse_args(argv)
+    try:
+        return _diarization(args) if args.what == "diarization" else _words(args)
+    except ValueError as exc:
+        print(f"microturn eval: error: {exc}", file=sys.stderr)
+        return 2
