@@ -4,38 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
+def _coerce(key: str, hint: Any, value: Any, where: str) -> Any:
+    """``value`` checked against a simple type hint (``int``, ``float | None``, ``tuple[str, ...]``)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ValueError(f"{where}: {key} must not be empty")
+    for option in options:
+        base = typing.get_origin(option) or option
+        if base is tuple and isinstance(value, list):
+            return tuple(value)
+        if base is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(base, type) and isinstance(value, base) and not (
+                isinstance(value, bool) and base is not bool):
+            return value
+    raise ValueError(f"{where}: {key} must be {hint}, got {value!r}")
+
+
 def from_mapping(cls: type[T], data: dict[str, Any], *, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are ``ValueError``s."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}")
     hints = typing.get_type_hints(cls)
-    clean: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        origin = typing.get_origin(hint)
-        if origin is tuple and isinstance(value, list):
-            value = tuple(value)
-        allowed = typing.get_args(hint) if origin in (typing.Union, getattr(__import__("types"), "UnionType")) else (hint,)
-        allowed_types = tuple(typing.get_origin(a) or a for a in allowed if a is not type(None))
-        if value is None and type(None) in allowed:
-            clean[key] = value
-            continue
-        if allowed_types and all(isinstance(a, type) for a in allowed_types):
-            ok = isinstance(value, allowed_types) and not (isinstance(value, bool) and bool not in allowed_types)
-            if float in allowed_types and isinstance(value, int) and not isinstance(value, bool):
-                ok, value = True, float(value)
-            if not ok:
-                raise ValueError(f"{where}: {key} must be {hint}, got {value!r}")
-        clean[key] = value
-    return cls(**clean)
+    return cls(**{k: _coerce(k, hints[k], v, where) for k, v in data.items()})
 
 
 def load_toml(cls: type[T], path: str, *, section: str | None = None) -> T:
