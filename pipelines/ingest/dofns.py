@@ -94,9 +94,12 @@ class Probe(_Step):
     def _license(self, uri: str) -> tuple[str, str]:
         return self.licenses.get(uri) or self.licenses.get(os.path.basename(uri)) or ("unknown", "real")
 
-    def process(self, uri: str):
+    def setup(self):
         from microturn.pipelines.backends.sidecar import find_sidecar
 
+        self.find_sidecar = find_sidecar
+
+    def process(self, uri: str):
         started = time.perf_counter()
         try:
             with media.local_copy(uri) as (path, sha, size):
@@ -126,7 +129,7 @@ class Probe(_Step):
                 "video_fps": video.fps if video else None,
                 "video_width": video.width if video else None,
                 "video_height": video.height if video else None,
-                "sidecar_uri": find_sidecar(uri), "license": license_, "origin": origin,
+                "sidecar_uri": self.find_sidecar(uri), "license": license_, "origin": origin,
             }
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
             yield self._reject(uri, exc)
@@ -324,13 +327,15 @@ class Transcribe(_Step):
         self.model_dir, self.language = model_dir, language
 
     def setup(self):
+        from microturn.pipelines.backends import sidecar
+        from microturn.pipelines.backends.assign import assign_speakers
         from microturn.pipelines.backends.factory import make_transcriber
 
+        self.sidecar, self.assign_speakers = sidecar, assign_speakers
         self.transcriber = make_transcriber(self.kind, self.model_dir, self.language)
 
     def _sidecar(self, rec: dict, notes: list):
-        from microturn.pipelines.backends import sidecar as sc
-
+        sc = self.sidecar
         uri = rec["source"]["sidecar_uri"]
         if not uri:
             return None
@@ -351,8 +356,6 @@ class Transcribe(_Step):
             return None
 
     def process(self, rec: dict):
-        from microturn.pipelines.backends.assign import assign_speakers
-
         started = time.perf_counter()
         notes: list[dict] = []
         words: list[Word] = []
@@ -370,7 +373,7 @@ class Transcribe(_Step):
                     name = self.transcriber.name
                 words = _valid_words(words, rec["duration_ms"])
                 if any(w.speaker is None for w in words):
-                    words = assign_speakers(words, turns, utterances)
+                    words = self.assign_speakers(words, turns, utterances)
         except Exception as exc:  # noqa: BLE001
             for note in notes:
                 yield beam.pvalue.TaggedOutput(REJECTS, note)
