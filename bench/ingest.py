@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from microturn.pipelines.eval_diarization import evaluate_diarization
-    from microturn.pipelines.eval_words import evaluate_words, read_stm
+    from microturn.pipelines.eval_words import evaluate_words
     from microturn.pipelines.ingest.run import run
     from microturn.pipelines.tables import read_table
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             der = evaluate_diarization(str(SAMPLE / "sample.rttm"),
                                        {"sample": [(s["speaker"], s["start_ms"], s["end_ms"]) for s in seg]})
             words = read_table(out, "words").to_pylist()
-            wrep = evaluate_words(read_stm(str(SAMPLE / "sample.stm")),
+            wrep = evaluate_words(str(SAMPLE / "sample.stm"),
                                   {"sample": [(w["text"], w["start_ms"], w["end_ms"]) for w in words]})
             conv = read_table(out, "conversations").to_pylist()[0]
             quality[label] = (der.total.der, conv["num_speakers"], wrep.total.inside_share)

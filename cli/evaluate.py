@@ -63,8 +63,20 @@ def _words(args: argparse.Namespace) -> int:
 
     refs = eval_words.read_stm(args.reference)
     hyp = _pair(_hypothesis(args.hypothesis, "words", ("text", "start_ms", "end_ms")), set(refs))
-    report = eval_words.evaluate_words(refs, hyp)
-    print(report.render())
+    word_refs = None
+    if args.word_reference:
+        paths = ([os.path.join(args.word_reference, n) for n in sorted(os.listdir(args.word_reference))
+                  if n.endswith(".json")] if os.path.isdir(args.word_reference) else [args.word_reference])
+        word_refs = {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
+    report = eval_words.evaluate_words(args.reference, hyp, word_refs, collar_ms=args.collar_ms)
+    pct = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    ms = lambda v: "n/a" if v is None else f"{v:.0f} ms"  # noqa: E731
+    print(f"{'file':<32} {'words':>6} {'inside':>8} {'coverage':>9} {'median |boundary|':>18}")
+    for name, f in [*sorted(report.files.items()), ("TOTAL", report.total)]:
+        print(f"{name[:32]:<32} {f.n_hypothesis:>6} {pct(f.inside_share):>8} {pct(f.coverage):>9} "
+              f"{ms(f.median_abs_boundary_ms):>18}")
+    if report.missing_hypothesis:
+        print(f"note: no words for reference recording(s) {report.missing_hypothesis}")
     return 0
 
 
@@ -79,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("words", help="word timing against STM references")
     w.add_argument("--reference", required=True, help="an STM file or a folder of them")
     w.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")
+    w.add_argument("--word-reference", metavar="JSON_OR_DIR",
+                   help="word-level references (whisperx-style JSON named by recording id) for "
+                        "the median boundary error")
+    w.add_argument("--collar-ms", type=int, default=0,
+                   help="widen reference segments by this many ms on each side (default 0)")
     args = p.parse_args(argv)
     try:
         return _diarization(args) if args.what == "diarization" else _words(args)

@@ -342,7 +342,9 @@ class Transcribe(_Step):
         try:
             with FileSystems.open(uri) as f:
                 data = f.read()
-            transcript = sc.parse_sidecar(data, os.path.splitext(uri)[1].lstrip(".").lower())
+            stem = os.path.splitext(os.path.basename(rec["uri"]))[0]
+            transcript = sc.parse_sidecar(data, os.path.splitext(uri)[1].lstrip(".").lower(),
+                                          name=uri, file_id=stem)
             with warnings.catch_warnings(record=True):
                 warnings.simplefilter("always")
                 transcript, dropped, clipped = sc.clip_to_media(transcript, rec["duration_ms"])
