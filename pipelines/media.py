@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -91,10 +92,16 @@ def _parse_stream(s: dict) -> StreamInfo | None:
     return StreamInfo(**info)
 
 
+# ffmpeg prefixes messages with "[demuxer @ 0x55d0c1a2b180] ": a heap address that changes on
+# every run and would make reject rows differ between reruns.
+_CONTEXT_RE = re.compile(r"\[[^\]]* @ 0x[0-9a-f]+\]\s*")
+
+
 def _ffmpeg_message(exc: ffmpeg.Error) -> str:
     err = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
     # The last lines carry ffmpeg's reason ("Invalid data found when processing input", ...).
-    return " | ".join(line.strip() for line in err[-3:]) or "ffmpeg failed without a message"
+    lines = [_CONTEXT_RE.sub("", line).strip() for line in err[-3:]]
+    return " | ".join(line for line in lines if line) or "ffmpeg failed without a message"
 
 
 def probe(path: str) -> ProbeInfo:
