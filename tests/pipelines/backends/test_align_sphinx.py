@@ -72,13 +72,26 @@ def test_sample_words_fall_inside_their_reference_segments(sample_words):
     hyp = {"sample": [(w.text, w.start_ms, w.end_ms) for w in sample_words]}
     strict = evaluate_words(SAMPLE / "sample.stm", hyp)
     assert strict.total.n_hypothesis == 81 and strict.total.coverage == 1.0
-    # Measured: 72 of 81 words (0.889) strictly inside. The misses are first/last words 10-180
-    # ms past a segment edge; the STM edges themselves disagree with the sample's RTTM by up
-    # to 150 ms there (e.g. Sheila's "Well," starts at 21.78 s in the RTTM, 21.935 s in the
-    # STM; the aligner says 21.835 s). Within two 10 ms frames of the edges: 75 of 81 (0.926).
-    assert strict.total.inside_share >= 0.85
-    two_frames = evaluate_words(SAMPLE / "sample.stm", hyp, collar_ms=20)
-    assert two_frames.total.inside_share >= 0.90
+    # By default the transcript's segment bounds the audio searched (as whisperx does), so
+    # every word of the sample (81 of 81) lands inside its segment; the check is that alignment
+    # succeeds for every utterance (no fallback, see the fixture) and keeps order.
+    assert strict.total.inside_share >= 0.90
+
+
+def test_padded_alignment_for_loose_transcripts(aligner, sample):
+    """With 200 ms padding (for subtitles whose times are loose), words may leave the segment.
+
+    Measured: 72 of 81 words (0.889) strictly inside. The misses are first/last words 10-180
+    ms past a segment edge; the STM edges themselves disagree with the sample's RTTM by up to
+    150 ms there (e.g. Sheila's "Well," starts at 21.78 s in the RTTM, 21.935 s in the STM;
+    the aligner says 21.835 s). Within two 10 ms frames of the edges: 75 of 81 (0.926).
+    """
+    wave_N, transcript = sample
+    padded = PocketsphinxAligner(PocketsphinxAlignerConfig(pad_ms=200))
+    words = padded(wave_N, utterances=transcript.utterances, turns=[])
+    hyp = {"sample": [(w.text, w.start_ms, w.end_ms) for w in words]}
+    assert evaluate_words(SAMPLE / "sample.stm", hyp).total.inside_share >= 0.85
+    assert evaluate_words(SAMPLE / "sample.stm", hyp, collar_ms=20).total.inside_share >= 0.90
 
 
 def test_sample_words_are_well_formed(sample, sample_words):
