@@ -10,7 +10,8 @@ A small library, no command line (the ``microturn`` CLI wires it). Typical use::
 Conventions: hypothesis rows are ``(speaker, start_ms, end_ms)`` in integer milliseconds (the
 unit of every record in microturn); RTTM and :class:`pyannote.core.Annotation` use seconds.
 DER is computed with overlap scored (``skip_overlap=False``) and an optional forgiveness collar;
-JER with the same collar. Both are ratios (0.12 means 12 %).
+JER with the same collar. Both are ratios (0.12 means 12 %). The scored time of a file runs from
+the first to the last turn of reference or hypothesis (pyannote's default without a UEM).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyannote.core import Annotation, Segment
+from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
 __all__ = [
@@ -202,8 +203,12 @@ def evaluate_diarization(
             hyp = hyp_value
         else:
             hyp = annotation_from_rows(hyp_value, uri=uri)
-        components = der_metric(ref, hyp, detailed=True)
-        jer = jer_metric(ref, hyp)
+        # Scored region: from the earliest to the latest turn of either side, which is what
+        # pyannote assumes (with a warning) when no UEM is given.
+        extent = ref.get_timeline().extent() | hyp.get_timeline().extent()
+        uem = Timeline(segments=[extent] if extent else [], uri=uri)
+        components = der_metric(ref, hyp, uem=uem, detailed=True)
+        jer = jer_metric(ref, hyp, uem=uem)
         files.append(_score(uri, components, components["diarization error rate"], jer))
 
     total_components = {
