@@ -136,11 +136,16 @@ class EmbeddedDiarizerConfig:
             ones are only assigned to them. resemblyzer embeds 1.6 s partials; below ~1.5 s
             its d-vectors of different people on the same channel look alike.
         max_embed_s: at most this much of a track's clean speech (its middle) is embedded:
-            3.2 s is two partials, enough for a stable d-vector; more only costs time.
-        cluster_threshold: cosine distance at which the average-linkage tree is cut when the
-            count is not given. On telephone speech resemblyzer's track embeddings of one
-            speaker sit at 0.10-0.29 of each other and those of two speakers at 0.29-0.37
-            (before the co-occurrence penalty widens the gap); 0.3 sits between the modes.
+            3.2 s is two partials. With 1.6 s (one partial, ~35 ms less per 30 s) one voice
+            was split in two in the single-speaker check; more than 3.2 s only costs time.
+        cluster_threshold: height (cosine distance + constraint penalty) at which the tree
+            is cut when the count is not given. On the sample, track embeddings of one caller
+            sit 0.10-0.16 apart and those of the two callers 0.21-0.28: resemblyzer alone
+            separates these voices only below ~0.2, which split one voice in two in the
+            single-speaker check. Speakers who talk to each other share windows, and the
+            window constraints push them apart; every count check came out right for
+            thresholds 0.25-0.35, and 0.3 is the middle. Two voices that never share a
+            window and sound alike on the channel may be merged.
         min_cluster_s: when the count is estimated, clusters with less clean speech than
             this join the most similar larger cluster (2 s: less than a sentence is not enough
             evidence for one more speaker).
@@ -266,6 +271,11 @@ def _runs(mask_X: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index pairs of the runs of True in a 1-D boolean array."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask_X.astype(np.int8), [0]))))
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
+def _unit_rows(x_XD: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    return x_XD / np.maximum(np.linalg.norm(x_XD, axis=1, keepdims=True), 1e-12)
 
 
 def _merged_regions(speech: list[Region]) -> tuple[np.ndarray, np.ndarray]:
@@ -725,7 +735,8 @@ class EmbeddedDiarizer:
         partial_PD = F_nn.normalize(torch.relu(self._encoder.linear(hidden[-1])), dim=-1)
         sum_TD = np.zeros((len(frames), partial_PD.shape[1]), dtype=np.float64)
         np.add.at(sum_TD, np.asarray(owner_P), partial_PD.numpy())
-        return (sum_TD / np.linalg.norm(sum_TD, axis=1, keepdims=True)).astype(np.float32)
+        norm_T1 = np.maximum(np.linalg.norm(sum_TD, axis=1, keepdims=True), 1e-12)
+        return (sum_TD / norm_T1).astype(np.float32)
 
     def _constraints(
         self, on_CFL: np.ndarray, pairs_A: np.ndarray, track_A: np.ndarray
@@ -781,8 +792,7 @@ class EmbeddedDiarizer:
         labels_E = np.unique(labels_E, return_inverse=True)[1]
         K = int(labels_E.max()) + 1
         centroid_KD = np.stack([emb_ED[labels_E == k].mean(axis=0) for k in range(K)])
-        centroid_KD /= np.linalg.norm(centroid_KD, axis=1, keepdims=True)
-        return centroid_KD
+        return _unit_rows(centroid_KD)
 
     def _merge_small(
         self, emb_ED: np.ndarray, labels_E: np.ndarray, support_E: np.ndarray, min_k: int
@@ -801,8 +811,7 @@ class EmbeddedDiarizer:
             large_K[k] = True
         if large_K.all():
             return labels_E
-        centroid_KD = np.stack([emb_ED[labels_E == k].mean(axis=0) for k in range(K)])
-        centroid_KD /= np.linalg.norm(centroid_KD, axis=1, keepdims=True)
+        centroid_KD = _unit_rows(np.stack([emb_ED[labels_E == k].mean(axis=0) for k in range(K)]))
         sim_KK = centroid_KD @ centroid_KD.T
         sim_KK[:, ~large_K] = -np.inf
         target_K = np.where(large_K, np.arange(K), sim_KK.argmax(axis=1))
