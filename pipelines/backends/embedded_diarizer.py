@@ -55,7 +55,7 @@ import math
 import os
 import typing
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -422,25 +422,25 @@ class EmbeddedDiarizer:
 
         Returns:
             Turns sorted by start, speakers named ``SPEAKER_00``, ``SPEAKER_01``, ... in order of
-            first appearance, all on channel 0. Empty (with a warning) for audio shorter than
-            one 5 s segmentation window or without speech.
+            first appearance, all on channel 0. Audio shorter than one 5 s segmentation window
+            is padded with silence. Empty (with a warning) without speech.
 
         Raises:
             ValueError: non-1-D, non-float32, empty or non-finite audio.
         """
         wave_N = validate_wave(wave_N, who=self.name)
-        if wave_N.size < self._window_samples:
-            warnings.warn(
-                f"{self.name}: {wave_N.size / SAMPLE_RATE:.2f} s of audio is shorter than the "
-                f"{self._window_samples / SAMPLE_RATE:.0f} s segmentation window; no diarization",
-                stacklevel=2,
-            )
-            return []
         if not any(r.end_ms > r.start_ms for r in speech):
             warnings.warn(f"{self.name}: no speech regions given; no diarization", stacklevel=2)
             return []
+        n_ms = wave_N.size * 1000 // SAMPLE_RATE
+        if wave_N.size < self._window_samples:
+            # A clip shorter than one 5 s window (a short answer, a voice note) is padded with
+            # silence: the segmentation model sees digital silence as no speaker, and the turns
+            # are cut back to the real length below.
+            wave_N = np.pad(wave_N, (0, self._window_samples - wave_N.size))
         with torch.inference_mode(), torch_threads(self.config.num_threads):
-            return self._diarize(wave_N, _merged_regions(speech), count)
+            turns = self._diarize(wave_N, _merged_regions(speech), count)
+        return [replace(t, end_ms=min(t.end_ms, n_ms)) for t in turns if t.start_ms < n_ms]
 
     # ------------------------------------------------------------------ pipeline
 
