@@ -42,6 +42,7 @@ def _looped_stm(loops: int, stem: str) -> str:
 
 def build(root: str, files: int, loops: int) -> list[str]:
     wav = str(SAMPLE / "sample.wav")
+    os.makedirs(root, exist_ok=True)
     paths = []
     for i in range(files):
         stem = f"call{i:02d}"
