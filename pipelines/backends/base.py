@@ -14,6 +14,42 @@ import numpy as np
 SAMPLE_RATE = 16_000
 
 
+class AudioInputError(TypeError, ValueError):
+    """Audio that a backend cannot take (wrong type, dtype, shape, empty, NaN).
+
+    Both a ``TypeError`` and a ``ValueError``, so callers may catch either.
+    """
+
+
+def validate_wave(wave_N: np.ndarray, *, who: str, allow_empty: bool = False) -> np.ndarray:
+    """Check that ``wave_N`` is 16 kHz mono float32 audio, shape ``[N]`` with N > 0.
+
+    Returns the array made C-contiguous (an empty one only with ``allow_empty``). Raises ``ValueError`` with a message saying how to fix
+    the input otherwise (float64 is refused rather than silently converted so that callers
+    notice they skipped the pipeline's decoding step, which yields float32).
+    """
+    if not isinstance(wave_N, np.ndarray):
+        raise AudioInputError(
+            f"{who}: expected a numpy array of 16 kHz mono float32 samples, got "
+            f"{type(wave_N).__name__}; convert with np.asarray(x, dtype=np.float32)"
+        )
+    if wave_N.ndim != 1:
+        raise AudioInputError(
+            f"{who}: expected mono audio of shape [N], got shape {wave_N.shape}; mix down or pick "
+            "one channel first (e.g. wave.mean(axis=-1) for [N, channels])"
+        )
+    if wave_N.dtype != np.float32:
+        raise AudioInputError(
+            f"{who}: expected float32 samples in [-1, 1], got dtype {wave_N.dtype}; convert with "
+            "wave.astype(np.float32) (scale integer PCM by 1/32768 first)"
+        )
+    if wave_N.size == 0 and not allow_empty:
+        raise AudioInputError(f"{who}: the audio is empty (0 samples); nothing to analyse")
+    if not np.isfinite(wave_N).all():
+        raise AudioInputError(f"{who}: the audio holds NaN or infinite samples; fix the decoder output")
+    return np.ascontiguousarray(wave_N)
+
+
 @dataclass(frozen=True, slots=True)
 class Region:
     """A span of time, [start_ms, end_ms)."""

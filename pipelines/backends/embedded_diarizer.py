@@ -63,8 +63,8 @@ import torch
 import torch.nn.functional as F_nn
 from scipy.optimize import linear_sum_assignment
 
-from .base import SAMPLE_RATE, Region, SpeakerCount, Turn
-from .silero import torch_threads, validate_wave
+from .base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
+from .silero import torch_threads
 
 __all__ = ["EmbeddedDiarizer", "EmbeddedDiarizerConfig", "default_segmentation_path"]
 

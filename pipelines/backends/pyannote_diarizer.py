@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from microturn.pipelines.backends.base import SAMPLE_RATE, Region, SpeakerCount, Turn
+from microturn.pipelines.backends.base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
 
 # A hub id is "owner/name": exactly one slash, no path-like prefix.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -82,7 +82,7 @@ class PyannoteDiarizer:
         """Diarize 16 kHz mono float audio; return turns sorted by start, in integer ms."""
         import torch
 
-        wave_N = _check_wave(wave_N)
+        wave_N = validate_wave(wave_N, who=self.name, allow_empty=True)
         if not isinstance(count, SpeakerCount):
             raise TypeError(f"count must be a SpeakerCount, got {type(count).__name__}")
         duration_ms = round(1000 * wave_N.shape[0] / SAMPLE_RATE)
@@ -192,13 +192,3 @@ def annotation_to_turns(output: Any, *, duration_ms: int | None = None) -> list[
             stacklevel=2,
         )
     return turns
-
-
-def _check_wave(wave_N: np.ndarray) -> np.ndarray:
-    if not isinstance(wave_N, np.ndarray):
-        raise TypeError(f"audio must be a numpy array of 16 kHz mono samples, got {type(wave_N).__name__}")
-    if wave_N.ndim != 1:
-        raise ValueError(f"audio must be mono with shape [N], got shape {wave_N.shape}")
-    if not np.issubdtype(wave_N.dtype, np.floating):
-        raise TypeError(f"audio must be float samples in [-1, 1], got dtype {wave_N.dtype}")
-    return np.ascontiguousarray(wave_N, dtype=np.float32)

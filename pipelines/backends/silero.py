@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .base import SAMPLE_RATE, Region
+from .base import SAMPLE_RATE, Region, validate_wave
 
 # ``silero_vad.model`` sets torch's global intra-op thread count to 1 when first imported;
 # undo that so that importing this backend does not change how fast other models run.
@@ -38,7 +38,7 @@ from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: E402
 
 torch.set_num_threads(_threads_before_import)
 
-__all__ = ["SileroVad", "SileroVadConfig", "torch_threads", "validate_wave"]
+__all__ = ["SileroVad", "SileroVadConfig", "torch_threads"]
 
 # Silero's frame at 16 kHz: 512 samples = 32 ms. Audio shorter than one frame carries no
 # decision; it is reported as no speech.
@@ -108,35 +108,6 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def validate_wave(wave_N: np.ndarray, *, who: str) -> np.ndarray:
-    """Check that ``wave_N`` is 16 kHz mono float32 audio, shape ``[N]`` with N > 0.
-
-    Returns the array made C-contiguous. Raises ``ValueError`` with a message saying how to fix
-    the input otherwise (float64 is refused rather than silently converted so that callers
-    notice they skipped the pipeline's decoding step, which yields float32).
-    """
-    if not isinstance(wave_N, np.ndarray):
-        raise ValueError(
-            f"{who}: expected a numpy array of 16 kHz mono float32 samples, got "
-            f"{type(wave_N).__name__}; convert with np.asarray(x, dtype=np.float32)"
-        )
-    if wave_N.ndim != 1:
-        raise ValueError(
-            f"{who}: expected mono audio of shape [N], got shape {wave_N.shape}; mix down or pick "
-            "one channel first (e.g. wave.mean(axis=-1) for [N, channels])"
-        )
-    if wave_N.dtype != np.float32:
-        raise ValueError(
-            f"{who}: expected float32 samples in [-1, 1], got dtype {wave_N.dtype}; convert with "
-            "wave.astype(np.float32) (scale integer PCM by 1/32768 first)"
-        )
-    if wave_N.size == 0:
-        raise ValueError(f"{who}: the audio is empty (0 samples); nothing to analyse")
-    if not np.isfinite(wave_N).all():
-        raise ValueError(f"{who}: the audio holds NaN or infinite samples; fix the decoder output")
-    return np.ascontiguousarray(wave_N)
 
 
 class SileroVad:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance, Word
+from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance, Word, validate_wave
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,7 +155,7 @@ class WhisperxTranscriber:
         self, wave_N: np.ndarray, *, utterances: list[Utterance] | None, turns: list[Turn]
     ) -> list[Word]:
         """Timed words for 16 kHz mono float audio: sidecar ``utterances`` aligned, else ASR."""
-        wave_N = _check_wave(wave_N)
+        wave_N = validate_wave(wave_N, who=self.name, allow_empty=True)
         turns = list(turns or [])
         for t in turns:
             if not isinstance(t, Turn):
@@ -493,13 +493,3 @@ def _finite(x: Any) -> bool:
         return x is not None and math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
-
-
-def _check_wave(wave_N: np.ndarray) -> np.ndarray:
-    if not isinstance(wave_N, np.ndarray):
-        raise TypeError(f"audio must be a numpy array of 16 kHz mono samples, got {type(wave_N).__name__}")
-    if wave_N.ndim != 1:
-        raise ValueError(f"audio must be mono with shape [N], got shape {wave_N.shape}")
-    if not np.issubdtype(wave_N.dtype, np.floating):
-        raise TypeError(f"audio must be float samples in [-1, 1], got dtype {wave_N.dtype}")
-    return np.ascontiguousarray(wave_N, dtype=np.float32)
