@@ -1,0 +1,103 @@
+"""In-memory tests of the ingest PTransforms and table writers (TestPipeline + assert_that)."""
+
+import os
+import shutil
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to, is_not_empty
+
+from media_corpus import speech
+from microturn.pipelines.ingest import dofns
+from microturn.pipelines.ingest.config import IngestConfig
+from microturn.pipelines.ingest.pipeline import ProbeSources
+from microturn.pipelines.tables import REJECTS, ValidateRows, WriteTable, read_table
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe")
+    speech(str(root / "a.wav"), dur=2)
+    shutil.copyfile(root / "a.wav", root / "copy_of_a.wav")
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "a.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
+    return str(root)
+
+
+def test_probe_sources_dedupes_and_rejects(folder):
+    cfg = IngestConfig(inputs=(f"{folder}/*", f"{folder}/a.wav", f"{folder}/nothing-*.mp4"), output="unused")
+    with TestPipeline() as p:
+        records, rejects = (p | beam.Create(sorted(cfg.inputs)) | ProbeSources(cfg, {"a.wav": ("CC0", "lab")}))
+        assert_that(records | "Uris" >> beam.Map(lambda r: os.path.basename(r["uri"])),
+                    equal_to(["a.wav"]), label="one record per distinct content")
+        assert_that(records | "Lic" >> beam.Map(lambda r: (r["source"]["license"], r["source"]["origin"],
+                                                           os.path.basename(r["source"]["sidecar_uri"]))),
+                    equal_to([("CC0", "lab", "a.srt")]), label="license and sidecar")
+        assert_that(rejects | "Why" >> beam.Map(lambda r: (os.path.basename(r["input"]), r["stage"], r["error_type"])),
+                    equal_to([("copy_of_a.wav", "dedupe", "DuplicateContent"),
+                              ("empty.mp4", "probe", "MediaError"),
+                              ("nothing-*.mp4", "match", "NoMatch")]), label="rejects")
+
+
+def test_keep_first_copy_is_order_independent():
+    recs = [{"uri": "b", "conversation_id": "c"}, {"uri": "a", "conversation_id": "c"}]
+    with TestPipeline() as p:
+        out = (p | beam.Create([("c", recs)])
+               | beam.ParDo(dofns.KeepFirstCopy()).with_outputs(REJECTS, main="ok"))
+        assert_that(out.ok | beam.Map(lambda r: r["uri"]), equal_to(["a"]))
+        assert_that(out[REJECTS] | beam.Map(lambda r: r["input"]), equal_to(["b"]), label="dup")
+
+
+def test_invalid_rows_go_to_rejects_not_the_table():
+    good = {"conversation_id": "c", "speaker": "S", "start_ms": 0, "end_ms": 5, "channel": 0}
+    bad = {**good, "start_ms": 9}
+    with TestPipeline() as p:
+        res = p | beam.Create([good, bad]) | ValidateRows("segments")
+        assert_that(res.valid, equal_to([good]))
+        assert_that(res[REJECTS] | beam.Map(lambda r: (r["stage"], "before start_ms" in r["message"])),
+                    equal_to([("validate", True)]), label="rejects")
+
+
+def test_write_table_then_read_back(tmp_path):
+    rows = [{"conversation_id": "c", "type": "turn_end", "speaker": "A", "t_ms": i, "payload": "{}"}
+            for i in range(5)]
+    out = str(tmp_path)
+    with TestPipeline() as p:
+        _ = p | beam.Create(rows) | WriteTable(out, "events")
+    back = read_table(out, "events")
+    assert sorted(back.to_pylist(), key=lambda r: r["t_ms"]) == rows
+    assert back.schema.metadata[b"microturn.schema_version"] == b"1"
+    assert os.listdir(tmp_path / "events") == ["part-00000-of-00001.parquet"]
+    with TestPipeline() as p:  # an empty PCollection still writes a readable, empty table
+        _ = p | beam.Create([]).with_output_types(dict) | WriteTable(out, "rejects")
+    assert read_table(out, "rejects").num_rows == 0
+
+
+def test_match_pattern_skips_sidecars(folder):
+    with TestPipeline() as p:
+        out = (p | beam.Create([f"{folder}/a.*"])
+               | beam.ParDo(dofns.MatchPattern()).with_outputs(REJECTS, main="files"))
+        assert_that(out.files | beam.Map(os.path.basename), equal_to(["a.wav"]))
+        assert_that(out[REJECTS], equal_to([]), label="no rejects")
+
+
+def test_summarise_emits_rows_of_every_table():
+    rec = {
+        "uri": "x.wav", "conversation_id": "c-0000000000000001", "duration_ms": 8000,
+        "source": {"license": "CC0"}, "media_dir": "media/c-0000000000000001",
+        "audio_files": ["mix.flac"], "video_file": None, "channel_layout": "mixed",
+        "vad": "silero-vad", "diarizer": "embedded", "transcriber": "sidecar+pocketsphinx",
+        "turns": [["A", 0, 3000, 0], ["B", 1000, 1400, 0], ["B", 3200, 5000, 0]],
+        "words": [["hello", 100, 400, 0.9, "A"]],
+    }
+    with TestPipeline() as p:
+        out = p | beam.Create([rec]) | beam.ParDo(dofns.Summarise(output="unused")).with_outputs(
+            REJECTS, *dofns.Summarise.OUTPUTS, main="conversations")
+        assert_that(out.conversations | beam.Map(lambda c: (c["num_speakers"], c["stats"]["backchannels"],
+                                                            c["stats"]["gaps_ms"])),
+                    equal_to([(2, 1, [200])]))
+        assert_that(out.segments | beam.combiners.Count.Globally(), equal_to([3]), label="segments")
+        assert_that(out.words | beam.Map(lambda w: w["text"]), equal_to(["hello"]), label="words")
+        assert_that(out.events | beam.Map(lambda e: e["type"]), is_not_empty(), label="events")
+        assert_that(out[REJECTS], equal_to([]), label="no rejects")
