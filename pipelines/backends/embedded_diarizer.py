@@ -54,6 +54,7 @@ import collections
 import math
 import os
 import typing
+import threading
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -210,6 +211,9 @@ class EmbeddedDiarizerConfig:
             raise ValueError(f"num_threads must be >= 1 or None, got {self.num_threads}")
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def _load_segmentation(path: Path) -> torch.nn.Module:
     """Load a PyanNet checkpoint without unpickling arbitrary objects.
 
@@ -240,7 +244,9 @@ def _load_segmentation(path: Path) -> torch.nn.Module:
         Resolution,
     ]
     try:
-        with torch.serialization.safe_globals(allowed):
+        # safe_globals edits a process-wide allow-list: two Beam worker threads loading at once
+        # would remove each other's entries, so loads are serialised.
+        with _LOAD_LOCK, torch.serialization.safe_globals(allowed):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's message names the global it refused
         raise RuntimeError(f"cannot load the segmentation checkpoint {path} safely: {error}") from error

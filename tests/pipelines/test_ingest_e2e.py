@@ -7,6 +7,7 @@ import pytest
 
 from ingest_helpers import canonical, ingest, table_rows
 from media_corpus import SAMPLE_RTTM, SAMPLE_STM, build_corpus, copy_sample_as_video, speech
+from microturn.cli.main import main as cli_main
 from microturn.pipelines.eval_diarization import evaluate_diarization
 from microturn.pipelines.eval_words import evaluate_words
 
@@ -117,7 +118,7 @@ def test_multiprocessing_runner_gives_the_same_output(small_inputs, tmp_path):
 
 
 @pytest.mark.parametrize("count", [["--num-speakers", "2"], []], ids=["2-speakers", "estimated"])
-def test_sample_call_quality(tmp_path, count):
+def test_sample_call_quality(tmp_path, count, capsys):
     root = tmp_path / "in"
     copy_sample_as_video(str(root))
     out = str(tmp_path / "out")
@@ -129,3 +130,11 @@ def test_sample_call_quality(tmp_path, count):
     words = {"sample": [(w["text"], w["start_ms"], w["end_ms"]) for w in table_rows(out, "words")]}
     report = evaluate_words(SAMPLE_STM, words)
     assert report.total.inside_share >= 0.90
+    # the same figures through the command line (file ids paired with the only conversation)
+    capsys.readouterr()
+    assert cli_main(["eval", "diarization", "--reference", SAMPLE_RTTM, "--hypothesis", out]) == 0
+    total = [line for line in capsys.readouterr().out.splitlines() if line.startswith("TOTAL")]
+    assert total and float(total[0].split()[1].rstrip("%")) == pytest.approx(100 * der, abs=0.01)
+    assert cli_main(["eval", "words", "--reference", SAMPLE_STM, "--hypothesis", out]) == 0
+    total = [line for line in capsys.readouterr().out.splitlines() if line.startswith("TOTAL")]
+    assert total and float(total[0].split()[2].rstrip("%")) >= 90.0
