@@ -171,3 +171,11 @@ def sample_turns() -> list[Turn]:
         onset, duration, speaker = float(fields[3]), float(fields[4]), fields[7]
         turns.append(Turn(speaker, round(onset * 1000), round((onset + duration) * 1000)))
     return turns
+
+
+@pytest.fixture(scope="session")
+def vad():
+    """The embedded speech activity detector (silero-vad), built once."""
+    from microturn.pipelines.backends.silero import SileroVad
+
+    return SileroVad()

@@ -32,15 +32,8 @@ def diarizer() -> EmbeddedDiarizer:
 
 
 @pytest.fixture(scope="module")
-def vad() -> SileroVad:
-    return SileroVad()
-
-
-@pytest.fixture(scope="module")
-def wave_N() -> np.ndarray:
-    wave, rate = sf.read(SAMPLE_DIR / "sample.wav", dtype="float32")
-    assert rate == SAMPLE_RATE and wave.ndim == 1
-    return wave
+def wave_N(sample_wave: np.ndarray) -> np.ndarray:
+    return sample_wave  # the pyannote sample call, from conftest.py
 
 
 @pytest.fixture(scope="module")

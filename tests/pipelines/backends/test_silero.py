@@ -20,15 +20,8 @@ SAMPLE_DIR = Path(str(importlib.resources.files("pyannote.audio") / "sample"))
 
 
 @pytest.fixture(scope="module")
-def vad() -> SileroVad:
-    return SileroVad()
-
-
-@pytest.fixture(scope="module")
-def wave_N() -> np.ndarray:
-    wave, rate = sf.read(SAMPLE_DIR / "sample.wav", dtype="float32")
-    assert rate == SAMPLE_RATE and wave.ndim == 1
-    return wave
+def wave_N(sample_wave: np.ndarray) -> np.ndarray:
+    return sample_wave  # the pyannote sample call, from conftest.py
 
 
 @pytest.fixture(scope="module")
