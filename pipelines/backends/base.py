@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from microturn.schemas.turns import Turn  # noqa: F401  (re-exported: backends speak in turns)
+
 SAMPLE_RATE = 16_000
 
 
@@ -56,16 +58,6 @@ class Region:
 
     start_ms: int
     end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """A span where one speaker talks. ``channel`` is the media audio file holding the voice."""
-
-    speaker: str
-    start_ms: int
-    end_ms: int
-    channel: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 from microturn.pipelines import media
 from microturn.pipelines.backends.base import Region, SpeakerCount, Turn, Utterance, Word
 from microturn.pipelines.ingest import channels as chan
-from microturn.pipelines.ingest.stats import turn_events, turn_stats
+from microturn.schemas.turns import turn_events, turn_stats
 from microturn.pipelines.tables import REJECTS, reject
 from microturn.schemas import conversation_id, split_of
 

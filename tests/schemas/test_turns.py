@@ -1,8 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microturn.pipelines.backends.base import Turn
-from microturn.pipelines.ingest.stats import turn_events, turn_stats
+from microturn.schemas.turns import Turn, turn_events, turn_stats
 
 
 def test_hand_made_conversation():

@@ -1,4 +1,5 @@
-"""Turn-taking statistics of one conversation, from its (possibly overlapping) speaker turns.
+"""Turn-taking statistics of one conversation (part of the record contract: the ``stats``
+column of ``conversations``), from its (possibly overlapping) speaker turns.
 
 Definitions (all times in ms):
 - speech_ratio: time where anyone speaks / conversation duration.
@@ -17,7 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from microturn.pipelines.backends.base import Turn
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A span where one speaker talks. ``channel`` is the media audio file holding the voice."""
+
+    speaker: str
+    start_ms: int
+    end_ms: int
+    channel: int = 0
+
 
 # 1 s: listener tokens ("yeah", "mm-hmm", "right") last 200-700 ms; 1 s leaves headroom without
 # catching real short answers, which usually do not sit entirely inside the other's turn.
