@@ -12,6 +12,8 @@ USAGE = """usage: microturn <command> [options]
 
 commands:
   ingest      diarize and word-time conversational media into record tables (Beam)
+  synthesize  speak dialogue scripts / remix real turns into two-stream conversations (Beam);
+              `synthesize stats OUT`, `synthesize fit OUT`
   eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
   demo        build a conversational video from the pyannote sample, ingest it, print a summary
 
@@ -21,6 +23,12 @@ Run `microturn <command> --help` for the options of a command.
 
 def _ingest(argv: list[str]) -> int:
     from microturn.pipelines.ingest.run import main
+
+    return main(argv)
+
+
+def _synthesize(argv: list[str]) -> int:
+    from microturn.pipelines.synthesize.run import main
 
     return main(argv)
 
@@ -37,7 +45,7 @@ def _demo(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"ingest": _ingest, "eval": _eval, "demo": _demo}
+COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "eval": _eval, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,11 @@ row that fails becomes a ``rejects`` row (stage ``validate``) instead of reachin
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import os
 
 import apache_beam as beam
 import pyarrow as pa
@@ -78,6 +81,82 @@ class WriteTable(beam.PTransform):
             shard_name_template="-SSSSS-of-NNNNN",
             file_name_suffix=".parquet",
             codec="zstd",
+        )
+
+
+# Columns that order the rows of each table in a sorted write (then the whole row breaks ties).
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "sources": ("uri",),
+    "conversations": ("conversation_id",),
+    "segments": ("conversation_id", "start_ms", "end_ms", "speaker"),
+    "words": ("conversation_id", "start_ms", "end_ms", "speaker"),
+    "events": ("conversation_id", "t_ms", "type", "speaker"),
+    "rejects": ("input", "stage"),
+}
+
+
+def _sort_key(table: str, row: dict) -> tuple:
+    head = tuple((row.get(c) is None, row.get(c) if row.get(c) is not None else 0) for c in SORT_KEYS[table])
+    return head + (json.dumps(row, sort_keys=True, default=str),)
+
+
+def _shard_of(table: str, row: dict, num_shards: int) -> int:
+    # Rows of one conversation stay together; the shard is a pure function of the row's key.
+    key = row.get("conversation_id") or row.get("input") or row.get("uri") or ""
+    digest = hashlib.sha256(f"{table}/{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+class _WriteSortedShard(beam.DoFn):
+    def __init__(self, output: str, table: str, num_shards: int):
+        self.output, self.table, self.num_shards = output, table, num_shards
+
+    def process(self, item):
+        index, rows = item
+        rows = sorted((r for r in rows if r is not None), key=lambda r: _sort_key(self.table, r))
+        data = pa.Table.from_pylist(rows, schema=schema_for(self.table))
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="zstd")
+        name = f"part-{index:05d}-of-{self.num_shards:05d}.parquet"
+        final = FileSystems.join(table_path(self.output, self.table), name)
+        tmp = FileSystems.join(table_path(self.output, self.table), f".{name}.tmp")
+        if "://" not in final:
+            os.makedirs(table_path(self.output, self.table), exist_ok=True)
+        with FileSystems.create(tmp) as f:
+            f.write(buf.getvalue())
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([tmp], [final])
+        yield final
+
+
+class WriteSortedTable(beam.PTransform):
+    """Write validated rows of ``table`` as ``num_shards`` Parquet files with a fixed row order.
+
+    Rows go to a shard by a hash of their conversation id (or input/uri) and are sorted within it,
+    so the same rows give byte-identical files on every run and runner, whatever order the
+    runner produced them in. Every shard file is written (empty ones too) under a temporary name
+    and renamed when complete, so a rerun replaces a previous run's files and a reader never
+    sees half a file. Holds one shard's rows in memory at a time: raise ``num_shards`` for tables
+    of many millions of rows.
+    """
+
+    def __init__(self, output: str, table: str, *, num_shards: int = 1):
+        super().__init__()
+        if num_shards < 1:
+            raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        schema_for(table)
+        self.output, self.table, self.num_shards = output, table, num_shards
+
+    def expand(self, rows):
+        t, n = self.table, self.num_shards
+        keyed = rows | f"Shard{t.title()}" >> beam.Map(lambda r: (_shard_of(t, r, n), r))
+        every = rows.pipeline | f"AllShards{t.title()}" >> beam.Create([(i, None) for i in range(n)])
+        return (
+            (keyed, every)
+            | f"Join{t.title()}" >> beam.Flatten()
+            | f"Group{t.title()}" >> beam.GroupByKey()
+            | f"WriteSorted{t.title()}" >> beam.ParDo(_WriteSortedShard(self.output, t, n))
         )
 
 

@@ -80,6 +80,9 @@ CONVERSATIONS = pa.schema(
         ("license", pa.string()),
         ("split", pa.string()),
         ("stats", _STATS),
+        # JSON object, keys sorted: how a synthetic or remixed conversation was made (seed, script
+        # hash, TTS version, timing-model parameters, mixing); null for real conversations.
+        ("provenance", pa.string()),
     ],
     metadata=_META,
 )

@@ -112,6 +112,14 @@ def _analyse(turns: Sequence[Turn], backchannel_max_ms: int) -> tuple[list[Turn]
     return turns, flags, merged
 
 
+def split_backchannels(turns: Sequence[Turn], *, backchannel_max_ms: int = BACKCHANNEL_MAX_MS
+                       ) -> tuple[list[Turn], list[Turn]]:
+    """(main turns with consecutive turns of one speaker merged, backchannel turns), both sorted
+    by start: the two kinds of turn that the statistics above distinguish."""
+    turns, flags, merged = _analyse(turns, backchannel_max_ms)
+    return merged, [t for t, bc in zip(turns, flags) if bc]
+
+
 def turn_stats(turns: Sequence[Turn], duration_ms: int, *,
                backchannel_max_ms: int = BACKCHANNEL_MAX_MS) -> TurnStats:
     """Compute :class:`TurnStats`; ``ValueError`` on a non-positive duration."""

@@ -1,0 +1,259 @@
+"""Per-element steps of the synthesize pipeline.
+
+Elements are plain dicts of strings and numbers; audio never travels through the pipeline: the
+step that makes a conversation writes its stems under ``OUT/media/{conversation_id}/`` and emits
+rows. Every step turns the failure of one input into a ``rejects`` row (tagged output, counted in
+a Beam metric), so one bad script never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from microturn.pipelines import media
+from microturn.pipelines.tables import REJECTS, reject
+from microturn.schemas import conversation_id, split_of
+from microturn.schemas.dialogue import Dialogue, ScriptError, parse_dialogue
+from microturn.schemas.turns import Turn
+from microturn.synth.engine import Conversation, dialogue_rng, synthesize_dialogue, voice_of
+from microturn.synth.mix import MixConfig
+from microturn.synth.timing import TimingModel
+from microturn.synth.tts import get_tts
+
+log = logging.getLogger(__name__)
+NAMESPACE = "synthesize"
+ROW_OUTPUTS = ("segments", "words", "events")
+
+
+class _Step(beam.DoFn):
+    stage = "step"
+
+    def __init__(self):
+        self.rejected = Metrics.counter(NAMESPACE, f"{self.stage}_rejected")
+        self.done = Metrics.counter(NAMESPACE, f"{self.stage}_ok")
+
+    def _reject(self, key: str, exc, error_type: str | None = None):
+        self.rejected.inc()
+        log.warning("%s rejected %s: %s", self.stage, key, exc)
+        return beam.pvalue.TaggedOutput(REJECTS, reject(key, self.stage, exc, error_type))
+
+
+class ReadScripts(_Step):
+    """A file pattern → one element per non-blank line: ``{"input": "path:line", "line": text}``."""
+
+    stage = "read"
+
+    def process(self, pattern: str):
+        try:
+            paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        except Exception as exc:  # noqa: BLE001 - any filesystem error belongs in rejects
+            yield self._reject(pattern, exc)
+            return
+        if not paths:
+            yield self._reject(pattern, "the pattern matches no script file", "NoMatch")
+        for path in paths:
+            try:
+                with FileSystems.open(path) as f:
+                    text = f.read().decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                yield self._reject(path, exc)
+                continue
+            self.done.inc()
+            for no, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    yield {"input": f"{path}:{no}", "line": line}
+
+
+def provenance(dialogue: Dialogue, *, seed: int, tts_version: str, timing: TimingModel, timing_source: str,
+               mix: MixConfig) -> dict:
+    """What determines a synthetic conversation's bytes; its hash is the conversation id."""
+    return {"kind": "script", "dialogue_id": dialogue.id, "dialogue_sha256": dialogue.sha256(), "seed": seed,
+            "tts": tts_version, "timing": timing.to_dict(), "timing_source": timing_source, "mix": mix.to_dict()}
+
+
+def id_from(prov: dict, prefix: str) -> str:
+    canonical = json.dumps(prov, sort_keys=True, separators=(",", ":"))
+    return conversation_id(hashlib.sha256(canonical.encode()).hexdigest(), prefix=prefix)
+
+
+class ParseScript(_Step):
+    """Validate a script line and check the TTS can speak it; key it by its conversation id."""
+
+    stage = "parse"
+
+    def __init__(self, *, tts: str, seed: int, timing: TimingModel, timing_source: str, mix: MixConfig):
+        super().__init__()
+        self.tts_name, self.seed, self.timing, self.timing_source, self.mix = tts, seed, timing, timing_source, mix
+
+    def setup(self):
+        self.tts = get_tts(self.tts_name)
+
+    def process(self, item: dict):
+        try:
+            dialogue = parse_dialogue(item["line"])
+        except ScriptError as exc:
+            yield self._reject(item["input"], exc, exc.reason)
+            return
+        if not any(dialogue.language == lang or dialogue.language.split("-")[0] == lang.split("-")[0]
+                   for lang in self.tts.languages()):
+            yield self._reject(item["input"], f"{dialogue.id}: {self.tts.version()} has no voice for language "
+                               f"{dialogue.language!r}", "unsupported_language")
+            return
+        try:
+            for name in dialogue.speaker_names:
+                self.tts.check_voice(voice_of(dialogue, name), language=dialogue.language)
+        except ValueError as exc:
+            yield self._reject(item["input"], f"{dialogue.id}: {exc}", "unsupported_voice")
+            return
+        prov = provenance(dialogue, seed=self.seed, tts_version=self.tts.version(), timing=self.timing,
+                          timing_source=self.timing_source, mix=self.mix)
+        self.done.inc()
+        yield id_from(prov, "s"), {"input": item["input"], "dialogue": dialogue.to_json(), "provenance": prov}
+
+
+class KeepFirst(_Step):
+    """One element per conversation id: the first input by name; the others are duplicates."""
+
+    stage = "dedupe"
+
+    def process(self, item):
+        cid, copies = item
+        copies = sorted(copies, key=lambda c: c["input"])
+        for dup in copies[1:]:
+            yield self._reject(dup["input"], f"the same dialogue as {copies[0]['input']} (conversation {cid})",
+                               "duplicate")
+        yield {**copies[0], "conversation_id": cid}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64] or "speaker"
+
+
+def conversation_rows(conv: Conversation, *, cid: str, source_uri: str, origin: str, license: str,
+                      backends: dict[str, str], prov: dict, output: str, word_score: float | None):
+    """Write the stems of ``conv`` under OUT/media/{cid}/ and return its rows by table.
+
+    ``word_score``: 1.0 for TTS word times (exact by construction); None for remixed words, whose
+    times moved with their turn and whose aligner scores stay in the source record.
+    """
+    media_dir = f"media/{cid}"
+    files = []
+    for speaker, stem_N in conv.stems.items():
+        name = f"{_safe(speaker)}.flac"
+        media.write_bytes(FileSystems.join(output, media_dir, name), media.encode_flac(stem_N))
+        files.append(name)
+    speakers = list(conv.stems)
+    row = {
+        "conversation_id": cid, "source_uri": source_uri, "origin": origin, "duration_ms": conv.duration_ms,
+        "channels": len(files), "channel_layout": "per_speaker", "has_video": False, "media_dir": media_dir,
+        "audio_files": files, "video_file": None, "speakers": speakers, "num_speakers": len(speakers),
+        "backends": sorted(backends.items()), "license": license, "split": split_of(cid),
+        "stats": conv.stats.as_row(), "provenance": json.dumps(prov, sort_keys=True),
+    }
+    segments = [{"conversation_id": cid, "speaker": t.speaker, "start_ms": t.start_ms, "end_ms": t.end_ms,
+                 "channel": t.channel} for t in conv.segments]
+    words = [{"conversation_id": cid, "speaker": spk, "text": text, "start_ms": s, "end_ms": e,
+              "score": word_score} for spk, text, s, e in conv.words]
+    events = [{"conversation_id": cid, "type": e["type"], "speaker": e["speaker"], "t_ms": e["t_ms"],
+               "payload": json.dumps(e["payload"], sort_keys=True)} for e in conv.events]
+    return row, {"segments": segments, "words": words, "events": events}
+
+
+class Synthesize(_Step):
+    """Speak, lay out and mix one dialogue; write its stems; emit its rows."""
+
+    stage = "synthesize"
+
+    def __init__(self, *, output: str, tts: str, seed: int, timing: TimingModel, timing_source: str,
+                 mix: MixConfig, license: str):
+        super().__init__()
+        self.output, self.tts_name, self.seed = output, tts, seed
+        self.timing, self.timing_source, self.mix, self.license = timing, timing_source, mix, license
+        self.audio_ms = Metrics.counter(NAMESPACE, "synthesized_audio_ms")
+        self.wall_ms = Metrics.distribution(NAMESPACE, "synthesize_wall_ms")
+
+    def setup(self):
+        self.tts = get_tts(self.tts_name)
+
+    def process(self, item: dict):
+        started = time.perf_counter()
+        cid = item["conversation_id"]
+        try:
+            dialogue = parse_dialogue(item["dialogue"])
+            conv = synthesize_dialogue(dialogue, tts=self.tts, timing=self.timing, mix=self.mix, seed=self.seed)
+            row, rows = conversation_rows(
+                conv, cid=cid, source_uri=item["input"], origin="synthetic",
+                license=dialogue.license or self.license,
+                backends={"tts": self.tts.version(), "timing": self.timing_source}, prov=item["provenance"],
+                output=self.output, word_score=1.0)
+        except Exception as exc:  # noqa: BLE001 - one dialogue's failure is a reject, not a crash
+            yield self._reject(item["input"], exc)
+            return
+        self.done.inc()
+        self.audio_ms.inc(conv.duration_ms)
+        self.wall_ms.update(int((time.perf_counter() - started) * 1000))
+        yield row
+        for table in ROW_OUTPUTS:
+            for r in rows[table]:
+                yield beam.pvalue.TaggedOutput(table, r)
+
+
+class Remix(_Step):
+    """Re-time one ingested conversation into per-speaker streams; write them; emit rows."""
+
+    stage = "remix"
+
+    def __init__(self, *, source: str, output: str, seed: int, timing: TimingModel, timing_source: str,
+                 mix: MixConfig):
+        super().__init__()
+        self.source, self.output, self.seed = source, output, seed
+        self.timing, self.timing_source, self.mix = timing, timing_source, mix
+        self.dropped_bc = Metrics.counter(NAMESPACE, "remix_dropped_backchannels")
+        self.dropped_words = Metrics.counter(NAMESPACE, "remix_dropped_words")
+
+    def process(self, item):
+        from microturn.synth.remix import remix_conversation
+
+        src_cid, grouped = item
+        convs = list(grouped["conversations"])
+        if len(convs) != 1:
+            yield self._reject(src_cid, f"expected one conversations row, found {len(convs)}", "BadRecord")
+            return
+        src = convs[0]
+        try:
+            segs = [Turn(r["speaker"], int(r["start_ms"]), int(r["end_ms"]), int(r["channel"] or 0))
+                    for r in grouped["segments"]]
+            words = [(r["speaker"], r["text"], int(r["start_ms"]), int(r["end_ms"])) for r in grouped["words"]]
+            audio = {i: media.read_flac(FileSystems.join(self.source, src["media_dir"], name))
+                     for i, name in enumerate(src["audio_files"])}
+            prov = {"kind": "remix", "remix_of": src_cid, "seed": self.seed, "timing": self.timing.to_dict(),
+                    "timing_source": self.timing_source, "mix": self.mix.to_dict()}
+            cid = id_from(prov, "r")
+            result = remix_conversation(segments=sorted(segs, key=lambda t: (t.start_ms, t.end_ms, t.speaker)),
+                                        words=sorted(words, key=lambda w: (w[2], w[3], w[1])), audio=audio,
+                                        per_speaker=src["channel_layout"] == "per_speaker", timing=self.timing,
+                                        mix=self.mix, rng=dialogue_rng(self.seed, f"remix/{src_cid}"))
+            backends = dict(src["backends"] or [])
+            backends["timing"] = self.timing_source
+            row, rows = conversation_rows(result.conversation, cid=cid, source_uri=src["source_uri"] or src_cid,
+                                          origin="remix", license=src["license"] or "unknown",
+                                          backends=backends, prov=prov, output=self.output,
+                                          word_score=None)
+        except Exception as exc:  # noqa: BLE001
+            yield self._reject(src_cid, exc)
+            return
+        self.dropped_bc.inc(result.dropped_backchannels)
+        self.dropped_words.inc(result.dropped_words)
+        self.done.inc()
+        yield row
+        for table in ROW_OUTPUTS:
+            for r in rows[table]:
+                yield beam.pvalue.TaggedOutput(table, r)

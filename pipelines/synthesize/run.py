@@ -1,0 +1,173 @@
+"""``microturn synthesize``: argument parsing, pipeline launch, and the ``stats`` / ``fit`` tools.
+
+::
+
+    microturn synthesize --scripts JSONL... | --generate N | --remix OUT_OF_INGEST --output OUT [beam flags]
+    microturn synthesize stats OUT [--against OUT_OF_INGEST] [--plot PNG]
+    microturn synthesize fit OUT_OF_INGEST --output TIMING.json
+
+Flags the pipeline parser does not know go to Beam's ``PipelineOptions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from microturn.pipelines.config_io import load_toml
+from microturn.pipelines.synthesize.config import SynthesizeConfig
+from microturn.pipelines.synthesize.pipeline import Synthesize
+from microturn.pipelines.tables import read_table
+from microturn.synth.mix import DEGRADE
+from microturn.synth.timing import DEFAULT_TIMING, TimingModel, fit
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="microturn synthesize",
+        description="Synthesize two-stream dialogues with exact timing into microturn record tables. "
+                    "Also: `microturn synthesize stats OUT` and `microturn synthesize fit OUT`. "
+                    "Flags not listed here are Beam pipeline options (e.g. --runner, --direct_num_workers=2).",
+    )
+    p.add_argument("--scripts", action="append", metavar="JSONL", help="dialogue scripts (glob or URL); repeatable")
+    p.add_argument("--generate", type=int, metavar="N", help="also synthesize N dialogues from the bundled templates")
+    p.add_argument("--remix", metavar="OUT_OF_INGEST", help="re-time the real turns of an ingest output")
+    p.add_argument("--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--config", metavar="TOML", help="named config; command-line flags override it")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--timing", metavar="JSON", help="timing model (from `microturn synthesize fit`)")
+    p.add_argument("--fit-from", metavar="OUT_OF_INGEST", help="fit the timing model on an ingest output first")
+    p.add_argument("--noise-snr-db", type=float, help="pink noise on the user stream at this SNR")
+    p.add_argument("--reverb-rt60-s", type=float, help="synthetic room with this RT60 on the user stream")
+    p.add_argument("--degrade", choices=DEGRADE, help="which streams get noise/reverb (default: user)")
+    p.add_argument("--license", help="license of scripts that name none (default Apache-2.0)")
+    return p
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Partial:
+    """The keys a named synthesize config (TOML) may set."""
+
+    scripts: tuple[str, ...] | None = None
+    generate: int | None = None
+    remix: str | None = None
+    seed: int | None = None
+    tts: str | None = None
+    timing: str | None = None
+    fit_from: str | None = None
+    license: str | None = None
+    target_dbfs: float | None = None
+    noise_snr_db: float | None = None
+    reverb_rt60_s: float | None = None
+    degrade: str | None = None
+    table_shards: int | None = None
+
+
+def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
+    """Split ``argv`` into the synthesize config and the remaining Beam pipeline flags."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    base: dict = {}
+    if args.config:
+        base = {k: v for k, v in dataclasses.asdict(load_toml(_Partial, args.config)).items() if v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    if "scripts" in overrides:
+        overrides["scripts"] = tuple(overrides["scripts"])
+    return SynthesizeConfig(**{**base, **overrides}), beam_args
+
+
+def load_timing(cfg: SynthesizeConfig) -> tuple[TimingModel, str]:
+    """The timing model of a run and a label of where it came from (for provenance)."""
+    if cfg.timing:
+        with FileSystems.open(cfg.timing) as f:
+            try:
+                data = json.loads(f.read().decode("utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{cfg.timing}: not a timing-model JSON file: {exc}") from None
+        return TimingModel.from_dict(data), f"file:{cfg.timing}"
+    if cfg.fit_from:
+        return fit(read_table(cfg.fit_from, "segments"), read_table(cfg.fit_from, "words")), f"fit:{cfg.fit_from}"
+    return DEFAULT_TIMING, "default"
+
+
+def run(argv: list[str] | None = None, *, print_summary: bool = True):
+    """Run the synthesize pipeline; returns the run's statistics (also printed unless told otherwise)."""
+    from microturn.pipelines.synthesize.stats import collect, render
+
+    cfg, beam_args = parse_args(argv)
+    timing, source = load_timing(cfg)
+    generated = []
+    if cfg.generate:
+        from microturn.synth.templates import generate
+
+        generated = [d.to_json() for d in generate(cfg.generate, seed=cfg.seed)]
+    options = PipelineOptions(beam_args, save_main_session=False)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        p | "Synthesize" >> Synthesize(cfg, timing, source, generated)
+    wall_s = time.perf_counter() - started
+    stats = collect(cfg.output)
+    if print_summary:
+        print(render(stats, title=f"synthesize: {cfg.output} ({wall_s:.1f} s wall)"))
+    return stats
+
+
+def _stats_main(argv: list[str]) -> int:
+    from microturn.pipelines.synthesize.stats import collect, plot, render
+
+    p = argparse.ArgumentParser(prog="microturn synthesize stats",
+                                description="Turn-taking statistics of an output, optionally against real data.")
+    p.add_argument("output", metavar="OUT", help="a synthesize (or ingest) output directory")
+    p.add_argument("--against", metavar="OUT_OF_INGEST", help="compare with the records of another output")
+    p.add_argument("--plot", metavar="PNG", help="histogram file (default OUT/turn_taking.png)")
+    args = p.parse_args(argv)
+    ours = collect(args.output)
+    print(render(ours, title=args.output))
+    other = None
+    if args.against:
+        other = collect(args.against)
+        print()
+        print(render(other, title=args.against))
+    png = args.plot or FileSystems.join(args.output, "turn_taking.png")
+    plot(ours, other, png, labels=(args.output, args.against))
+    print(f"\nwrote {png}")
+    return 0
+
+
+def _fit_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="microturn synthesize fit",
+                                description="Fit the turn-taking timing model on the records of an ingest output.")
+    p.add_argument("source", metavar="OUT_OF_INGEST")
+    p.add_argument("--output", required=True, metavar="JSON", help="where to write the fitted model")
+    args = p.parse_args(argv)
+    model = fit(read_table(args.source, "segments"), read_table(args.source, "words"))
+    from microturn.pipelines.media import write_bytes
+
+    write_bytes(args.output, (json.dumps(model.to_dict(), sort_keys=True, indent=2) + "\n").encode())
+    print(json.dumps(model.to_dict(), sort_keys=True, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "stats":
+            return _stats_main(argv[1:])
+        if argv and argv[0] == "fit":
+            return _fit_main(argv[1:])
+        run(argv)
+    except ValueError as exc:
+        raise SystemExit(f"microturn synthesize: error: {exc}") from None
+    return 0

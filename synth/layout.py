@@ -1,0 +1,324 @@
+"""Laying spoken turns out on one timeline: gaps, pauses, overlaps, backchannels, interruptions.
+
+Shape legend (suffixes on array names):
+    N  audio samples at 16 kHz
+
+Input: the script's turns, each already spoken by the TTS (audio plus exact word times), and a
+:class:`~microturn.synth.timing.TimingModel` with a random generator. Output: for every turn the
+pieces of audio placed at integer-millisecond positions, its words at absolute times, and the
+scripted events. The rules:
+
+- A turn's phrases (runs of words the TTS spoke without a break of ``phrase_break_ms``) are kept
+  as spoken; the silence between phrases is replaced by a pause drawn from the model.
+- A change of speaker starts after a transition drawn from the model: a gap, or an overlap into
+  the end of the previous turn. A speaker never overlaps their own voice.
+- Backchannel turns are placed over the speaker's pauses (a pause is opened at a word boundary
+  when the turn has none to spare), starting a sampled delay into the pause, and kept inside the
+  speaker's turn so that the record's statistics count them as backchannels.
+- An interruption starts at a word onset in the last two thirds of the current turn;
+  the interrupted speaker goes on for a sampled reaction time, stops at the next word boundary and
+  yields; the words they did not get to say are dropped.
+- A timed request is answered by the responder starting exactly at each target time, counted
+  from the end of the request.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from microturn.schemas.dialogue import Dialogue, TurnSpec
+from microturn.synth.timing import TimingModel
+from microturn.synth.tts import Speech
+
+SAMPLES_PER_MS = 16
+
+# espeak-ng puts 0-60 ms between words inside a phrase and 200-700 ms at commas and sentence ends
+# (measured at rates 140-220 wpm); 120 ms separates the two with room on both sides.
+PHRASE_BREAK_MS = 120
+# A speaker who just spoke (a backchannel, a finished turn) needs this long before speaking again;
+# 80 ms is about the shortest articulatory reset between two utterances of one talker.
+MIN_SELF_GAP_MS = 80
+# An overlapping start may not reach further back than this share of the previous turn, so that
+# a sampled 900 ms overlap does not swallow a 600 ms answer whole.
+MAX_OVERLAP_SHARE = 0.5
+# An interruption comes after the first third of the words of the turn it interrupts: an
+# interruption needs something to interrupt.
+INTERRUPT_FROM = 1 / 3
+# A backchannel starts no later than this into the pause it responds to (it may then run over the
+# speaker's next phrase, as listeners' tokens often do).
+BACKCHANNEL_MAX_DELAY_MS = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """Words spoken without a break: audio and words relative to the phrase start."""
+
+    wave_N: np.ndarray
+    words: tuple[tuple[str, int, int], ...]
+
+    @property
+    def duration_ms(self) -> int:
+        return self.wave_N.size // SAMPLES_PER_MS
+
+
+@dataclass(slots=True)
+class PlacedTurn:
+    """One turn on the timeline: audio pieces and words at absolute times (ms)."""
+
+    speaker: str
+    act: str
+    pieces: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    words: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def start_ms(self) -> int:
+        return self.pieces[0][0]
+
+    @property
+    def end_ms(self) -> int:
+        start, wave_N = self.pieces[-1]
+        return start + wave_N.size // SAMPLES_PER_MS
+
+    def pauses(self) -> list[tuple[int, int]]:
+        """Silences between the pieces of this turn, as (start_ms, end_ms)."""
+        out = []
+        for (s0, w0), (s1, _) in zip(self.pieces, self.pieces[1:]):
+            out.append((s0 + w0.size // SAMPLES_PER_MS, s1))
+        return out
+
+    def truncate(self, stop_ms: int) -> None:
+        """Stop speaking at ``stop_ms`` (a word end): later words and audio are dropped."""
+        kept = []
+        for start, wave_N in self.pieces:
+            if start >= stop_ms:
+                break
+            end = start + wave_N.size // SAMPLES_PER_MS
+            if end > stop_ms:
+                wave_N = fade_out(wave_N[: (stop_ms - start) * SAMPLES_PER_MS])
+            kept.append((start, wave_N))
+        assert kept, "truncate before the turn starts"
+        self.pieces = kept
+        self.words = [w for w in self.words if w[2] <= stop_ms]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimedEvent:
+    """A scripted event of the layout (interruption, timed instruction) at ``t_ms``."""
+
+    type: str
+    speaker: str
+    t_ms: int
+    payload: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """All placed turns (script order; timed responses follow their request) and scripted events."""
+
+    turns: tuple[PlacedTurn, ...]
+    events: tuple[TimedEvent, ...]
+    transitions_ms: tuple[int, ...]  # what the model asked for at each change of speaker
+
+    @property
+    def end_ms(self) -> int:
+        return max(t.end_ms for t in self.turns)
+
+
+def fade_out(wave_N: np.ndarray, ms: int = 10) -> np.ndarray:
+    """A copy of ``wave_N`` whose last ``ms`` fade linearly to zero (no click at a cut)."""
+    n = min(wave_N.size, ms * SAMPLES_PER_MS)
+    out = wave_N.copy()
+    if n:
+        out[-n:] *= np.linspace(1.0, 0.0, n, dtype=np.float32)
+    return out
+
+
+def phrases(speech: Speech, *, break_ms: int = PHRASE_BREAK_MS) -> list[Phrase]:
+    """Cut a spoken turn into phrases at the silences of at least ``break_ms`` between words.
+
+    Each phrase runs from its first word's start to its last word's end, so that the pause later
+    put between phrases is exactly the silence between their words.
+    """
+    words = speech.words
+    if not words:
+        raise ValueError("a spoken turn without words cannot be laid out")
+    groups: list[list] = [[words[0]]]
+    for prev, word in zip(words, words[1:]):
+        if word.start_ms - prev.end_ms >= break_ms:
+            groups.append([])
+        groups[-1].append(word)
+    out = []
+    for group in groups:
+        s, e = group[0].start_ms, group[-1].end_ms
+        wave_N = speech.wave_N[s * SAMPLES_PER_MS: e * SAMPLES_PER_MS]
+        out.append(Phrase(wave_N=wave_N, words=tuple((w.text, w.start_ms - s, w.end_ms - s) for w in group)))
+    return out
+
+
+def _split_for_backchannels(parts: list[Phrase], needed: int) -> list[Phrase]:
+    """Open word-boundary breaks in a turn until it has ``needed`` pauses (if it has the words)."""
+    parts = list(parts)
+    while len(parts) - 1 < needed:
+        # Split the longest phrase with 2+ words at its middle word boundary.
+        cand = [i for i, p in enumerate(parts) if len(p.words) >= 2]
+        if not cand:
+            break
+        i = max(cand, key=lambda k: (parts[k].duration_ms, -k))
+        p = parts[i]
+        mid = len(p.words) // 2
+        cut = p.words[mid - 1][2]  # end of the word before the break
+        nxt = p.words[mid][1]
+        left = Phrase(wave_N=p.wave_N[: cut * SAMPLES_PER_MS], words=p.words[:mid])
+        right = Phrase(wave_N=p.wave_N[nxt * SAMPLES_PER_MS:],
+                       words=tuple((t, s - nxt, e - nxt) for t, s, e in p.words[mid:]))
+        parts[i: i + 1] = [left, right]
+    return parts
+
+
+class _Planner:
+    def __init__(self, timing: TimingModel, rng: np.random.Generator):
+        self.timing, self.rng = timing, rng
+        self.turns: list[PlacedTurn] = []
+        self.events: list[TimedEvent] = []
+        self.transitions: list[int] = []
+        self.last_main: PlacedTurn | None = None
+        self.own_end: dict[str, int] = {}
+
+    # -- placing -------------------------------------------------------------------------
+    def place(self, speaker: str, act: str, parts: Sequence[Phrase], start_ms: int) -> PlacedTurn:
+        turn = PlacedTurn(speaker=speaker, act=act)
+        t = max(0, start_ms)
+        for k, part in enumerate(parts):
+            if k:
+                t += self.timing.sample_pause(self.rng)
+            turn.pieces.append((t, part.wave_N))
+            turn.words.extend((w, t + s, t + e) for w, s, e in part.words)
+            t += part.duration_ms
+        self.turns.append(turn)
+        self.own_end[speaker] = max(self.own_end.get(speaker, 0), turn.end_ms)
+        return turn
+
+    def earliest(self, speaker: str) -> int:
+        return self.own_end.get(speaker, -MIN_SELF_GAP_MS) + MIN_SELF_GAP_MS
+
+    def next_start(self, speaker: str) -> int:
+        prev = self.last_main
+        if prev is None:
+            return int(self.timing.gap.sample(self.rng))  # lead-in silence before the first turn
+        if prev.speaker == speaker:
+            return max(prev.end_ms + self.timing.sample_pause(self.rng), self.earliest(speaker))
+        offset = self.timing.sample_transition(self.rng)
+        self.transitions.append(offset)
+        floor = prev.start_ms + math.ceil(MAX_OVERLAP_SHARE * (prev.end_ms - prev.start_ms))
+        return max(prev.end_ms + offset, floor, self.earliest(speaker))
+
+    # -- acts ----------------------------------------------------------------------------
+    def main_turn(self, spec: TurnSpec, parts: list[Phrase], backchannels: list[tuple[TurnSpec, list[Phrase]]]):
+        if backchannels:
+            parts = _split_for_backchannels(parts, len(backchannels))
+        turn = self.place(spec.speaker, spec.act, parts, self.next_start(spec.speaker))
+        self.last_main = turn
+        self._backchannels(turn, backchannels)
+        return turn
+
+    def _backchannels(self, turn: PlacedTurn, backchannels) -> None:
+        pauses = turn.pauses()
+        for k, (spec, parts) in enumerate(backchannels):
+            dur = sum(p.duration_ms for p in parts)
+            if pauses:
+                # Spread the backchannels over the pauses, in order.
+                p0, p1 = pauses[min(len(pauses) - 1, (k * len(pauses)) // len(backchannels))]
+                delay = min(self.timing.sample_backchannel_delay(self.rng), BACKCHANNEL_MAX_DELAY_MS, max(0, p1 - p0))
+                start = max(p0 + delay, self.earliest(spec.speaker))
+                latest = turn.end_ms - dur - 1
+                if start > latest:
+                    start = max(p0, self.earliest(spec.speaker))
+            else:
+                start = latest = -1
+            if not pauses or start > latest:
+                # No room inside the turn: the token becomes a short reply after it.
+                start = max(turn.end_ms + int(self.timing.gap.sample(self.rng)), self.earliest(spec.speaker))
+            self.place(spec.speaker, "backchannel", parts, int(start))
+
+    def interruption(self, spec: TurnSpec, parts: list[Phrase]) -> PlacedTurn:
+        prev = self.last_main
+        cands = []
+        if prev is not None and prev.speaker != spec.speaker and len(prev.words) >= 2:
+            first = max(1, math.ceil(INTERRUPT_FROM * len(prev.words)))
+            floor = self.earliest(spec.speaker)
+            floor = max(floor, max((t.end_ms for t in self.turns if t.act == "backchannel"
+                                    and t.start_ms >= prev.start_ms), default=0))
+            cands = [w[1] for w in prev.words[first:] if w[1] >= floor]
+        if not cands:
+            # Nothing to cut into: an ordinary (overlapping when the model says so) transition.
+            return self.main_turn(spec, parts, [])
+        onset = int(cands[int(self.rng.integers(len(cands)))])
+        reaction = self.timing.sample_reaction(self.rng)
+        later_ends = [w[2] for w in prev.words if w[2] >= onset + reaction]
+        stop = later_ends[0] if later_ends else prev.end_ms
+        if stop < prev.end_ms:
+            prev.truncate(stop)
+            self.own_end[prev.speaker] = prev.end_ms
+        turn = self.place(spec.speaker, "interruption", parts, onset)
+        self.transitions.append(onset - prev.end_ms)
+        self.events.append(TimedEvent(type="interruption", speaker=spec.speaker, t_ms=onset, payload={
+            "interrupted": prev.speaker, "overlap_ms": prev.end_ms - onset, "reaction_ms": reaction,
+            "scripted": True}))
+        self.last_main = turn
+        return turn
+
+    def timed(self, request: PlacedTurn, spec: TurnSpec, responses: list[list[Phrase]]) -> None:
+        timed = spec.timed
+        assert timed is not None
+        said_at = request.end_ms
+        for k, (target, text, parts) in enumerate(zip(timed.targets_ms, timed.responses, responses)):
+            due = said_at + target
+            start = max(due, self.earliest(timed.responder))
+            if start != due:
+                warnings.warn(f"timed response {k} ({text!r}) starts {start - due} ms after its target: "
+                              "the previous response was still being spoken", stacklevel=3)
+            turn = self.place(timed.responder, "timed_response", parts, start)
+            self.events.append(TimedEvent(type="timed_instruction", speaker=request.speaker, t_ms=said_at, payload={
+                "index": k, "target_ms": due, "delay_ms": target, "response": text,
+                "responder": timed.responder, "response_start_ms": turn.start_ms}))
+            self.last_main = turn
+
+
+def lay_out(dialogue: Dialogue, spoken: Sequence[Speech], responses: dict[int, list[Speech]],
+            timing: TimingModel, rng: np.random.Generator, *, break_ms: int = PHRASE_BREAK_MS) -> Layout:
+    """Place every turn of ``dialogue`` on one timeline.
+
+    ``spoken[i]`` is the speech of ``dialogue.turns[i]``; ``responses[i]`` the speeches of the
+    timed responses of turn ``i`` (a timed request). Draws from ``rng`` in script order, so the
+    same inputs and generator state give the same layout.
+    """
+    if len(spoken) != len(dialogue.turns):
+        raise ValueError(f"{dialogue.id}: {len(spoken)} spoken turns for {len(dialogue.turns)} script turns")
+    plan = _Planner(timing, rng)
+    turns = dialogue.turns
+    i = 0
+    while i < len(turns):
+        spec = turns[i]
+        parts = phrases(spoken[i], break_ms=break_ms)
+        j = i + 1
+        if spec.act == "interruption":
+            turn = plan.interruption(spec, parts)
+        elif spec.act == "backchannel":
+            # A backchannel with no turn of another speaker before it to sit in (after a timed
+            # response, or after another backchannel's fallback): a short reply.
+            turn = plan.main_turn(spec, parts, [])
+        else:
+            bcs = []
+            while j < len(turns) and turns[j].act == "backchannel" and turns[j].speaker != spec.speaker:
+                bcs.append((turns[j], phrases(spoken[j], break_ms=break_ms)))
+                j += 1
+            turn = plan.main_turn(spec, parts, bcs)
+        if spec.act == "timed_request":
+            plan.timed(turn, spec, [phrases(s, break_ms=break_ms) for s in responses[i]])
+        i = j
+    return Layout(turns=tuple(plan.turns), events=tuple(plan.events), transitions_ms=tuple(plan.transitions))
