@@ -1,0 +1,221 @@
+"""The synthesize pipeline end to end on the real espeak-ng backend and the DirectRunner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from microturn.pipelines.synthesize.run import main as synthesize_main
+from microturn.pipelines.synthesize.run import parse_args, run
+from microturn.pipelines.tables import read_table
+from microturn.schemas.dialogue import MAX_TEXT_CHARS
+from microturn.synth.templates import bundled_dialogues
+
+pytestmark = pytest.mark.slow
+
+
+def good_dialogues(n: int = 3) -> list[dict]:
+    """The shortest bundled dialogues (including a timed one), as script dicts."""
+    ds = bundled_dialogues()
+    timed = [d for d in ds if any(t.timed for t in d.turns)]
+    plain = sorted((d for d in ds if d not in timed), key=lambda d: sum(len(t.text) for t in d.turns))
+    picked = [*plain[: n - 1], min(timed, key=lambda d: sum(len(t.text) for t in d.turns))]
+    return [d.to_dict() for d in picked]
+
+
+BAD_LINES = {
+    "invalid_json": '{"id": "broken", "speakers": ',
+    "unknown_speaker": json.dumps({"id": "u", "speakers": {"A": {}, "B": {}},
+                                   "turns": [{"speaker": "C", "text": "hello"}]}),
+    "empty_text": json.dumps({"id": "e", "speakers": {"A": {}, "B": {}}, "turns": [{"speaker": "A", "text": "  "}]}),
+    "text_too_long": json.dumps({"id": "l", "speakers": {"A": {}, "B": {}},
+                                 "turns": [{"speaker": "A", "text": "word " * (MAX_TEXT_CHARS // 4)}]}),
+    "unsupported_voice": json.dumps({"id": "v", "speakers": {"A": {"voice": "en-nowhere"}, "B": {}},
+                                     "turns": [{"speaker": "A", "text": "hello there"}]}),
+    "unsupported_language": json.dumps({"id": "g", "language": "xx", "speakers": {"A": {}, "B": {}},
+                                        "turns": [{"speaker": "A", "text": "hello there"}]}),
+}
+
+
+@pytest.fixture(scope="module")
+def scripts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scripts")
+    path = root / "mixed.jsonl"
+    lines = [json.dumps(d) for d in good_dialogues()]
+    lines[1:1] = BAD_LINES.values()
+    lines.append(lines[0])  # the same dialogue twice: one conversation, one duplicate reject
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def out(scripts, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("synth") / "out")
+    run(["--scripts", scripts, "--output", out, "--seed", "7"], print_summary=False)
+    return out
+
+
+def files_digest(root: str) -> dict[str, str]:
+    digests = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return digests
+
+
+def test_bad_scripts_are_rejected_with_reasons_and_the_rest_complete(out):
+    convs = read_table(out, "conversations").to_pylist()
+    assert len(convs) == 3 and {c["origin"] for c in convs} == {"synthetic"}
+    rejects = read_table(out, "rejects").to_pylist()
+    kinds = sorted(r["error_type"] for r in rejects)
+    assert kinds == sorted([*BAD_LINES, "duplicate"]), rejects
+    assert all(r["input"].startswith(os.path.dirname(r["input"])) and ":" in r["input"] for r in rejects)
+    assert {r["stage"] for r in rejects} == {"parse", "dedupe"}
+
+
+def test_records_stems_and_exact_words(out):
+    convs = read_table(out, "conversations").to_pylist()
+    words = read_table(out, "words").to_pylist()
+    segs = read_table(out, "segments").to_pylist()
+    for c in convs:
+        assert c["channel_layout"] == "per_speaker" and c["channels"] == len(c["speakers"]) == 2
+        assert c["backends"] and dict(c["backends"])["tts"].startswith("espeak-ng")
+        prov = json.loads(c["provenance"])
+        assert prov["seed"] == 7 and prov["timing"]["gap"]["family"] and prov["dialogue_sha256"]
+        assert c["split"] in ("train", "valid", "test") and c["conversation_id"].startswith("s-")
+        stems = []
+        for name in c["audio_files"]:
+            wave, sr = sf.read(os.path.join(out, c["media_dir"], name), dtype="float32")
+            assert sr == 16_000 and wave.ndim == 1
+            assert abs(wave.size / 16 - c["duration_ms"]) <= 1
+            stems.append(wave)
+        # No leakage: wherever one speaker's words are, the other's stream is silent unless the
+        # other speaker is also talking then.
+        spans = {s: [(w["start_ms"], w["end_ms"]) for w in words if w["conversation_id"] == c["conversation_id"]
+                     and w["speaker"] == s] for s in c["speakers"]}
+        segspans = {s: [(g["start_ms"], g["end_ms"]) for g in segs if g["conversation_id"] == c["conversation_id"]
+                        and g["speaker"] == s] for s in c["speakers"]}
+        for i, spk in enumerate(c["speakers"]):
+            other = stems[1 - i]
+            for s, e in spans[spk]:
+                if any(a < e and s < b for a, b in segspans[c["speakers"][1 - i]]):
+                    continue
+                assert np.abs(other[s * 16: e * 16]).max(initial=0) < 1e-3
+            # and each word is audible in its own stream
+            loud = [np.sqrt(np.mean(stems[i][s * 16: e * 16] ** 2)) for s, e in spans[spk]]
+            assert np.median(loud) > 0.01
+    for w in words:
+        assert w["score"] == 1.0 and 0 <= w["start_ms"] < w["end_ms"]
+    assert {e["type"] for e in read_table(out, "events").to_pylist()} >= {"turn_end", "timed_instruction"}
+
+
+def test_timed_responses_land_on_their_targets(out):
+    events = [e for e in read_table(out, "events").to_pylist() if e["type"] == "timed_instruction"]
+    assert events
+    words = read_table(out, "words").to_pylist()
+    for e in events:
+        p = json.loads(e["payload"])
+        assert p["response_start_ms"] == p["target_ms"] == e["t_ms"] + p["delay_ms"]
+        first = min(w["start_ms"] for w in words if w["conversation_id"] == e["conversation_id"]
+                    and w["speaker"] == p["responder"] and w["start_ms"] >= p["target_ms"])
+        assert first == p["target_ms"]  # the answer's first word starts exactly on time
+
+
+def test_same_seed_same_bytes_on_another_runner_and_other_seed_differs(scripts, out, tmp_path):
+    again = str(tmp_path / "again")
+    run(["--scripts", scripts, "--output", again, "--seed", "7", "--direct_running_mode=multi_threading",
+         "--direct_num_workers=2"], print_summary=False)
+    assert files_digest(again) == files_digest(out)
+    other = str(tmp_path / "other")
+    run(["--scripts", scripts, "--output", other, "--seed", "8"], print_summary=False)
+    a = {k: v for k, v in files_digest(out).items() if k.endswith(".flac")}
+    b = {k: v for k, v in files_digest(other).items() if k.endswith(".flac")}
+    assert a and b and set(a.values()).isdisjoint(b.values())
+
+
+def test_remix_and_stats(out, tmp_path, capsys):
+    convs = read_table(out, "conversations").to_pylist()
+    remixed = str(tmp_path / "remix")
+    run(["--remix", out, "--output", remixed, "--seed", "1"], print_summary=False)
+    rows = read_table(remixed, "conversations").to_pylist()
+    assert len(rows) == len(convs) and {r["origin"] for r in rows} == {"remix"}
+    assert {json.loads(r["provenance"])["remix_of"] for r in rows} == {c["conversation_id"] for c in convs}
+    src_words = {c["conversation_id"]: sorted(w["text"] for w in read_table(out, "words").to_pylist()
+                                                 if w["conversation_id"] == c["conversation_id"]) for c in convs}
+    new_words = read_table(remixed, "words").to_pylist()
+    for r in rows:
+        src = json.loads(r["provenance"])["remix_of"]
+        mine = sorted(w["text"] for w in new_words if w["conversation_id"] == r["conversation_id"])
+        assert mine == src_words[src]  # per-speaker sources lose no word
+    png = str(tmp_path / "hist.png")
+    assert synthesize_main(["stats", remixed, "--against", out, "--plot", png]) == 0
+    text = capsys.readouterr().out
+    assert "median gap" in text and "overlap ratio" in text and remixed in text
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(png) > 10_000
+
+
+def test_cli_flags_and_config(tmp_path):
+    cfg = tmp_path / "synth.toml"
+    cfg.write_text('seed = 3\nnoise_snr_db = 20.0\nscripts = ["a.jsonl"]\n')
+    c, beam_args = parse_args(["--config", str(cfg), "--output", "o", "--seed", "5", "--runner", "DirectRunner"])
+    assert c.seed == 5 and c.noise_snr_db == 20.0 and c.scripts == ("a.jsonl",) and beam_args == ["--runner",
+                                                                                                    "DirectRunner"]
+    cfg.write_text("sede = 3\n")
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_args(["--config", str(cfg), "--output", "o", "--generate", "1"])
+    with pytest.raises(ValueError, match="nothing to synthesize"):
+        parse_args(["--output", "o"])
+    with pytest.raises(ValueError, match="reverb"):
+        parse_args(["--output", "o", "--generate", "1", "--reverb-rt60-s", "9"])
+
+
+def test_remix_of_a_mixed_channel_record_has_no_leakage(out, tmp_path):
+    """A record with one mixed channel (as ingest writes for a phone call) remixes into streams
+    where no speaker's stream holds audio while the other speaker talks in the source."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from microturn.schemas import schema_for
+
+    src = str(tmp_path / "mixed-src")
+    conv = read_table(out, "conversations").to_pylist()[0]
+    cid = conv["conversation_id"]
+    stems = [sf.read(os.path.join(out, conv["media_dir"], f), dtype="float32")[0] for f in conv["audio_files"]]
+    os.makedirs(os.path.join(src, conv["media_dir"]))
+    sf.write(os.path.join(src, conv["media_dir"], "mix.flac"), (stems[0] + stems[1]) / 2, 16_000, subtype="PCM_16")
+    rows = {"conversations": [{**conv, "channels": 1, "channel_layout": "mixed", "audio_files": ["mix.flac"],
+                               "origin": "real", "provenance": None}],
+            "segments": [{**r, "channel": 0} for r in read_table(out, "segments").to_pylist()
+                         if r["conversation_id"] == cid],
+            "words": [r for r in read_table(out, "words").to_pylist() if r["conversation_id"] == cid]}
+    for table, data in rows.items():
+        os.makedirs(os.path.join(src, table))
+        pq.write_table(pa.Table.from_pylist(data, schema=schema_for(table)),
+                       os.path.join(src, table, "part-00000-of-00001.parquet"))
+    remixed = str(tmp_path / "remix-mixed")
+    run(["--remix", src, "--output", remixed], print_summary=False)
+    (row,) = read_table(remixed, "conversations").to_pylist()
+    segs = read_table(remixed, "segments").to_pylist()
+    assert row["channel_layout"] == "per_speaker" and row["channels"] == 2
+    waves = [sf.read(os.path.join(remixed, row["media_dir"], f), dtype="float32")[0] for f in row["audio_files"]]
+    for i, spk in enumerate(row["speakers"]):
+        other = row["speakers"][1 - i]
+        mine = [(g["start_ms"], g["end_ms"]) for g in segs if g["speaker"] == spk]
+        for g in segs:
+            if g["speaker"] != other:
+                continue
+            # Where only the other speaker talks, this stream is silent.
+            s, e = g["start_ms"], g["end_ms"]
+            free = [(max(s, a), min(e, b)) for a, b in mine if a < e and s < b]
+            if not free:
+                assert np.abs(waves[i][s * 16: e * 16]).max(initial=0) < 1e-3
+    assert len(read_table(remixed, "words")) <= len(rows["words"])

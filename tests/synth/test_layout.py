@@ -1,0 +1,194 @@
+"""The layout of spoken turns on one timeline, on hand-made speech with known word times."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from microturn.schemas.dialogue import parse_dialogue
+from microturn.schemas.turns import Turn, turn_stats
+from microturn.synth.layout import PHRASE_BREAK_MS, lay_out, phrases
+from microturn.synth.timing import DEFAULT_TIMING, Duration, TimingModel
+from microturn.synth.tts import Speech, SpokenWord
+
+SPMS = 16
+
+
+def speech(n_words: int, *, word_ms: int = 250, breaks: dict[int, int] | None = None, tag: float = 0.1) -> Speech:
+    """``n_words`` tone bursts of ``word_ms`` with 30 ms between words and longer breaks after the
+    word indices in ``breaks``; the samples carry ``tag`` so tests can tell speakers apart."""
+    breaks = breaks or {}
+    words, t = [], 10
+    for i in range(n_words):
+        words.append(SpokenWord(text=f"w{i}", start_ms=t, end_ms=t + word_ms))
+        t += word_ms + breaks.get(i, 30)
+    wave = np.zeros((words[-1].end_ms + 10) * SPMS, np.float32)
+    for w in words:
+        wave[w.start_ms * SPMS: w.end_ms * SPMS] = tag
+    return Speech(wave_N=wave, words=tuple(words))
+
+
+def fixed(ms: float) -> Duration:
+    return Duration(family="lognormal", params=(ms, 1e-6))
+
+
+def model(**kw) -> TimingModel:
+    base = dict(gap=fixed(200), overlap_prob=0.0, overlap=fixed(300), pause=fixed(500), reaction=fixed(400),
+                backchannel_delay=fixed(150), backchannel_rate=6.0)
+    base.update(kw)
+    return TimingModel(**base)
+
+
+def dialogue(turns, speakers=("A", "B")):
+    return parse_dialogue({"id": "t", "speakers": {s: {} for s in speakers}, "turns": turns})
+
+
+def test_phrases_split_at_long_breaks_only():
+    sp = speech(6, breaks={1: PHRASE_BREAK_MS + 80, 3: PHRASE_BREAK_MS - 20})
+    parts = phrases(sp)
+    assert [len(p.words) for p in parts] == [2, 4]
+    assert parts[0].duration_ms == parts[0].words[-1][2]  # a phrase ends at its last word's end
+    assert parts[1].words[0][1] == 0
+
+
+def test_gaps_and_pauses_follow_the_model():
+    d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "y"}, {"speaker": "B", "text": "z"}])
+    spoken = [speech(3, breaks={0: 300}), speech(2), speech(2)]
+    lay = lay_out(d, spoken, {}, model(), np.random.default_rng(0))
+    a, b1, b2 = lay.turns
+    assert a.start_ms == 200  # lead-in = one gap
+    assert a.pieces[1][0] - (a.pieces[0][0] + a.pieces[0][1].size // SPMS) == 500  # the pause replaced espeak's
+    assert b1.start_ms - a.end_ms == 200
+    assert b2.start_ms - b1.end_ms == 500  # same speaker goes on after a pause, not a gap
+    assert lay.transitions_ms == (200,)
+
+
+def test_overlapping_transition_and_its_floor():
+    d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "y"}])
+    lay = lay_out(d, [speech(8), speech(2)], {}, model(overlap_prob=1.0), np.random.default_rng(0))
+    a, b = lay.turns
+    assert b.start_ms - a.end_ms == -300
+    # A 2-word turn cannot be overlapped by more than half of it.
+    lay = lay_out(d, [speech(2, word_ms=100), speech(2)], {}, model(overlap_prob=1.0), np.random.default_rng(0))
+    a, b = lay.turns
+    assert b.start_ms >= a.start_ms + (a.end_ms - a.start_ms) // 2
+
+
+def test_backchannel_sits_in_a_pause_and_counts_as_one():
+    d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "mm-hmm", "act": "backchannel"},
+                  {"speaker": "B", "text": "y"}])
+    lay = lay_out(d, [speech(6), speech(1, word_ms=300), speech(3)], {}, model(), np.random.default_rng(0))
+    a, bc, b = lay.turns
+    (p0, p1), = a.pauses()  # a pause was opened for the backchannel in a turn that had none
+    assert bc.start_ms == p0 + 150 and a.start_ms < bc.start_ms and bc.end_ms < a.end_ms
+    segs = [Turn(t.speaker, t.start_ms, t.end_ms) for t in lay.turns]
+    stats = turn_stats(segs, lay.end_ms)
+    assert stats.backchannels == 1 and stats.turns == 2 and stats.gaps_ms == [200]
+
+
+def test_interruption_cuts_the_speaker_at_a_word_boundary():
+    d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "y", "act": "interruption"}])
+    a_speech = speech(12, word_ms=200)
+    lay = lay_out(d, [a_speech, speech(3)], {}, model(), np.random.default_rng(3))
+    a, b = lay.turns
+    ends = [w[2] for w in a.words]
+    assert a.end_ms == ends[-1]  # stopped at a word end
+    assert len(a.words) < 12  # the rest was never said
+    starts = [w.start_ms + a.start_ms - a_speech.words[0].start_ms for w in a_speech.words]
+    assert b.start_ms in starts[4:]  # onset at a word start after the first third
+    assert a.end_ms >= b.start_ms + 400  # spoke on for at least the reaction time
+    assert a.end_ms - 200 - 30 < b.start_ms + 400  # ... and stopped at the first word end after it
+    (ev,) = lay.events
+    assert ev.type == "interruption" and ev.payload["interrupted"] == "A"
+    assert ev.payload["overlap_ms"] == a.end_ms - b.start_ms > 0
+    # The audio of A stops where its words stop.
+    assert a.pieces[-1][0] + a.pieces[-1][1].size // SPMS == a.end_ms
+
+
+def test_timed_responses_start_exactly_on_target():
+    d = parse_dialogue({"id": "t", "speakers": {"U": {"role": "user"}, "M": {"role": "model"}}, "turns": [
+        {"speaker": "U", "text": "count every two seconds", "act": "timed_request", "targets_ms": [2000, 4000, 6000],
+         "responses": ["two", "four", "six"]},
+        {"speaker": "U", "text": "thanks"}]})
+    resp = [speech(1), speech(1), speech(1)]
+    lay = lay_out(d, [speech(4), speech(1)], {0: resp}, model(), np.random.default_rng(0))
+    req = lay.turns[0]
+    answers = [t for t in lay.turns if t.act == "timed_response"]
+    assert [t.start_ms - req.end_ms for t in answers] == [2000, 4000, 6000]
+    events = [e for e in lay.events if e.type == "timed_instruction"]
+    assert [e.payload["target_ms"] for e in events] == [req.end_ms + x for x in (2000, 4000, 6000)]
+    assert lay.turns[-1].speaker == "U" and lay.turns[-1].start_ms > answers[-1].end_ms
+
+
+ACTS = st.sampled_from(["statement", "question", "backchannel", "interruption"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from("AB"), ACTS, st.integers(1, 9)), min_size=1, max_size=12),
+       st.integers(0, 2**31))
+def test_no_speaker_ever_overlaps_their_own_voice(script, seed):
+    turns, prev = [], None
+    for spk, act, _ in script:
+        if act in ("backchannel", "interruption") and (prev is None or prev == spk):
+            act = "statement"
+        turns.append({"speaker": spk, "text": "x", "act": act})
+        prev = spk
+    d = dialogue(turns)
+    spoken = [speech(n, breaks={1: 250}) for _, _, n in script]
+    lay = lay_out(d, spoken, {}, DEFAULT_TIMING, np.random.default_rng(seed))
+    again = lay_out(d, spoken, {}, DEFAULT_TIMING, np.random.default_rng(seed))
+    assert [(t.start_ms, t.end_ms) for t in lay.turns] == [(t.start_ms, t.end_ms) for t in again.turns]
+    for spk in "AB":
+        spans = sorted((s, s + w.size // SPMS) for t in lay.turns if t.speaker == spk for s, w in t.pieces)
+        assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:])), spans
+    for t in lay.turns:
+        assert t.start_ms >= 0 and t.words == sorted(t.words, key=lambda w: w[1])
+        assert all(s < e for _, s, e in t.words)
+        assert t.words[0][1] == t.start_ms and t.words[-1][2] == t.end_ms
+
+
+def test_lay_out_checks_its_inputs():
+    d = dialogue([{"speaker": "A", "text": "x"}])
+    with pytest.raises(ValueError, match="spoken turns"):
+        lay_out(d, [], {}, DEFAULT_TIMING, np.random.default_rng(0))
+
+
+def test_layout_realises_a_fitted_model(tmp_path):
+    """Fit the model on ingest-like records, lay out dialogues with it, and measure them again
+    with the records' own statistics: gaps and overlaps match the fitted data (KS <= 0.1)."""
+    import warnings
+
+    from timing_corpus import make_corpus
+
+    from microturn.synth.timing import fit, ks_statistic
+
+    corpus = make_corpus(seed=0, conversations=250)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fit(corpus.segments, corpus.words)
+    by_conv: dict[str, list[Turn]] = {}
+    for r in corpus.segments:
+        by_conv.setdefault(r["conversation_id"], []).append(Turn(r["speaker"], r["start_ms"], r["end_ms"]))
+    real_gaps, real_overlaps = [], []
+    for turns in by_conv.values():
+        s = turn_stats(turns, max(t.end_ms for t in turns))
+        real_gaps += s.gaps_ms
+        real_overlaps += s.overlaps_ms
+    rng = np.random.default_rng(5)
+    gaps, overlaps = [], []
+    for k in range(160):
+        turns, spoken, spk = [], [], "A"
+        for _ in range(14):
+            turns.append({"speaker": spk, "text": "x"})
+            spoken.append(speech(int(rng.integers(4, 24)), word_ms=int(rng.integers(180, 320)), breaks={2: 300}))
+            if rng.random() < 0.3:  # a listener token during the turn
+                turns.append({"speaker": "B" if spk == "A" else "A", "text": "mm", "act": "backchannel"})
+                spoken.append(speech(1, word_ms=300))
+            spk = "B" if spk == "A" else "A"
+        lay = lay_out(dialogue(turns), spoken, {}, model, rng)
+        s = turn_stats([Turn(t.speaker, t.start_ms, t.end_ms) for t in lay.turns], lay.end_ms)
+        gaps += s.gaps_ms
+        overlaps += s.overlaps_ms
+    ks_gap, ks_overlap = ks_statistic(gaps, real_gaps), ks_statistic(overlaps, real_overlaps)
+    print(f"\nKS gap {ks_gap:.3f} (n={len(gaps)}), overlap {ks_overlap:.3f} (n={len(overlaps)})")
+    assert ks_gap <= 0.1 and ks_overlap <= 0.1
