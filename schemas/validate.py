@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +45,33 @@ def _check_semantics(table: str, row: Mapping[str, Any]) -> None:
                 raise RowError(f"conversations.stats.{key} must be in [0, 1], got {v!r}")
 
 
+def _int_check(bits: int):
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and lo <= v <= hi
+
+
+_PRIMITIVE = {
+    pa.string(): lambda v: isinstance(v, str),
+    pa.int64(): _int_check(64),
+    pa.int32(): _int_check(32),
+    pa.float64(): lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    pa.float32(): lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    pa.bool_(): lambda v: isinstance(v, bool),
+}
+_CHECKS: dict[str, list | None] = {}
+
+
+def _primitive_checks(table: str) -> list | None:
+    """Per-column Python type checks when every column of ``table`` is a primitive type (the
+    row tables written by the million: segments, words, events); None when Arrow must check.
+    A plain isinstance check is ~50x cheaper than building a one-row Arrow table."""
+    if table not in _CHECKS:
+        schema = schema_for(table)
+        checks = [(f.name, _PRIMITIVE.get(f.type)) for f in schema]
+        _CHECKS[table] = None if any(ok is None for _, ok in checks) else checks
+    return _CHECKS[table]
+
+
 def validate_row(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
     """Check one row against ``table``'s schema and rules; return it as a plain dict.
 
@@ -60,10 +88,17 @@ def validate_row(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
     for col in REQUIRED[table]:
         if out[col] is None:
             raise RowError(f"{table}.{col} is required and must not be null")
-    try:
-        pa.Table.from_pylist([out], schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-        raise RowError(f"{table}: row does not match the schema: {exc}") from exc
+    checks = _primitive_checks(table)
+    if checks is not None:
+        for col, ok in checks:
+            value = out[col]
+            if value is not None and not ok(value):
+                raise RowError(f"{table}.{col}: {value!r} does not match the schema (column type {schema.field(col).type})")
+    else:
+        try:
+            pa.Table.from_pylist([out], schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            raise RowError(f"{table}: row does not match the schema: {exc}") from exc
     _check_semantics(table, out)
     return out
 

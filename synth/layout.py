@@ -52,6 +52,10 @@ INTERRUPT_FROM = 1 / 3
 # A backchannel starts no later than this into the pause it responds to (it may then run over the
 # speaker's next phrase, as listeners' tokens often do).
 BACKCHANNEL_MAX_DELAY_MS = 600
+# A listener token with a comma in it ("mm, right") is said in one breath: its parts are joined by
+# this short pause instead of a phrase pause drawn from the model (median 450 ms), which would
+# stretch it past the 1 s that the statistics allow a backchannel.
+BACKCHANNEL_JOIN_MS = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +199,7 @@ class _Planner:
         t = max(0, start_ms)
         for k, part in enumerate(parts):
             if k:
-                t += self.timing.sample_pause(self.rng)
+                t += BACKCHANNEL_JOIN_MS if act == "backchannel" else self.timing.sample_pause(self.rng)
             turn.pieces.append((t, part.wave_N))
             turn.words.extend((w, t + s, t + e) for w, s, e in part.words)
             t += part.duration_ms
@@ -229,7 +233,7 @@ class _Planner:
     def _backchannels(self, turn: PlacedTurn, backchannels) -> None:
         pauses = turn.pauses()
         for k, (spec, parts) in enumerate(backchannels):
-            dur = sum(p.duration_ms for p in parts)
+            dur = sum(p.duration_ms for p in parts) + BACKCHANNEL_JOIN_MS * (len(parts) - 1)
             if pauses:
                 # Spread the backchannels over the pauses, in order.
                 p0, p1 = pauses[min(len(pauses) - 1, (k * len(pauses)) // len(backchannels))]

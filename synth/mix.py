@@ -73,10 +73,11 @@ def render(pieces: Iterable[tuple[int, np.ndarray]], duration_ms: int) -> np.nda
     return out_N
 
 
-def active_rms(wave_N: np.ndarray) -> float:
-    """RMS over the samples above -70 dBFS (0 for a silent stream)."""
-    active = wave_N[np.abs(wave_N) > _ACTIVE_FLOOR]
-    return float(np.sqrt(np.mean(np.square(active, dtype=np.float64)))) if active.size else 0.0
+def active_rms(wave_N: np.ndarray, floor: float = _ACTIVE_FLOOR) -> float:
+    """RMS over the samples above ``floor`` (-70 dBFS by default); 0 for a silent stream."""
+    sq_N = np.square(wave_N, dtype=np.float32)
+    active = sq_N[sq_N > floor * floor]
+    return float(np.sqrt(np.mean(active, dtype=np.float64))) if active.size else 0.0
 
 
 def normalise(wave_N: np.ndarray, target_dbfs: float) -> np.ndarray:
@@ -85,9 +86,9 @@ def normalise(wave_N: np.ndarray, target_dbfs: float) -> np.ndarray:
     if rms == 0.0:
         return wave_N.astype(np.float32, copy=True)
     gain = 10 ** (target_dbfs / 20) / rms
-    # Raising the level lifts a few quiet samples over the activity floor; a second estimate on
-    # the scaled signal takes them in (the level then lands within 0.01 dB of the target).
-    rescaled = active_rms(wave_N * gain)
+    # Raising the level lifts a few quiet samples over the activity floor; a second estimate with
+    # the floor moved by the gain takes them in (the level then lands within 0.01 dB of the target).
+    rescaled = active_rms(wave_N, _ACTIVE_FLOOR / gain) * gain
     gain *= 10 ** (target_dbfs / 20) / rescaled
     peak = float(np.max(np.abs(wave_N))) * gain
     ceiling = 10 ** (-0.1 / 20)
