@@ -1,5 +1,8 @@
 """Writing and reading the record tables (Parquet datasets at ``OUT/<table>/``).
 
+Tables are written sorted, in a fixed number of files (:class:`WriteSortedTable`), so that the
+same rows give the same bytes on every run and runner.
+
 Every row is validated against its schema in :mod:`microturn.schemas` before it is written; a
 row that fails becomes a ``rejects`` row (stage ``validate``) instead of reaching the table.
 """
@@ -61,27 +64,6 @@ class ValidateRows(beam.PTransform):
     def expand(self, rows):
         return rows | f"Validate{self.table.title()}" >> beam.ParDo(_Validate(self.table)).with_outputs(
             REJECTS, main="valid")
-
-
-class WriteTable(beam.PTransform):
-    """Write already-validated rows of ``table`` to ``OUT/<table>/part-SSSSS-of-NNNNN.parquet``.
-
-    A fixed shard count makes reruns overwrite the same files instead of leaving stale ones.
-    """
-
-    def __init__(self, output: str, table: str, *, num_shards: int = 1):
-        super().__init__()
-        self.output, self.table, self.num_shards = output, table, num_shards
-
-    def expand(self, rows):
-        return rows | f"Write{self.table.title()}" >> beam.io.WriteToParquet(
-            FileSystems.join(table_path(self.output, self.table), "part"),
-            schema_for(self.table),
-            num_shards=self.num_shards,
-            shard_name_template="-SSSSS-of-NNNNN",
-            file_name_suffix=".parquet",
-            codec="zstd",
-        )
 
 
 # Columns that order the rows of each table in a sorted write (then the whole row breaks ties).
@@ -158,6 +140,22 @@ class WriteSortedTable(beam.PTransform):
             | f"Group{t.title()}" >> beam.GroupByKey()
             | f"WriteSorted{t.title()}" >> beam.ParDo(_WriteSortedShard(self.output, t, n))
         )
+
+
+def store_tables(rows: dict, rejects: list, *, output: str, num_shards: int) -> None:
+    """Validate and write every table of a stage: ``rows`` maps a table name to a PCollection
+    (or a tuple of them, flattened first); rows that fail validation join ``rejects``, which are
+    validated and written last. Tables are written sorted (:class:`WriteSortedTable`)."""
+    rejects = list(rejects)
+    for table, pcolls in rows.items():
+        if isinstance(pcolls, tuple):
+            pcolls = pcolls | f"Merge{table.title()}" >> beam.Flatten()
+        checked = pcolls | f"Check{table.title()}" >> ValidateRows(table)
+        rejects.append(checked[REJECTS])
+        checked.valid | f"Store{table.title()}" >> WriteSortedTable(output, table, num_shards=num_shards)
+    all_rejects = tuple(rejects) | "FlattenRejects" >> beam.Flatten()
+    checked = all_rejects | "CheckRejects" >> ValidateRows(REJECTS)
+    checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards)
 
 
 def read_table(output: str, table: str) -> pa.Table:

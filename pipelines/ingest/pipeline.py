@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from microturn.pipelines.ingest import dofns
 from microturn.pipelines.ingest.config import IngestConfig
-from microturn.pipelines.tables import REJECTS, ValidateRows, WriteTable
+from microturn.pipelines.tables import REJECTS, store_tables
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,5 @@ class Ingest(beam.PTransform):
         rows, rejects = records | "Annotate" >> Annotate(c)
         rows = {"sources": sources, **rows}
         rejects = [probe_rejects, *rejects]
-        for table, pcoll in rows.items():
-            checked = pcoll | f"Check{table.title()}" >> ValidateRows(table)
-            rejects.append(checked[REJECTS])
-            checked.valid | f"Store{table.title()}" >> WriteTable(c.output, table, num_shards=c.table_shards)
-        all_rejects = tuple(rejects) | "FlattenRejects" >> beam.Flatten()
-        checked = all_rejects | "CheckRejects" >> ValidateRows(REJECTS)
-        checked.valid | "StoreRejects" >> WriteTable(c.output, REJECTS, num_shards=c.table_shards)
+        store_tables(rows, rejects, output=c.output, num_shards=c.table_shards)
         return rows

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from microturn.pipelines.synthesize import dofns
 from microturn.pipelines.synthesize.config import SynthesizeConfig
-from microturn.pipelines.tables import REJECTS, ValidateRows, WriteSortedTable
+from microturn.pipelines.tables import REJECTS, store_tables
 from microturn.synth.timing import TimingModel
 
 TABLES = ("conversations", "segments", "words", "events")
@@ -108,12 +108,5 @@ class Synthesize(beam.PTransform):
             rows, rej = pbegin | "RemixSource" >> RemixRecords(c, self.timing, self.timing_source)
             outputs.append(rows)
             rejects += rej
-        for table in TABLES:
-            pcolls = tuple(o[table] for o in outputs)
-            merged = pcolls | f"Merge{table.title()}" >> beam.Flatten()
-            checked = merged | f"Check{table.title()}" >> ValidateRows(table)
-            rejects.append(checked[REJECTS])
-            checked.valid | f"Store{table.title()}" >> WriteSortedTable(c.output, table, num_shards=c.table_shards)
-        all_rejects = tuple(rejects) | "FlattenRejects" >> beam.Flatten()
-        checked = all_rejects | "CheckRejects" >> ValidateRows(REJECTS)
-        checked.valid | "StoreRejects" >> WriteSortedTable(c.output, REJECTS, num_shards=c.table_shards)
+        store_tables({t: tuple(o[t] for o in outputs) for t in TABLES}, rejects, output=c.output,
+                     num_shards=c.table_shards)

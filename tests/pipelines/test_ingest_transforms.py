@@ -12,7 +12,7 @@ from media_corpus import speech
 from microturn.pipelines.ingest import dofns
 from microturn.pipelines.ingest.config import IngestConfig
 from microturn.pipelines.ingest.pipeline import ProbeSources
-from microturn.pipelines.tables import REJECTS, ValidateRows, WriteTable, read_table
+from microturn.pipelines.tables import REJECTS, ValidateRows, WriteSortedTable, read_table
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +64,35 @@ def test_write_table_then_read_back(tmp_path):
             for i in range(5)]
     out = str(tmp_path)
     with TestPipeline() as p:
-        _ = p | beam.Create(rows) | WriteTable(out, "events")
+        _ = p | beam.Create(rows[::-1]) | WriteSortedTable(out, "events")
     back = read_table(out, "events")
-    assert sorted(back.to_pylist(), key=lambda r: r["t_ms"]) == rows
+    assert back.to_pylist() == rows  # sorted by (conversation, time) whatever order came in
     assert back.schema.metadata[b"microturn.schema_version"] == b"1"
     assert os.listdir(tmp_path / "events") == ["part-00000-of-00001.parquet"]
     with TestPipeline() as p:  # an empty PCollection still writes a readable, empty table
-        _ = p | beam.Create([]).with_output_types(dict) | WriteTable(out, "rejects")
+        _ = p | beam.Create([]).with_output_types(dict) | WriteSortedTable(out, "rejects")
     assert read_table(out, "rejects").num_rows == 0
+
+
+def test_sorted_writes_are_byte_identical_and_replace_old_files(tmp_path):
+    rows = [{"conversation_id": f"c{k % 7}", "speaker": "AB"[k % 2], "start_ms": k * 10, "end_ms": k * 10 + 5,
+             "channel": 0} for k in range(200)]
+    digests = []
+    for order in (rows, rows[::-1], rows[1::2] + rows[::2]):
+        out = str(tmp_path / f"o{len(digests)}")
+        with TestPipeline() as p:
+            _ = p | beam.Create(order) | WriteSortedTable(out, "segments", num_shards=3)
+        files = sorted(os.listdir(os.path.join(out, "segments")))
+        assert files == [f"part-{i:05d}-of-00003.parquet" for i in range(3)]
+        digests.append([open(os.path.join(out, "segments", f), "rb").read() for f in files])
+        back = read_table(out, "segments").to_pylist()
+        assert sorted(back, key=lambda r: (r["conversation_id"], r["start_ms"])) == sorted(
+            rows, key=lambda r: (r["conversation_id"], r["start_ms"]))
+    assert digests[0] == digests[1] == digests[2]
+    with TestPipeline() as p:  # a rerun with fewer rows leaves no stale rows behind
+        _ = p | beam.Create(rows[:3]) | WriteSortedTable(out, "segments", num_shards=3)
+    assert read_table(out, "segments").num_rows == 3
+    assert not [f for f in os.listdir(os.path.join(out, "segments")) if f.endswith(".tmp")]
 
 
 def test_match_pattern_skips_sidecars(folder):
