@@ -60,16 +60,30 @@ class ReadScripts(_Step):
         if not paths:
             yield self._reject(pattern, "the pattern matches no script file", "NoMatch")
         for path in paths:
-            try:
-                with FileSystems.open(path) as f:
-                    text = f.read().decode("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                yield self._reject(path, exc)
-                continue
+            yield from self._lines(path)
+
+    def _lines(self, path: str):
+        # Line by line, so that a huge file is never held whole and one undecodable line costs
+        # only itself.
+        found = 0
+        try:
+            with FileSystems.open(path) as f:
+                for no, raw in enumerate(f, start=1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        yield self._reject(f"{path}:{no}", f"the line is not UTF-8 text: {exc}", "invalid_utf8")
+                        continue
+                    if line.strip():
+                        found += 1
+                        yield {"input": f"{path}:{no}", "line": line}
+        except OSError as exc:
+            yield self._reject(path, exc)
+            return
+        if not found:
+            yield self._reject(path, "the file holds no dialogue lines", "EmptyFile")
+        else:
             self.done.inc()
-            for no, line in enumerate(text.splitlines(), start=1):
-                if line.strip():
-                    yield {"input": f"{path}:{no}", "line": line}
 
 
 def provenance(dialogue: Dialogue, *, seed: int, tts_version: str, timing: TimingModel, timing_source: str,

@@ -87,12 +87,15 @@ def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
 def load_timing(cfg: SynthesizeConfig) -> tuple[TimingModel, str]:
     """The timing model of a run and a label of where it came from (for provenance)."""
     if cfg.timing:
-        with FileSystems.open(cfg.timing) as f:
-            try:
+        try:
+            with FileSystems.open(cfg.timing) as f:
                 data = json.loads(f.read().decode("utf-8"))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{cfg.timing}: not a timing-model JSON file: {exc}") from None
-        return TimingModel.from_dict(data), f"file:{cfg.timing}"
+            return TimingModel.from_dict(data), f"file:{cfg.timing}"
+        except OSError as exc:
+            raise ValueError(f"--timing {cfg.timing}: cannot read it: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"--timing {cfg.timing}: not a timing model as `microturn synthesize fit` "
+                             f"writes it: {exc}") from None
     if cfg.fit_from:
         return fit(read_table(cfg.fit_from, "segments"), read_table(cfg.fit_from, "words")), f"fit:{cfg.fit_from}"
     return DEFAULT_TIMING, "default"
@@ -103,6 +106,12 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
     from microturn.pipelines.synthesize.stats import collect, render
 
     cfg, beam_args = parse_args(argv)
+    for flag, source_dir in (("--remix", cfg.remix), ("--fit-from", cfg.fit_from)):
+        if source_dir:
+            pattern = FileSystems.join(source_dir, "conversations", "*.parquet")
+            if not FileSystems.match([pattern])[0].metadata_list:
+                raise ValueError(f"{flag} {source_dir}: no conversation records there ({pattern} matches "
+                                 "nothing); give the output directory of `microturn ingest`")
     timing, source = load_timing(cfg)
     generated = []
     if cfg.generate:

@@ -219,3 +219,31 @@ def test_remix_of_a_mixed_channel_record_has_no_leakage(out, tmp_path):
             if not free:
                 assert np.abs(waves[i][s * 16: e * 16]).max(initial=0) < 1e-3
     assert len(read_table(remixed, "words")) <= len(rows["words"])
+
+
+def test_corrupt_and_empty_files_cost_only_themselves(tmp_path):
+    tiny = json.dumps({"id": "tiny", "speakers": {"A": {}, "B": {}},
+                       "turns": [{"speaker": "A", "text": "Hello there."}, {"speaker": "B", "text": "Hi."}]})
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "corrupt.jsonl").write_bytes(b"\xff\xfe\x00garbage\n" + tiny.encode() + b"\n")
+    out = str(tmp_path / "out")
+    run(["--scripts", str(tmp_path / "empty.jsonl"), "--scripts", str(tmp_path / "corrupt.jsonl"),
+         "--output", out], print_summary=False)
+    assert [c["source_uri"] for c in read_table(out, "conversations").to_pylist()] == [
+        f"{tmp_path / 'corrupt.jsonl'}:2"]
+    assert sorted((r["error_type"], r["input"]) for r in read_table(out, "rejects").to_pylist()) == [
+        ("EmptyFile", str(tmp_path / "empty.jsonl")), ("invalid_utf8", f"{tmp_path / 'corrupt.jsonl'}:1")]
+
+
+def test_bad_sources_and_timing_files_are_clear_errors(tmp_path):
+    from microturn.synth.timing import DEFAULT_TIMING
+
+    with pytest.raises(ValueError, match="no conversation records"):
+        run(["--remix", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")])
+    bad = DEFAULT_TIMING.to_dict()
+    bad["gap"] = 3
+    for name, text in (("missing.json", None), ("junk.json", "{not json"), ("typed.json", json.dumps(bad))):
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match="--timing"):
+            run(["--generate", "1", "--timing", str(tmp_path / name), "--output", str(tmp_path / "o")])
