@@ -133,6 +133,14 @@ class Layout:
         return max(t.end_ms for t in self.turns)
 
 
+def start_after(prev: PlacedTurn, offset_ms: int, earliest_ms: int) -> int:
+    """Start of a turn that follows ``prev`` by a sampled transition ``offset_ms`` (negative:
+    overlap), no deeper into ``prev`` than ``MAX_OVERLAP_SHARE`` of it and not before the new
+    speaker may speak again (``earliest_ms``)."""
+    floor = prev.start_ms + math.ceil(MAX_OVERLAP_SHARE * (prev.end_ms - prev.start_ms))
+    return max(prev.end_ms + offset_ms, floor, earliest_ms)
+
+
 def fade_out(wave_N: np.ndarray, ms: int = 10) -> np.ndarray:
     """A copy of ``wave_N`` whose last ``ms`` fade linearly to zero (no click at a cut)."""
     n = min(wave_N.size, ms * SAMPLES_PER_MS)
@@ -218,8 +226,7 @@ class _Planner:
             return max(prev.end_ms + self.timing.sample_pause(self.rng), self.earliest(speaker))
         offset = self.timing.sample_transition(self.rng)
         self.transitions.append(offset)
-        floor = prev.start_ms + math.ceil(MAX_OVERLAP_SHARE * (prev.end_ms - prev.start_ms))
-        return max(prev.end_ms + offset, floor, self.earliest(speaker))
+        return start_after(prev, offset, self.earliest(speaker))
 
     # -- acts ----------------------------------------------------------------------------
     def main_turn(self, spec: TurnSpec, parts: list[Phrase], backchannels: list[tuple[TurnSpec, list[Phrase]]]):

@@ -18,7 +18,6 @@ real data), and where each speaker's voice goes: every speaker gets a stream of 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from microturn.schemas.turns import Turn, split_backchannels
 from microturn.synth.engine import Conversation, assemble
-from microturn.synth.layout import MAX_OVERLAP_SHARE, MIN_SELF_GAP_MS, SAMPLES_PER_MS, Layout, PlacedTurn
+from microturn.synth.layout import MIN_SELF_GAP_MS, SAMPLES_PER_MS, Layout, PlacedTurn, start_after
 from microturn.synth.mix import MixConfig
 from microturn.synth.timing import TimingModel
 
@@ -99,8 +98,7 @@ def remix_conversation(*, segments: Sequence[Turn], words: Sequence[tuple[str | 
         else:
             offset = timing.sample_transition(rng)
             transitions.append(offset)
-            floor = prev_new.start_ms + math.ceil(MAX_OVERLAP_SHARE * (prev_new.end_ms - prev_new.start_ms))
-            new_start = max(prev_new.end_ms + offset, floor, own_end.get(turn.speaker, 0) + MIN_SELF_GAP_MS)
+            new_start = start_after(prev_new, offset, own_end.get(turn.speaker, 0) + MIN_SELF_GAP_MS)
         wave_N = source_wave(turn)
         if wave_N.size == 0:
             continue

@@ -181,6 +181,14 @@ def conversation_rows(conv: Conversation, *, cid: str, source_uri: str, origin: 
     return row, {"segments": segments, "words": words, "events": events}
 
 
+def _emit(row: dict, rows: dict[str, list[dict]]):
+    """The conversation row (main output), then its segments, words and events (tagged)."""
+    yield row
+    for table in ROW_OUTPUTS:
+        for r in rows[table]:
+            yield beam.pvalue.TaggedOutput(table, r)
+
+
 class Synthesize(_Step):
     """Speak, lay out and mix one dialogue; write its stems; emit its rows."""
 
@@ -214,10 +222,7 @@ class Synthesize(_Step):
         self.done.inc()
         self.audio_ms.inc(conv.duration_ms)
         self.wall_ms.update(int((time.perf_counter() - started) * 1000))
-        yield row
-        for table in ROW_OUTPUTS:
-            for r in rows[table]:
-                yield beam.pvalue.TaggedOutput(table, r)
+        yield from _emit(row, rows)
 
 
 class Remix(_Step):
@@ -267,7 +272,4 @@ class Remix(_Step):
         self.dropped_bc.inc(result.dropped_backchannels)
         self.dropped_words.inc(result.dropped_words)
         self.done.inc()
-        yield row
-        for table in ROW_OUTPUTS:
-            for r in rows[table]:
-                yield beam.pvalue.TaggedOutput(table, r)
+        yield from _emit(row, rows)
