@@ -14,6 +14,9 @@ commands:
   ingest      diarize and word-time conversational media into record tables (Beam)
   synthesize  speak dialogue scripts / remix real turns into two-stream conversations (Beam);
               `synthesize stats OUT`, `synthesize fit OUT`
+  shard       cut records into 200 ms micro-turn samples: WebDataset tars + Parquet manifests (Beam)
+  catalog     `catalog build OUT... --catalog FILE.duckdb`: one DuckDB catalog over records and shards
+  audit       read-only SQL over the catalog; `audit report` writes an HTML report with plots
   eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
   demo        build a conversational video from the pyannote sample, ingest it, print a summary
 
@@ -33,6 +36,24 @@ def _synthesize(argv: list[str]) -> int:
     return main(argv)
 
 
+def _shard(argv: list[str]) -> int:
+    from microturn.pipelines.shard.run import main
+
+    return main(argv)
+
+
+def _catalog(argv: list[str]) -> int:
+    from microturn.pipelines.catalog.run import catalog_main
+
+    return catalog_main(argv)
+
+
+def _audit(argv: list[str]) -> int:
+    from microturn.pipelines.catalog.run import audit_main
+
+    return audit_main(argv)
+
+
 def _eval(argv: list[str]) -> int:
     from microturn.cli.evaluate import main
 
@@ -45,7 +66,8 @@ def _demo(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "eval": _eval, "demo": _demo}
+COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "shard": _shard, "catalog": _catalog, "audit": _audit,
+            "eval": _eval, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,8 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "words": ("conversation_id", "start_ms", "end_ms", "speaker"),
     "events": ("conversation_id", "t_ms", "type", "speaker"),
     "rejects": ("input", "stage"),
+    "samples": ("shard", "tar_offset"),
+    "shards": ("path",),
 }
 
 
@@ -84,7 +86,7 @@ def _sort_key(table: str, row: dict) -> tuple:
 
 def _shard_of(table: str, row: dict, num_shards: int) -> int:
     # Rows of one conversation stay together; the shard is a pure function of the row's key.
-    key = row.get("conversation_id") or row.get("input") or row.get("uri") or ""
+    key = row.get("conversation_id") or row.get("input") or row.get("uri") or row.get("path") or ""
     digest = hashlib.sha256(f"{table}/{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
 

@@ -131,6 +131,58 @@ REJECTS = pa.schema(
     metadata=_META,
 )
 
+_SAMPLE_STATS = pa.struct(
+    [
+        ("model_voiced", pa.float64()),  # share of chunks with VOICED on the model stream
+        ("user_voiced", pa.float64()),
+        ("overlap_chunks", pa.int32()),  # chunks with OVERLAP
+        ("leak_chunks", pa.int32()),  # chunks with LEAK on either stream
+        ("model_words", pa.int32()),
+        ("user_words", pa.int32()),
+        ("turn_ends", pa.int32()),  # turn_end events inside the window
+        ("backchannels", pa.int32()),
+        ("interruptions", pa.int32()),
+    ]
+)
+
+# One row per WebDataset sample. The same schema is the Parquet manifest beside every shard.
+SAMPLES = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),  # relative to the shard output: {split}/{split}-{index:06d}.tar
+        ("split", pa.string()),
+        ("conversation_id", pa.string()),
+        ("window", pa.int32()),
+        ("offset_ms", pa.int64()),  # window start in the conversation
+        ("duration_ms", pa.int64()),  # chunks x 200
+        ("chunks", pa.int32()),
+        ("model_speaker", pa.string()),
+        ("user_speakers", pa.list_(pa.string())),
+        ("origin", pa.string()),
+        ("license", pa.string()),
+        ("has_video", pa.bool_()),
+        ("tar_offset", pa.int64()),  # byte offset of the sample's first member header in the tar
+        ("tar_bytes", pa.int64()),  # bytes of its members (headers and padding included)
+        ("sha256", pa.string()),  # of those tar bytes
+        ("stats", _SAMPLE_STATS),
+    ],
+    metadata=_META,
+)
+
+SHARDS = pa.schema(
+    [
+        ("path", pa.string()),  # relative to the shard output
+        ("split", pa.string()),
+        ("index", pa.int32()),
+        ("bytes", pa.int64()),
+        ("samples", pa.int32()),
+        ("duration_ms", pa.int64()),  # sum over its samples
+        ("sha256", pa.string()),
+        ("manifest", pa.string()),  # the Parquet manifest beside it
+    ],
+    metadata=_META,
+)
+
 _TABLES: dict[str, pa.Schema] = {
     "sources": SOURCES,
     "conversations": CONVERSATIONS,
@@ -138,6 +190,8 @@ _TABLES: dict[str, pa.Schema] = {
     "words": WORDS,
     "events": EVENTS,
     "rejects": REJECTS,
+    "samples": SAMPLES,
+    "shards": SHARDS,
 }
 TABLE_NAMES = tuple(_TABLES)
 
@@ -152,6 +206,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "words": ("conversation_id", "text", "start_ms", "end_ms"),
     "events": ("conversation_id", "type", "t_ms", "payload"),
     "rejects": ("input", "stage", "error_type", "message"),
+    "samples": (
+        "key", "shard", "split", "conversation_id", "window", "offset_ms", "duration_ms", "chunks",
+        "model_speaker", "user_speakers", "origin", "has_video", "tar_offset", "tar_bytes", "sha256",
+    ),
+    "shards": ("path", "split", "index", "bytes", "samples", "duration_ms", "sha256", "manifest"),
 }
 
 

@@ -9,7 +9,8 @@ from microturn.schemas.ids import DEFAULT_SPLITS, is_conversation_id
 
 
 def test_every_table_carries_the_schema_version():
-    assert set(TABLE_NAMES) == {"sources", "conversations", "segments", "words", "events", "rejects"}
+    assert set(TABLE_NAMES) == {"sources", "conversations", "segments", "words", "events", "rejects",
+                                "samples", "shards"}
     for name in TABLE_NAMES:
         assert schema_for(name).metadata[b"microturn.schema_version"] == str(SCHEMA_VERSION).encode()
 

@@ -1,0 +1,256 @@
+"""Per-element steps of the shard pipeline (Beam DoFns).
+
+Elements are plain dicts, lists, strings, ints and bytes, so Beam encodes them with its
+primitive coders; arrays become ``.npy`` bytes before they leave :class:`MakeSamples`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import warnings
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from microturn.pipelines import media
+from microturn.pipelines.shard.plan import shard_name
+from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, make_samples, warn_skipped
+from microturn.pipelines.shard.tar import TarWriter, member_bytes
+from microturn.pipelines.shard.video import VideoSpec
+from microturn.pipelines.tables import REJECTS, reject
+from microturn.schemas import validate_rows
+from microturn.schemas.sample import SampleError, encode_sample
+from microturn.schemas.turns import Turn
+
+NAMESPACE = "shard"
+log = logging.getLogger(__name__)
+# Fault injection for the crash-safety test: the process dies (as under SIGKILL) half-way
+# through writing shard number N (0-based, counted per process).
+_KILL_ENV = "MICROTURN_SHARD_KILL_AT"
+
+
+class PickFirst(beam.DoFn):
+    """``(conversation_id, [(input index, grouped rows), ...])`` → one record; a conversation
+    found in several inputs is kept from the first and rejected from the others."""
+
+    def __init__(self, inputs: tuple[str, ...]):
+        self.inputs = inputs
+        self.duplicates = Metrics.counter(NAMESPACE, "duplicate_conversations")
+
+    def process(self, item):
+        cid, found = item
+        found = sorted(found, key=lambda f: f[0])
+        for i, grouped in found[1:]:
+            self.duplicates.inc()
+            yield beam.pvalue.TaggedOutput(REJECTS, reject(
+                f"{self.inputs[i]}#{cid}", "shard", f"conversation also in {self.inputs[found[0][0]]}; "
+                                                   "kept there", "duplicate_conversation"))
+        i, grouped = found[0]
+        yield {"root": self.inputs[i], **grouped}
+
+
+def to_record(item: dict) -> Record:
+    """The grouped rows of one conversation as a :class:`Record` (``RecordError`` when malformed)."""
+    convs = list(item["conversations"])
+    if len(convs) != 1:
+        raise RecordError("bad_record", f"expected one conversations row, found {len(convs)}")
+    segs = sorted((Turn(r["speaker"], int(r["start_ms"]), int(r["end_ms"]), int(r["channel"] or 0))
+                   for r in item["segments"]), key=lambda t: (t.start_ms, t.end_ms, t.speaker, t.channel))
+    words = sorted(((r["speaker"], r["text"], int(r["start_ms"]), int(r["end_ms"])) for r in item["words"]),
+                   key=lambda w: (w[2], w[3], w[1], w[0] or ""))
+    events = [{k: r[k] for k in ("type", "speaker", "t_ms", "payload")} for r in item["events"]]
+    return Record(root=item["root"], conversation=convs[0], segments=segs, words=words, events=events)
+
+
+class MakeSamples(beam.DoFn):
+    """One conversation → its samples as tar members (``{"key", "split", "members", "row"}``);
+    records that cannot make valid samples go to ``rejects`` with a reason."""
+
+    def __init__(self, *, window: WindowSpec, splits: tuple[tuple[str, float], ...], video: VideoSpec | None):
+        self.window, self.splits, self.video = window, splits, video
+        self.conversations = Metrics.counter(NAMESPACE, "conversations")
+        self.samples = Metrics.counter(NAMESPACE, "samples")
+        self.rejected = Metrics.counter(NAMESPACE, "rejected_conversations")
+        self.short = Metrics.counter(NAMESPACE, "short_windows_left_out")
+        self.unattributed = Metrics.counter(NAMESPACE, "unattributed_words_left_out")
+        self.audio_ms = Metrics.counter(NAMESPACE, "conversation_ms")
+
+    def _reject(self, cid: str, reason: str, message: str):
+        self.rejected.inc()
+        return beam.pvalue.TaggedOutput(REJECTS, reject(cid, "shard", message, reason))
+
+    def _video_fn(self, record: Record):
+        conv = record.conversation
+        if self.video is None or not conv.get("has_video") or not conv.get("video_file"):
+            return None
+        from microturn.pipelines.shard.video import cut_clip, probe_video
+        from microturn.schemas.video import patch_grid
+
+        path = FileSystems.join(record.root, conv["media_dir"], conv["video_file"])
+        width, height, _, _ = probe_video(path)
+        ph, pw = patch_grid(width, height, patch_budget=self.video.patch_budget)
+
+        def clip(window: int, start_ms: int, chunks: int):
+            data = cut_clip(path, start_ms=start_ms, chunks=chunks, patches_h=ph, patches_w=pw, crf=self.video.crf)
+            return data, {"width": pw * 40, "height": ph * 40, "patches_h": ph, "patches_w": pw,
+                          "frames": 2 * chunks}
+
+        return clip
+
+    def process(self, item):
+        cid = "?"
+        try:
+            record = to_record(item)
+            cid = record.id
+            conv = record.conversation
+            audio = {}
+            for i, name in enumerate(conv["audio_files"] or []):
+                path = FileSystems.join(record.root, conv["media_dir"], name)
+                if not FileSystems.exists(path):
+                    yield self._reject(cid, "missing_media", f"audio file {path} does not exist")
+                    return
+                audio[i] = media.read_flac(path)
+            if not audio:
+                yield self._reject(cid, "missing_media", "the record lists no audio files")
+                return
+            try:
+                video = self._video_fn(record)
+            except (media.MediaError, ValueError) as exc:
+                yield self._reject(cid, "video_decode", str(exc))
+                return
+            counters: dict[str, int] = {}
+            made = []
+            for sample, row in make_samples(record, audio, spec=self.window, splits=self.splits, video=video,
+                                            counters=counters):
+                members = encode_sample(sample)
+                made.append({"key": sample.key, "split": row["split"], "members": members,
+                             "size": member_bytes(members), "row": row})
+        except RecordError as exc:
+            yield self._reject(cid, exc.reason, str(exc))
+            return
+        except media.MediaError as exc:
+            reason = "video_decode" if "video" in str(exc).lower() else "bad_media"
+            yield self._reject(cid, reason, str(exc))
+            return
+        except SampleError as exc:
+            yield self._reject(cid, "invalid_sample", str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad record must never stop the others
+            yield self._reject(cid, type(exc).__name__, f"{exc}")
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warn_skipped(counters, cid)
+        self.short.inc(counters.get("short_windows", 0))
+        self.unattributed.inc(counters.get("unattributed_words", 0))
+        self.conversations.inc()
+        self.audio_ms.inc(record.duration_ms)
+        self.samples.inc(len(made))
+        yield from made
+
+
+class PlanSplit(beam.DoFn):
+    """``(split, [(key, size), ...])`` → ``(key, shard index)`` for every sample of the split."""
+
+    def __init__(self, target_bytes: int):
+        self.target_bytes = target_bytes
+
+    def process(self, item):
+        from microturn.pipelines.shard.plan import plan_split
+
+        _, sizes = item
+        yield from plan_split(sizes, target_bytes=self.target_bytes).items()
+
+
+def _tmp(path: str) -> str:
+    head, tail = path.rsplit("/", 1) if "/" in path else ("", path)
+    return f"{head}/.{tail}.tmp" if head else f".{tail}.tmp"
+
+
+class WriteShard(beam.DoFn):
+    """``((split, index), samples)`` → one tar and its Parquet manifest, each written under a
+    temporary name and renamed when complete; emits the ``shards`` row (main output) and the
+    ``samples`` rows (tagged ``samples``)."""
+
+    def __init__(self, output: str):
+        self.output = output
+        self.written = 0
+        self.shards = Metrics.counter(NAMESPACE, "shards")
+        self.bytes = Metrics.counter(NAMESPACE, "shard_bytes")
+
+    def process(self, item):
+        (split, index), samples = item
+        samples = sorted(samples, key=lambda s: s["key"])
+        rel = shard_name(split, index)
+        final = FileSystems.join(self.output, rel)
+        manifest_rel = rel[: -len(".tar")] + ".parquet"
+        if "://" not in final:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+        kill_at = os.environ.get(_KILL_ENV)
+        dying = kill_at is not None and int(kill_at) == self.written
+        rows = []
+        tmp = _tmp(final)
+        with FileSystems.create(tmp) as raw:
+            writer = TarWriter(raw)
+            for n, s in enumerate(samples):
+                if dying and n >= len(samples) // 2:
+                    raw.flush()
+                    os._exit(137)
+                offset, size, digest = writer.add([(name, data) for name, data in s["members"]])
+                rows.append({**s["row"], "shard": rel, "tar_offset": offset, "tar_bytes": size, "sha256": digest})
+            total, sha = writer.close()
+        buf = io.BytesIO()
+        pq.write_table(validate_rows("samples", rows), buf, compression="zstd")
+        _publish(buf.getvalue(), FileSystems.join(self.output, manifest_rel))
+        _rename(tmp, final)
+        self.written += 1
+        self.shards.inc()
+        self.bytes.inc(total)
+        yield {"path": rel, "split": split, "index": index, "bytes": total, "samples": len(rows),
+               "duration_ms": sum(r["duration_ms"] for r in rows), "sha256": sha, "manifest": manifest_rel}
+        for r in rows:
+            yield beam.pvalue.TaggedOutput("samples", r)
+
+
+def _rename(tmp: str, final: str) -> None:
+    if FileSystems.exists(final):
+        FileSystems.delete([final])
+    FileSystems.rename([tmp], [final])
+
+
+def _publish(data: bytes, final: str) -> None:
+    tmp = _tmp(final)
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    _rename(tmp, final)
+
+
+_SHARD_FILE = re.compile(r"^(?P<split>[a-z][a-z0-9_]*)/(?P=split)-\d{6}\.(tar|parquet)$")
+_TMP_FILE = re.compile(r"^[a-z][a-z0-9_]*/\..*\.tmp$")
+
+
+class RemoveStale(beam.DoFn):
+    """After every shard is written: delete shards and manifests of earlier runs that this run
+    did not write (a rerun with other settings may make fewer shards) and temporary files left
+    by a killed run. Only names of the shard layout are ever touched."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, written: list[dict]):
+        keep = {r["path"] for r in written} | {r["manifest"] for r in written}
+        pattern = FileSystems.join(self.output, "*", "*")
+        stale = []
+        for meta in FileSystems.match([pattern])[0].metadata_list:
+            rel = meta.path[len(self.output.rstrip("/")) + 1:].replace(os.sep, "/")
+            if (_SHARD_FILE.match(rel) and rel not in keep) or _TMP_FILE.match(rel):
+                stale.append(meta.path)
+        if stale:
+            log.warning("removing %d stale shard file(s) of an earlier run under %s", len(stale), self.output)
+            FileSystems.delete(sorted(stale))
+        yield len(stale)

@@ -1,0 +1,112 @@
+"""The shard pipeline as composite PTransforms.
+
+::
+
+    OUT₁..OUTₙ ─ ReadRecords ─ PickFirst ─ MakeSamples ─┬─ Sizes ─ PlanSplit ─┐ (side input)
+                                  │            │        └──── Assign ◄────────┘
+                                  │            │                │
+                                  │            │          GroupByShard ─ WriteShard ─ RemoveStale
+                                  └─ rejects ──┴──────────────────────────┴─ samples, shards, rejects tables
+
+Written under SHARDS: ``{split}/{split}-{index:06d}.tar`` with a Parquet manifest beside each,
+and the tables ``samples``, ``shards`` and ``rejects``.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from microturn.pipelines.shard import dofns
+from microturn.pipelines.shard.config import ShardConfig
+from microturn.pipelines.tables import REJECTS, store_tables
+
+ROW_TABLES = ("conversations", "segments", "words", "events")
+
+
+def has_table(root: str, table: str) -> bool:
+    return bool(FileSystems.match([FileSystems.join(root, table, "*.parquet")])[0].metadata_list)
+
+
+class ReadRecords(beam.PTransform):
+    """Record directories → one dict per conversation: ``{"root", "conversations", "segments",
+    "words", "events"}`` (rows of one input), plus rejects for conversations found twice."""
+
+    def __init__(self, inputs: tuple[str, ...]):
+        super().__init__()
+        self.inputs = inputs
+
+    def expand(self, pbegin):
+        per_input = []
+        for i, root in enumerate(self.inputs):
+            keyed = {}
+            for table in ROW_TABLES:
+                if not has_table(root, table):
+                    keyed[table] = pbegin | f"No{table.title()}{i}" >> beam.Create([])
+                    continue
+                keyed[table] = (
+                    pbegin
+                    | f"Read{table.title()}{i}" >> beam.io.ReadFromParquet(FileSystems.join(root, table, "*.parquet"))
+                    | f"Key{table.title()}{i}" >> beam.Map(lambda r: (r["conversation_id"], r))
+                )
+            per_input.append(
+                keyed
+                | f"Group{i}" >> beam.CoGroupByKey()
+                # Rows whose conversation has no conversations row still reach PickFirst and
+                # become a bad_record reject there.
+                | f"Tag{i}" >> beam.Map(lambda kv, i=i: (kv[0], (i, {t: list(v) for t, v in kv[1].items()})))
+            )
+        picked = (
+            tuple(per_input)
+            | "AllInputs" >> beam.Flatten()
+            | "GroupByConversation" >> beam.GroupByKey()
+            | "PickFirst" >> beam.ParDo(dofns.PickFirst(self.inputs)).with_outputs(REJECTS, main="records")
+        )
+        return picked.records, picked[REJECTS]
+
+
+class WriteShards(beam.PTransform):
+    """Samples (``{"key", "split", "members", "size", "row"}``) → tars and manifests; returns the
+    ``shards`` rows and the ``samples`` rows."""
+
+    def __init__(self, output: str, *, shard_bytes: int):
+        super().__init__()
+        self.output, self.shard_bytes = output, shard_bytes
+
+    def expand(self, samples):
+        plan = (
+            samples
+            | "Sizes" >> beam.Map(lambda s: (s["split"], (s["key"], s["size"])))
+            | "GroupSizes" >> beam.GroupByKey()
+            | "PlanSplit" >> beam.ParDo(dofns.PlanSplit(self.shard_bytes))
+        )
+        written = (
+            samples
+            | "Assign" >> beam.Map(lambda s, where: ((s["split"], where[s["key"]]), s), beam.pvalue.AsDict(plan))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(dofns.WriteShard(self.output)).with_outputs("samples", main="shards")
+        )
+        _ = (
+            written.shards
+            | "AllWritten" >> beam.combiners.ToList()
+            | "RemoveStale" >> beam.ParDo(dofns.RemoveStale(self.output))
+        )
+        return written.shards, written.samples
+
+
+class Shard(beam.PTransform):
+    """The whole shard job: record directories in; tars, manifests and tables out."""
+
+    def __init__(self, cfg: ShardConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def expand(self, pbegin):
+        c = self.cfg
+        records, dup_rejects = pbegin | "ReadRecords" >> ReadRecords(c.inputs)
+        made = records | "MakeSamples" >> beam.ParDo(dofns.MakeSamples(
+            window=c.window_spec, splits=c.split_ratios, video=c.video_spec if c.video else None,
+        )).with_outputs(REJECTS, main="samples")
+        shards, samples = made.samples | "Write" >> WriteShards(c.output, shard_bytes=c.shard_bytes)
+        store_tables({"samples": samples, "shards": shards}, [dup_rejects, made[REJECTS]], output=c.output,
+                     num_shards=c.table_shards)

@@ -1,0 +1,133 @@
+"""``microturn shard``: argument parsing, pipeline launch and the run summary.
+
+::
+
+    microturn shard --input OUT [--input OUT ...] --output SHARDS [options] [beam flags]
+
+Flags the parser does not know go to Beam's ``PipelineOptions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from collections import Counter
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from microturn.pipelines.config_io import load_toml
+from microturn.pipelines.shard.config import ShardConfig, parse_bytes
+from microturn.pipelines.shard.pipeline import Shard, has_table
+from microturn.pipelines.tables import read_table
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="microturn shard",
+        description="Cut conversation records into 200 ms micro-turn samples in WebDataset tars with Parquet "
+                    "manifests. Flags not listed here are Beam pipeline options (e.g. --direct_num_workers=2).")
+    p.add_argument("--input", action="append", metavar="OUT", help="an ingest or synthesize output; repeatable")
+    p.add_argument("--output", required=True, metavar="SHARDS", help="shard output directory")
+    p.add_argument("--config", metavar="TOML", help="named config; command-line flags override it")
+    p.add_argument("--window-chunks", type=int, metavar="K", help="chunks of 200 ms per sample (default 150)")
+    p.add_argument("--splits", metavar="SPEC", help="split ratios, e.g. train=0.98,valid=0.01,test=0.01")
+    p.add_argument("--shard-bytes", metavar="SIZE", help="target tar size, e.g. 512MiB (default)")
+    p.add_argument("--no-video", dest="video", action="store_const", const=False, help="leave video out")
+    p.add_argument("--patch-budget", type=int, metavar="P", help="video patches per chunk (default 48)")
+    return p
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Partial:
+    """The keys a named shard config (TOML) may set."""
+
+    inputs: tuple[str, ...] | None = None
+    window_chunks: int | None = None
+    min_chunks: int | None = None
+    splits: str | None = None
+    shard_bytes: str | int | None = None
+    video: bool | None = None
+    patch_budget: int | None = None
+    crf: int | None = None
+    fade_ms: int | None = None
+    tolerance_ms: int | None = None
+    table_shards: int | None = None
+
+
+def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
+    """Split ``argv`` into the shard config and the remaining Beam pipeline flags."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    base: dict = {}
+    if args.config:
+        base = {k: v for k, v in dataclasses.asdict(load_toml(_Partial, args.config)).items() if v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "input") and v is not None}
+    if args.input:
+        overrides["inputs"] = tuple(args.input)
+    merged = {**base, **overrides}
+    if "shard_bytes" in merged:
+        merged["shard_bytes"] = parse_bytes(merged["shard_bytes"])
+    return ShardConfig(**merged), beam_args
+
+
+def summarize(output: str) -> dict:
+    """Figures of a shard output, from its tables."""
+    samples = read_table(output, "samples").to_pylist()
+    shards = read_table(output, "shards").to_pylist()
+    rejects = read_table(output, "rejects").to_pylist()
+    per_split: dict[str, dict] = {}
+    for s in shards:
+        d = per_split.setdefault(s["split"], {"shards": 0, "samples": 0, "bytes": 0, "hours": 0.0})
+        d["shards"] += 1
+        d["samples"] += s["samples"]
+        d["bytes"] += s["bytes"]
+        d["hours"] += s["duration_ms"] / 3.6e6
+    return {"splits": per_split, "conversations": len({s["conversation_id"] for s in samples}),
+            "samples": len(samples), "rejects": dict(Counter((r["stage"], r["error_type"]) for r in rejects))}
+
+
+def render(summary: dict, title: str) -> str:
+    lines = [title, f"  conversations sharded: {summary['conversations']}, samples: {summary['samples']}"]
+    for split, d in sorted(summary["splits"].items()):
+        lines.append(f"  {split:<8} {d['shards']:>4} shard(s) {d['samples']:>6} samples "
+                     f"{d['hours']:8.3f} h of sample time {d['bytes'] / 2**20:10.1f} MiB")
+    if summary["rejects"]:
+        lines.append("  rejects: " + ", ".join(f"{stage}/{reason}: {n}" for (stage, reason), n
+                                               in sorted(summary["rejects"].items())))
+    else:
+        lines.append("  rejects: none")
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
+    """Run the shard pipeline; returns its summary (also printed unless told otherwise)."""
+    cfg, beam_args = parse_args(argv)
+    for root in cfg.inputs:
+        if not has_table(root, "conversations"):
+            raise ValueError(f"--input {root}: no conversation records there (no conversations/*.parquet); "
+                             "give the output directory of `microturn ingest` or `microturn synthesize`")
+    options = PipelineOptions(beam_args, save_main_session=False)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        p | "Shard" >> Shard(cfg)
+    wall_s = time.perf_counter() - started
+    summary = summarize(cfg.output)
+    summary["wall_s"] = wall_s
+    if print_summary:
+        print(render(summary, f"shard: {cfg.output} ({wall_s:.1f} s wall)"))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        raise SystemExit(f"microturn shard: error: {exc}") from None
+    return 0

@@ -1,0 +1,144 @@
+"""The shard stage's parts: streams and gates, label bits, the shard plan, the tar layout."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from microturn.pipelines.shard.labels import mark_spans, stream_labels
+from microturn.pipelines.shard.plan import plan_split, shard_name
+from microturn.pipelines.shard.streams import build_stream, gate, intervals_intersect, intervals_union
+from microturn.pipelines.shard.tar import TarWriter, archive_bytes, member_bytes
+from microturn.schemas.sample import Label
+from microturn.schemas.turns import Turn, split_backchannels
+
+
+def test_gate_is_one_inside_and_ramps_outside():
+    g = gate([(100, 200)], 16 * 400, fade_ms=10)
+    assert (g[1600:3200] == 1).all()
+    assert g[1600 - 160 - 1] == 0 and g[3200 + 160] == 0
+    assert 0 < g[1600 - 80] < 1 and 0 < g[3200 + 80] < 1
+    assert np.all(np.diff(g[1600 - 160:1600]) > 0)  # fade in rises
+    assert np.all(np.diff(g[3200:3200 + 160]) < 0)  # fade out falls
+
+
+def test_gate_clips_at_the_media_end():
+    g = gate([(0, 500)], 16 * 300, fade_ms=10)
+    assert g.shape == (4800,) and (g == 1).all()
+
+
+def test_per_speaker_streams_never_mix_channels():
+    n = 16 * 1000
+    a, b = np.full(n, 0.25, np.float32), np.full(n, -0.5, np.float32)
+    segs = [Turn("A", 0, 600, 0), Turn("B", 400, 1000, 1)]
+    sa = build_stream(frozenset("A"), audio={0: a, 1: b}, segments=segs)
+    sb = build_stream(frozenset("B"), audio={0: a, 1: b}, segments=segs)
+    assert np.array_equal(sa.wave_N, a) and np.array_equal(sb.wave_N, b)
+    assert sa.leaks_ms == () and sb.leaks_ms == ()
+
+
+def test_mixed_stream_is_gated_and_reports_leaks():
+    n = 16 * 2000
+    mix = np.full(n, 0.5, np.float32)
+    segs = [Turn("A", 0, 1000, 0), Turn("B", 800, 2000, 0)]
+    sa = build_stream(frozenset("A"), audio={0: mix}, segments=segs, fade_ms=10)
+    assert (sa.wave_N[: 16 * 1000] == 0.5).all()
+    assert (sa.wave_N[16 * 1010:] == 0).all()
+    assert sa.leaks_ms == ((800, 1010),)  # B talks while A's gate (plus its fade) is open
+
+
+def test_interval_helpers():
+    assert intervals_union([(5, 7), (0, 2), (1, 3), (7, 9), (4, 4)]) == [(0, 3), (5, 9)]
+    assert intervals_intersect([(0, 10), (20, 30)], [(5, 25)]) == [(5, 10), (20, 25)]
+
+
+def test_span_marks_every_chunk_it_touches_and_no_more():
+    bits = np.zeros(5, np.uint8)
+    mark_spans(bits, [(199, 400)], Label.VOICED)  # ends on a boundary: chunk 2 stays clear
+    assert bits.tolist() == [1, 1, 0, 0, 0]
+
+
+def test_labels_of_a_small_exchange():
+    segs = [Turn("A", 0, 1000, 0), Turn("B", 300, 700, 1), Turn("B", 1100, 2000, 1), Turn("A", 1800, 2400, 0)]
+    main, bc = split_backchannels(segs)
+    assert [t.speaker for t in bc] == ["B"]  # 300-700 lies inside A's turn
+    a = stream_labels(13, speakers=frozenset("A"), segments=segs, main_turns=main, backchannels=bc,
+                      word_starts_ms=[0, 1850], interruptions_ms=[], other_speech_ms=[(300, 700), (1100, 2000)],
+                      leaks_ms=[])
+    b = stream_labels(13, speakers=frozenset("B"), segments=segs, main_turns=main, backchannels=bc,
+                      word_starts_ms=[300, 1100], interruptions_ms=[1800], other_speech_ms=[(0, 1000), (1800, 2400)],
+                      leaks_ms=[(300, 310)])
+    on = lambda bits, flag: [i for i, v in enumerate(bits) if v & flag]  # noqa: E731
+    assert on(a, Label.VOICED) == [0, 1, 2, 3, 4, 9, 10, 11]
+    assert on(a, Label.TURN_START) == [0, 9] and on(a, Label.TURN_END) == [4, 11]
+    assert on(a, Label.WORD_START) == [0, 9]
+    assert on(b, Label.BACKCHANNEL) == [1, 2, 3]
+    assert on(b, Label.TURN_START) == [5] and on(b, Label.TURN_END) == [9]
+    assert on(a, Label.OVERLAP) == on(b, Label.OVERLAP) == [1, 2, 3, 9]
+    assert on(b, Label.INTERRUPT) == [9] and on(b, Label.LEAK) == [1]
+    assert not any(v & Label.BACKCHANNEL for v in a)
+
+
+def _members(key: str, sizes: list[int]) -> list[tuple[str, bytes]]:
+    return [(f"{key}.f{i}.bin", bytes([i % 251]) * s) for i, s in enumerate(sizes)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3000), min_size=1, max_size=4), min_size=1, max_size=6))
+def test_tar_layout_is_predicted_exactly(samples):
+    buf = io.BytesIO()
+    w = TarWriter(buf)
+    spans = []
+    payload = 0
+    for i, sizes in enumerate(samples):
+        members = _members(f"k{i:03d}", sizes)
+        spans.append((w.add(members), members))
+        payload += member_bytes(members)
+    total, _ = w.close()
+    data = buf.getvalue()
+    assert total == len(data) == archive_bytes(payload)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        infos = tar.getmembers()
+    assert all(i.mtime == 0 and i.uid == 0 and i.gid == 0 and i.mode == 0o444 for i in infos)
+    for (offset, size, _), members in spans:
+        one = tarfile.open(fileobj=io.BytesIO(data[offset: offset + size] + b"\0" * 1024))
+        assert [(m.name, one.extractfile(m).read()) for m in one.getmembers()] == members
+
+
+def test_tar_bytes_do_not_depend_on_the_run():
+    def write():
+        buf = io.BytesIO()
+        w = TarWriter(buf)
+        w.add(_members("a", [10, 600]))
+        w.close()
+        return buf.getvalue()
+    assert write() == write()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.text("abcdef0123", min_size=1, max_size=6), st.integers(512, 40_000), min_size=1,
+                       max_size=60), st.integers(20_000, 200_000))
+def test_plan_rotates_before_the_target_and_keeps_key_order(sizes, target):
+    plan = plan_split(sizes.items(), target_bytes=target)
+    assert set(plan) == set(sizes)
+    order = sorted(sizes)
+    idx = [plan[k] for k in order]
+    assert idx == sorted(idx) and idx[0] == 0 and set(idx) == set(range(idx[-1] + 1))
+    for shard in range(idx[-1] + 1):
+        members = [k for k in order if plan[k] == shard]
+        payload = sum(sizes[k] for k in members)
+        assert len(members) == 1 or archive_bytes(payload) <= target
+    assert plan == plan_split(reversed(list(sizes.items())), target_bytes=target)
+
+
+def test_plan_refuses_duplicates_and_bad_targets():
+    with pytest.raises(ValueError, match="duplicate"):
+        plan_split([("a", 1), ("a", 2)], target_bytes=10_000)
+    with pytest.raises(ValueError, match="positive"):
+        plan_split([("a", 1)], target_bytes=0)
+    assert shard_name("valid", 12) == "valid/valid-000012.tar"
