@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Fault injection for the crash-safety test: the process dies (as under SIGKILL) half-way
 # through writing shard number N (0-based, counted per process).
 _KILL_ENV = "MICROTURN_SHARD_KILL_AT"
+_shards_started = 0
 
 
 class PickFirst(beam.DoFn):
@@ -179,7 +180,6 @@ class WriteShard(beam.DoFn):
 
     def __init__(self, output: str):
         self.output = output
-        self.written = 0
         self.shards = Metrics.counter(NAMESPACE, "shards")
         self.bytes = Metrics.counter(NAMESPACE, "shard_bytes")
 
@@ -191,8 +191,10 @@ class WriteShard(beam.DoFn):
         manifest_rel = rel[: -len(".tar")] + ".parquet"
         if "://" not in final:
             os.makedirs(os.path.dirname(final), exist_ok=True)
+        global _shards_started
         kill_at = os.environ.get(_KILL_ENV)
-        dying = kill_at is not None and int(kill_at) == self.written
+        dying = kill_at is not None and int(kill_at) == _shards_started
+        _shards_started += 1
         rows = []
         tmp = _tmp(final)
         with FileSystems.create(tmp) as raw:
@@ -208,7 +210,6 @@ class WriteShard(beam.DoFn):
         pq.write_table(validate_rows("samples", rows), buf, compression="zstd")
         _publish(buf.getvalue(), FileSystems.join(self.output, manifest_rel))
         _rename(tmp, final)
-        self.written += 1
         self.shards.inc()
         self.bytes.inc(total)
         yield {"path": rel, "split": split, "index": index, "bytes": total, "samples": len(rows),

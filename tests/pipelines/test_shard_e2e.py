@@ -1,0 +1,176 @@
+"""End to end: records on disk → `microturn shard` → tars, manifests and tables, read back."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from microturn.pipelines.shard.run import run
+from microturn.pipelines.tables import read_table
+from microturn.schemas import split_of
+from microturn.schemas.sample import CHUNK_MS, Label, decode_sample
+from shard_corpus import real_call, two_streams, write_records
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def shard(inputs, out, *extra):
+    argv = [a for i in inputs for a in ("--input", str(i))]
+    return run([*argv, "--output", str(out), "--window-chunks", "50", *extra], print_summary=False)
+
+
+def files(root) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("records")
+    real = real_call()
+    remix_prov = json.dumps({"kind": "remix", "remix_of": real["conversation"]["conversation_id"]})
+    return write_records(str(root / "rec"), [
+        real, two_streams(), two_streams("r-00000000000000c3", seconds=23.0, seed=1, origin="remix",
+                                         provenance=remix_prov)])
+
+
+@pytest.fixture(scope="module")
+def sharded(records, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards") / "out"
+    summary = shard([records], out)
+    return out, summary
+
+
+def test_every_sample_reads_back_with_webdataset_and_decodes(sharded):
+    out, summary = sharded
+    tars = sorted(p for p in files(out) if p.endswith(".tar"))
+    assert tars and all(p.split("/")[1].startswith(p.split("/")[0] + "-") for p in tars)
+    seen = {}
+    for rel in tars:
+        for s in wds.WebDataset(str(out / rel), shardshuffle=False):
+            d = decode_sample(s)
+            seen[d["key"]] = d
+    # 30 s call: 150 chunks → 3 windows of 50, 2 roles; 41.3 s: 207 chunks → 4 full + 7 (< 10, left out);
+    # 23 s: 115 chunks → 2 full + 15.
+    assert len(seen) == 2 * 3 + 2 * 4 + 2 * 3 == summary["samples"]
+    for d in seen.values():
+        k = d["meta"]["chunks"]
+        assert d["dmel"]["user"].shape == (4 * k, 80) and d["logmel_TM"].dtype == np.float16
+        for role in ("user", "model"):
+            for w in d["words"][role]:
+                assert d["labels"][role][w["chunk"]] & Label.WORD_START
+                assert w["chunk"] * CHUNK_MS <= w["start_ms"] < (w["chunk"] + 1) * CHUNK_MS
+
+
+def test_plain_tar_lists_the_members(sharded):
+    out, _ = sharded
+    rel = sorted(p for p in files(out) if p.endswith(".tar"))[0]
+    names = subprocess.run(["tar", "tf", str(out / rel)], check=True, capture_output=True, text=True).stdout.split()
+    assert names[0].endswith(".json") and all("/" not in n and n.count(".") >= 1 for n in names)
+    assert {n.split(".", 1)[1] for n in names} >= {"json", "user.dmel.npy", "model.dmel.npy", "model.logmel.npy",
+                                                    "user.labels.npy", "model.labels.npy", "words.json", "events.json"}
+
+
+def test_manifests_tables_and_bytes_agree(sharded):
+    out, _ = sharded
+    samples = read_table(str(out), "samples").to_pylist()
+    shards = read_table(str(out), "shards").to_pylist()
+    assert sum(s["samples"] for s in shards) == len(samples)
+    for sh in shards:
+        data = (out / sh["path"]).read_bytes()
+        assert len(data) == sh["bytes"] and hashlib.sha256(data).hexdigest() == sh["sha256"]
+        manifest = pq.read_table(out / sh["manifest"]).to_pylist()
+        assert manifest == [s for s in samples if s["shard"] == sh["path"]]
+        for row in manifest:
+            piece = data[row["tar_offset"]: row["tar_offset"] + row["tar_bytes"]]
+            assert hashlib.sha256(piece).hexdigest() == row["sha256"]
+            names = tarfile.open(fileobj=io.BytesIO(piece + b"\0" * 1024)).getnames()
+            assert all(n.startswith(row["key"] + ".") for n in names)
+
+
+def test_splits_follow_ids_and_a_remix_follows_its_source(sharded):
+    out, _ = sharded
+    samples = read_table(str(out), "samples").to_pylist()
+    split = {s["conversation_id"]: s["split"] for s in samples}
+    assert split["c-00000000000000a1"] == split_of("c-00000000000000a1")
+    assert split["r-00000000000000c3"] == split["c-00000000000000a1"]
+    for s in samples:
+        assert s["shard"].startswith(s["split"] + "/")
+
+
+def test_same_inputs_give_identical_bytes_in_process_and_with_two_workers(records, sharded, tmp_path):
+    out, _ = sharded
+    shard([records], tmp_path / "again")
+    shard([records], tmp_path / "threads", "--direct_num_workers=2", "--direct_running_mode=multi_threading")
+    reference = files(out)
+    assert files(tmp_path / "again") == reference
+    assert files(tmp_path / "threads") == reference
+
+
+def test_shards_rotate_at_the_target_size_and_stale_shards_go(records, tmp_path):
+    out = tmp_path / "small"
+    shard([records], out, "--splits", "train=1", "--shard-bytes", "300KiB")
+    tars = sorted(p for p in files(out) if p.endswith(".tar"))
+    assert len(tars) >= 3
+    assert tars == [f"train/train-{i:06d}.tar" for i in range(len(tars))]
+    for rel in tars:
+        n = sum(1 for _ in wds.WebDataset(str(out / rel), shardshuffle=False))
+        assert os.path.getsize(out / rel) <= 300 * 1024 or n == 1
+    shard([records], out, "--splits", "train=1")  # the default 512 MiB: one shard
+    assert sorted(p for p in files(out) if p.endswith((".tar", ".parquet")) and p.startswith("train/")) == [
+        "train/train-000000.parquet", "train/train-000000.tar"]
+
+
+def test_bad_records_become_rejects_and_the_rest_is_written(tmp_path):
+    good = two_streams("s-00000000000000d1", seconds=12.0)
+    missing = two_streams("s-00000000000000d2", seconds=12.0)
+    short_audio = two_streams("s-00000000000000d3", seconds=12.0)
+    short_audio["audio"] = {k: v[: 16 * 9000] for k, v in short_audio["audio"].items()}
+    far_word = two_streams("s-00000000000000d4", seconds=12.0)
+    far_word["words"].append({"conversation_id": "s-00000000000000d4", "speaker": "A", "text": "late",
+                              "start_ms": 20_000, "end_ms": 20_300, "score": 1.0})
+    root = write_records(str(tmp_path / "rec"), [good, missing, short_audio, far_word])
+    os.remove(os.path.join(root, "media", "s-00000000000000d2", "B.flac"))
+    out = tmp_path / "out"
+    summary = shard([root, root], out)  # the same directory twice: every conversation is a duplicate once
+    rejects = {(r["input"].split("#")[-1], r["error_type"]) for r in read_table(str(out), "rejects").to_pylist()}
+    assert ("s-00000000000000d2", "missing_media") in rejects
+    assert ("s-00000000000000d3", "duration_mismatch") in rejects
+    assert ("s-00000000000000d4", "words_outside_media") in rejects
+    assert sum(1 for _, reason in rejects if reason == "duplicate_conversation") == 4
+    assert {s["conversation_id"] for s in read_table(str(out), "samples").to_pylist()} == {"s-00000000000000d1"}
+    assert summary["samples"] == 2 * 2  # 60 chunks: a window of 50 and a tail of 10 (= min_chunks), 2 roles
+
+
+def test_a_killed_run_leaves_only_complete_shards_and_a_rerun_gives_the_same_bytes(records, tmp_path):
+    args = ["--input", str(records), "--window-chunks", "50", "--splits", "train=1", "--shard-bytes", "300KiB"]
+    reference = tmp_path / "reference"
+    shard([records], reference, "--splits", "train=1", "--shard-bytes", "300KiB")
+    out = tmp_path / "killed"
+    env = {**os.environ, "MICROTURN_SHARD_KILL_AT": "2"}
+    proc = subprocess.run([sys.executable, "-m", "microturn.pipelines.shard", *args, "--output", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    left = files(out)
+    tars = [p for p in left if p.endswith(".tar")]
+    assert len(tars) == 2 and any(p.endswith(".tmp") for p in left)  # two complete shards, one half-written
+    ref = files(reference)
+    for rel in tars:
+        assert left[rel] == ref[rel]  # a visible shard is a complete one
+    shard([records], out, "--splits", "train=1", "--shard-bytes", "300KiB")
+    assert files(out) == ref
