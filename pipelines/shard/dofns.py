@@ -6,6 +6,7 @@ primitive coders; arrays become ``.npy`` bytes before they leave :class:`MakeSam
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -20,7 +21,7 @@ from apache_beam.metrics import Metrics
 from microturn.pipelines import media
 from microturn.pipelines.shard.plan import shard_name
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, make_samples, warn_skipped
-from microturn.pipelines.shard.tar import TarWriter, member_bytes
+from microturn.pipelines.shard.tar import TarWriter, sample_blob
 from microturn.pipelines.shard.video import VideoSpec
 from microturn.pipelines.tables import REJECTS, reject
 from microturn.schemas import validate_rows
@@ -69,7 +70,7 @@ def to_record(item: dict) -> Record:
 
 
 class MakeSamples(beam.DoFn):
-    """One conversation → its samples as tar members (``{"key", "split", "members", "row"}``);
+    """One conversation → its samples as tar bytes (``{"key", "split", "blob", "size", "row"}``);
     records that cannot make valid samples go to ``rejects`` with a reason."""
 
     def __init__(self, *, window: WindowSpec, splits: tuple[tuple[str, float], ...], video: VideoSpec | None):
@@ -128,9 +129,9 @@ class MakeSamples(beam.DoFn):
             made = []
             for sample, row in make_samples(record, audio, spec=self.window, splits=self.splits, video=video,
                                             counters=counters):
-                members = encode_sample(sample)
-                made.append({"key": sample.key, "split": row["split"], "members": members,
-                             "size": member_bytes(members), "row": row})
+                blob = sample_blob(encode_sample(sample))
+                made.append({"key": sample.key, "split": row["split"], "blob": blob, "size": len(blob),
+                             "row": {**row, "tar_bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}})
         except RecordError as exc:
             yield self._reject(cid, exc.reason, str(exc))
             return
@@ -203,8 +204,7 @@ class WriteShard(beam.DoFn):
                 if dying and n >= len(samples) // 2:
                     raw.flush()
                     os._exit(137)
-                offset, size, digest = writer.add([(name, data) for name, data in s["members"]])
-                rows.append({**s["row"], "shard": rel, "tar_offset": offset, "tar_bytes": size, "sha256": digest})
+                rows.append({**s["row"], "shard": rel, "tar_offset": writer.add_blob(s["blob"])})
             total, sha = writer.close()
         buf = io.BytesIO()
         pq.write_table(validate_rows("samples", rows), buf, compression="zstd")

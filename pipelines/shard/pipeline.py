@@ -66,7 +66,7 @@ class ReadRecords(beam.PTransform):
 
 
 class WriteShards(beam.PTransform):
-    """Samples (``{"key", "split", "members", "size", "row"}``) → tars and manifests; returns the
+    """Samples (``{"key", "split", "blob", "size", "row"}``) → tars and manifests; returns the
     ``shards`` rows and the ``samples`` rows."""
 
     def __init__(self, output: str, *, shard_bytes: int):

@@ -10,7 +10,6 @@ plan rotate shards at a target size before any byte is written.
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -42,45 +41,59 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-class _Tee:
-    """A write-only file that hashes and counts what passes through it."""
+_ZEROS = bytes(BLOCK)
 
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.pos = raw, 0
-        self.whole = hashlib.sha256()
-        self.part = hashlib.sha256()
 
-    def write(self, data) -> int:
-        self.raw.write(data)
-        self.whole.update(data)
-        self.part.update(data)
-        self.pos += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.pos
+def sample_blob(members: Sequence[tuple[str, bytes]]) -> bytes:
+    """The exact archive bytes of ``members``: for each, its USTAR header block, its data and zero
+    padding to a whole block. Built once per sample (where samples are made, in parallel), so
+    the shard writer only appends blobs and hashes the file."""
+    parts = []
+    for name, data in members:
+        parts.append(_info(name, len(data)).tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict"))
+        parts.append(data)
+        pad = -len(data) % BLOCK
+        if pad:
+            parts.append(_ZEROS[:pad])
+    blob = b"".join(parts)
+    assert len(blob) == member_bytes(members), "tar layout differs from member_bytes()"
+    return blob
 
 
 class TarWriter:
-    """Write samples into one tar, recording each sample's byte range and SHA-256.
+    """Append samples to one tar, recording each sample's byte range, and hash the file.
 
-    ``add`` returns ``(offset, size, sha256)`` of the sample's members in the archive.
-    ``close`` finishes the archive and returns ``(bytes, sha256)`` of the whole file.
+    ``add_blob`` takes a :func:`sample_blob` and returns its offset; ``add`` builds the blob
+    and returns ``(offset, size, sha256)``; ``close`` writes the end blocks and the record
+    padding and returns ``(bytes, sha256)`` of the whole file. The output is byte for byte
+    what ``tarfile`` writes for the same members and metadata.
     """
 
     def __init__(self, raw: BinaryIO):
-        self._tee = _Tee(raw)
-        self._tar = tarfile.open(fileobj=self._tee, mode="w", format=tarfile.USTAR_FORMAT)
+        self._raw, self._pos = raw, 0
+        self._sha = hashlib.sha256()
+        self._closed = False
+
+    def _write(self, data: bytes) -> None:
+        self._raw.write(data)
+        self._sha.update(data)
+        self._pos += len(data)
+
+    def add_blob(self, blob: bytes) -> int:
+        if self._closed:
+            raise ValueError("the archive is closed")
+        if len(blob) % BLOCK:
+            raise ValueError(f"a sample blob must be whole {BLOCK}-byte blocks, got {len(blob)} bytes")
+        offset = self._pos
+        self._write(blob)
+        return offset
 
     def add(self, members: Sequence[tuple[str, bytes]]) -> tuple[int, int, str]:
-        start = self._tee.pos
-        self._tee.part = hashlib.sha256()
-        for name, data in members:
-            self._tar.addfile(_info(name, len(data)), io.BytesIO(data))
-        size = self._tee.pos - start
-        assert size == member_bytes(members), "tar layout differs from member_bytes()"
-        return start, size, self._tee.part.hexdigest()
+        blob = sample_blob(members)
+        return self.add_blob(blob), len(blob), hashlib.sha256(blob).hexdigest()
 
     def close(self) -> tuple[int, str]:
-        self._tar.close()
-        return self._tee.pos, self._tee.whole.hexdigest()
+        if not self._closed:
+            self._closed = True
+            self._write(bytes(archive_bytes(self._pos) - self._pos))
+        return self._pos, self._sha.hexdigest()

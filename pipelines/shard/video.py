@@ -159,10 +159,10 @@ def cut_clip(video_path: str, *, start_ms: int, chunks: int, patches_h: int, pat
                 vcodec="libx264", preset=_PRESET, crf=crf, pix_fmt="yuv420p",
                 g=n_frames, keyint_min=n_frames, sc_threshold=0,
                 # x264 writes its version and options into an SEI NAL unit (type 6); dropping
-                # it keeps clips identical across x264 builds. The stream-level encoder tag
-                # is emptied for the same reason.
+                # it keeps clips identical across x264 builds (with bitexact the only name
+                # left is the version-free compressor name "Lavc libx264").
                 **{"frames:v": n_frames, "bsf:v": "filter_units=remove_types=6",
-                   "metadata:s:v:0": "encoder=", "x264-params": "threads=1", "flags:v": "+bitexact"},
+                   "x264-params": "threads=1", "flags:v": "+bitexact"},
                 # A fragmented MP4 with its (empty) index first needs no seekable output.
                 movflags="frag_keyframe+empty_moov+default_base_moof",
                 # bitexact + no metadata + one thread: byte-identical clips on every call.

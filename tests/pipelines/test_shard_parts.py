@@ -142,3 +142,20 @@ def test_plan_refuses_duplicates_and_bad_targets():
     with pytest.raises(ValueError, match="positive"):
         plan_split([("a", 1)], target_bytes=0)
     assert shard_name("valid", 12) == "valid/valid-000012.tar"
+
+
+def test_writer_output_is_what_tarfile_writes_for_the_same_members():
+    from microturn.pipelines.shard.tar import _info
+
+    samples = [_members("a", [0, 1, 511, 512, 513]), _members("b", [9000])]
+    ours = io.BytesIO()
+    w = TarWriter(ours)
+    for m in samples:
+        w.add(m)
+    w.close()
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for m in samples:
+            for name, data in m:
+                tar.addfile(_info(name, len(data)), io.BytesIO(data))
+    assert ours.getvalue() == plain.getvalue()
