@@ -5,8 +5,21 @@ video (a test picture drawn by ffmpeg plus the call's audio), puts its transcrip
 STM sidecar, ingests it, and prints the summary with the DER against the reference RTTM. Then it
 synthesizes a handful of dialogues from the bundled templates (espeak-ng), remixes the ingested
 call into per-speaker streams, and prints their turn-taking statistics against the real call's,
-with a histogram PNG.
+with a histogram PNG. Finally it cuts everything into micro-turn shards (WebDataset tars with
+Parquet manifests), builds the DuckDB catalog over records and shards, prints three audit
+queries and writes the HTML audit report.
 """
+
+# The three queries the demo prints: what an auditor asks first.
+AUDIT_QUERIES = (
+    ("hours by origin",
+     "SELECT origin, count(*) AS conversations, round(sum(duration_ms) / 3.6e6, 4) AS hours "
+     "FROM conversations GROUP BY origin ORDER BY origin"),
+    ("turn-taking by origin",
+     "SELECT origin, gap_count, gap_p50_ms, overlap_count, overlap_p50_ms, round(overlap_ratio, 3) AS overlap_ratio, "
+     "round(backchannels_per_min, 2) AS backchannels_per_min FROM turn_taking_by_origin ORDER BY origin"),
+    ("rejects by stage", "SELECT stage, error_type, rejects FROM rejects_by_stage ORDER BY stage, error_type"),
+)
 
 from __future__ import annotations
 
@@ -79,5 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     png = os.path.join(synth_out, "turn_taking.png")
     plot(made, real, png, labels=("synthetic + remix", "real call"))
     print(f"\ndemo: gap and overlap histograms in {png}")
-    ok = summary.conversations == 1 and made.conversations == args.dialogues + 1
+
+    from microturn.pipelines.catalog.run import audit_main, catalog_main
+    from microturn.pipelines.shard.run import run as shard
+
+    shards = os.path.join(args.output, "shards")
+    print(f"\ndemo: sharding the real call and the synthetic dialogues into {shards}")
+    sharded = shard(["--input", out, "--input", synth_out, "--output", shards, *beam_args])
+    catalog = os.path.join(args.output, "catalog.duckdb")
+    print()
+    catalog_main(["build", out, synth_out, shards, "--catalog", catalog])
+    for title, sql in AUDIT_QUERIES:
+        print(f"\naudit: {title}\n$ microturn audit --catalog {catalog} \"{sql}\"")
+        audit_main(["--catalog", catalog, sql])
+    report = os.path.join(args.output, "report")
+    audit_main(["report", "--catalog", catalog, "--output", report])
+    ok = summary.conversations == 1 and made.conversations == args.dialogues + 1 and sharded["samples"] > 0
     return 0 if ok else 1

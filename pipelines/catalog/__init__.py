@@ -1,0 +1,9 @@
+"""The auditors' DuckDB catalog: building it from record tables, querying it read-only, and an
+HTML report.
+
+- :mod:`.build`: ``build_catalog(outputs, catalog)``, one table per record table plus metadata;
+- :mod:`.views`: the SQL of the audit views (hours by split, turn-taking, leakage, licenses, ...);
+- :mod:`.audit`: ``run_query(catalog, sql)`` for one read statement, and result printing;
+- :mod:`.report`: ``write_report(catalog, output)``, index.html with PNG plots;
+- :mod:`.run`: the ``microturn catalog`` and ``microturn audit`` entry points.
+"""

@@ -1,0 +1,237 @@
+"""Build the auditors' DuckDB catalog from the record tables of one or more output directories.
+
+The catalog holds one table per record table (DESIGN.md, "Records on disk"): the union of that
+table over every output given, with the schema's columns plus ``output`` (the directory a row
+came from). Nested columns keep their types (``stats`` STRUCT, lists, the ``backends`` MAP).
+Beside them: ``catalog_meta`` (schema version, inputs, allow-list, row counts),
+``license_allowlist``, ``catalog_views`` (name and description of every view) and the views of
+:mod:`microturn.pipelines.catalog.views`.
+
+A build writes a temporary file next to the target and renames it over the old catalog only
+when complete, so a reader never sees half a catalog, and the same inputs give the same tables.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+import duckdb
+import pyarrow as pa
+
+from microturn.pipelines.catalog.views import VIEWS
+from microturn.pipelines.tables import read_table
+from microturn.schemas import SCHEMA_VERSION, TABLE_NAMES, schema_for
+
+# Licenses whose terms allow using the data to train models, commercial use included, by their
+# SPDX ids: public-domain dedications (CC0-1.0, PDDL-1.0, Unlicense), attribution licenses
+# (CC-BY, ODC-By, CDLA-Permissive, MIT, BSD, Apache-2.0) and share-alike CC-BY-SA. Attribution
+# and share-alike duties still apply to what is published; NonCommercial (NC) and NoDerivatives
+# (ND) variants are left out on purpose. Extend per project with `--allow-license`.
+DEFAULT_ALLOWED_LICENSES: tuple[str, ...] = (
+    "CC0-1.0",
+    "PDDL-1.0",
+    "Unlicense",
+    "CC-BY-3.0",
+    "CC-BY-4.0",
+    "CC-BY-SA-3.0",
+    "CC-BY-SA-4.0",
+    "ODC-By-1.0",
+    "CDLA-Permissive-1.0",
+    "CDLA-Permissive-2.0",
+    "Apache-2.0",
+    "MIT",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+)
+
+OUTPUT_COLUMN = "output"
+_NOT_LICENSES = frozenset({"", "unknown"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogSummary:
+    """What a build loaded and what its audit views found."""
+
+    catalog: str
+    inputs: tuple[str, ...]
+    rows: dict[str, int]  # table → rows, over all inputs
+    duplicate_conversations: int
+    leakage: int  # rows of the `leakage` view
+    license_issues: int  # rows of the `license_check` view
+    unchecked_remixes: int  # remixes whose source conversation is not in the catalog
+
+    def render(self) -> str:
+        """A few plain-text lines for the command line."""
+        lines = [f"catalog {self.catalog} from {len(self.inputs)} output(s): {', '.join(self.inputs)}"]
+        lines += [f"  {table:<14} {n:>10,} rows" for table, n in self.rows.items()]
+        lines.append(f"  duplicate conversation ids: {self.duplicate_conversations}")
+        lines.append(f"  leakage rows: {self.leakage}    license issues: {self.license_issues}")
+        if self.unchecked_remixes:
+            lines.append(f"  remixes with no source in the catalog (leakage unchecked): {self.unchecked_remixes}")
+        return "\n".join(lines)
+
+
+def normalise_output(output: str) -> str:
+    """The spelling of an output directory stored in the ``output`` column: local paths are
+    normalised (``./out/`` → ``out``), URLs lose a trailing slash."""
+    if "://" in output:
+        stripped = output.rstrip("/")
+        return stripped if not stripped.endswith(":/") and "://" in stripped else output
+    return os.path.normpath(output)
+
+
+def license_allowlist(extra: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
+    """``(license, added_by)`` rows: the defaults, then ``extra`` ones not already present
+    (case-insensitively). ``ValueError`` for a blank entry or 'unknown'."""
+    rows = [(lic, "default") for lic in DEFAULT_ALLOWED_LICENSES]
+    seen = {lic.lower() for lic in DEFAULT_ALLOWED_LICENSES}
+    for lic in extra:
+        name = lic.strip()
+        if name.lower() in _NOT_LICENSES:
+            raise ValueError(f"--allow-license {lic!r} is not a license name; give an SPDX id such as "
+                             "CC-BY-NC-4.0 or a LicenseRef-... name")
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            rows.append((name, "--allow-license"))
+    return tuple(rows)
+
+
+def _inputs(outputs: Sequence[str]) -> tuple[str, ...]:
+    if not outputs:
+        raise ValueError("give at least one output directory to build the catalog from")
+    kept: list[str] = []
+    for out in outputs:
+        name = normalise_output(out)
+        if "://" not in name and not os.path.isdir(name):
+            raise ValueError(f"output directory {out} does not exist; give the --output of ingest, "
+                             "synthesize or shard")
+        if name in kept:
+            warnings.warn(f"output {out!r} given twice; loading it once", stacklevel=3)
+            continue
+        kept.append(name)
+    return tuple(kept)
+
+
+def _read(output: str, table: str) -> pa.Table:
+    try:
+        data = read_table(output, table)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"{output}: cannot read table {table!r}: {exc}") from exc
+    return data.append_column(OUTPUT_COLUMN, pa.array([output] * data.num_rows, pa.string()))
+
+
+def _load_tables(con: duckdb.DuckDBPyConnection, inputs: tuple[str, ...]) -> dict[str, int]:
+    """One table per record table, appended one output at a time (one output's table in memory)."""
+    rows: dict[str, int] = {}
+    found = {out: 0 for out in inputs}
+    for table in TABLE_NAMES:
+        empty = schema_for(table).append(pa.field(OUTPUT_COLUMN, pa.string())).empty_table()
+        con.register("_incoming", empty)
+        con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _incoming')
+        con.unregister("_incoming")
+        for out in inputs:
+            part = _read(out, table)
+            if part.num_rows == 0:
+                continue
+            found[out] += part.num_rows
+            con.register("_incoming", part)
+            con.execute(f'INSERT INTO "{table}" SELECT * FROM _incoming')
+            con.unregister("_incoming")
+        rows[table] = _count(con, f'SELECT count(*) FROM "{table}"')
+    for out, n in found.items():
+        if n == 0:
+            warnings.warn(f"{out}: no rows in any record table ({', '.join(TABLE_NAMES)}); is it the "
+                          "output directory of ingest, synthesize or shard?", stacklevel=3)
+    return rows
+
+
+def _write_meta(con, inputs: tuple[str, ...], allow: tuple[tuple[str, str], ...], rows: dict[str, int]) -> None:
+    try:
+        version = metadata.version("microturn")
+    except metadata.PackageNotFoundError:
+        version = None
+    con.execute(
+        "CREATE TABLE catalog_meta AS SELECT ?::INTEGER AS schema_version, ?::VARCHAR[] AS inputs, "
+        "?::VARCHAR[] AS allowed_licenses, map(?::VARCHAR[], ?::BIGINT[]) AS table_rows, "
+        "?::VARCHAR AS microturn_version",
+        [SCHEMA_VERSION, list(inputs), [lic for lic, _ in allow], list(rows), list(rows.values()), version],
+    )
+    con.execute("CREATE TABLE license_allowlist (license VARCHAR NOT NULL, added_by VARCHAR NOT NULL)")
+    con.executemany("INSERT INTO license_allowlist VALUES (?, ?)", [list(r) for r in allow])
+    con.execute("CREATE TABLE catalog_views (name VARCHAR NOT NULL, description VARCHAR NOT NULL)")
+    con.executemany("INSERT INTO catalog_views VALUES (?, ?)",
+                    [[v.name, v.description.replace("\n", " ")] for v in VIEWS])
+
+
+def _count(con, sql: str) -> int:
+    # fetchall, not fetchone: DuckDB refuses further work on a connection while a result is unread.
+    return int(con.execute(sql).fetchall()[0][0])
+
+
+def _unchecked_remixes(con) -> int:
+    return _count(con, """
+        SELECT count(*) FROM unique_conversations AS r
+        WHERE r.origin = 'remix' AND NOT EXISTS (
+            SELECT 1 FROM unique_conversations AS s
+            WHERE json_valid(r.provenance) AND s.conversation_id = r.provenance ->> '$.remix_of')""")
+
+
+def _discard(path: str) -> None:
+    for p in (path, f"{path}.wal"):
+        if os.path.exists(p):
+            os.remove(p)
+
+
+def build_catalog(outputs: Sequence[str], catalog: str, *, allow_licenses: Sequence[str] = ()) -> CatalogSummary:
+    """Build (or rebuild) the DuckDB ``catalog`` from the record tables under ``outputs``.
+
+    ``outputs`` are output directories of ingest, synthesize or shard (local paths or Beam
+    filesystem URLs); a table missing from one of them contributes no rows. ``catalog`` must be
+    a local file: DuckDB opens local files only, so build it locally and copy it if it has to
+    live elsewhere. ``allow_licenses`` extend :data:`DEFAULT_ALLOWED_LICENSES`.
+    """
+    if "://" in catalog:
+        raise ValueError(f"--catalog {catalog}: the catalog must be a local file (DuckDB opens local files "
+                         "only); build it locally and copy it afterwards")
+    inputs = _inputs(outputs)
+    allow = license_allowlist(allow_licenses)
+    target = os.path.abspath(catalog)
+    if os.path.isdir(target):
+        raise ValueError(f"--catalog {catalog} is a directory; give a file name such as {catalog}/catalog.duckdb")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{os.getpid()}")
+    _discard(tmp)
+    try:
+        con = duckdb.connect(tmp)
+        try:
+            rows = _load_tables(con, inputs)
+            _write_meta(con, inputs, allow, rows)
+            for view in VIEWS:
+                con.execute(view.create_statement())
+            summary = CatalogSummary(
+                catalog=catalog, inputs=inputs, rows=rows,
+                duplicate_conversations=_count(con, "SELECT count(*) FROM duplicate_conversations"),
+                leakage=_count(con, "SELECT count(*) FROM leakage"),
+                license_issues=_count(con, "SELECT count(*) FROM license_check"),
+                unchecked_remixes=_unchecked_remixes(con),
+            )
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        # A write-ahead log left by an interrupted writer of the old file would be replayed
+        # into the new one; the catalog is only ever written whole, so it holds nothing to keep.
+        if os.path.exists(f"{target}.wal"):
+            warnings.warn(f"removing a stale write-ahead log {target}.wal of the previous catalog", stacklevel=2)
+            os.remove(f"{target}.wal")
+        os.replace(tmp, target)
+    finally:
+        _discard(tmp)
+    if summary.unchecked_remixes:
+        warnings.warn(f"{summary.unchecked_remixes} remix conversation(s) name a source that is not in the "
+                      "catalog; the leakage view skips them (add the ingest output they were remixed from)",
+                      stacklevel=2)
+    return summary
