@@ -6,6 +6,7 @@ primitive coders; arrays become ``.npy`` bytes before they leave :class:`MakeSam
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -86,14 +87,18 @@ class MakeSamples(beam.DoFn):
         self.rejected.inc()
         return beam.pvalue.TaggedOutput(REJECTS, reject(cid, "shard", message, reason))
 
-    def _video_fn(self, record: Record):
+    def _video_fn(self, record: Record, stack: contextlib.ExitStack):
         conv = record.conversation
         if self.video is None or not conv.get("has_video") or not conv.get("video_file"):
             return None
         from microturn.pipelines.shard.video import cut_clip, probe_video
         from microturn.schemas.video import patch_grid
 
-        path = FileSystems.join(record.root, conv["media_dir"], conv["video_file"])
+        uri = FileSystems.join(record.root, conv["media_dir"], conv["video_file"])
+        if not FileSystems.exists(uri):
+            raise media.MediaError(f"video file {uri} does not exist")
+        # ffmpeg reads local files: a remote video is copied once per conversation.
+        path, _, _ = stack.enter_context(media.local_copy(uri))
         width, height, _, _ = probe_video(path)
         ph, pw = patch_grid(width, height, patch_budget=self.video.patch_budget)
 
@@ -105,6 +110,10 @@ class MakeSamples(beam.DoFn):
         return clip
 
     def process(self, item):
+        with contextlib.ExitStack() as stack:
+            yield from self._process(item, stack)
+
+    def _process(self, item, stack: contextlib.ExitStack):
         cid = "?"
         try:
             record = to_record(item)
@@ -121,7 +130,7 @@ class MakeSamples(beam.DoFn):
                 yield self._reject(cid, "missing_media", "the record lists no audio files")
                 return
             try:
-                video = self._video_fn(record)
+                video = self._video_fn(record, stack)
             except (media.MediaError, ValueError) as exc:
                 yield self._reject(cid, "video_decode", str(exc))
                 return
