@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import re
-import warnings
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -154,9 +153,7 @@ class MakeSamples(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - one bad record must never stop the others
             yield self._reject(cid, type(exc).__name__, f"{exc}")
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warn_skipped(counters, cid)
+        warn_skipped(counters, cid)
         self.short.inc(counters.get("short_windows", 0))
         self.unattributed.inc(counters.get("unattributed_words", 0))
         self.conversations.inc()

@@ -90,11 +90,33 @@ def summarize(output: str) -> dict:
             "samples": len(samples), "rejects": dict(Counter((r["stage"], r["error_type"]) for r in rejects))}
 
 
+_LEFT_OUT = ("short_windows_left_out", "unattributed_words_left_out", "duplicate_conversations")
+
+
+def left_out(result) -> dict[str, int]:
+    """What the run counted as left out (Beam counters of the ``shard`` namespace)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out = dict.fromkeys(_LEFT_OUT, 0)
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace("shard"))["counters"]
+    except (AttributeError, NotImplementedError, KeyError):  # a runner without metrics
+        return out
+    for c in counters:
+        if c.key.metric.name in out:
+            out[c.key.metric.name] += int(c.committed if c.committed is not None else c.attempted)
+    return out
+
+
 def render(summary: dict, title: str) -> str:
     lines = [title, f"  conversations sharded: {summary['conversations']}, samples: {summary['samples']}"]
     for split, d in sorted(summary["splits"].items()):
         lines.append(f"  {split:<8} {d['shards']:>4} shard(s) {d['samples']:>6} samples "
                      f"{d['hours']:8.3f} h of sample time {d['bytes'] / 2**20:10.1f} MiB")
+    gone = {k: v for k, v in summary.get("left_out", {}).items() if v}
+    if gone:
+        lines.append("  left out: " + ", ".join(f"{k.replace('_left_out', '').replace('_', ' ')}: {v}"
+                                                for k, v in sorted(gone.items())))
     if summary["rejects"]:
         lines.append("  rejects: " + ", ".join(f"{stage}/{reason}: {n}" for (stage, reason), n
                                                in sorted(summary["rejects"].items())))
@@ -112,11 +134,14 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
                              "give the output directory of `microturn ingest` or `microturn synthesize`")
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        p | "Shard" >> Shard(cfg)
+    p = beam.Pipeline(options=options)
+    p | "Shard" >> Shard(cfg)
+    result = p.run()
+    result.wait_until_finish()
     wall_s = time.perf_counter() - started
     summary = summarize(cfg.output)
     summary["wall_s"] = wall_s
+    summary["left_out"] = left_out(result)
     if print_summary:
         print(render(summary, f"shard: {cfg.output} ({wall_s:.1f} s wall)"))
     return summary

@@ -13,8 +13,8 @@ frames, M = 80 mel channels.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +28,7 @@ from microturn.schemas.sample import (CHUNK_MS, FRAMES_PER_CHUNK, Label, Sample,
                                       validate_sample)
 from microturn.schemas.turns import Turn, split_backchannels
 
+log = logging.getLogger(__name__)
 SAMPLES_PER_CHUNK = 16 * CHUNK_MS  # 3200 at 16 kHz
 # Event payload keys that hold conversation times; inside a sample they become window times.
 ABSOLUTE_PAYLOAD_KEYS = ("target_ms", "response_start_ms")
@@ -261,10 +262,10 @@ def _row(sample: Sample, labels: Mapping[str, np.ndarray], words: Mapping[str, l
 
 
 def warn_skipped(counters: Mapping[str, int], conversation_id: str) -> None:
-    """One warning per kind of thing a record's samples left out."""
+    """One logged warning per kind of thing a record's samples left out (the shard job also
+    counts them as Beam metrics and prints the totals)."""
     if counters.get("short_windows"):
-        warnings.warn(f"{conversation_id}: {counters['short_windows']} tail window(s) under min_chunks left out",
-                      stacklevel=2)
+        log.warning("%s: %d tail window(s) under min_chunks left out", conversation_id, counters["short_windows"])
     if counters.get("unattributed_words"):
-        warnings.warn(f"{conversation_id}: {counters['unattributed_words']} word(s) without a speaker left out "
-                      "of the streams", stacklevel=2)
+        log.warning("%s: %d word(s) without a speaker left out of the streams", conversation_id,
+                    counters["unattributed_words"])

@@ -113,13 +113,15 @@ def test_splits_follow_ids_and_a_remix_follows_its_source(sharded):
         assert s["shard"].startswith(s["split"] + "/")
 
 
-def test_same_inputs_give_identical_bytes_in_process_and_with_two_workers(records, sharded, tmp_path):
+def test_same_inputs_give_identical_bytes_on_every_run_and_runner(records, sharded, tmp_path):
     out, _ = sharded
     shard([records], tmp_path / "again")
     shard([records], tmp_path / "threads", "--direct_num_workers=2", "--direct_running_mode=multi_threading")
+    shard([records], tmp_path / "processes", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
     reference = files(out)
     assert files(tmp_path / "again") == reference
     assert files(tmp_path / "threads") == reference
+    assert files(tmp_path / "processes") == reference
 
 
 def test_shards_rotate_at_the_target_size_and_stale_shards_go(records, tmp_path):
@@ -134,6 +136,11 @@ def test_shards_rotate_at_the_target_size_and_stale_shards_go(records, tmp_path)
     shard([records], out, "--splits", "train=1")  # the default 512 MiB: one shard
     assert sorted(p for p in files(out) if p.endswith((".tar", ".parquet")) and p.startswith("train/")) == [
         "train/train-000000.parquet", "train/train-000000.tar"]
+
+
+def test_left_out_windows_are_counted(sharded):
+    _, summary = sharded
+    assert summary["left_out"]["short_windows_left_out"] == 1  # the 7-chunk tail of b2 (a window of the grid)
 
 
 def test_bad_records_become_rejects_and_the_rest_is_written(tmp_path):
