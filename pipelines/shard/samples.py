@@ -12,6 +12,7 @@ frames, M = 80 mel channels.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -167,6 +168,9 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
     split = split_of(split_key(conv), splits)
     main, backchannels = split_backchannels(record.segments)
     events = sorted(record.events, key=lambda e: (e["t_ms"], e["type"], e.get("speaker") or ""))
+    event_times = [e["t_ms"] for e in events]
+    words_sorted = sorted(record.words, key=lambda w: (w[2], w[3], w[1], w[0] or ""))
+    word_starts = [w[2] for w in words_sorted]
     unattributed = sum(1 for w in record.words if w[0] is None)
     if unattributed:
         counters["unattributed_words"] = counters.get("unattributed_words", 0) + unattributed
@@ -197,13 +201,16 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
             key = sample_key(record.id, tokens[model], w)
             f0, f1 = w * K * FRAMES_PER_CHUNK, (w * K + k) * FRAMES_PER_CHUNK
             c0, c1 = w * K, w * K + k
+            # Words and events are sorted by time: bisect to the window instead of scanning all.
+            in_words = words_sorted[bisect.bisect_left(word_starts, offset_ms):
+                                    bisect.bisect_left(word_starts, offset_ms + span_ms)]
             words = {r: [{"text": text, "start_ms": s - offset_ms, "end_ms": e - offset_ms,
                           "chunk": (s - offset_ms) // CHUNK_MS}
-                         for spk, text, s, e in record.words
-                         if spk in roles[r] and offset_ms <= s < offset_ms + span_ms]
+                         for spk, text, s, e in in_words if spk in roles[r]]
                      for r in roles}
-            window_events = [_sample_event(e, offset_ms, model) for e in events
-                             if offset_ms <= e["t_ms"] < offset_ms + span_ms and e.get("speaker") is not None]
+            in_events = events[bisect.bisect_left(event_times, offset_ms):
+                               bisect.bisect_left(event_times, offset_ms + span_ms)]
+            window_events = [_sample_event(e, offset_ms, model) for e in in_events if e.get("speaker") is not None]
             clip, vmeta = (None, None)
             if video is not None:
                 if w not in clips:
