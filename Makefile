@@ -12,6 +12,8 @@ test: setup
 
 bench: setup
 	.venv/bin/python bench/ingest.py
+	.venv/bin/python bench/synth.py
+	.venv/bin/python bench/shard.py
 
 clean:
 	rm -rf demo-out .pytest_cache
