@@ -70,7 +70,7 @@ class ShardConfig:
         table_shards: Parquet files per table of SHARDS.
     """
 
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
     output: str
     window_chunks: int = 150
     min_chunks: int = 10
