@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
+import pytest
 
 from microturn.schemas import validate_rows
 
@@ -156,3 +157,20 @@ def write_fixture_outputs(root: str) -> FixtureOutputs:
     ])
     write_table(out.shard, "rejects", [reject("c-9", "shard", "KeyError", "no media for c-9")])
     return out
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """The fixture outputs written once per test module (import this fixture to use it)."""
+    return write_fixture_outputs(str(tmp_path_factory.mktemp("outputs")))
+
+
+@pytest.fixture(scope="module")
+def catalog(outputs, tmp_path_factory):
+    """A catalog built from :func:`outputs`."""
+    from microturn.pipelines.catalog.build import build_catalog
+
+    path = str(tmp_path_factory.mktemp("catalog") / "catalog.duckdb")
+    build_catalog(outputs.all, path)
+    return path
+

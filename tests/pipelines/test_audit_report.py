@@ -6,7 +6,7 @@ import os
 from html.parser import HTMLParser
 
 import pytest
-from catalog_fixtures import SCRIPT_LICENSE, write_fixture_outputs
+from catalog_fixtures import SCRIPT_LICENSE, catalog, outputs  # noqa: F401 (fixtures)
 
 from microturn.pipelines.catalog.build import build_catalog
 from microturn.pipelines.catalog.run import audit_main
@@ -38,18 +38,6 @@ def parse(path) -> tuple[str, Page]:
     page = Page()
     page.feed(text)
     return text, page
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return write_fixture_outputs(str(tmp_path_factory.mktemp("outputs")))
-
-
-@pytest.fixture(scope="module")
-def catalog(outputs, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("catalog") / "catalog.duckdb")
-    build_catalog(outputs.all, path)
-    return path
 
 
 def test_report_has_plots_beside_it_and_escapes_values(catalog, tmp_path, capsys):

@@ -9,7 +9,8 @@ import warnings
 import duckdb
 import numpy as np
 import pytest
-from catalog_fixtures import C1, C2, C3, R1, S1, S2, SCRIPT_LICENSE, write_fixture_outputs, write_table
+from catalog_fixtures import (C1, C2, C3, R1, S1, S2, SCRIPT_LICENSE, catalog, outputs,  # noqa: F401 (fixtures)
+                              write_fixture_outputs, write_table)
 
 from microturn.pipelines.catalog.build import DEFAULT_ALLOWED_LICENSES, build_catalog, normalise_output
 from microturn.pipelines.catalog.run import catalog_main
@@ -18,18 +19,6 @@ from microturn.pipelines.tables import read_table
 from microturn.schemas import TABLE_NAMES
 
 H = 3_600_000  # ms per hour
-
-
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    return write_fixture_outputs(str(tmp_path_factory.mktemp("outputs")))
-
-
-@pytest.fixture(scope="module")
-def catalog(outputs, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("catalog") / "catalog.duckdb")
-    build_catalog(outputs.all, path)
-    return path
 
 
 def query(path: str, sql: str) -> list[tuple]:

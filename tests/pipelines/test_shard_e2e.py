@@ -181,3 +181,17 @@ def test_a_killed_run_leaves_only_complete_shards_and_a_rerun_gives_the_same_byt
         assert left[rel] == ref[rel]  # a visible shard is a complete one
     shard([records], out, "--splits", "train=1", "--shard-bytes", "300KiB")
     assert files(out) == ref
+
+
+def test_catalog_over_records_and_shards(records, sharded, tmp_path):
+    from microturn.pipelines.catalog.audit import run_query
+    from microturn.pipelines.catalog.build import build_catalog
+
+    out, summary = sharded
+    path = str(tmp_path / "catalog.duckdb")
+    build_catalog([records, str(out)], path)
+    rows = run_query(path, "SELECT count(*), count(DISTINCT conversation_id) FROM samples").rows
+    assert rows == [(summary["samples"], 3)]
+    assert run_query(path, "SELECT * FROM leakage").rows == []
+    hours = dict(run_query(path, "SELECT origin, sum(conversations) FROM hours_by_split GROUP BY origin").rows)
+    assert hours == {"real": 1, "synthetic": 1, "remix": 1}
