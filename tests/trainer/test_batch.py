@@ -1,0 +1,245 @@
+"""The interleaved sequence, collate (packing and padding), attention and loss masks.
+
+Samples here are built in memory in the shape ``decode_sample`` returns (K chunks, P video
+patches per chunk, M = 80 mel channels); the loader tests run the same code on real shards.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from microturn.trainer.batch import Kind, attention_mask, build_sequence, collate, loss_positions
+from microturn.trainer.tokenizer import ByteTokenizer, HFTokenizer
+
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+TOK = ByteTokenizer()
+WORDS = st.text(alphabet="abcdeé?,'xyz", min_size=1, max_size=7)
+
+
+def _sample(key: str, K: int, P: int | None, words: dict[str, list[tuple[int, int, str]]], seed: int = 0) -> dict:
+    """A decoded sample; ``words[role]`` is (chunk, ms into the chunk, text)."""
+    rng = np.random.default_rng(seed)
+    T = 4 * K
+    return {
+        "key": key,
+        "meta": {"chunks": K, "key": key},
+        "dmel": {r: rng.integers(0, 16, (T, 80), dtype=np.uint8) for r in ("user", "model")},
+        "logmel_TM": rng.normal(-3, 1, (T, 80)).astype(np.float16),
+        "labels": {r: np.zeros(K, np.uint8) for r in ("user", "model")},
+        "words": {r: [{"text": t, "start_ms": 200 * k + ms, "end_ms": 200 * k + ms + 50, "chunk": k}
+                      for k, ms, t in words[r]] for r in ("user", "model")},
+        "events": [],
+        "video_KPFHWC": None if P is None else rng.integers(0, 256, (K, P, 2, 40, 40, 3), dtype=np.uint8),
+    }
+
+
+@st.composite
+def samples(draw, key: str = "s"):
+    K = draw(st.integers(1, 5))
+    P = draw(st.sampled_from([None, 1, 3]))
+    words = {r: draw(st.lists(st.tuples(st.integers(0, K - 1), st.integers(0, 199), WORDS), max_size=6))
+             for r in ("user", "model")}
+    return _sample(key, K, P, words, seed=draw(st.integers(0, 2 ** 16)))
+
+
+def _texts(sample: dict, role: str, k: int) -> str:
+    ws = sorted((w for w in sample["words"][role] if w["chunk"] == k), key=lambda w: w["start_ms"])
+    return "".join(" " + w["text"] for w in ws)
+
+
+@PROPS
+@given(samples())
+def test_sequence_layout_audio_video_and_text(sample):
+    seq = build_sequence(sample, TOK, max_text_per_chunk=1000)
+    K, kind = sample["meta"]["chunks"], seq.kind_L
+    P = 0 if sample["video_KPFHWC"] is None else sample["video_KPFHWC"].shape[1]
+    L = len(seq)
+    assert seq.kind_L.dtype == np.uint8 and seq.logmel_LM.dtype == np.float16 and seq.dmel_LM.dtype == np.uint8
+    assert seq.dmel_LM.shape == seq.logmel_LM.shape == (L, 80)
+    assert all(a.shape == (L,) for a in (seq.text_L, seq.video_L, seq.time_L))
+    counts = {k: int(np.count_nonzero(kind == k)) for k in Kind}
+    assert counts[Kind.USER_AUDIO] == counts[Kind.MODEL_AUDIO] == 4 * K
+    assert counts[Kind.CHUNK_MARK] == counts[Kind.MODEL_MARK] == K and counts[Kind.VIDEO] == K * P
+    assert counts[Kind.PAD] == 0 and seq.chunks == K
+    # Chunk by chunk, in the order of the Kind values (which follow the layout), from CHUNK_MARK.
+    assert np.all(np.diff(seq.time_L) >= 0) and seq.time_L[0] == 0 and seq.time_L[-1] == K - 1
+    for k in range(K):
+        in_chunk = kind[seq.time_L == k]
+        assert in_chunk[0] == Kind.CHUNK_MARK and np.all(np.diff(in_chunk.astype(int)) >= 0)
+        for role, text_kind in (("user", Kind.USER_TEXT), ("model", Kind.MODEL_TEXT)):
+            ids = seq.text_L[(seq.time_L == k) & (kind == text_kind)]
+            assert TOK.decode(ids) == _texts(sample, role, k)
+    # Every audio frame is the sample's, in order; nothing leaks into other positions.
+    assert np.array_equal(seq.dmel_LM[kind == Kind.MODEL_AUDIO], sample["dmel"]["model"])
+    assert np.array_equal(seq.dmel_LM[kind == Kind.USER_AUDIO], sample["dmel"]["user"])
+    assert np.array_equal(seq.logmel_LM[kind == Kind.MODEL_AUDIO], sample["logmel_TM"])
+    audio = (kind == Kind.MODEL_AUDIO) | (kind == Kind.USER_AUDIO)
+    assert not seq.dmel_LM[~audio].any() and not seq.logmel_LM[kind != Kind.MODEL_AUDIO].any()
+    text = (kind == Kind.MODEL_TEXT) | (kind == Kind.USER_TEXT)
+    assert not seq.text_L[~text].any()
+    # Video: patch p of chunk k at the p-th VIDEO position of chunk k.
+    assert np.array_equal(seq.video_L[kind == Kind.VIDEO], np.arange(K * P))
+    assert np.all(seq.video_L[kind != Kind.VIDEO] == -1) and seq.video_NFHWC.shape == (K * P, 2, 40, 40, 3)
+    if P:
+        assert np.array_equal(seq.video_NFHWC.reshape(K, P, 2, 40, 40, 3), sample["video_KPFHWC"])
+
+
+def test_words_join_with_a_leading_space_in_start_order_and_long_text_is_cut_and_counted():
+    words = {"user": [(0, 120, "world"), (0, 10, "hello")],
+             "model": [(1, 0, "abcdefghij"), (1, 5, "klmnopqrst"), (2, 0, "ok")]}
+    sample = _sample("cut", 3, None, words)
+    with pytest.warns(UserWarning, match=r"cut: cut 6 text token\(s\) in 1 chunk\(s\) over max_text_per_chunk=16"):
+        seq = build_sequence(sample, TOK)
+    assert seq.text_cut == 6
+    user0 = seq.text_L[(seq.time_L == 0) & (seq.kind_L == Kind.USER_TEXT)]
+    assert TOK.decode(user0) == " hello world"
+    model1 = seq.text_L[(seq.time_L == 1) & (seq.kind_L == Kind.MODEL_TEXT)]
+    assert TOK.decode(model1) == " abcdefghij klmn"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_sequence(sample, TOK, max_text_per_chunk=22).text_cut == 0
+
+
+def test_an_hf_tokenizer_drives_the_text_positions(tmp_path):
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["hello world"] * 3 + ["hello there"], trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["[PAD]"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    hf = HFTokenizer(tmp_path / "tokenizer.json")
+    seq = build_sequence(_sample("hf", 2, None, {"user": [(1, 0, "hello"), (1, 90, "there")], "model": []}), hf)
+    ids = seq.text_L[seq.kind_L == Kind.USER_TEXT]
+    assert 2 <= len(ids) < len(" hello there") and hf.decode(ids) == " hello there"
+    assert np.all(seq.time_L[seq.kind_L == Kind.USER_TEXT] == 1)
+
+
+def test_bad_samples_raise_value_errors():
+    good = _sample("bad", 2, 1, {"user": [], "model": []})
+    with pytest.raises(ValueError, match="chunk 5 outside 0..1"):
+        build_sequence({**good, "words": {"user": [{"text": "x", "start_ms": 0, "end_ms": 1, "chunk": 5}],
+                                          "model": []}}, TOK)
+    with pytest.raises(ValueError, match=r"dmel\['model'\] must be uint8 \(8, 80\)"):
+        build_sequence({**good, "dmel": {"user": good["dmel"]["user"], "model": good["dmel"]["model"][:4]}}, TOK)
+    with pytest.raises(ValueError, match="video_KPFHWC must be uint8"):
+        build_sequence({**good, "video_KPFHWC": good["video_KPFHWC"][:1]}, TOK)
+    with pytest.raises(ValueError, match="at least one sequence"):
+        collate([], max_len=10, pack=True)
+    with pytest.raises(ValueError, match="shorter than the first chunk"):
+        collate([build_sequence(good, TOK)], max_len=5, pack=True)
+
+
+def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
+    B, L = batch["kind_BL"].shape
+    dtypes = {"kind_BL": torch.int64, "text_BL": torch.int64, "dmel_BLM": torch.uint8, "logmel_BLM": torch.float16,
+              "video_NFHWC": torch.uint8, "video_BL": torch.int64, "time_BL": torch.int64, "segment_BL": torch.int64}
+    assert set(batch) == set(dtypes) | {"keys"}
+    for name, dtype in dtypes.items():
+        assert batch[name].dtype == dtype, name
+    assert batch["dmel_BLM"].shape == batch["logmel_BLM"].shape == (B, L, 80)
+    assert batch["video_NFHWC"].shape[1:] == (2, 40, 40, 3)
+    assert all(batch[n].shape == (B, L) for n in ("text_BL", "video_BL", "time_BL", "segment_BL"))
+    assert L <= max_len and sorted(batch["keys"]) == sorted(s.key for s in seqs)
+    seg, kind = batch["segment_BL"].numpy(), batch["kind_BL"].numpy()
+    pad = seg == 0
+    assert np.all((kind == Kind.PAD) == pad) and not batch["time_BL"].numpy()[pad].any()
+    assert np.all(batch["video_BL"].numpy()[pad] == -1) and not batch["dmel_BLM"].numpy()[pad].any()
+    if not pack:
+        assert B == len(seqs) and seg.max() == 1
+    # Packing loses no position of the sequences it kept: each segment is its sequence's head.
+    by_key = {s.key: s.head(max_len) for s in seqs}
+    keys = iter(batch["keys"])
+    video = batch["video_NFHWC"].numpy()
+    for b in range(B):
+        row_segments = [int(x) for x in np.unique(seg[b]) if x]
+        assert row_segments == list(range(1, len(row_segments) + 1))
+        n_used = int((~pad[b]).sum())
+        assert not pad[b][:n_used].any() and np.all(np.diff(seg[b][:n_used]) >= 0)  # PAD only at the end
+        for sg in row_segments:
+            s, at = by_key[next(keys)], seg[b] == sg
+            assert at.sum() == len(s)
+            assert np.array_equal(kind[b, at], s.kind_L) and np.array_equal(batch["text_BL"][b, at].numpy(), s.text_L)
+            assert np.array_equal(batch["dmel_BLM"][b, at].numpy(), s.dmel_LM)
+            assert np.array_equal(batch["logmel_BLM"][b, at].numpy(), s.logmel_LM)
+            assert np.array_equal(batch["time_BL"][b, at].numpy(), s.time_L)
+            v = batch["video_BL"][b, at].numpy()
+            assert np.array_equal(v >= 0, s.video_L >= 0)
+            assert np.array_equal(video[v[v >= 0]], s.video_NFHWC[s.video_L[s.video_L >= 0]])
+    assert sum(len(s) for s in by_key.values()) == int((~pad).sum())
+    assert video.shape[0] == sum(s.video_NFHWC.shape[0] for s in by_key.values())
+
+
+@PROPS
+@given(st.lists(samples(), min_size=1, max_size=5), st.integers(45, 400), st.booleans())
+def test_collate_keeps_every_position_and_segments_never_mix(samples_, max_len, pack):
+    samples_ = [{**s, "key": f"k{i}"} for i, s in enumerate(samples_)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seqs = [build_sequence(s, TOK, max_text_per_chunk=4) for s in samples_]  # cuts some text, warning
+        del caught[:]
+        batch = collate(seqs, max_len=max_len, pack=pack)
+    assert len([w for w in caught if "cut to" in str(w.message)]) == sum(len(s) > max_len for s in seqs)
+    _check_batch(batch, seqs, max_len, pack)
+    mask = attention_mask(batch["segment_BL"])
+    B, L = batch["kind_BL"].shape
+    assert mask.shape == (B, 1, L, L) and mask.dtype == torch.bool
+    seg = batch["segment_BL"]
+    i, j = torch.meshgrid(torch.arange(L), torch.arange(L), indexing="ij")
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (j <= i) & (seg[:, :, None] != 0) | (i == j)
+    assert torch.equal(mask[:, 0], allowed)
+    assert mask.any(dim=-1).all()  # no empty softmax row
+
+
+def test_a_long_sequence_is_cut_at_a_chunk_boundary_with_a_warning():
+    seq = build_sequence(_sample("long", 5, 2, {"user": [], "model": []}), TOK)
+    per_chunk = 1 + 4 + 2 + 1 + 4
+    assert len(seq) == 5 * per_chunk
+    with pytest.warns(UserWarning, match=r"long: sequence of 60 positions \(5 chunks\) cut to 36 \(3 chunks\)"):
+        batch = collate([seq], max_len=3 * per_chunk + 5, pack=True)
+    assert batch["kind_BL"].shape == (1, 36) and batch["kind_BL"][0, -1] == Kind.MODEL_AUDIO
+    assert batch["video_NFHWC"].shape[0] == 6 and int(batch["time_BL"].max()) == 2
+
+
+def test_packing_is_first_fit_in_order():
+    lens = {}
+    seqs = []
+    for i, K in enumerate([3, 1, 2, 1]):
+        seqs.append(build_sequence(_sample(f"s{i}", K, None, {"user": [], "model": []}), TOK))
+        lens[f"s{i}"] = len(seqs[-1])
+    assert lens == {"s0": 30, "s1": 10, "s2": 20, "s3": 10}
+    batch = collate(seqs, max_len=40, pack=True)
+    # s0 (30) opens row 0, s1 (10) fills it; s2 (20) opens row 1, s3 (10) joins it.
+    assert batch["keys"] == ["s0", "s1", "s2", "s3"] and batch["kind_BL"].shape == (2, 40)
+    assert batch["segment_BL"][0].tolist() == [1] * 30 + [2] * 10
+    assert batch["segment_BL"][1].tolist() == [1] * 20 + [2] * 10 + [0] * 10
+    padded = collate(seqs, max_len=40, pack=False)
+    assert padded["kind_BL"].shape == (4, 30) and padded["segment_BL"].sum(1).tolist() == [30, 10, 20, 10]
+
+
+def test_attention_mask_and_loss_positions_on_a_small_row():
+    seg = torch.tensor([[1, 1, 2, 2, 0]])
+    expected = torch.tensor([[1, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0],
+                             [0, 0, 1, 0, 0],
+                             [0, 0, 1, 1, 0],
+                             [0, 0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(attention_mask(seg)[0, 0], expected)
+    assert torch.equal(attention_mask(seg.numpy())[0, 0], expected)
+    K_ = Kind
+    kind = torch.tensor([[K_.CHUNK_MARK, K_.USER_AUDIO, K_.MODEL_MARK, K_.MODEL_TEXT, K_.MODEL_AUDIO, K_.CHUNK_MARK,
+                          K_.MODEL_MARK, K_.MODEL_AUDIO, K_.PAD]])
+    masks = loss_positions(kind)
+    text_BS, audio_BS = masks
+    assert text_BS.tolist() == [[False, False, True, False, False, False, False, False]]
+    assert audio_BS.tolist() == [[False, False, False, True, False, False, True, False]]
+    assert masks.text_BS.shape == (1, 8)
+    with pytest.raises(ValueError, match=r"\[B, L\]"):
+        attention_mask(torch.zeros(3, dtype=torch.int64))

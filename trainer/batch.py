@@ -1,0 +1,295 @@
+"""From decoded micro-turn samples to model batches: the interleaved sequence, packing, masks.
+
+A sample of K chunks of 200 ms becomes one sequence that walks the chunks in order; chunk k is
+
+    [CHUNK_MARK] [user text] [4 USER_AUDIO] [P VIDEO] [MODEL_MARK] [model text] [4 MODEL_AUDIO]
+
+where a stream's text is the tokens of its words whose start lies in chunk k (``word["chunk"]``)
+and the audio positions carry the stream's dMel frames 4k..4k+3. :func:`collate` lays sequences
+into the batch dict of the trainer (packed several to a row, or one per row) and
+:func:`attention_mask` / :func:`loss_positions` derive what the model needs from it.
+
+Legend: K chunks, P video patches per chunk, N video patches (all chunks), F = 2 frames per
+patch, H = W = 40 pixels, C = 3 colours, M = 80 mel channels, L positions of a sequence or a
+batch row, B rows, S = L - 1 shifted (next-item) target positions.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from microturn.schemas.sample import FRAMES_PER_CHUNK, FRAMES_PER_PATCH, N_MELS, PATCH_PX
+
+__all__ = ["Kind", "LossMasks", "Sequence", "attention_mask", "build_sequence", "collate", "loss_positions"]
+
+_PATCH_SHAPE = (FRAMES_PER_PATCH, PATCH_PX, PATCH_PX, 3)
+
+
+class Kind(enum.IntEnum):
+    """What a position of the interleaved sequence holds."""
+
+    PAD = 0
+    CHUNK_MARK = 1
+    USER_TEXT = 2
+    USER_AUDIO = 3
+    VIDEO = 4
+    MODEL_MARK = 5
+    MODEL_TEXT = 6
+    MODEL_AUDIO = 7
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Sequence:
+    """One sample as an interleaved sequence (arrays per position, all of length L).
+
+    Attributes:
+        key: the sample key.
+        kind_L: uint8 :class:`Kind` per position.
+        text_L: int64 token id at USER_TEXT / MODEL_TEXT positions, 0 elsewhere.
+        dmel_LM: uint8 dMel bins at USER_AUDIO / MODEL_AUDIO positions, 0 elsewhere.
+        logmel_LM: float16 model-stream log-mel at MODEL_AUDIO positions, 0 elsewhere.
+        video_L: int64 index into ``video_NFHWC`` at VIDEO positions, -1 elsewhere.
+        time_L: int64 chunk index of each position.
+        video_NFHWC: uint8 patches of the sample, chunk-major (patch p of chunk k is row k P + p);
+            N = 0 without video.
+        text_cut: text tokens dropped because a chunk held more than the per-chunk limit.
+    """
+
+    key: str
+    kind_L: np.ndarray
+    text_L: np.ndarray
+    dmel_LM: np.ndarray
+    logmel_LM: np.ndarray
+    video_L: np.ndarray
+    time_L: np.ndarray
+    video_NFHWC: np.ndarray
+    text_cut: int = 0
+
+    def __len__(self) -> int:
+        return int(self.kind_L.shape[0])
+
+    @property
+    def chunks(self) -> int:
+        """Number of chunks K in the sequence."""
+        return int(np.count_nonzero(self.kind_L == Kind.CHUNK_MARK))
+
+    def head(self, max_len: int) -> Sequence:
+        """The longest prefix of whole chunks that fits in ``max_len`` positions (``self`` if it fits).
+
+        Raises ``ValueError`` when not even the first chunk fits.
+        """
+        if len(self) <= max_len:
+            return self
+        starts = np.flatnonzero(self.kind_L == Kind.CHUNK_MARK)
+        ends = np.append(starts[1:], len(self))
+        fitting = ends[ends <= max_len]
+        if fitting.size == 0:
+            raise ValueError(f"max_len {max_len} is shorter than the first chunk of {self.key!r} "
+                             f"({int(ends[0])} positions); raise max_len")
+        end = int(fitting[-1])
+        n_video = int(np.count_nonzero(self.kind_L[:end] == Kind.VIDEO))
+        return Sequence(key=self.key, kind_L=self.kind_L[:end], text_L=self.text_L[:end],
+                        dmel_LM=self.dmel_LM[:end], logmel_LM=self.logmel_LM[:end], video_L=self.video_L[:end],
+                        time_L=self.time_L[:end], video_NFHWC=self.video_NFHWC[:n_video], text_cut=self.text_cut)
+
+
+def _chunk_texts(words: list[dict], chunks: int, role: str, key: str) -> list[str]:
+    """Per chunk, its words (by start) joined with a leading space each, so tokens carry word starts."""
+    per_chunk: list[list[tuple[int, str]]] = [[] for _ in range(chunks)]
+    for w in words:
+        k = w["chunk"]
+        if not isinstance(k, (int, np.integer)) or not 0 <= k < chunks:
+            raise ValueError(f"{key}: {role} word {w.get('text')!r} has chunk {k!r} outside 0..{chunks - 1}")
+        per_chunk[k].append((w["start_ms"], w["text"]))
+    # sorted() is stable: words starting at the same ms keep their order in the sample
+    return ["".join(" " + text for _, text in sorted(ws, key=lambda x: x[0])) for ws in per_chunk]
+
+
+def _array(sample: dict, name: str, value: Any, dtype: str, shape: tuple) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or value.dtype != np.dtype(dtype) or value.shape != shape:
+        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise ValueError(f"{sample.get('key')!r}: {name} must be {dtype} {shape}, got {got}; "
+                         f"pass samples from microturn.schemas.sample.decode_sample")
+    return value
+
+
+def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16) -> Sequence:
+    """The interleaved sequence of one decoded sample (``decode_sample``'s dict).
+
+    ``tokenizer`` is any :class:`microturn.trainer.tokenizer.Tokenizer`. A stream's text in a
+    chunk longer than ``max_text_per_chunk`` tokens is cut to that many, with a warning that
+    counts the tokens dropped (also kept in ``Sequence.text_cut``).
+
+    The default of 16 tokens: a chunk is 200 ms, and even fast conversational speech (about 4
+    words/s, 6-7 syllables/s) starts at most 1-2 words in it, which is under 16 byte tokens
+    for English words of 5-6 letters plus their leading space, and 2-4 BPE tokens.
+    """
+    if max_text_per_chunk < 0:
+        raise ValueError(f"max_text_per_chunk must be >= 0, got {max_text_per_chunk}")
+    key = str(sample.get("key", ""))
+    K = int(sample["meta"]["chunks"])
+    if K < 1:
+        raise ValueError(f"{key!r}: a sample needs at least one chunk, got {K}")
+    T = FRAMES_PER_CHUNK * K
+    dmel_user = _array(sample, "dmel['user']", sample["dmel"]["user"], "uint8", (T, N_MELS))
+    dmel_model = _array(sample, "dmel['model']", sample["dmel"]["model"], "uint8", (T, N_MELS))
+    logmel_TM = _array(sample, "logmel_TM", sample["logmel_TM"], "float16", (T, N_MELS))
+    video_KPFHWC = sample.get("video_KPFHWC")
+    if video_KPFHWC is None:
+        P, video_NFHWC = 0, np.zeros((0, *_PATCH_SHAPE), np.uint8)
+    else:
+        P = video_KPFHWC.shape[1] if isinstance(video_KPFHWC, np.ndarray) and video_KPFHWC.ndim == 6 else 0
+        _array(sample, "video_KPFHWC", video_KPFHWC, "uint8", (K, P, *_PATCH_SHAPE))
+        video_NFHWC = video_KPFHWC.reshape(K * P, *_PATCH_SHAPE)
+
+    texts = {role: _chunk_texts(sample["words"][role], K, role, key) for role in ("user", "model")}
+    tokens: dict[str, list[list[int]]] = {"user": [], "model": []}
+    cut = cut_chunks = 0
+    for role in ("user", "model"):
+        for text in texts[role]:
+            ids = tokenizer.encode(text) if text else []
+            if len(ids) > max_text_per_chunk:
+                cut += len(ids) - max_text_per_chunk
+                cut_chunks += 1
+                ids = ids[:max_text_per_chunk]
+            tokens[role].append(ids)
+    if cut:
+        warnings.warn(f"{key}: cut {cut} text token(s) in {cut_chunks} chunk(s) over max_text_per_chunk="
+                      f"{max_text_per_chunk}", stacklevel=2)
+
+    # Kinds chunk by chunk; everything else is filled by masks over the kinds, since each kind's
+    # items appear in the sequence in the order they have in the sample.
+    chunk_kinds = []
+    for k in range(K):
+        chunk_kinds.append(np.concatenate([
+            [Kind.CHUNK_MARK], np.full(len(tokens["user"][k]), Kind.USER_TEXT),
+            np.full(FRAMES_PER_CHUNK, Kind.USER_AUDIO), np.full(P, Kind.VIDEO), [Kind.MODEL_MARK],
+            np.full(len(tokens["model"][k]), Kind.MODEL_TEXT), np.full(FRAMES_PER_CHUNK, Kind.MODEL_AUDIO),
+        ]).astype(np.uint8))
+    kind_L = np.concatenate(chunk_kinds)
+    L = kind_L.shape[0]
+    text_L = np.zeros(L, np.int64)
+    for kind, role in ((Kind.USER_TEXT, "user"), (Kind.MODEL_TEXT, "model")):
+        text_L[kind_L == kind] = np.fromiter((i for ids in tokens[role] for i in ids), dtype=np.int64)
+    dmel_LM = np.zeros((L, N_MELS), np.uint8)
+    dmel_LM[kind_L == Kind.USER_AUDIO] = dmel_user
+    is_model_audio = kind_L == Kind.MODEL_AUDIO
+    dmel_LM[is_model_audio] = dmel_model
+    logmel_LM = np.zeros((L, N_MELS), np.float16)
+    logmel_LM[is_model_audio] = logmel_TM
+    video_L = np.full(L, -1, np.int64)
+    video_L[kind_L == Kind.VIDEO] = np.arange(K * P)
+    time_L = np.repeat(np.arange(K, dtype=np.int64), [len(c) for c in chunk_kinds])
+    return Sequence(key=key, kind_L=kind_L, text_L=text_L, dmel_LM=dmel_LM, logmel_LM=logmel_LM, video_L=video_L,
+                    time_L=time_L, video_NFHWC=video_NFHWC, text_cut=cut)
+
+
+def _rows(seqs: list[Sequence], max_len: int, pack: bool) -> list[list[Sequence]]:
+    if not pack:
+        return [[s] for s in seqs]
+    rows: list[list[Sequence]] = []
+    used: list[int] = []
+    # First fit in arrival order: deterministic, and never over 1.7x the optimal number of rows
+    # (Dosa & Sgall 2013); windows of one K have similar lengths, where it is close to optimal.
+    for s in seqs:
+        for r, u in enumerate(used):
+            if u + len(s) <= max_len:
+                rows[r].append(s)
+                used[r] += len(s)
+                break
+        else:
+            rows.append([s])
+            used.append(len(s))
+    return rows
+
+
+def collate(seqs: list[Sequence], *, max_len: int, pack: bool) -> dict[str, Any]:
+    """The trainer's batch dict of ``seqs`` (see the trainer interfaces).
+
+    ``pack=True`` puts whole sequences into rows of at most ``max_len`` positions, first fit in
+    the given order, numbering them 1, 2, ... within a row (``segment_BL``); ``pack=False`` gives
+    one sequence per row (segment 1). Either way L is the longest row and the rest is PAD
+    (segment 0, time 0, video -1). A sequence longer than ``max_len`` is first cut to its whole
+    chunks that fit, with a warning. ``keys`` lists the sample keys row by row, segment by segment.
+    """
+    if not seqs:
+        raise ValueError("collate needs at least one sequence")
+    if not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    kept = []
+    for s in seqs:
+        h = s.head(max_len)
+        if h is not s:
+            warnings.warn(f"{s.key}: sequence of {len(s)} positions ({s.chunks} chunks) cut to {len(h)} "
+                          f"({h.chunks} chunks) for max_len={max_len}", stacklevel=2)
+        kept.append(h)
+    rows = _rows(kept, max_len, pack)
+    B, L = len(rows), max(sum(len(s) for s in row) for row in rows)
+    kind = np.zeros((B, L), np.int64)
+    text = np.zeros((B, L), np.int64)
+    dmel = np.zeros((B, L, N_MELS), np.uint8)
+    logmel = np.zeros((B, L, N_MELS), np.float16)
+    video = np.full((B, L), -1, np.int64)
+    time = np.zeros((B, L), np.int64)
+    segment = np.zeros((B, L), np.int64)
+    patches, keys, n_patches = [], [], 0
+    for b, row in enumerate(rows):
+        at = 0
+        for seg, s in enumerate(row, start=1):
+            end = at + len(s)
+            kind[b, at:end] = s.kind_L
+            text[b, at:end] = s.text_L
+            dmel[b, at:end] = s.dmel_LM
+            logmel[b, at:end] = s.logmel_LM
+            video[b, at:end] = np.where(s.video_L >= 0, s.video_L + n_patches, -1)
+            time[b, at:end] = s.time_L
+            segment[b, at:end] = seg
+            patches.append(s.video_NFHWC)
+            n_patches += s.video_NFHWC.shape[0]
+            keys.append(s.key)
+            at = end
+    video_NFHWC = np.concatenate(patches) if n_patches else np.zeros((0, *_PATCH_SHAPE), np.uint8)
+    return {"kind_BL": torch.from_numpy(kind), "text_BL": torch.from_numpy(text), "dmel_BLM": torch.from_numpy(dmel),
+            "logmel_BLM": torch.from_numpy(logmel), "video_NFHWC": torch.from_numpy(video_NFHWC),
+            "video_BL": torch.from_numpy(video), "time_BL": torch.from_numpy(time),
+            "segment_BL": torch.from_numpy(segment), "keys": keys}
+
+
+def attention_mask(segment_BL: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """bool [B, 1, L, L]: position i may attend to j when j <= i and both are in the same
+    (non-PAD) segment. A PAD position attends to itself only, so no softmax row is empty."""
+    seg = torch.as_tensor(segment_BL)
+    if seg.ndim != 2:
+        raise ValueError(f"segment_BL must be [B, L], got shape {tuple(seg.shape)}")
+    L = seg.shape[1]
+    causal_LL = torch.ones(L, L, dtype=torch.bool, device=seg.device).tril()
+    same_BLL = (seg[:, :, None] == seg[:, None, :]) & (seg != 0)[:, :, None]
+    eye_LL = torch.eye(L, dtype=torch.bool, device=seg.device)
+    return ((same_BLL & causal_LL) | eye_LL)[:, None]
+
+
+class LossMasks(NamedTuple):
+    """Where the next-item targets are: entry ``[b, i]`` is position i + 1 of the batch, predicted
+    from the hidden state at position i."""
+
+    text_BS: torch.Tensor  # bool [B, L - 1]: MODEL_TEXT targets (text_BL[:, 1:])
+    audio_BS: torch.Tensor  # bool [B, L - 1]: MODEL_AUDIO targets (dmel_BLM[:, 1:], logmel_BLM[:, 1:])
+
+
+def loss_positions(kind_BL: torch.Tensor | np.ndarray) -> LossMasks:
+    """The shifted target masks of MODEL_TEXT and MODEL_AUDIO positions.
+
+    A shift never pairs two packed samples: every sequence starts with CHUNK_MARK, which is
+    never a target, so the first target of a segment reads a hidden state of the same segment.
+    """
+    kind = torch.as_tensor(kind_BL)
+    if kind.ndim != 2:
+        raise ValueError(f"kind_BL must be [B, L], got shape {tuple(kind.shape)}")
+    nxt = kind[:, 1:]
+    return LossMasks(text_BS=nxt == Kind.MODEL_TEXT, audio_BS=nxt == Kind.MODEL_AUDIO)
