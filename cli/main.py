@@ -17,6 +17,7 @@ commands:
   shard       cut records into 200 ms micro-turn samples: WebDataset tars + Parquet manifests (Beam)
   catalog     `catalog build OUT... --catalog FILE.duckdb`: one DuckDB catalog over records and shards
   audit       read-only SQL over the catalog; `audit report` writes an HTML report with plots
+  train       train the MoE interaction model on shards with DeepSpeed; `train plot RUN`
   eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
   demo        build a conversational video from the pyannote sample, ingest it, print a summary
 
@@ -54,6 +55,12 @@ def _audit(argv: list[str]) -> int:
     return audit_main(argv)
 
 
+def _train(argv: list[str]) -> int:
+    from microturn.trainer.run import main
+
+    return main(argv)
+
+
 def _eval(argv: list[str]) -> int:
     from microturn.cli.evaluate import main
 
@@ -67,7 +74,7 @@ def _demo(argv: list[str]) -> int:
 
 
 COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "shard": _shard, "catalog": _catalog, "audit": _audit,
-            "eval": _eval, "demo": _demo}
+            "train": _train, "eval": _eval, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

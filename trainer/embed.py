@@ -1,0 +1,150 @@
+"""Input embeddings of the interleaved micro-turn sequence (early fusion).
+
+Every position of a batch (``trainer_spec``: ``kind_BL`` says what it holds) becomes one vector
+of the residual stream, the sum of
+
+* the embedding of its kind (8 rows, one per ``Kind``). Marker positions (CHUNK_MARK,
+  MODEL_MARK) carry nothing else, so their kind rows *are* the markers' learned embeddings; a
+  second marker table would only add a row that is always summed with the same kind row;
+* its content, by modality:
+  - text (USER_TEXT, MODEL_TEXT): a row of the text table, shared by both streams;
+  - audio (USER_AUDIO, MODEL_AUDIO): the dMel embedding, one table of 80 x 16 rows (row
+    ``16 c + b`` for bin b of mel channel c) summed over the 80 channels of the frame;
+  - video (VIDEO): the :class:`HMLPStem` of the position's temporal patch.
+
+Legend: B batch rows, L positions, D model width, M = 80 mel channels, N video patches,
+F = 2 frames per patch, H = W = 40 pixels, C = 3 colours, G sub-patch grid side, P pixels of a
+sub-patch (flattened), V vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from microturn.schemas.sample import DMEL_BINS, FRAMES_PER_PATCH, N_MELS, PATCH_PX
+from microturn.trainer.config import ModelConfig
+
+_SUB_PX = 10  # first hMLP stage: 10 x 10 pixel sub-patches, a 4 x 4 grid per 40 x 40 patch
+_N_KINDS = 8  # Kind has PAD..MODEL_AUDIO = 0..7 (trainer_spec)
+
+
+def kind_enum():
+    """The ``Kind`` enum of the batch contract (``microturn.trainer.batch``), imported late so
+    that this module loads on its own."""
+    from microturn.trainer.batch import Kind
+
+    return Kind
+
+
+class DmelEmbedding(nn.Module):
+    """dMel frame embedding: ``sum_c table[16 c + bins[c]]`` over the 80 channels.
+
+    One gather-and-sum (``F.embedding_bag`` in ``sum`` mode), so the [80, D] rows of a frame are
+    never materialised.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(N_MELS * DMEL_BINS, dim)
+        self.register_buffer("offsets_M", torch.arange(N_MELS) * DMEL_BINS, persistent=False)
+
+    def forward(self, dmel_BLM: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, L, 80] bins (0..15) -> [B, L, D]."""
+        if dmel_BLM.shape[-1] != N_MELS:
+            raise ValueError(f"dMel frames must have {N_MELS} channels, got shape {tuple(dmel_BLM.shape)}")
+        rows_RM = (dmel_BLM.reshape(-1, N_MELS).long() + self.offsets_M)
+        x_RD = F.embedding_bag(rows_RM, self.table.weight, mode="sum")
+        return x_RD.reshape(*dmel_BLM.shape[:-1], -1)
+
+
+class HMLPStem(nn.Module):
+    """hMLP stem (Touvron et al. 2022, "Three things everyone should know about ViTs"): a
+    temporal patch of 2 x 40 x 40 x 3 pixels -> one D vector, by per-patch linear layers that
+    merge neighbours progressively.
+
+    Stage 1: a 4 x 4 grid of 10 x 10 sub-patches, each flattened with both frames (so time is
+    mixed from the first layer: 2 x 10 x 10 x 3 = 600 values) -> linear -> LayerNorm -> GELU.
+    Stage 2: 2 x 2 neighbours concatenated (20 x 20 pixels) -> linear -> LayerNorm -> GELU.
+    Stage 3: the last 2 x 2 concatenated (the whole 40 x 40 patch) -> linear -> D.
+    Stages 1-2 are D / 4 wide, as in the hMLP of the paper. Norms are per token (LayerNorm,
+    not the paper's BatchNorm), so a patch's output depends on its own pixels only: patches are
+    independent and the stem gives the same vector for a patch whatever else is in the batch.
+    Pixels are mapped from 0..255 to [-1, 1].
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        width = dim // 4
+        sub_pixels = FRAMES_PER_PATCH * _SUB_PX * _SUB_PX * 3
+        self.stage1 = nn.Linear(sub_pixels, width)
+        self.norm1 = nn.LayerNorm(width)
+        self.stage2 = nn.Linear(4 * width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.stage3 = nn.Linear(4 * width, dim)
+
+    @staticmethod
+    def _merge(x_NGGD: torch.Tensor) -> torch.Tensor:
+        """Concatenate 2 x 2 neighbours: [N, G, G, D] -> [N, G / 2, G / 2, 4 D]."""
+        n, g, _, d = x_NGGD.shape
+        x = x_NGGD.reshape(n, g // 2, 2, g // 2, 2, d).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(n, g // 2, g // 2, 4 * d)
+
+    def forward(self, video_NFHWC: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 2, 40, 40, 3] -> [N, D]."""
+        expected = (FRAMES_PER_PATCH, PATCH_PX, PATCH_PX, 3)
+        if video_NFHWC.dim() != 5 or tuple(video_NFHWC.shape[1:]) != expected:
+            raise ValueError(f"video patches must be [N, {', '.join(map(str, expected))}], got "
+                             f"{tuple(video_NFHWC.shape)}")
+        n = video_NFHWC.shape[0]
+        grid = PATCH_PX // _SUB_PX
+        pixels = video_NFHWC.to(self.stage1.weight.dtype) / 127.5 - 1.0
+        x = pixels.reshape(n, FRAMES_PER_PATCH, grid, _SUB_PX, grid, _SUB_PX, 3)
+        x_NGGP = x.permute(0, 2, 4, 1, 3, 5, 6).reshape(n, grid, grid, -1)
+        x = F.gelu(self.norm1(self.stage1(x_NGGP)))
+        x = F.gelu(self.norm2(self.stage2(self._merge(x))))
+        return self.stage3(self._merge(x).reshape(n, -1))
+
+
+class InputEmbedding(nn.Module):
+    """Batch dict (``trainer_spec``) -> residual stream ``x_BLD``.
+
+    Each modality is embedded and scattered to the positions whose kind holds it; every position
+    also gets its kind embedding. PAD positions get the PAD kind row only.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        kind = kind_enum()
+        if len(kind) != _N_KINDS:
+            raise ValueError(f"Kind has {len(kind)} members, this embedding was built for {_N_KINDS}")
+        self.kinds = {k.name: int(k) for k in kind}
+        self.kind = nn.Embedding(_N_KINDS, cfg.dim)
+        self.text = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.dmel = DmelEmbedding(cfg.dim)
+        self.video = HMLPStem(cfg.dim)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``batch`` with kind_BL, text_BL, dmel_BLM, video_NFHWC, video_BL -> [B, L, D]."""
+        k = self.kinds
+        kind_BL = batch["kind_BL"]
+        if kind_BL.dim() != 2:
+            raise ValueError(f"kind_BL must be [B, L], got shape {tuple(kind_BL.shape)}")
+        x_BLD = self.kind(kind_BL)
+        zero = x_BLD.new_zeros(())
+        is_text_BL1 = ((kind_BL == k["USER_TEXT"]) | (kind_BL == k["MODEL_TEXT"])).unsqueeze(-1)
+        x_BLD = x_BLD + torch.where(is_text_BL1, self.text(batch["text_BL"]), zero)
+        is_audio_BL1 = ((kind_BL == k["USER_AUDIO"]) | (kind_BL == k["MODEL_AUDIO"])).unsqueeze(-1)
+        x_BLD = x_BLD + torch.where(is_audio_BL1, self.dmel(batch["dmel_BLM"]), zero)
+        video_NFHWC = batch["video_NFHWC"]
+        is_video_BL = kind_BL == k["VIDEO"]
+        if video_NFHWC.shape[0] > 0:
+            patches_ND = self.video(video_NFHWC)
+            index_BL = batch["video_BL"].clamp(min=0)
+            x_BLD = x_BLD + torch.where(is_video_BL.unsqueeze(-1), patches_ND[index_BL], zero)
+        elif bool(is_video_BL.any()):
+            raise ValueError("the batch has VIDEO positions but video_NFHWC holds no patches")
+        return x_BLD

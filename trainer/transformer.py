@@ -1,0 +1,268 @@
+"""Decoder blocks of the interaction model: RMSNorm, rotary grouped-query attention over packed
+segments, and a SwiGLU feed-forward that is dense or a DeepSpeed Mixture-of-Experts.
+
+Positions. A rotary position is ``time * chunk_stride + rank``, where ``time`` is the chunk
+index of the position (``time_BL``) and ``rank`` its offset inside the run of positions of that
+chunk (0 at the chunk's CHUNK_MARK). Why one integer and not the sequence index: the number of
+text tokens and video patches per chunk varies, so with sequence indices the distance between
+two chunks would depend on how much was said in between; here chunk k always starts at
+``k * chunk_stride``, so the same time lag is the same rotation everywhere (a user frame and the
+model's reply 600 ms later are 3 strides apart whatever the text). Within a chunk the rank keeps
+the interleaved order, and since ``rank < chunk_stride`` (checked) the positions increase
+strictly along a segment, so causal order and time order agree. A two-part rotary (time on half
+of the frequencies, rank on the other, as in M-RoPE) would do the same with smaller numbers but
+halve the frequency resolution of each part; one integer keeps standard RoPE. Angles are
+computed in float64 because positions reach millions (ulp of float32 at 2e6 is 0.25 rad).
+
+Attention. ``scaled_dot_product_attention`` with a boolean mask: a query attends to keys of its
+own segment (packed samples never see each other) at or before it. PAD queries (segment 0)
+attend to themselves only, which keeps their rows finite (an all-masked row is NaN) and never
+reaches a real position. Grouped-query heads are expanded before the call: the memory-efficient
+CUDA kernel takes a mask but not ``enable_gqa``, which would fall back to the math kernel.
+
+MoE. ``deepspeed.moe.layer.MoE`` with a SwiGLU expert; it returns (output, l_aux, exp_counts).
+The router z-loss (ST-MoE, Zoph et al. 2022: mean over tokens of logsumexp(logits)^2) needs the
+router logits, which DeepSpeed does not return. Its gate computes them as
+``F.linear(input.float(), wg.weight.float())`` without calling ``wg`` (DeepSpeed 0.19), so a
+forward hook on ``gate.wg`` never fires; the hook sits on the gate module instead, takes the
+gate's input and recomputes the same logits (T x D x E multiply-adds, about E / (6 F) of the
+experts' cost). The gate's output also names the routes dropped at capacity.
+
+Legend: B batch rows, L positions, D model width, H query heads, G key/value heads, K head
+width, T routed tokens (B L), E experts, Q = top-k routes per token.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from microturn.trainer.config import ModelConfig
+
+
+def rotary_positions(time_BL: torch.Tensor, segment_BL: torch.Tensor, *, chunk_stride: int,
+                     max_time: int | None = None) -> torch.Tensor:
+    """int64 [B, L] rotary positions ``time * chunk_stride + rank within the chunk``.
+
+    A chunk's run starts wherever time or segment changes from the previous position. Raises
+    :class:`ValueError` when a chunk of a real segment holds ``chunk_stride`` positions or more,
+    or a time is negative or >= ``max_time`` (one host sync for both checks). PAD positions
+    (segment 0) are not checked: their positions are never attended.
+    """
+    b, length = time_BL.shape
+    index_BL = torch.arange(length, device=time_BL.device).expand(b, length)
+    starts_BL = torch.ones_like(time_BL, dtype=torch.bool)
+    starts_BL[:, 1:] = (time_BL[:, 1:] != time_BL[:, :-1]) | (segment_BL[:, 1:] != segment_BL[:, :-1])
+    first_BL = torch.where(starts_BL, index_BL, torch.zeros_like(index_BL)).cummax(dim=1).values
+    rank_BL = index_BL - first_BL
+    if length:
+        real_BL = segment_BL > 0
+        top_rank, top_time, low_time = torch.stack(
+            [rank_BL.masked_fill(~real_BL, 0).max(), time_BL.max(), time_BL.min()]).tolist()
+        if top_rank >= chunk_stride:
+            raise ValueError(f"a chunk holds {top_rank + 1} positions but chunk_stride is "
+                             f"{chunk_stride}: raise ModelConfig.chunk_stride or cap the text "
+                             "tokens per chunk in the loader")
+        if low_time < 0 or (max_time is not None and top_time >= max_time):
+            raise ValueError(f"time_BL spans [{low_time}, {top_time}], outside [0, max_time="
+                             f"{max_time}): raise ModelConfig.max_time or cut the window")
+    return time_BL * chunk_stride + rank_BL
+
+
+def rotary_tables(positions_BL: torch.Tensor, *, head_dim: int,
+                  base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 cos and sin [B, 1, L, K / 2] of the angles ``position * base^(-2 i / K)``
+    (angles in float64, see the module notes)."""
+    exponent = torch.arange(0, head_dim, 2, device=positions_BL.device, dtype=torch.float64) / head_dim
+    inv_freq = base ** -exponent
+    angles_BLk = positions_BL.to(torch.float64).unsqueeze(-1) * inv_freq
+    return (angles_BLk.cos().to(torch.float32).unsqueeze(1),
+            angles_BLk.sin().to(torch.float32).unsqueeze(1))
+
+
+def apply_rotary(x_BHLK: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs (i, i + K / 2) of every head by the position's angles; computed in
+    float32 (bf16 cos/sin would carry 3 significant digits) and returned in x's dtype."""
+    x1, x2 = x_BHLK.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos_B1Lk - x2 * sin_B1Lk, x1 * sin_B1Lk + x2 * cos_B1Lk], dim=-1)
+    return out.to(x_BHLK.dtype)
+
+
+def attention_mask(segment_BL: torch.Tensor) -> torch.Tensor:
+    """bool [B, 1, L, L]: True where query i may attend key j (same segment > 0 and j <= i;
+    a PAD query, segment 0, attends to itself only)."""
+    length = segment_BL.shape[1]
+    causal_LL = torch.ones(length, length, dtype=torch.bool, device=segment_BL.device).tril()
+    same_BLL = segment_BL.unsqueeze(2) == segment_BL.unsqueeze(1)
+    real_BL1 = (segment_BL > 0).unsqueeze(2)
+    eye_LL = torch.eye(length, dtype=torch.bool, device=segment_BL.device)
+    return ((same_BLL & real_BL1 & causal_LL) | eye_LL).unsqueeze(1)
+
+
+class Attention(nn.Module):
+    """Rotary grouped-query self-attention (no biases)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x_BLD: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor,
+                mask_B1LL: torch.Tensor) -> torch.Tensor:
+        b, length, _ = x_BLD.shape
+        q_BHLK = self.wq(x_BLD).view(b, length, self.heads, self.head_dim).transpose(1, 2)
+        k_BGLK = self.wk(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v_BGLK = self.wv(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q_BHLK = apply_rotary(q_BHLK, cos_B1Lk, sin_B1Lk)
+        k_BGLK = apply_rotary(k_BGLK, cos_B1Lk, sin_B1Lk)
+        group = self.heads // self.kv_heads
+        if group > 1:
+            k_BGLK = k_BGLK.repeat_interleave(group, dim=1)
+            v_BGLK = v_BGLK.repeat_interleave(group, dim=1)
+        out_BHLK = F.scaled_dot_product_attention(q_BHLK, k_BGLK, v_BGLK, attn_mask=mask_B1LL)
+        return self.wo(out_BHLK.transpose(1, 2).reshape(b, length, -1))
+
+
+class SwiGLU(nn.Module):
+    """``w2(silu(w1 x) * w3 x)`` (Shazeer 2020), no biases; also the expert of the MoE layers.
+    Works on any leading shape (DeepSpeed hands an expert [ep, 1, capacity, D])."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoEOutput:
+    """Result of :class:`MoEFeedForward`.
+
+    Attributes:
+        y_BLD: the layer's output.
+        aux_loss: DeepSpeed's load-balancing loss (in the autograd graph).
+        z_loss: router z-loss over real tokens (in the autograd graph).
+        stats: routing statistics of this pass, detached tensors (``.item()`` / ``.tolist()``
+            them when logging, which syncs):
+
+            - ``layer`` (int): block index;
+            - ``load`` [E]: share of the routes that chose each expert before the capacity cut
+              (sums to 1; 1 / E is balanced); counts every routed token, PAD included
+              (DeepSpeed routes all B L tokens);
+            - ``drop_fraction``: share of the T top_k routes dropped at the expert capacity;
+            - ``router_entropy``: mean entropy (nats) of softmax(router logits) over real tokens
+              (ln E is a uniform router);
+            - ``capacity``: tokens per expert in this pass;
+            - ``aux_loss``, ``z_loss``: detached copies of the two losses.
+    """
+
+    y_BLD: torch.Tensor
+    aux_loss: torch.Tensor
+    z_loss: torch.Tensor
+    stats: dict[str, torch.Tensor | int]
+
+
+class MoEFeedForward(nn.Module):
+    """DeepSpeed MoE of SwiGLU experts with router z-loss and routing statistics.
+
+    ``ep_size`` experts-parallel ranks each hold ``n_experts / ep_size`` experts; with
+    ``ep_size > 1`` the DeepSpeed engine must create the process groups
+    (``deepspeed.initialize`` calls ``set_deepspeed_parallelism`` on every MoE module), and
+    every rank of a group must route the same number of tokens per step (the all-to-all
+    exchanges equal-sized capacity buffers), i.e. batches padded to one length.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, ep_size: int = 1, layer: int = 0) -> None:
+        super().__init__()
+        from deepspeed.moe.layer import MoE  # heavy import, only for models with MoE blocks
+
+        if ep_size < 1 or cfg.n_experts % ep_size:
+            raise ValueError(f"n_experts ({cfg.n_experts}) must be a multiple of ep_size ({ep_size})")
+        self.layer, self.top_k, self.n_experts = layer, cfg.top_k, cfg.n_experts
+        self.moe = MoE(hidden_size=cfg.dim, expert=SwiGLU(cfg.dim, cfg.expert_hidden),
+                       num_experts=cfg.n_experts, ep_size=ep_size, k=cfg.top_k,
+                       capacity_factor=cfg.capacity_factor,
+                       eval_capacity_factor=cfg.eval_capacity_factor,
+                       min_capacity=cfg.min_capacity, use_residual=False, drop_tokens=True,
+                       top2_2nd_expert_sampling=cfg.second_expert_sampling)
+        self._seen: tuple[torch.Tensor, tuple] | None = None
+        self.gate.register_forward_hook(self._capture)
+
+    @property
+    def gate(self) -> nn.Module:
+        """DeepSpeed's router (``TopKGate``; its linear is ``gate.wg``). A property, not an
+        attribute, so that the router is not registered twice in the state dict."""
+        return self.moe.deepspeed_moe.gate
+
+    def _capture(self, module: nn.Module, args: tuple, output: tuple) -> None:
+        self._seen = (args[0], output)
+
+    @staticmethod
+    def _kept_routes(gate_output: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept routes, capacity) from the gate's output, in either of DeepSpeed's layouts."""
+        if len(gate_output) == 7:  # sparse routes: (l_aux, C, E, indices_QT, ..., exp_counts)
+            return (gate_output[3] >= 0).sum(), torch.as_tensor(gate_output[1])
+        if len(gate_output) == 4:  # dense: (l_aux, combine_TEC, dispatch_TEC, exp_counts)
+            dispatch = gate_output[2]
+            return dispatch.sum(), torch.tensor(dispatch.shape[-1])
+        warnings.warn(f"unknown DeepSpeed gate output ({len(gate_output)} items): drop fraction "
+                      "and capacity are reported as NaN / -1")
+        return torch.tensor(float("nan")), torch.tensor(-1)
+
+    def forward(self, x_BLD: torch.Tensor, real_BL: torch.Tensor) -> MoEOutput:
+        """Route the B L tokens of ``x_BLD``; ``real_BL`` (bool) marks non-PAD positions, over
+        which the z-loss and the router entropy are averaged."""
+        self._seen = None
+        y_BLD, aux_loss, counts_E = self.moe(x_BLD)
+        if self._seen is None:
+            raise RuntimeError("the DeepSpeed gate hook did not fire; the MoE layer's layout changed")
+        tokens_TD, gate_output = self._seen
+        self._seen = None
+        logits_TE = F.linear(tokens_TD.float(), self.gate.wg.weight.float())
+        real_T = real_BL.reshape(-1).to(logits_TE.dtype)
+        n_real = real_T.sum().clamp(min=1.0)
+        z_loss = (torch.logsumexp(logits_TE, dim=-1).square() * real_T).sum() / n_real
+        with torch.no_grad():
+            logp_TE = logits_TE.log_softmax(dim=-1)
+            entropy = (-(logp_TE.exp() * logp_TE).sum(-1) * real_T).sum() / n_real
+            kept, capacity = self._kept_routes(gate_output)
+            drop = 1.0 - kept.float() / float(tokens_TD.shape[0] * self.top_k)
+            counts_E = counts_E.float()
+            load_E = counts_E / counts_E.sum().clamp(min=1.0)
+        stats = {"layer": self.layer, "load": load_E, "drop_fraction": drop,
+                 "router_entropy": entropy, "capacity": capacity,
+                 "aux_loss": aux_loss.detach(), "z_loss": z_loss.detach()}
+        return MoEOutput(y_BLD=y_BLD, aux_loss=aux_loss, z_loss=z_loss, stats=stats)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block: ``x + attn(norm(x))`` then ``x + ffn(norm(x))``."""
+
+    def __init__(self, cfg: ModelConfig, *, moe: bool, ep_size: int = 1, layer: int = 0) -> None:
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.is_moe = moe
+        self.ffn = (MoEFeedForward(cfg, ep_size=ep_size, layer=layer) if moe
+                    else SwiGLU(cfg.dim, cfg.ffn_dim))
+
+    def forward(self, x_BLD: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor,
+                mask_B1LL: torch.Tensor, real_BL: torch.Tensor) -> tuple[torch.Tensor, MoEOutput | None]:
+        """Returns the new residual stream and, for an MoE block, its :class:`MoEOutput` (whose
+        ``y_BLD`` is already added)."""
+        x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), cos_B1Lk, sin_B1Lk, mask_B1LL)
+        if not self.is_moe:
+            return x_BLD + self.ffn(self.ffn_norm(x_BLD)), None
+        out = self.ffn(self.ffn_norm(x_BLD), real_BL)
+        return x_BLD + out.y_BLD, out
