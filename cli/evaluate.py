@@ -1,6 +1,7 @@
 """``microturn eval``: score an ingest output against references.
 
 - ``eval diarization --reference RTTM_OR_DIR --hypothesis OUT [--collar S]``: DER and JER.
+- ``eval model --checkpoint RUN --shards GLOB``: held-out loss per head of a trained model.
 - ``eval words --reference STM_OR_DIR --hypothesis OUT``: share of words inside their reference
   segment, and the median boundary error where word-level references exist.
 
@@ -80,6 +81,16 @@ def _words(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> int:
+    from microturn.trainer.data import glob_shards
+    from microturn.trainer.evaluate import evaluate, render
+
+    shards = [s for pattern in args.shards for s in glob_shards(pattern)]
+    result = evaluate(args.checkpoint, shards, tag=args.tag, max_batches=args.max_batches)
+    print(render(result, args.checkpoint))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="microturn eval", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -96,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
                         "the median boundary error")
     w.add_argument("--collar-ms", type=int, default=0,
                    help="widen reference segments by this many ms on each side (default 0)")
+    m = sub.add_parser("model", help="held-out loss per head of a trained run")
+    m.add_argument("--checkpoint", required=True, metavar="RUN", help="the --output directory of `microturn train`")
+    m.add_argument("--shards", required=True, action="append", help="held-out shard glob or URL; repeatable")
+    m.add_argument("--tag", help="checkpoint tag (default: the latest)")
+    m.add_argument("--max-batches", type=int, help="stop after this many batches")
     args = p.parse_args(argv)
     try:
+        if args.what == "model":
+            return _model(args)
         return _diarization(args) if args.what == "diarization" else _words(args)
     except ValueError as exc:
         print(f"microturn eval: error: {exc}", file=sys.stderr)

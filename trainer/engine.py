@@ -59,7 +59,9 @@ def ds_config(cfg: TrainConfig, *, world_size: int) -> dict:
             # torch's AdamW: no compiled extension to build, the same update on CPU and GPU.
             "torch_adam": True}},
         "scheduler": {"type": "WarmupCosineLR", "params": {
-            "total_num_steps": cfg.steps, "warmup_num_steps": cfg.warmup_steps, "warmup_type": "linear",
+            "total_num_steps": cfg.steps,
+            # DeepSpeed refuses 0 warmup steps; one step from lr 0 is the nearest it allows.
+            "warmup_num_steps": max(1, cfg.warmup_steps), "warmup_type": "linear",
             "warmup_min_ratio": 0.0, "cos_min_ratio": cfg.min_lr_ratio}},
         "zero_optimization": {"stage": cfg.zero_stage},
         "bf16": {"enabled": cfg.precision == "bf16"},

@@ -29,6 +29,24 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
+def pad_batch(batch: dict, length: int) -> dict:
+    """``batch`` with every per-position tensor padded (PAD, segment 0, no video) to ``length``.
+
+    Expert parallelism needs the same token count on every process (the all-to-all exchanges
+    fixed-capacity buffers computed from it), so those runs use rows of exactly ``max_len``.
+    """
+    L = batch["kind_BL"].shape[1]
+    if L >= length:
+        return batch
+    out = dict(batch)
+    for name, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 2 and name.endswith(("_BL", "_BLM")):
+            fill = -1 if name == "video_BL" else 0
+            pad = value.new_full((value.shape[0], length - L, *value.shape[2:]), fill)
+            out[name] = torch.cat([value, pad], dim=1)
+    return out
+
+
 def _scalar(v) -> float:
     return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
 
@@ -106,7 +124,10 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     while step < t.steps and (stop_after is None or step - start < stop_after):
         began, tokens = time.perf_counter(), 0
         for micro in range(t.grad_accum):
-            batch = _to_device(next(batches), engine.device)
+            batch = next(batches)
+            if t.ep_size > 1:
+                batch = pad_batch(batch, t.max_len)
+            batch = _to_device(batch, engine.device)
             # The flow head's noise comes from a generator seeded by (seed, step, micro-batch, rank),
             # not the global random state, so a resumed run draws the same noise.
             gen = torch.Generator(device=engine.device).manual_seed(

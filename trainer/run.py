@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         records = train(cfg, shards=shards, output=args.output, progress=args.progress)
     except ValueError as exc:
         raise SystemExit(f"microturn train: error: {exc}") from None
-    if records:
+    import os
+
+    if records and int(os.environ.get("RANK", "0")) == 0:
         last = records[-1]
         print(f"train: {len(records)} step(s) to step {last['step']}, loss {last['loss']:.4f}; "
               f"metrics in {args.output}/metrics.jsonl")

@@ -4,11 +4,11 @@ metrics and plots are written, configs and overrides are checked."""
 from __future__ import annotations
 
 import json
-import os
-import warnings
+import math
 
 import pytest
 
+from microturn.trainer.evaluate import evaluate
 from microturn.trainer.loop import train
 from microturn.trainer.plot import plot_run
 from microturn.trainer.train_config import load_named
@@ -39,6 +39,9 @@ def test_tiny_cpu_loss_falls_by_a_third(shards, tmp_path):
     assert any(k.endswith("/load") for k in moe) and any(k.endswith("/router_entropy") for k in moe)
     png = plot_run(str(tmp_path / "run"), str(tmp_path / "curves.png"))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    held_out = evaluate(str(tmp_path / "run"), shards[:2], max_batches=4)
+    assert held_out["step"] == cfg.train.steps and held_out["text_targets"] > 0 and held_out["audio_targets"] > 0
+    assert held_out["text"] < math.log(256)  # better than a uniform guess over the bytes
 
 
 def test_a_killed_run_resumes_to_the_same_losses(shards, tmp_path):

@@ -1,0 +1,53 @@
+"""One process of the expert-parallel check (run by torchrun, or alone for the reference).
+
+Every row of every batch is the same real sample, so each process's loss equals the one-process
+loss over all rows; the capacity factor is high enough that no token is dropped, so routing does
+not depend on how tokens are split over processes. Writes the per-step losses of rank 0 as JSON.
+
+    python ep_worker.py SHARD OUT.json EP_SIZE ROWS_PER_PROCESS STEPS
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+
+def main() -> None:
+    shard, out_path, ep_size, rows, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
+        int(sys.argv[5])
+    import webdataset as wds
+
+    from microturn.schemas.sample import decode_sample
+    from microturn.trainer.batch import build_sequence, collate
+    from microturn.trainer.engine import build_engine, init_distributed
+    from microturn.trainer.model import InteractionModel
+    from microturn.trainer.tokenizer import ByteTokenizer
+    from microturn.trainer.train_config import load_named
+
+    rank, world = init_distributed()
+    cfg = load_named("tiny-cpu", ["model.capacity_factor=16.0", "model.min_capacity=0", "train.grad_clip=0.0",
+                                  "train.zero_stage=2", f"train.ep_size={ep_size}", f"train.micro_batch={rows}",
+                                  "train.warmup_steps=1"])
+    # Every process reads the same sample on purpose (no node split).
+    sample = decode_sample(next(iter(wds.WebDataset(shard, shardshuffle=False, nodesplitter=lambda urls: urls))))
+    seq = build_sequence(sample, ByteTokenizer())
+    batch = collate([seq] * rows, max_len=cfg.train.max_len, pack=False)
+    model = InteractionModel(cfg.model, ep_size=ep_size, seed=0)
+    engine = build_engine(model, cfg.train, world_size=world)
+    losses = []
+    for step in range(steps):
+        gen = torch.Generator().manual_seed(step)  # the same flow noise in every process and run
+        out = engine(batch, generator=gen)
+        engine.backward(out.loss)
+        engine.step()
+        losses.append(float(out.loss.detach()))
+    if rank == 0:
+        with open(out_path, "w") as f:
+            json.dump({"world": world, "losses": losses}, f)
+
+
+if __name__ == "__main__":
+    main()

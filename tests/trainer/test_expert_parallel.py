@@ -1,0 +1,42 @@
+"""Two processes with expert parallelism (ep_size 2, gloo, ZeRO 2) train exactly as one process.
+
+Each process holds 2 of the 4 experts of every MoE layer and exchanges tokens all-to-all; the
+per-step losses must equal those of one process holding all experts (see ep_worker.py for why
+the two runs see the same data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from trainer_shards import train_shards
+
+WORKER = os.path.join(os.path.dirname(__file__), "ep_worker.py")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_two_processes_with_ep_size_2_give_the_losses_of_one(tmp_path):
+    shard = train_shards()[0]
+    steps = "4"
+    _run([sys.executable, WORKER, shard, str(tmp_path / "one.json"), "1", "2", steps])
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()),
+          WORKER, shard, str(tmp_path / "two.json"), "2", "2", steps])
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert one["world"] == 1 and two["world"] == 2
+    assert len(one["losses"]) == 4 and one["losses"] == two["losses"]
+    assert len(set(one["losses"])) > 1  # the steps did update the model
