@@ -38,7 +38,13 @@ def init_distributed() -> tuple[int, int]:
                               MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    # A process group made by other code (a notebook, a test harness) may leave the launcher's
+    # variables unset; DeepSpeed's engine reads them.
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(world))
+    os.environ.setdefault("LOCAL_RANK", "0" if world == 1 else str(rank))
+    return rank, world
 
 
 def ds_config(cfg: TrainConfig, *, world_size: int) -> dict:

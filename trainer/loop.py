@@ -60,9 +60,10 @@ def step_record(step: int, out, *, tokens: int, seconds: float, lr: float, flops
     if peak_tflops > 0:
         rec["mfu"] = rec["tokens_per_s"] * flops_per_token / (peak_tflops * 1e12)
     for i, st in enumerate(out.moe_stats or []):
-        for k, v in st.items():
-            if k == "layer":
-                continue
+        flat = {k: v for k, v in st.items() if k not in ("layer", "by_modality")}
+        for modality, sub in (st.get("by_modality") or {}).items():
+            flat.update({f"{modality}/{k}": v for k, v in sub.items()})
+        for k, v in flat.items():
             if isinstance(v, torch.Tensor):
                 v = v.detach().float().cpu()
                 rec[f"moe/{i}/{k}"] = v.tolist() if v.ndim else float(v)

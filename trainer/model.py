@@ -34,7 +34,7 @@ from microturn.schemas.sample import N_MELS
 from microturn.trainer.config import ModelConfig
 from microturn.trainer.embed import DmelEmbedding, InputEmbedding, kind_enum
 from microturn.trainer.heads import DmelHead, FlowHead, TextHead
-from microturn.trainer.transformer import (Block, MoEFeedForward, attention_mask, rotary_positions,
+from microturn.trainer.transformer import (MODALITIES, Block, MoEFeedForward, attention_mask, rotary_positions,
                                            rotary_tables)
 
 _EXPERT_RE = re.compile(r"deepspeed_experts\.(\d+)\.")
@@ -161,6 +161,13 @@ class InteractionModel(nn.Module):
             raise ValueError(f"ep_rank must be in [0, {ep_size}), got {ep_rank}")
         self.cfg, self.ep_size = cfg, ep_size
         self.kinds = {k.name: int(k) for k in kind_enum()}
+        # Kind -> modality code of transformer.MODALITIES, for the per-modality routing statistics.
+        names = {"PAD": "pad", "USER_TEXT": "text", "MODEL_TEXT": "text", "USER_AUDIO": "audio",
+                 "MODEL_AUDIO": "audio", "VIDEO": "video", "CHUNK_MARK": "marker", "MODEL_MARK": "marker"}
+        table = torch.zeros(max(self.kinds.values()) + 1, dtype=torch.long)
+        for kind, value in self.kinds.items():
+            table[value] = MODALITIES.index(names[kind])
+        self.register_buffer("_modality", table, persistent=False)
         self.embed = InputEmbedding(cfg)
         self.blocks = nn.ModuleList(Block(cfg, moe=cfg.is_moe_layer(i), ep_size=ep_size, layer=i)
                                     for i in range(cfg.layers))
@@ -180,9 +187,10 @@ class InteractionModel(nn.Module):
         cos, sin = rotary_tables(positions_BL, head_dim=cfg.head_dim, base=cfg.rope_base)
         mask_B1LL = attention_mask(segment_BL)
         real_BL = segment_BL > 0
+        modality_BL = self._modality[batch["kind_BL"]]
         moe_outputs = []
         for block in self.blocks:
-            x_BLD, moe_out = block(x_BLD, cos, sin, mask_B1LL, real_BL)
+            x_BLD, moe_out = block(x_BLD, cos, sin, mask_B1LL, real_BL, modality_BL)
             if moe_out is not None:
                 moe_outputs.append(moe_out)
         return self.norm(x_BLD), moe_outputs

@@ -219,9 +219,43 @@ class MoEFeedForward(nn.Module):
                       "and capacity are reported as NaN / -1")
         return torch.tensor(float("nan")), torch.tensor(-1)
 
-    def forward(self, x_BLD: torch.Tensor, real_BL: torch.Tensor) -> MoEOutput:
+    @staticmethod
+    def _kept_per_token(gate_output: tuple, n_tokens: int) -> torch.Tensor | None:
+        """Routes of each token that survived the capacity cut [T], or None for an unknown layout."""
+        if len(gate_output) == 7:
+            indices = torch.as_tensor(gate_output[3])
+            indices_KT = indices if indices.shape[-1] == n_tokens else indices.T
+            return (indices_KT >= 0).sum(0)
+        if len(gate_output) == 4:
+            return gate_output[2].reshape(n_tokens, -1).sum(-1)
+        return None
+
+    def _by_modality(self, logp_TE: torch.Tensor, kept_T: torch.Tensor | None,
+                     modality_T: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """Expert load (top-k choices before the capacity cut), drop fraction and router entropy
+        over the tokens of each modality present in the batch."""
+        out = {}
+        chosen_TK = logp_TE.topk(self.top_k, dim=-1).indices
+        for code, name in enumerate(MODALITIES):
+            if code == 0:
+                continue
+            sel_T = modality_T == code
+            n = int(sel_T.sum())
+            if not n:
+                continue
+            counts_E = torch.bincount(chosen_TK[sel_T].reshape(-1), minlength=self.n_experts).float()
+            entry = {"tokens": torch.tensor(n), "load": counts_E / counts_E.sum(),
+                     "router_entropy": -(logp_TE[sel_T].exp() * logp_TE[sel_T]).sum(-1).mean()}
+            if kept_T is not None:
+                entry["drop_fraction"] = 1.0 - kept_T[sel_T].float().sum() / float(n * self.top_k)
+            out[name] = entry
+        return out
+
+    def forward(self, x_BLD: torch.Tensor, real_BL: torch.Tensor,
+                modality_BL: torch.Tensor | None = None) -> MoEOutput:
         """Route the B L tokens of ``x_BLD``; ``real_BL`` (bool) marks non-PAD positions, over
-        which the z-loss and the router entropy are averaged."""
+        which the z-loss and the router entropy are averaged. ``modality_BL`` (int codes of
+        :data:`MODALITIES`, 0 for PAD) adds the statistics per modality under ``by_modality``."""
         self._seen = None
         y_BLD, aux_loss, counts_E = self.moe(x_BLD)
         if self._seen is None:
@@ -239,10 +273,16 @@ class MoEFeedForward(nn.Module):
             drop = 1.0 - kept.float() / float(tokens_TD.shape[0] * self.top_k)
             counts_E = counts_E.float()
             load_E = counts_E / counts_E.sum().clamp(min=1.0)
+            by_modality = {} if modality_BL is None else self._by_modality(
+                logp_TE, self._kept_per_token(gate_output, tokens_TD.shape[0]), modality_BL.reshape(-1))
         stats = {"layer": self.layer, "load": load_E, "drop_fraction": drop,
                  "router_entropy": entropy, "capacity": capacity,
-                 "aux_loss": aux_loss.detach(), "z_loss": z_loss.detach()}
+                 "aux_loss": aux_loss.detach(), "z_loss": z_loss.detach(), "by_modality": by_modality}
         return MoEOutput(y_BLD=y_BLD, aux_loss=aux_loss, z_loss=z_loss, stats=stats)
+
+
+# Modality codes of the per-modality routing statistics (0 is PAD).
+MODALITIES = ("pad", "text", "audio", "video", "marker")
 
 
 class Block(nn.Module):
@@ -258,11 +298,12 @@ class Block(nn.Module):
                     else SwiGLU(cfg.dim, cfg.ffn_dim))
 
     def forward(self, x_BLD: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor,
-                mask_B1LL: torch.Tensor, real_BL: torch.Tensor) -> tuple[torch.Tensor, MoEOutput | None]:
+                mask_B1LL: torch.Tensor, real_BL: torch.Tensor,
+                modality_BL: torch.Tensor | None = None) -> tuple[torch.Tensor, MoEOutput | None]:
         """Returns the new residual stream and, for an MoE block, its :class:`MoEOutput` (whose
         ``y_BLD`` is already added)."""
         x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), cos_B1Lk, sin_B1Lk, mask_B1LL)
         if not self.is_moe:
             return x_BLD + self.ffn(self.ffn_norm(x_BLD)), None
-        out = self.ffn(self.ffn_norm(x_BLD), real_BL)
+        out = self.ffn(self.ffn_norm(x_BLD), real_BL, modality_BL)
         return x_BLD + out.y_BLD, out

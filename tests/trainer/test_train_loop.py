@@ -37,6 +37,10 @@ def test_tiny_cpu_loss_falls_by_a_third(shards, tmp_path):
     assert {"loss/text", "loss/dmel", "loss/flow", "loss/aux", "loss/z", "tokens_per_s"} <= set(rows[-1])
     moe = [k for k in rows[-1] if k.startswith("moe/")]
     assert any(k.endswith("/load") for k in moe) and any(k.endswith("/router_entropy") for k in moe)
+    for modality in ("text", "audio"):  # per layer and modality: load, drops, entropy
+        layer = next(k.split("/")[1] for k in moe)
+        assert {f"moe/{layer}/{modality}/{s}" for s in ("load", "drop_fraction", "router_entropy")} <= set(moe)
+        assert abs(sum(rows[-1][f"moe/{layer}/{modality}/load"]) - 1) < 1e-5
     png = plot_run(str(tmp_path / "run"), str(tmp_path / "curves.png"))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     held_out = evaluate(str(tmp_path / "run"), shards[:2], max_batches=4)
