@@ -14,6 +14,7 @@ bench: setup
 	.venv/bin/python bench/ingest.py
 	.venv/bin/python bench/synth.py
 	.venv/bin/python bench/shard.py
+	.venv/bin/python bench/train.py
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -69,3 +69,11 @@ def test_named_configs_and_overrides():
         load_named("tiny-cpu", ["lr=1"])
     with pytest.raises(ValueError, match="zero_stage"):
         load_named("tiny-cpu", ["train.zero_stage=3"])
+
+
+def test_zero_stage_0_with_gradient_accumulation(shards, tmp_path):
+    cfg = load_named("tiny-cpu", ["train.steps=3", "train.zero_stage=0", "train.grad_accum=2"])
+    records = train(cfg, shards=shards, output=str(tmp_path / "run"), progress=False)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert records[0]["tokens"] > 0
