@@ -59,7 +59,8 @@ def step_record(step: int, out, *, tokens: int, seconds: float, lr: float, flops
            "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9), "step_s": seconds}
     if peak_tflops > 0:
         rec["mfu"] = rec["tokens_per_s"] * flops_per_token / (peak_tflops * 1e12)
-    for i, st in enumerate(out.moe_stats or []):
+    for n, st in enumerate(out.moe_stats or []):
+        i = int(st.get("layer", n))  # the block's depth, so the keys name the real layer
         flat = {k: v for k, v in st.items() if k not in ("layer", "by_modality")}
         for modality, sub in (st.get("by_modality") or {}).items():
             flat.update({f"{modality}/{k}": v for k, v in sub.items()})

@@ -39,12 +39,12 @@ def plot_run(run_dir: str, out_png: str) -> str:
     ax_loss.legend(fontsize=7)
     ax_tok.plot(steps, [r["tokens_per_s"] for r in rows])
     ax_tok.set(xlabel="step", ylabel="tokens / s", title="throughput")
-    layers = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("moe/")}, key=int)
+    layers = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("moe/")}, key=int)  # block depths
     for layer in layers:
         load = [max(r.get(f"moe/{layer}/load") or [float("nan")]) for r in rows]
-        ax_moe.plot(steps, load, label=f"layer {layer} max load")
+        ax_moe.plot(steps, load, label=f"block {layer} max load")
         drops = [r.get(f"moe/{layer}/drop_fraction", float("nan")) for r in rows]
-        ax_moe.plot(steps, drops, linestyle="--", label=f"layer {layer} dropped")
+        ax_moe.plot(steps, drops, linestyle="--", label=f"block {layer} dropped")
     ax_moe.set(xlabel="step", ylabel="share of tokens", title="MoE: busiest expert, drops")
     if layers:
         ax_moe.legend(fontsize=7)
