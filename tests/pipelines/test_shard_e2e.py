@@ -21,7 +21,6 @@ from microturn.schemas import split_of
 from microturn.schemas.sample import CHUNK_MS, Label, decode_sample
 from shard_corpus import real_call, two_streams, write_records
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def shard(inputs, out, *extra):

@@ -7,7 +7,6 @@ import os
 import subprocess
 
 import numpy as np
-import pytest
 import webdataset as wds
 
 from microturn.pipelines import media
@@ -17,7 +16,6 @@ from microturn.schemas.sample import decode_sample
 from microturn.schemas.video import patch_grid
 from shard_corpus import two_streams, write_records
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _normalised_video(tmp, seconds: float) -> str:
