@@ -1,11 +1,15 @@
 """Triton kernels with their PyTorch references (see DESIGN.md): the MoE decode path.
 
 - ``moe_gemv``: gather-GEMV routed SwiGLU MoE for small batches (decode), batch invariant.
+- ``moe_grouped``: expert-grouped routed SwiGLU MoE for larger batches, deterministic.
+- ``moe_decode``: picks ``moe_gemv`` for T <= ``DEFAULT_THRESHOLD`` (or ``threshold``), else ``moe_grouped``.
 - ``moe_reference``: the plain PyTorch ground truth with the same signature.
 - ``check_moe_inputs``: the input contract both enforce.
 """
 
+from microturn.kernels.dispatch import DEFAULT_THRESHOLD, moe_decode
 from microturn.kernels.moe_gemv import moe_gemv
+from microturn.kernels.moe_grouped import moe_grouped
 from microturn.kernels.reference import check_moe_inputs, moe_reference
 
-__all__ = ["check_moe_inputs", "moe_gemv", "moe_reference"]
+__all__ = ["DEFAULT_THRESHOLD", "check_moe_inputs", "moe_decode", "moe_gemv", "moe_grouped", "moe_reference"]

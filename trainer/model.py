@@ -177,6 +177,14 @@ class InteractionModel(nn.Module):
         self.flow_head = FlowHead(cfg)
         init_parameters(self, cfg=cfg, seed=seed, ep_rank=ep_rank)
 
+    def set_moe_kernel(self, name: str) -> None:
+        """The seam of the decode path: run every MoE layer in eval mode through a kernel of
+        :mod:`microturn.kernels` (``"gemv"``, ``"grouped"``, ``"auto"``) or DeepSpeed's layer
+        (``"deepspeed"``, the default). Training always uses DeepSpeed's layer."""
+        for block in self.blocks:
+            if block.is_moe:
+                block.ffn.set_kernel(name)
+
     def hidden(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
         """Final normed hidden states [B, L, D] and the MoE outputs of the blocks."""
         cfg = self.cfg

@@ -251,11 +251,61 @@ class MoEFeedForward(nn.Module):
             out[name] = entry
         return out
 
+    # The seam for decoding: "deepspeed" (default, the training path: capacity, all-to-all) or a
+    # kernel of microturn.kernels that gathers the routed experts' weights per token ("gemv",
+    # "grouped", or "auto" for the dispatcher). Kernels serve eval mode only, with every expert
+    # local (ep_size 1); training always takes DeepSpeed's path.
+    KERNELS = ("deepspeed", "gemv", "grouped", "auto")
+    kernel: str = "deepspeed"
+
+    def set_kernel(self, name: str) -> None:
+        """Choose the eval-mode path (see :attr:`KERNELS`)."""
+        if name not in self.KERNELS:
+            raise ValueError(f"unknown MoE kernel {name!r}; choose one of {self.KERNELS}")
+        if name != "deepspeed" and self.moe.ep_size != 1:
+            raise ValueError("MoE kernels need every expert in this process (ep_size 1)")
+        self.kernel = name
+
+    def route(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(expert ids [T, K], routing weights [T, K]) as DeepSpeed's gate chooses them before its
+        capacity cut: softmax over the router logits in fp32, top-k, and for k > 1 the weights
+        renormalised over the chosen experts (DeepSpeed's top-2 and top-k gates; top-1 keeps
+        the probability)."""
+        probs_TE = F.linear(x_TD.float(), self.gate.wg.weight.float()).softmax(dim=-1)
+        weights_TK, ids_TK = probs_TE.topk(self.top_k, dim=-1)
+        if self.top_k > 1:
+            weights_TK = weights_TK / weights_TK.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).eps)
+        return ids_TK, weights_TK
+
+    def expert_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The local experts' SwiGLU weights stacked for the kernels: gate and up [E, F, D],
+        down [E, D, F]."""
+        experts = self.moe.deepspeed_moe.experts.deepspeed_experts
+        return (torch.stack([e.w1.weight for e in experts]).contiguous(),
+                torch.stack([e.w3.weight for e in experts]).contiguous(),
+                torch.stack([e.w2.weight for e in experts]).contiguous())
+
+    def _kernel_forward(self, x_BLD: torch.Tensor) -> MoEOutput:
+        from microturn import kernels
+
+        fn = {"gemv": kernels.moe_gemv, "grouped": getattr(kernels, "moe_grouped", None),
+              "auto": getattr(kernels, "moe_decode", None)}[self.kernel]
+        if fn is None:
+            raise ValueError(f"MoE kernel {self.kernel!r} is not available in microturn.kernels")
+        x_TD = x_BLD.reshape(-1, x_BLD.shape[-1])
+        ids_TK, weights_TK = self.route(x_TD)
+        y_TD = fn(x_TD.contiguous(), ids_TK, weights_TK.to(x_TD.dtype), *self.expert_weights())
+        zero = x_BLD.new_zeros(())
+        return MoEOutput(y_BLD=y_TD.reshape(x_BLD.shape), aux_loss=zero, z_loss=zero,
+                         stats={"layer": self.layer, "kernel": self.kernel})
+
     def forward(self, x_BLD: torch.Tensor, real_BL: torch.Tensor,
                 modality_BL: torch.Tensor | None = None) -> MoEOutput:
         """Route the B L tokens of ``x_BLD``; ``real_BL`` (bool) marks non-PAD positions, over
         which the z-loss and the router entropy are averaged. ``modality_BL`` (int codes of
         :data:`MODALITIES`, 0 for PAD) adds the statistics per modality under ``by_modality``."""
+        if self.kernel != "deepspeed" and not self.training:
+            return self._kernel_forward(x_BLD)
         self._seen = None
         y_BLD, aux_loss, counts_E = self.moe(x_BLD)
         if self._seen is None:

@@ -1,0 +1,54 @@
+"""Choose the MoE kernel for a batch: gather-GEMV for small T, expert-grouped for larger T.
+
+Shape legend:
+- T: tokens in the batch
+- K: experts chosen per token (top-k)
+- E: experts in the layer
+- D: model dimension
+- F: hidden dimension of one expert
+"""
+
+from __future__ import annotations
+
+import torch
+
+from microturn.kernels.moe_gemv import moe_gemv
+from microturn.kernels.moe_grouped import moe_grouped
+
+DEFAULT_THRESHOLD = 16
+"""Largest T that ``moe_decode`` sends to ``moe_gemv``; larger batches go to ``moe_grouped``.
+
+This value must be measured on the target GPU with bench/moe_kernel.py (the T at which the two
+kernels' times cross for the model's E, K, D, F). No GPU measurement exists yet, so 16 is a
+reasoned guess: with the default top-k of 2, T = 16 gives 32 routes, and for 8 to 64 experts the
+expected number of distinct experts among 32 uniform routes is 7.9 to 25.3, so gather-GEMV reads
+expert weights about 1.3x (E = 64) to 4x (E = 8) more often than needed, which should outweigh the
+grouped path's extra host-side sort, searchsorted and j-sum launches (a few microseconds each,
+unmeasured). Below that, gather-GEMV also keeps its bitwise batch invariance.
+"""
+
+
+def moe_decode(
+    x_TD: torch.Tensor,
+    topk_ids_TK: torch.Tensor,
+    topk_weights_TK: torch.Tensor,
+    w_gate_EFD: torch.Tensor,
+    w_up_EFD: torch.Tensor,
+    w_down_EDF: torch.Tensor,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+) -> torch.Tensor:
+    """Routed SwiGLU MoE (same contract as ``moe_reference``) by ``moe_gemv`` when T <= ``threshold``,
+    else by ``moe_grouped``.
+
+    Both kernels validate their inputs with ``check_moe_inputs`` and raise the same
+    ``TypeError``/``ValueError``. Raises ``TypeError`` for a non-integer ``threshold`` and
+    ``ValueError`` for a negative one.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise TypeError(f"threshold must be an int (largest T for moe_gemv), got {type(threshold).__name__}")
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0 (0 sends every batch to moe_grouped), got {threshold}")
+    num_tokens = x_TD.shape[0] if isinstance(x_TD, torch.Tensor) and x_TD.dim() >= 1 else 0
+    kernel = moe_gemv if num_tokens <= threshold else moe_grouped
+    return kernel(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)

@@ -1,0 +1,51 @@
+"""The decode seam of the trainer's MoE layer: in eval mode the layer can run through the Triton
+gather-GEMV kernel (here under the interpreter, fp32) and gives the outputs of DeepSpeed's path
+on the same weights; training mode always takes DeepSpeed's path."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before anything imports microturn.kernels' jitted functions
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from microturn.trainer.config import ModelConfig  # noqa: E402
+from microturn.trainer.model import init_parameters  # noqa: E402
+from microturn.trainer.transformer import MoEFeedForward  # noqa: E402
+
+# Eval capacity high enough that DeepSpeed drops no token: the kernel never drops, so the two
+# paths only agree where DeepSpeed keeps every route.
+CFG = dict(dim=32, layers=2, heads=4, kv_heads=2, head_dim=8, ffn_dim=48, n_experts=4, moe_every=1,
+           vocab_size=40, flow_hidden=32, flow_depth=1, min_capacity=1, eval_capacity_factor=16.0)
+
+
+def _layer(top_k: int) -> MoEFeedForward:
+    cfg = ModelConfig(**{**CFG, "top_k": top_k})
+    moe = MoEFeedForward(cfg, layer=1)
+    init_parameters(moe, cfg=cfg, seed=0)
+    return moe.eval()
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+def test_kernel_path_matches_deepspeed_in_eval(top_k):
+    moe = _layer(top_k)
+    x_BLD = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(top_k))
+    real_BL = torch.ones(2, 5, dtype=torch.bool)
+    with torch.no_grad():
+        ref = moe(x_BLD, real_BL).y_BLD
+        moe.set_kernel("gemv")
+        out = moe(x_BLD, real_BL)
+    assert out.stats["kernel"] == "gemv"
+    torch.testing.assert_close(out.y_BLD, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_training_mode_ignores_the_seam_and_bad_names_are_refused():
+    moe = _layer(2)
+    moe.set_kernel("gemv")
+    moe.train()
+    out = moe(torch.randn(1, 4, 32), torch.ones(1, 4, dtype=torch.bool))
+    assert "kernel" not in out.stats and out.aux_loss.requires_grad
+    with pytest.raises(ValueError, match="unknown MoE kernel"):
+        moe.set_kernel("cutlass")
