@@ -15,6 +15,7 @@ bench: setup
 	.venv/bin/python bench/synth.py
 	.venv/bin/python bench/shard.py
 	.venv/bin/python bench/train.py
+	.venv/bin/python bench/moe_kernel.py
 
 clean:
 	rm -rf demo-out .pytest_cache
