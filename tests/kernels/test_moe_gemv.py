@@ -20,47 +20,19 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from moe_cases import NUM_EXPERTS, make_case, rel_error  # noqa: E402
+
 from microturn.kernels import moe_gemv, moe_reference  # noqa: E402
 
-NUM_EXPERTS = 4
 # fp32 with a different summation order than the reference: measured about 3e-7 relative error.
 FP32_REL_TOL = 1e-5
 SHAPES_DF = [(37, 53), (64, 96)]  # prime D and F (ragged tiles), and a tile-friendlier pair
 
 
-def _make_case(num_tokens, model_dim, hidden, top_k, seed, ids_TK=None):
-    """Random fp32 MoE inputs; ``ids_TK`` (numpy) overrides the random distinct routing."""
-    rng = np.random.default_rng(seed)
-    x_TD = rng.standard_normal((num_tokens, model_dim))
-    w_gate_EFD = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
-    w_up_EFD = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
-    w_down_EDF = rng.standard_normal((NUM_EXPERTS, model_dim, hidden)) / np.sqrt(hidden)
-    if ids_TK is None:
-        ids_TK = np.argsort(rng.random((num_tokens, NUM_EXPERTS)), axis=1)[:, :top_k]
-    weights_TK = rng.random((num_tokens, ids_TK.shape[1])) + 0.1
-    weights_TK /= weights_TK.sum(axis=1, keepdims=True)
-
-    def f32(a):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-    return (
-        f32(x_TD),
-        torch.from_numpy(np.ascontiguousarray(ids_TK, dtype=np.int64)),
-        f32(weights_TK),
-        f32(w_gate_EFD),
-        f32(w_up_EFD),
-        f32(w_down_EDF),
-    )
-
-
-def _rel_error(y_TD, ref_TD):
-    return float((y_TD - ref_TD).norm() / ref_TD.norm())
-
-
 @functools.lru_cache(maxsize=None)
 def _batch_64():
     """The T=64, D=37, F=53, K=2 case and its kernel output, shared by two tests."""
-    case = _make_case(64, 37, 53, 2, seed=64)
+    case = make_case(64, 37, 53, 2, seed=64)
     return case, moe_gemv(*case)
 
 
@@ -70,36 +42,36 @@ def test_matches_reference_over_batch_sizes(num_tokens, model_dim, hidden):
     if (num_tokens, model_dim, hidden) == (64, 37, 53):
         case, y_TD = _batch_64()
     else:
-        case = _make_case(num_tokens, model_dim, hidden, 2, seed=num_tokens + model_dim)
+        case = make_case(num_tokens, model_dim, hidden, 2, seed=num_tokens + model_dim)
         y_TD = moe_gemv(*case)
     assert y_TD.shape == (num_tokens, model_dim) and y_TD.dtype == torch.float32
-    assert _rel_error(y_TD, moe_reference(*case)) <= FP32_REL_TOL
+    assert rel_error(y_TD, moe_reference(*case)) <= FP32_REL_TOL
 
 
 @pytest.mark.parametrize("model_dim, hidden", SHAPES_DF)
 @pytest.mark.parametrize("top_k", [1, NUM_EXPERTS])
 def test_matches_reference_over_top_k(top_k, model_dim, hidden):
-    case = _make_case(7, model_dim, hidden, top_k, seed=10 * top_k + model_dim)
-    assert _rel_error(moe_gemv(*case), moe_reference(*case)) <= FP32_REL_TOL
+    case = make_case(7, model_dim, hidden, top_k, seed=10 * top_k + model_dim)
+    assert rel_error(moe_gemv(*case), moe_reference(*case)) <= FP32_REL_TOL
 
 
 def test_all_tokens_routed_to_one_expert():
     ids_TK = np.full((7, 1), 2)
-    case = _make_case(7, 37, 53, 1, seed=3, ids_TK=ids_TK)
-    assert _rel_error(moe_gemv(*case), moe_reference(*case)) <= FP32_REL_TOL
+    case = make_case(7, 37, 53, 1, seed=3, ids_TK=ids_TK)
+    assert rel_error(moe_gemv(*case), moe_reference(*case)) <= FP32_REL_TOL
 
 
 def test_unused_experts_and_int32_ids():
     # Experts 1 and 3 receive no token; ids in int32 exercise the other accepted id dtype.
     ids_TK = np.array([[0, 2], [2, 0], [0, 2], [2, 0], [0, 2]])
-    x_TD, ids64_TK, *rest = _make_case(5, 37, 53, 2, seed=4, ids_TK=ids_TK)
+    x_TD, ids64_TK, *rest = make_case(5, 37, 53, 2, seed=4, ids_TK=ids_TK)
     ids32_TK = ids64_TK.to(torch.int32)
     y_TD = moe_gemv(x_TD, ids32_TK, *rest)
-    assert _rel_error(y_TD, moe_reference(x_TD, ids64_TK, *rest)) <= FP32_REL_TOL
+    assert rel_error(y_TD, moe_reference(x_TD, ids64_TK, *rest)) <= FP32_REL_TOL
 
 
 def test_empty_batch_returns_empty_output():
-    x_TD, ids_TK, weights_TK, *experts = _make_case(1, 37, 53, 2, seed=5)
+    x_TD, ids_TK, weights_TK, *experts = make_case(1, 37, 53, 2, seed=5)
     y_TD = moe_gemv(x_TD[:0], ids_TK[:0], weights_TK[:0], *experts)
     assert y_TD.shape == (0, 37)
 
@@ -115,7 +87,7 @@ def test_each_token_alone_equals_its_row_in_the_batch():
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), num_tokens=st.integers(2, 6))
 def test_batch_permutation_permutes_rows_bitwise(seed, num_tokens):
-    x_TD, ids_TK, weights_TK, *experts = _make_case(num_tokens, 37, 53, 2, seed=seed)
+    x_TD, ids_TK, weights_TK, *experts = make_case(num_tokens, 37, 53, 2, seed=seed)
     order_T = torch.from_numpy(np.random.default_rng(seed).permutation(num_tokens))
     y_TD = moe_gemv(x_TD, ids_TK, weights_TK, *experts)
     shuffled_TD = moe_gemv(x_TD[order_T], ids_TK[order_T], weights_TK[order_T], *experts)
@@ -128,7 +100,7 @@ def _replace(case, index, value):
 
 def _bad_inputs():
     """(label, args, expected exception) for invalid calls; each fails before any kernel runs."""
-    case = _make_case(3, 37, 53, 2, seed=6)
+    case = make_case(3, 37, 53, 2, seed=6)
     x_TD, ids_TK, weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF = case
     return [
         ("x not 2-D", _replace(case, 0, x_TD[0]), ValueError),

@@ -17,41 +17,17 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from moe_cases import NUM_EXPERTS, make_case, rel_error  # noqa: E402
+
 from microturn.kernels import DEFAULT_THRESHOLD, dispatch, moe_decode, moe_gemv, moe_grouped, moe_reference  # noqa: E402
 
-NUM_EXPERTS = 4
 # fp32 with a different summation order than the reference: measured about 2.6e-7 relative error.
 FP32_REL_TOL = 1e-5
 MODEL_DIM, HIDDEN = 37, 53  # primes: every tile is ragged
 
 
 def _make_case(num_tokens, top_k, seed, ids_TK=None, model_dim=MODEL_DIM, hidden=HIDDEN):
-    """Random fp32 MoE inputs; ``ids_TK`` (numpy) overrides the random distinct routing."""
-    rng = np.random.default_rng(seed)
-    x_TD = rng.standard_normal((num_tokens, model_dim))
-    w_gate_EFD = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
-    w_up_EFD = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
-    w_down_EDF = rng.standard_normal((NUM_EXPERTS, model_dim, hidden)) / np.sqrt(hidden)
-    if ids_TK is None:
-        ids_TK = np.argsort(rng.random((num_tokens, NUM_EXPERTS)), axis=1)[:, :top_k]
-    weights_TK = rng.random((num_tokens, ids_TK.shape[1])) + 0.1
-    weights_TK /= weights_TK.sum(axis=1, keepdims=True)
-
-    def f32(a):
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-    return (
-        f32(x_TD),
-        torch.from_numpy(np.ascontiguousarray(ids_TK, dtype=np.int64)),
-        f32(weights_TK),
-        f32(w_gate_EFD),
-        f32(w_up_EFD),
-        f32(w_down_EDF),
-    )
-
-
-def _rel_error(y_TD, ref_TD):
-    return float((y_TD - ref_TD).norm() / ref_TD.norm())
+    return make_case(num_tokens, model_dim, hidden, top_k, seed, ids_TK)
 
 
 @pytest.mark.parametrize("top_k", [1, 2, NUM_EXPERTS])
@@ -60,19 +36,19 @@ def test_matches_reference(num_tokens, top_k):
     case = _make_case(num_tokens, top_k, seed=100 * num_tokens + top_k)
     y_TD = moe_grouped(*case)
     assert y_TD.shape == (num_tokens, MODEL_DIM) and y_TD.dtype == torch.float32
-    assert _rel_error(y_TD, moe_reference(*case)) <= FP32_REL_TOL
+    assert rel_error(y_TD, moe_reference(*case)) <= FP32_REL_TOL
 
 
 def test_multiple_tiles_in_every_dimension():
     # T*K = 80 routes over 4 experts (> BLOCK_T = 32 per expert) and D, F above one 64-wide tile.
     case = _make_case(40, 2, seed=8, model_dim=67, hidden=131)
-    assert _rel_error(moe_grouped(*case), moe_reference(*case)) <= FP32_REL_TOL
+    assert rel_error(moe_grouped(*case), moe_reference(*case)) <= FP32_REL_TOL
 
 
 def test_all_tokens_routed_to_one_expert():
     # 33 routes on expert 2: two route tiles, the second holding one route.
     case = _make_case(33, 1, seed=3, ids_TK=np.full((33, 1), 2))
-    assert _rel_error(moe_grouped(*case), moe_reference(*case)) <= FP32_REL_TOL
+    assert rel_error(moe_grouped(*case), moe_reference(*case)) <= FP32_REL_TOL
 
 
 def test_unused_experts_and_int32_ids():
@@ -80,7 +56,7 @@ def test_unused_experts_and_int32_ids():
     ids_TK = np.array([[0, 2], [2, 0], [0, 2], [2, 0], [0, 2], [2, 0], [0, 2]])
     x_TD, ids64_TK, *rest = _make_case(7, 2, seed=4, ids_TK=ids_TK)
     y_TD = moe_grouped(x_TD, ids64_TK.to(torch.int32), *rest)
-    assert _rel_error(y_TD, moe_reference(x_TD, ids64_TK, *rest)) <= FP32_REL_TOL
+    assert rel_error(y_TD, moe_reference(x_TD, ids64_TK, *rest)) <= FP32_REL_TOL
 
 
 def test_empty_batch_returns_empty_output():
@@ -97,7 +73,7 @@ def test_deterministic_and_batch_permutation_equivariant(seed, num_tokens):
     # Reordering tokens changes which routes share a tile, so rows match within tolerance only.
     order_T = torch.from_numpy(np.random.default_rng(seed).permutation(num_tokens))
     shuffled_TD = moe_grouped(x_TD[order_T], ids_TK[order_T], weights_TK[order_T], *experts)
-    assert _rel_error(shuffled_TD, y_TD[order_T]) <= FP32_REL_TOL
+    assert rel_error(shuffled_TD, y_TD[order_T]) <= FP32_REL_TOL
 
 
 def _recording(kernel, calls):
@@ -119,7 +95,7 @@ def test_dispatcher_picks_path_by_threshold(monkeypatch, num_tokens, threshold, 
     case = _make_case(num_tokens, 2, seed=num_tokens)
     y_TD = moe_decode(*case) if threshold is None else moe_decode(*case, threshold=threshold)
     assert calls == [expected]
-    assert _rel_error(y_TD, moe_reference(*case)) <= FP32_REL_TOL
+    assert rel_error(y_TD, moe_reference(*case)) <= FP32_REL_TOL
 
 
 def test_dispatcher_default_sends_small_batches_to_gemv_with_equal_results(monkeypatch):
@@ -128,7 +104,7 @@ def test_dispatcher_default_sends_small_batches_to_gemv_with_equal_results(monke
     case = _make_case(2, 2, seed=9)
     y_TD = moe_decode(*case)
     assert calls == ["moe_gemv"] and torch.equal(y_TD, moe_gemv(*case))
-    assert _rel_error(moe_grouped(*case), y_TD) <= FP32_REL_TOL
+    assert rel_error(moe_grouped(*case), y_TD) <= FP32_REL_TOL
 
 
 @pytest.mark.parametrize("threshold, error", [(-1, ValueError), (2.5, TypeError), (True, TypeError)])
