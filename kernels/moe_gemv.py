@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from microturn.kernels.reference import check_moe_inputs
+from microturn.kernels.reference import check_kernel_device, check_moe_inputs
 
 # Tile sizes are fixed constants (never derived from T) because the reduction order, and with it
 # batch invariance, depends on them. A 32 x 128 fp32 accumulator tile is 32 registers per thread
@@ -152,8 +152,7 @@ def moe_gemv(
     ``ValueError`` for non-CUDA tensors unless Triton runs its interpreter (TRITON_INTERPRET=1).
     """
     check_moe_inputs(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
-    if not x_TD.is_cuda and not triton.knobs.runtime.interpret:
-        raise ValueError(f"moe_gemv needs CUDA tensors (got {x_TD.device}); set TRITON_INTERPRET=1 to run on CPU")
+    check_kernel_device(x_TD, "moe_gemv")
 
     num_tokens, model_dim = x_TD.shape
     top_k = topk_ids_TK.shape[1]

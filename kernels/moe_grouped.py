@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from microturn.kernels.reference import check_moe_inputs
+from microturn.kernels.reference import check_kernel_device, check_moe_inputs
 
 # Fixed tile sizes, not yet tuned on hardware. BLOCK_T = 32 routes per tile: tl.dot needs every
 # block dimension >= 16, and 32 halves the weight re-reads of 16 for experts with more routes while
@@ -170,8 +170,7 @@ def moe_grouped(
     ``ValueError`` for non-CUDA tensors unless Triton runs its interpreter (TRITON_INTERPRET=1).
     """
     check_moe_inputs(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
-    if not x_TD.is_cuda and not triton.knobs.runtime.interpret:
-        raise ValueError(f"moe_grouped needs CUDA tensors (got {x_TD.device}); set TRITON_INTERPRET=1 to run on CPU")
+    check_kernel_device(x_TD, "moe_grouped")
 
     num_tokens, model_dim = x_TD.shape
     top_k = topk_ids_TK.shape[1]

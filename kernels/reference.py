@@ -93,6 +93,14 @@ def check_moe_inputs(
             raise ValueError(f"topk_ids_TK must lie in 0..{num_experts - 1}, got values in {lowest}..{highest}")
 
 
+def check_kernel_device(x_TD: torch.Tensor, name: str) -> None:
+    """Triton kernels run on CUDA tensors, or on CPU tensors under the interpreter only."""
+    import triton
+
+    if not x_TD.is_cuda and not triton.knobs.runtime.interpret:
+        raise ValueError(f"{name} needs CUDA tensors (got {x_TD.device}); set TRITON_INTERPRET=1 to run on CPU")
+
+
 def moe_reference(
     x_TD: torch.Tensor,
     topk_ids_TK: torch.Tensor,

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from moe_cases import NUM_EXPERTS, make_case, rel_error  # noqa: E402
+from moe_cases import NUM_EXPERTS, bad_inputs, make_case, rel_error  # noqa: E402
 
 from microturn.kernels import DEFAULT_THRESHOLD, dispatch, moe_decode, moe_gemv, moe_grouped, moe_reference  # noqa: E402
 
@@ -113,40 +113,12 @@ def test_dispatcher_rejects_bad_threshold(threshold, error):
         moe_decode(*_make_case(1, 1, seed=1), threshold=threshold)
 
 
-def _replace(case, index, value):
-    return tuple(value if i == index else item for i, item in enumerate(case))
-
-
-def _bad_inputs():
-    """(label, args, expected exception) for invalid calls; each fails before any kernel runs."""
-    case = _make_case(3, 2, seed=6)
-    x_TD, ids_TK, weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF = case
-    return [
-        ("x not 2-D", _replace(case, 0, x_TD[0]), ValueError),
-        ("x wrong D", _replace(case, 0, x_TD[:, :36]), ValueError),
-        ("w_up shape", _replace(case, 4, w_up_EFD[:, :50]), ValueError),
-        ("w_down shape", _replace(case, 5, w_down_EDF.transpose(1, 2).contiguous()), ValueError),
-        ("w_gate not 3-D", _replace(case, 3, w_gate_EFD[0]), ValueError),
-        ("id too large", _replace(case, 1, torch.full_like(ids_TK, NUM_EXPERTS)), ValueError),
-        ("id negative", _replace(case, 1, torch.full_like(ids_TK, -1)), ValueError),
-        ("ids wrong T", _replace(case, 1, ids_TK[:2]), ValueError),
-        ("weights vs ids", _replace(case, 2, weights_TK[:, :1]), ValueError),
-        ("zero top-k", _replace(_replace(case, 1, ids_TK[:, :0]), 2, weights_TK[:, :0]), ValueError),
-        ("non-contiguous w_gate", _replace(case, 3, w_gate_EFD.transpose(1, 2).contiguous().transpose(1, 2)), ValueError),
-        ("float64", tuple(t.double() if t.is_floating_point() else t for t in case), TypeError),
-        ("weights dtype", _replace(case, 5, w_down_EDF.half()), TypeError),
-        ("float ids", _replace(case, 1, ids_TK.float()), TypeError),
-        ("integer routing weights", _replace(case, 2, ids_TK.clone()), TypeError),
-        ("not a tensor", _replace(case, 0, x_TD.numpy()), TypeError),
-    ]
-
-
 @pytest.mark.parametrize("threshold", [None, 0, 100], ids=["grouped", "decode-grouped", "decode-gemv"])
 def test_bad_inputs_raise_like_moe_gemv(threshold):
     def run(args):
         return moe_grouped(*args) if threshold is None else moe_decode(*args, threshold=threshold)
 
-    for label, args, error in _bad_inputs():
+    for label, args, error in bad_inputs():
         with pytest.raises(error) as grouped_info:
             run(args)
             pytest.fail(f"{label}: no {error.__name__}")
