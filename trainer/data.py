@@ -161,17 +161,33 @@ class LoaderConfig:
 
 
 class _Skip:
-    """A webdataset-style exception handler that counts, warns and goes on (returns True)."""
+    """A webdataset-style exception handler that counts, warns and goes on (returns True).
 
-    def __init__(self, counter, what: str):
+    With ``give_up_after``, that many errors in a row with no sample in between raise a
+    ``ValueError`` instead: a resampled stream over shards that all fail would otherwise
+    draw them forever."""
+
+    def __init__(self, counter, what: str, *, give_up_after: int | None = None):
         self.counter = counter
         self.what = what
+        self.give_up_after = give_up_after
+        self.streak = 0
 
     def __call__(self, exn: BaseException) -> bool:
+        self.streak += 1
+        if self.give_up_after is not None and self.streak > self.give_up_after:
+            raise ValueError(f"{self.streak} {self.what} errors in a row and no sample read (last: "
+                             f"{type(exn).__name__}: {exn}); check that the shards are readable tars") from exn
         with self.counter.get_lock():
             self.counter.value += 1
         warnings.warn(f"skipped a {self.what}: {type(exn).__name__}: {exn}", stacklevel=2)
         return True
+
+
+def _reset_streak(src: Iterable[dict], handler: _Skip) -> Iterator[dict]:
+    for sample in src:
+        handler.streak = 0
+        yield sample
 
 
 def _shard_source(shards: list[str], cfg: LoaderConfig, epoch: int, rank: int, worker: int) -> Iterator[dict]:
@@ -256,10 +272,13 @@ class _SampleStream(torch.utils.data.IterableDataset):
         if not cfg.resampled and len(self.shards) < world:
             raise ValueError(f"{len(self.shards)} shards cannot be split across {world} ranks: "
                              f"rank {rank} would get none; write more shards or use resampled=True")
-        shard_errors = _Skip(self.counters["shard_errors"], "shard")
+        # Resampling draws endlessly: give up after every shard failed about twice in a row.
+        shard_errors = _Skip(self.counters["shard_errors"], "shard",
+                             give_up_after=max(16, 2 * len(self.shards)) if cfg.resampled else None)
         src = _shard_source(self.shards, cfg, self.epoch, rank, worker)
         src = group_by_keys(tar_file_expander(_open_shards(src, shard_errors), handler=shard_errors),
                             handler=shard_errors)
+        src = _reset_streak(src, shard_errors)
         src = _shuffle(src, cfg.buffer, np.random.default_rng([cfg.seed, self.epoch, rank, worker, 1]))
         src = _decoded(src, _Skip(self.counters["skipped"], "sample"))
         seqs = (self._count(build_sequence(s, self.tokenizer, max_text_per_chunk=cfg.max_text_per_chunk))

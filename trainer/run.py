@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
             from microturn.trainer.plot import main as plot_main
 
             return plot_main(argv[1:])
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_intermixed_args(argv)
+        stray = [o for o in args.overrides if "=" not in o]
+        if stray:
+            raise ValueError(f"{stray[0]!r} is not a section.key=value override; if it is a shard, the shell expanded "
+                             "a --shards glob: quote it ('SHARDS/train/*.tar') or repeat --shards per file")
         from microturn.trainer.data import glob_shards
         from microturn.trainer.loop import train
         from microturn.trainer.train_config import load_named

@@ -228,3 +228,11 @@ def test_other_url_schemes_open_through_fsspec():
     urls = "memory://bucket/train-{000000..000001}.tar"
     keys = _keys(_loader(urls, shuffle_shards=False, buffer=0))
     assert keys == [k for k, r in reference().items() if r["url"] in shards[:2]]
+
+
+def test_resampling_over_unreadable_shards_stops_with_an_error(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"not a tar at all" * 64)
+    loader = _loader([str(bad)], resampled=True)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="errors in a row"):
+        next(iter(loader))
