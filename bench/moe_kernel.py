@@ -8,7 +8,7 @@ between calls (a 512 MiB write), GB/s of expert weights actually read, the share
 device's copy bandwidth measured in the same run (a device-to-device copy of 1 GiB), against
 the naive per-expert loop (``moe_reference``) and a grouped PyTorch implementation (sort by
 expert, one GEMM per expert); and the crossover T* where the grouped kernel overtakes
-gather-GEMV. Goals: >= 50% of copy bandwidth at T=1 on the OLMoE-like shape; >= 2x the naive
+gather-GEMV, by the rule ``moe_decode`` uses for its own measurement on the device. Goals: >= 50% of copy bandwidth at T=1 on the OLMoE-like shape; >= 2x the naive
 loop for T <= 8.
 
 Without a GPU it checks the kernels under the Triton interpreter (fp32, small shape) against the
@@ -94,7 +94,7 @@ def cpu_report(repeats: int) -> None:
 
 
 def gpu_report(repeats: int) -> None:
-    from microturn.kernels import moe_gemv, moe_grouped
+    from microturn.kernels import crossover, moe_gemv, moe_grouped
     from microturn.kernels.reference import moe_reference
 
     dev = torch.device("cuda")
@@ -120,7 +120,7 @@ def gpu_report(repeats: int) -> None:
     print(f"device: {torch.cuda.get_device_name()}; measured copy bandwidth {copy_gbs:.0f} GB/s")
     for name, s in SHAPES.items():
         print(f"\n{name}: E={s['E']} k={s['K']} D={s['D']} F={s['F']} (bf16)")
-        crossover = None
+        gemv_us, grouped_us = [], []
         for T in TS:
             args = make_inputs(T, s["E"], s["K"], s["D"], s["F"], device="cuda", dtype=torch.bfloat16)
             used = int(torch.unique(args[1]).numel())
@@ -128,12 +128,14 @@ def gpu_report(repeats: int) -> None:
             t = {label: timed(fn, *args) for label, fn in (("gemv", moe_gemv), ("grouped", moe_grouped),
                                                            ("naive", moe_reference), ("torch", grouped_torch))}
             gbs = bytes_read / (t["gemv"] * 1e-6) / 1e9
-            if crossover is None and t["grouped"] < t["gemv"]:
-                crossover = T
+            gemv_us.append(t["gemv"])
+            grouped_us.append(t["grouped"])
             print(f"  T={T:>2}: gemv {t['gemv']:8.1f} us ({gbs:6.0f} GB/s, {gbs / copy_gbs:5.1%} of copy) "
                   f"grouped {t['grouped']:8.1f} us  naive {t['naive']:8.1f} us ({t['naive'] / t['gemv']:.1f}x)  "
                   f"torch-grouped {t['torch']:8.1f} us")
-        print(f"  crossover T*: {crossover if crossover is not None else '> 64'}")
+        # The same rule moe_decode applies to its own on-device measurement (kernels/threshold.py).
+        print(f"  crossover: gemv up to T*={crossover(TS, gemv_us, grouped_us)} (0: grouped always faster; "
+              f"{TS[-1]}: gemv never slower on this grid)")
 
 
 def main() -> int:

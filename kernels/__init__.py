@@ -2,7 +2,9 @@
 
 - ``moe_gemv``: gather-GEMV routed SwiGLU MoE for small batches (decode), batch invariant.
 - ``moe_grouped``: expert-grouped routed SwiGLU MoE for larger batches, deterministic.
-- ``moe_decode``: picks ``moe_gemv`` for T <= ``DEFAULT_THRESHOLD`` (or ``threshold``), else ``moe_grouped``.
+- ``moe_decode``: picks ``moe_gemv`` for T up to a threshold measured on the device (CUDA) or
+  ``DEFAULT_THRESHOLD`` (elsewhere), else ``moe_grouped``.
+- ``measure_threshold``: times both kernels on a layer's weights and returns that crossover.
 - ``moe_reference``: the plain PyTorch ground truth with the same signature.
 - ``check_moe_inputs``: the input contract both enforce.
 """
@@ -11,5 +13,9 @@ from microturn.kernels.dispatch import DEFAULT_THRESHOLD, moe_decode
 from microturn.kernels.moe_gemv import moe_gemv
 from microturn.kernels.moe_grouped import moe_grouped
 from microturn.kernels.reference import check_moe_inputs, moe_reference
+from microturn.kernels.threshold import crossover, measure_threshold
 
-__all__ = ["DEFAULT_THRESHOLD", "check_moe_inputs", "moe_decode", "moe_gemv", "moe_grouped", "moe_reference"]
+__all__ = [
+    "DEFAULT_THRESHOLD", "check_moe_inputs", "crossover", "measure_threshold", "moe_decode", "moe_gemv",
+    "moe_grouped", "moe_reference",
+]

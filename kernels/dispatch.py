@@ -14,17 +14,18 @@ import torch
 
 from microturn.kernels.moe_gemv import moe_gemv
 from microturn.kernels.moe_grouped import moe_grouped
+from microturn.kernels.reference import check_moe_inputs
+from microturn.kernels.threshold import measured_threshold
 
 DEFAULT_THRESHOLD = 16
-"""Largest T that ``moe_decode`` sends to ``moe_gemv``; larger batches go to ``moe_grouped``.
+"""Largest T that ``moe_decode`` sends to ``moe_gemv`` where no threshold is measured (off CUDA).
 
-This value must be measured on the target GPU with bench/moe_kernel.py (the T at which the two
-kernels' times cross for the model's E, K, D, F). No GPU measurement exists yet, so 16 is a
-reasoned guess: with the default top-k of 2, T = 16 gives 32 routes, and for 8 to 64 experts the
-expected number of distinct experts among 32 uniform routes is 7.9 to 25.3, so gather-GEMV reads
-expert weights about 1.3x (E = 64) to 4x (E = 8) more often than needed, which should outweigh the
-grouped path's extra host-side sort, searchsorted and j-sum launches (a few microseconds each,
-unmeasured). Below that, gather-GEMV also keeps its bitwise batch invariance.
+On CUDA, ``moe_decode`` measures the threshold itself (``kernels/threshold.py``). This fallback
+is reasoned, not measured: with the default top-k of 2, T = 16 gives 32 routes, and for 8 to 64
+experts the expected number of distinct experts among 32 uniform routes is 7.9 to 25.3, so
+gather-GEMV reads expert weights 1.3x (E = 64) to 4x (E = 8) more often than needed, which should
+outweigh the grouped path's host-side sort and extra launches. Up to it, gather-GEMV also keeps
+its bitwise batch invariance.
 """
 
 
@@ -36,17 +37,25 @@ def moe_decode(
     w_up_EFD: torch.Tensor,
     w_down_EDF: torch.Tensor,
     *,
-    threshold: int = DEFAULT_THRESHOLD,
+    threshold: int | None = None,
 ) -> torch.Tensor:
     """Routed SwiGLU MoE (same contract as ``moe_reference``) by ``moe_gemv`` when T <= ``threshold``,
     else by ``moe_grouped``.
 
-    Both kernels validate their inputs with ``check_moe_inputs`` and raise the same
-    ``TypeError``/``ValueError``. Raises ``TypeError`` for a non-integer ``threshold`` and
-    ``ValueError`` for a negative one.
+    ``threshold=None`` takes, on CUDA, the crossover measured on this device for this E, K, D, F
+    and dtype (timed on the first call, then kept for the process; see ``measure_threshold``),
+    and ``DEFAULT_THRESHOLD`` elsewhere. Both kernels validate their inputs with
+    ``check_moe_inputs`` and raise the same ``TypeError``/``ValueError``. Raises ``TypeError`` for
+    a threshold that is not an int and ``ValueError`` for a negative one.
     """
+    if threshold is None:
+        check_moe_inputs(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
+        if w_gate_EFD.is_cuda:
+            threshold = measured_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, topk_ids_TK.shape[1])
+        else:
+            threshold = DEFAULT_THRESHOLD
     if isinstance(threshold, bool) or not isinstance(threshold, int):
-        raise TypeError(f"threshold must be an int (largest T for moe_gemv), got {type(threshold).__name__}")
+        raise TypeError(f"threshold must be an int (largest T for moe_gemv) or None, got {type(threshold).__name__}")
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0 (0 sends every batch to moe_grouped), got {threshold}")
     num_tokens = x_TD.shape[0] if isinstance(x_TD, torch.Tensor) and x_TD.dim() >= 1 else 0

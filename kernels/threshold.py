@@ -1,0 +1,144 @@
+"""Measure on the device the largest batch for which gather-GEMV beats the expert-grouped kernel.
+
+Where the two kernels cross depends on the device (memory bandwidth against launch and sort
+overhead), on the layer's E, K, D, F and on the dtype, so no constant fits every case.
+``moe_decode`` therefore measures it once per (device, E, K, D, F, dtype) on its first CUDA call,
+the way Triton's autotuner benchmarks its configs on first use, and keeps the result for the
+process. ``measure_threshold`` is public so that a server can measure at start-up (before it
+captures CUDA graphs, which forbid the synchronisations timing needs) and pass ``threshold=``.
+
+Shape legend:
+- T: tokens in the batch
+- K: experts chosen per token (top-k)
+- E: experts in the layer
+- D: model dimension
+- F: hidden dimension of one expert
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from microturn.kernels.moe_gemv import moe_gemv
+from microturn.kernels.moe_grouped import moe_grouped
+
+GRID = (1, 2, 4, 8, 16, 32, 64)
+"""Batch sizes timed: decode batches are small, and above 64 the grouped kernel always wins
+(every expert of an E <= 64 layer is then used by several tokens on average)."""
+
+# Decode reads each layer's experts once per step while the other layers' weights pass through
+# the L2 cache (50 MiB on an H100/H200), so the weights are cold: timings write 256 MiB between
+# calls to evict them, as triton.testing.do_bench does.
+_FLUSH_BYTES = 256 << 20
+
+_MEASURED: dict[tuple, int] = {}
+
+
+def crossover(grid: Sequence[int], gemv_s: Sequence[float], grouped_s: Sequence[float]) -> int:
+    """The threshold for ``moe_decode`` from times measured at the batch sizes ``grid``.
+
+    It is the last T of ``grid`` before the first one where the grouped kernel is faster (0 when
+    it is already faster at the first T; the last T of ``grid`` when it never is). Stopping at
+    the first crossing, instead of looking for a later one, keeps a noisy late measurement from
+    sending mid-sized batches to the slower kernel.
+    """
+    if not (len(grid) == len(gemv_s) == len(grouped_s)) or not grid:
+        raise ValueError(f"grid and both time lists need the same non-zero length, got "
+                         f"{len(grid)}, {len(gemv_s)}, {len(grouped_s)}")
+    if any(b <= a for a, b in zip(grid, grid[1:])) or grid[0] < 1:
+        raise ValueError(f"grid must be increasing batch sizes >= 1, got {list(grid)}")
+    previous = 0
+    for T, t_gemv, t_grouped in zip(grid, gemv_s, grouped_s):
+        if t_grouped < t_gemv:
+            return previous
+        previous = T
+    return previous
+
+
+def _timer(device: torch.device, repeats: int) -> Callable[[Callable[[], object]], float]:
+    """Median seconds of ``repeats`` calls after one warm-up call (which also compiles)."""
+    if device.type == "cuda":
+        flush = torch.empty(_FLUSH_BYTES, dtype=torch.uint8, device=device)
+
+        def run(fn: Callable[[], object]) -> float:
+            fn()
+            times = []
+            for _ in range(repeats):
+                flush.zero_()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize(device)
+                times.append(start.elapsed_time(end) * 1e-3)
+            return statistics.median(times)
+
+        return run
+
+    def run_host(fn: Callable[[], object]) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return run_host
+
+
+def measure_threshold(
+    w_gate_EFD: torch.Tensor,
+    w_up_EFD: torch.Tensor,
+    w_down_EDF: torch.Tensor,
+    top_k: int,
+    *,
+    grid: Sequence[int] = GRID,
+    repeats: int = 10,
+    seed: int = 0,
+) -> int:
+    """Time ``moe_gemv`` and ``moe_grouped`` on these expert weights for every T in ``grid``.
+
+    Tokens are random and routed to ``top_k`` distinct uniformly drawn experts each (a balanced
+    router). Returns :func:`crossover` of the medians. Raises ``ValueError`` for a ``top_k``
+    outside 1..E or a bad ``grid``, and whatever ``check_moe_inputs`` raises for bad weights.
+    """
+    E, F, D = w_gate_EFD.shape
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
+        raise ValueError(f"top_k must be an int in 1..{E} (the layer's experts), got {top_k!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device, dtype = w_gate_EFD.device, w_gate_EFD.dtype
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    timer = _timer(device, repeats)
+    gemv_s, grouped_s = [], []
+    for T in grid:
+        x_TD = torch.randn(T, D, generator=g).to(device, dtype)
+        ids_TK = torch.stack([torch.randperm(E, generator=g)[:top_k] for _ in range(T)]).to(device)
+        w_TK = torch.rand(T, top_k, generator=g).softmax(-1).to(device, dtype)
+        args = (x_TD, ids_TK, w_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
+        gemv_s.append(timer(lambda: moe_gemv(*args)))
+        grouped_s.append(timer(lambda: moe_grouped(*args)))
+    return crossover(list(grid), gemv_s, grouped_s)
+
+
+def measured_threshold(
+    w_gate_EFD: torch.Tensor, w_up_EFD: torch.Tensor, w_down_EDF: torch.Tensor, top_k: int
+) -> int:
+    """``measure_threshold`` for this device, shape and dtype, measured once per process."""
+    device = w_gate_EFD.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    E, F, D = w_gate_EFD.shape
+    key = (name, str(device), E, F, D, top_k, w_gate_EFD.dtype)
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, top_k)
+    return _MEASURED[key]
+
+
+def forget_measured() -> None:
+    """Drop every threshold measured so far (after a clock or driver change, or in tests)."""
+    _MEASURED.clear()
