@@ -7,9 +7,9 @@ an OLMoE-like one (E=64, k=8, D=2048, F=1024), microseconds per call with the L2
 between calls (a 512 MiB write), GB/s of expert weights actually read, the share of the
 device's copy bandwidth measured in the same run (a device-to-device copy of 1 GiB), against
 the naive per-expert loop (``moe_reference``) and a grouped PyTorch implementation (sort by
-expert, one GEMM per expert); and the crossover T* where the grouped kernel overtakes
-gather-GEMV, by the rule ``moe_decode`` uses for its own measurement on the device. Goals: >= 50% of copy bandwidth at T=1 on the OLMoE-like shape; >= 2x the naive
-loop for T <= 8.
+expert, one GEMM per expert); and the crossover T*, the largest T before the grouped kernel
+overtakes gather-GEMV (the rule ``moe_decode`` applies to its own measurement on the device).
+Goals: >= 50% of copy bandwidth at T=1 on the OLMoE-like shape; >= 2x the naive loop for T <= 8.
 
 Without a GPU it checks the kernels under the Triton interpreter (fp32, small shape) against the
 reference, times the two PyTorch baselines on CPU as ratios, and says that the GPU figures are
