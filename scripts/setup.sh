@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything microturn needs on a fresh Debian/Ubuntu machine: ffmpeg and espeak-ng from
-# the system packages, and the Python dependencies (pinned by requirements.lock) into .venv.
+# the system packages, and the Python dependencies (pinned by requirements.lock) into .venv: a CPU
+# build of torch, about 3.3 GB in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +19,20 @@ PY=${PYTHON:-python3}
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip setuptools wheel
-  .venv/bin/pip install -q -c requirements.lock -e ".[test]"
+  # No pip cache: the environment is about 3.3 GB and CI machines can be short of disk.
+  pipi() { .venv/bin/pip install -q --no-cache-dir "$@"; }
+  pipi --upgrade pip setuptools wheel
+  # torch first and alone, so that the CPU build of the locked version wins (pip finds it in the
+  # machine's wheel folder; the registry's build of the same version pulls ~4 GB of CUDA wheels).
+  pipi -c requirements.lock torch
+  pipi -c requirements.lock -e ".[test]"
+  # whisperx pins torch~=2.8, torchaudio~=2.8, torchvision and torchcodec<0.8; its code runs on the
+  # locked torch (the backend tests load models through it), so it goes in without those pins.
+  # Its other dependencies are microturn's own (pyproject.toml).
+  pipi -c requirements.lock --no-deps whisperx
   # resemblyzer depends on the original `webrtcvad`, whose import fails on current setuptools;
   # webrtcvad-wheels ships the same module and must be the copy that wins.
-  .venv/bin/pip install -q --no-deps --force-reinstall "webrtcvad-wheels==$(grep -i '^webrtcvad-wheels==' requirements.lock | cut -d= -f3)"
+  pipi --no-deps --force-reinstall "webrtcvad-wheels==$(grep -i '^webrtcvad-wheels==' requirements.lock | cut -d= -f3)"
+  .venv/bin/python scripts/torchaudio_cpu.py
   touch "$stamp"
 fi
