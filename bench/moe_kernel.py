@@ -11,7 +11,8 @@ expert, one GEMM per expert); and the crossover T*, the largest T before the gro
 overtakes gather-GEMV (the rule ``moe_decode`` applies to its own measurement on the device).
 Goals: >= 50% of copy bandwidth at T=1 on the OLMoE-like shape; >= 2x the naive loop for T <= 8.
 
-Without a GPU it checks the kernels under the Triton interpreter (fp32, small shape) against the
+On any machine it first compiles the four kernels for sm_90 in bf16 with Triton's bundled ptxas
+and prints their registers, spills and shared memory. Without a GPU it then checks the kernels under the Triton interpreter (fp32, small shape) against the
 reference, times the two PyTorch baselines on CPU as ratios, and says that the GPU figures are
 missing.
 """
@@ -59,6 +60,21 @@ def grouped_torch(x_TD, ids_TK, w_TK, wg_EFD, wu_EFD, wd_EDF):
         y.index_add_(0, tok[start:start + n], (h @ wd_EDF[e].float().T) * w_TK.reshape(-1)[rows, None].float())
         start += n
     return y.to(x_TD.dtype)
+
+
+def compile_section() -> None:
+    """What ptxas allots each kernel for sm_90 (H100/H200) in bf16: compiled here, no GPU needed."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("sm_90 compile report skipped: TRITON_INTERPRET=1 is set")
+        return
+    from microturn.kernels.compile_report import compile_moe_kernels
+
+    print("sm_90 compile (bf16, Triton's ptxas; registers per thread, spill bytes, shared bytes):")
+    for name, s in SHAPES.items():
+        report = compile_moe_kernels(capability=90, dtype="bfloat16", model_dim=s["D"], hidden=s["F"], top_k=s["K"])
+        cells = [f"{k.name.strip('_')}: {k.registers} reg, {k.local_bytes} B spill, {k.shared_bytes} B smem"
+                 for k in report]
+        print(f"  {name:<11} " + "; ".join(cells))
 
 
 def cpu_report(repeats: int) -> None:
@@ -142,6 +158,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
+    compile_section()
     if torch.cuda.is_available():
         gpu_report(args.repeats)
     else:
