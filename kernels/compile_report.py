@@ -3,8 +3,9 @@
 Triton lowers a kernel to PTX and assembles it with the ``ptxas`` bundled in its package, so a
 machine without a GPU can still prove that every kernel compiles for a real target with the
 launch constants the wrappers use (``while`` loops, tensor-core dots on bf16, int64 indexing),
-which the interpreter cannot, and read what ``ptxas`` allotted: registers per thread, spills to
-local memory, shared memory. ``cuobjdump``, also bundled, reads those figures from the cubin.
+which the interpreter cannot, and read what ``ptxas`` allotted: registers per thread and spills to
+local memory (``cuobjdump``, also bundled, reads them from the cubin), plus the dynamic shared
+memory the launch requests (software-pipelined loads show up there).
 
 Shape legend:
 - T: tokens in the batch
@@ -23,6 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -36,7 +38,8 @@ _TRITON_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KernelResources:
-    """What ``ptxas`` allotted to one kernel: per-thread registers, spill bytes, shared bytes."""
+    """What one compiled kernel needs: per-thread registers, spill (local) and stack bytes from
+    ``ptxas``, and the dynamic shared memory Triton requests at launch."""
 
     name: str
     registers: int
@@ -46,28 +49,30 @@ class KernelResources:
 
 
 def _specs(dtype: str, model_dim: int, hidden: int, top_k: int, ids_dtype: str) -> list[tuple]:
-    """(kernel, signature, constexprs) exactly as ``moe_gemv`` and ``moe_grouped`` launch them."""
+    """(kernel, signature, constexprs, options) exactly as ``moe_gemv`` and ``moe_grouped`` launch them."""
     w = _TRITON_DTYPES[dtype]
+    gemv_options = {}  # Triton's defaults: 4 warps, 3 stages
+    grouped_options = _GROUPED.launch_options(getattr(torch, dtype))
     shape = {"D": model_dim, "F": hidden}
     precision = "ieee" if dtype == "float32" else "tf32"
     return [
         (_GEMV._gate_up_kernel,
          {"x_ptr": f"*{w}", "ids_ptr": f"*{ids_dtype}", "w_gate_ptr": f"*{w}", "w_up_ptr": f"*{w}", "h_ptr": "*fp32"},
-         {**shape, "K": top_k, "BLOCK_F": _GEMV._GATE_UP_BLOCK_F, "BLOCK_D": _GEMV._GATE_UP_BLOCK_D}),
+         {**shape, "K": top_k, "BLOCK_F": _GEMV._GATE_UP_BLOCK_F, "BLOCK_D": _GEMV._GATE_UP_BLOCK_D}, gemv_options),
         (_GEMV._down_kernel,
          {"h_ptr": "*fp32", "ids_ptr": f"*{ids_dtype}", "weights_ptr": f"*{w}", "w_down_ptr": f"*{w}", "y_ptr": f"*{w}"},
-         {**shape, "K": top_k, "BLOCK_D": _GEMV._DOWN_BLOCK_D, "BLOCK_F": _GEMV._DOWN_BLOCK_F}),
+         {**shape, "K": top_k, "BLOCK_D": _GEMV._DOWN_BLOCK_D, "BLOCK_F": _GEMV._DOWN_BLOCK_F}, gemv_options),
         # The grouped wrapper sorts the ids: pairs are int64 indices, offsets int64 bounds.
         (_GROUPED._grouped_gate_up_kernel,
          {"x_ptr": f"*{w}", "pairs_ptr": "*i64", "offsets_ptr": "*i64", "w_gate_ptr": f"*{w}", "w_up_ptr": f"*{w}",
           "h_ptr": "*fp32"},
          {**shape, "K": top_k, "BLOCK_T": _GROUPED._BLOCK_T, "BLOCK_F": _GROUPED._GATE_UP_BLOCK_F,
-          "BLOCK_D": _GROUPED._GATE_UP_BLOCK_D, "DOT_PRECISION": precision}),
+          "BLOCK_D": _GROUPED._GATE_UP_BLOCK_D, "DOT_PRECISION": precision}, grouped_options),
         (_GROUPED._grouped_down_kernel,
          {"h_ptr": "*fp32", "pairs_ptr": "*i64", "offsets_ptr": "*i64", "weights_ptr": f"*{w}",
           "w_down_ptr": f"*{w}", "out_ptr": "*fp32"},
          {**shape, "BLOCK_T": _GROUPED._BLOCK_T, "BLOCK_D": _GROUPED._DOWN_BLOCK_D,
-          "BLOCK_F": _GROUPED._DOWN_BLOCK_F, "DOT_PRECISION": precision}),
+          "BLOCK_F": _GROUPED._DOWN_BLOCK_F, "DOT_PRECISION": precision}, grouped_options),
     ]
 
 
@@ -78,17 +83,17 @@ def _cuobjdump() -> Path:
     return path
 
 
-def _resources(name: str, cubin: bytes) -> KernelResources:
+def _resources(name: str, cubin: bytes, shared_bytes: int) -> KernelResources:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
         out = subprocess.run([str(_cuobjdump()), "--dump-resource-usage", path],
                              capture_output=True, text=True, check=True).stdout
-    fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", out))
-    assert {"REG", "STACK", "SHARED", "LOCAL"} <= fields.keys(), out
+    fields = dict(re.findall(r"\b(REG|STACK|LOCAL):(\d+)", out))
+    assert {"REG", "STACK", "LOCAL"} <= fields.keys(), out
     return KernelResources(name=name, registers=int(fields["REG"]), local_bytes=int(fields["LOCAL"]),
-                           stack_bytes=int(fields["STACK"]), shared_bytes=int(fields["SHARED"]))
+                           stack_bytes=int(fields["STACK"]), shared_bytes=shared_bytes)
 
 
 def compile_moe_kernels(
@@ -103,8 +108,8 @@ def compile_moe_kernels(
     """Compile the four MoE kernels for compute capability ``capability`` (90: H100/H200).
 
     ``dtype`` is the activation and weight dtype (float32, bfloat16, float16); ``ids_dtype`` the
-    routed ids' (i32 or i64). Uses the wrappers' block sizes and Triton's default launch options
-    (4 warps, 3 stages), as a real launch does. Raises ``ValueError`` for an unknown dtype and
+    routed ids' (i32 or i64). Uses the wrappers' block sizes and launch options (warps, stages),
+    as a real launch does. Raises ``ValueError`` for an unknown dtype and
     Triton's ``CompilationError`` if a kernel does not compile for the target.
     """
     if dtype not in _TRITON_DTYPES:
@@ -113,8 +118,9 @@ def compile_moe_kernels(
         raise ValueError(f"ids_dtype must be 'i32' or 'i64', got {ids_dtype!r}")
     target = GPUTarget("cuda", capability, 32)
     report = []
-    for fn, signature, constexprs in _specs(dtype, model_dim, hidden, top_k, ids_dtype):
+    for fn, signature, constexprs, options in _specs(dtype, model_dim, hidden, top_k, ids_dtype):
         full_signature = {**signature, **{name: "constexpr" for name in constexprs}}
-        compiled = triton.compile(ASTSource(fn=fn, signature=full_signature, constexprs=constexprs), target=target)
-        report.append(_resources(fn.__name__, compiled.asm["cubin"]))
+        source = ASTSource(fn=fn, signature=full_signature, constexprs=constexprs)
+        compiled = triton.compile(source, target=target, options=options)
+        report.append(_resources(fn.__name__, compiled.asm["cubin"], compiled.metadata.shared))
     return report

@@ -50,6 +50,20 @@ _DOWN_BLOCK_D = 64
 _DOWN_BLOCK_F = 64
 
 
+def launch_options(dtype: torch.dtype) -> dict[str, int]:
+    """Warps and pipeline stages for both grouped kernels with operands of ``dtype``.
+
+    Compiled for sm_90 (``kernels/compile_report.py``) with Triton's default 4 warps, ptxas gives
+    both kernels 255 registers per thread and spills 270 to 330 bytes (bf16); with 8 warps each
+    thread holds half the tiles: 182 to 188 registers and no spill. fp32 dots run without tensor
+    cores ("ieee") and hold far more per thread: 16 warps and 2 stages give 128 registers and no
+    spill at D = 512 and 2048 (8 warps still spill 24 bytes at D = 512).
+    """
+    if dtype == torch.float32:
+        return {"num_warps": 16, "num_stages": 2}
+    return {"num_warps": 8, "num_stages": 3}
+
+
 @triton.jit
 def _grouped_gate_up_kernel(
     x_ptr,
@@ -74,13 +88,17 @@ def _grouped_gate_up_kernel(
 
     offs_f = f_block * BLOCK_F + tl.arange(0, BLOCK_F)
     mask_f = offs_f < F
-    # int64 row index: E*F*D exceeds 2**31 for large layers (e.g. 64 x 14336 x 4096).
-    rows_f = expert * F + offs_f.to(tl.int64)
+    # The expert's base is a scalar int64 offset (E*F*D passes 2**31 in large layers, e.g.
+    # 64 x 14336 x 4096); offsets inside one expert's matrix and the batch are int32 (the wrapper
+    # checks they fit): int64 tiles of pointers cost twice the registers and made ptxas spill.
+    w_gate_e = w_gate_ptr + expert * F * D
+    w_up_e = w_up_ptr + expert * F * D
 
     while tile_start < route_end:
         offs_s = tile_start + tl.arange(0, BLOCK_T)
         mask_s = offs_s < route_end
-        tokens = tl.load(pairs_ptr + offs_s, mask=mask_s, other=0) // K
+        tokens = (tl.load(pairs_ptr + offs_s, mask=mask_s, other=0) // K).to(tl.int32)
+        rows_s = offs_s.to(tl.int32)
 
         gate_acc = tl.zeros([BLOCK_T, BLOCK_F], dtype=tl.float32)
         up_acc = tl.zeros([BLOCK_T, BLOCK_F], dtype=tl.float32)
@@ -89,15 +107,15 @@ def _grouped_gate_up_kernel(
             mask_d = offs_d < D
             x = tl.load(x_ptr + tokens[:, None] * D + offs_d[None, :], mask=mask_s[:, None] & mask_d[None, :], other=0.0)
             # The weight tile is read transposed, (BLOCK_D, BLOCK_F), so that x @ tile is x W^T.
-            tile_offs = rows_f[None, :] * D + offs_d[:, None]
+            tile_offs = offs_f[None, :] * D + offs_d[:, None]
             tile_mask = mask_d[:, None] & mask_f[None, :]
-            w_gate = tl.load(w_gate_ptr + tile_offs, mask=tile_mask, other=0.0)
+            w_gate = tl.load(w_gate_e + tile_offs, mask=tile_mask, other=0.0)
             gate_acc = tl.dot(x, w_gate, gate_acc, input_precision=DOT_PRECISION)
-            w_up = tl.load(w_up_ptr + tile_offs, mask=tile_mask, other=0.0)
+            w_up = tl.load(w_up_e + tile_offs, mask=tile_mask, other=0.0)
             up_acc = tl.dot(x, w_up, up_acc, input_precision=DOT_PRECISION)
 
         h = gate_acc / (1.0 + tl.exp(-gate_acc)) * up_acc
-        tl.store(h_ptr + offs_s[:, None] * F + offs_f[None, :], h, mask=mask_s[:, None] & mask_f[None, :])
+        tl.store(h_ptr + rows_s[:, None] * F + offs_f[None, :], h, mask=mask_s[:, None] & mask_f[None, :])
         tile_start += BLOCK_T
 
 
@@ -124,21 +142,23 @@ def _grouped_down_kernel(
 
     offs_d = d_block * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    rows_d = expert * D + offs_d.to(tl.int64)
+    # Scalar int64 expert base, int32 offsets within (see _grouped_gate_up_kernel).
+    w_down_e = w_down_ptr + expert * D * F
 
     while tile_start < route_end:
         offs_s = tile_start + tl.arange(0, BLOCK_T)
         mask_s = offs_s < route_end
-        pairs = tl.load(pairs_ptr + offs_s, mask=mask_s, other=0)
+        pairs = tl.load(pairs_ptr + offs_s, mask=mask_s, other=0).to(tl.int32)
+        rows_s = offs_s.to(tl.int32)
         route_weights = tl.load(weights_ptr + pairs, mask=mask_s, other=0.0).to(tl.float32)
 
         acc = tl.zeros([BLOCK_T, BLOCK_D], dtype=tl.float32)
         for f_start in range(0, F, BLOCK_F):
             offs_f = f_start + tl.arange(0, BLOCK_F)
             mask_f = offs_f < F
-            h = tl.load(h_ptr + offs_s[:, None] * F + offs_f[None, :], mask=mask_s[:, None] & mask_f[None, :], other=0.0)
+            h = tl.load(h_ptr + rows_s[:, None] * F + offs_f[None, :], mask=mask_s[:, None] & mask_f[None, :], other=0.0)
             w_down = tl.load(
-                w_down_ptr + rows_d[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_d[None, :], other=0.0
+                w_down_e + offs_d[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_d[None, :], other=0.0
             )
             # tl.dot needs one operand dtype: the fp32 activation is rounded to the weight dtype
             # (a no-op for fp32; for bf16 one rounding of at most 2**-9 relative per element).
@@ -178,6 +198,13 @@ def moe_grouped(
     if num_tokens == 0:
         return torch.empty((0, model_dim), dtype=x_TD.dtype, device=x_TD.device)
 
+    # The kernels offset inside one expert's matrix and inside the batch in int32 (see them).
+    if hidden * model_dim >= 2**31 or num_tokens * top_k * max(hidden, model_dim) >= 2**31:
+        raise ValueError(
+            f"moe_grouped indexes with 32-bit offsets: F*D = {hidden * model_dim} and "
+            f"T*K*max(D, F) = {num_tokens * top_k * max(hidden, model_dim)} must stay below 2**31; "
+            "split the batch"
+        )
     x_TD = x_TD.contiguous()
     weights_P = topk_weights_TK.contiguous().reshape(-1)
     ids_P = topk_ids_TK.reshape(-1)
@@ -189,6 +216,7 @@ def moe_grouped(
     offsets_E1 = torch.searchsorted(sorted_ids_S, bounds_E1)
     # fp32 operands default to TF32 in tl.dot (10 mantissa bits); ask for full fp32 products.
     precision = "ieee" if x_TD.dtype == torch.float32 else "tf32"
+    options = launch_options(x_TD.dtype)
 
     h_SF = torch.empty((num_tokens * top_k, hidden), dtype=torch.float32, device=x_TD.device)
     _grouped_gate_up_kernel[(num_experts, triton.cdiv(hidden, _GATE_UP_BLOCK_F))](
@@ -205,6 +233,7 @@ def moe_grouped(
         BLOCK_F=_GATE_UP_BLOCK_F,
         BLOCK_D=_GATE_UP_BLOCK_D,
         DOT_PRECISION=precision,
+        **options,
     )
     out_PD = torch.empty((num_tokens * top_k, model_dim), dtype=torch.float32, device=x_TD.device)
     _grouped_down_kernel[(num_experts, triton.cdiv(model_dim, _DOWN_BLOCK_D))](
@@ -220,6 +249,7 @@ def moe_grouped(
         BLOCK_D=_DOWN_BLOCK_D,
         BLOCK_F=_DOWN_BLOCK_F,
         DOT_PRECISION=precision,
+        **options,
     )
 
     # Sum each token's K route outputs in j order, one explicit add per slot, so the order is fixed.

@@ -125,3 +125,14 @@ def test_bad_inputs_raise_like_moe_gemv(threshold):
         with pytest.raises(error) as gemv_info:
             moe_gemv(*args)
         assert str(grouped_info.value) == str(gemv_info.value), label
+
+
+def test_batches_past_32_bit_offsets_are_refused():
+    # T*K*D just reaches 2**31; stride-0 views keep the inputs a few bytes.
+    *_, w_gate_EFD, w_up_EFD, w_down_EDF = _make_case(1, 2, seed=5)
+    num_tokens = -(-(2**31) // (2 * max(MODEL_DIM, HIDDEN)))
+    x_TD = torch.zeros(1, MODEL_DIM).expand(num_tokens, MODEL_DIM)
+    ids_TK = torch.tensor([[0, 1]]).expand(num_tokens, 2)
+    weights_TK = torch.full((1, 2), 0.5).expand(num_tokens, 2)
+    with pytest.raises(ValueError, match="split the batch"):
+        moe_grouped(x_TD, ids_TK, weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
