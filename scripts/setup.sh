@@ -18,6 +18,11 @@ fi
 PY=${PYTHON:-python3}
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
+  # The environment takes about 3.3 GB; say so up front rather than through pip's ENOSPC.
+  free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+  if [ "${free_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+    echo "setup: only $((free_kb / 1024)) MiB free on $(df -P . | awk 'NR==2 {print $6}'); the environment needs about 3.3 GB" >&2
+  fi
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   # No pip cache: the environment is about 3.3 GB and CI machines can be short of disk.
   pipi() { .venv/bin/pip install -q --no-cache-dir "$@"; }
