@@ -72,7 +72,8 @@ def compile_section() -> None:
     print("sm_90 compile (bf16, Triton's ptxas; registers per thread, spill bytes, shared bytes):")
     for name, s in SHAPES.items():
         report = compile_moe_kernels(capability=90, dtype="bfloat16", model_dim=s["D"], hidden=s["F"], top_k=s["K"])
-        cells = [f"{k.name.strip('_')}: {k.registers} reg, {k.local_bytes} B spill, {k.shared_bytes} B smem"
+        cells = [f"{k.name.strip('_')}: {k.registers} reg, {k.local_bytes + k.stack_bytes} B spill, "
+                 f"{k.shared_bytes} B smem"
                  for k in report]
         print(f"  {name:<11} " + "; ".join(cells))
 
