@@ -103,10 +103,11 @@ class HMLPStem(nn.Module):
         grid = PATCH_PX // _SUB_PX
         pixels = video_NFHWC.to(self.stage1.weight.dtype) / 127.5 - 1.0
         x = pixels.reshape(n, FRAMES_PER_PATCH, grid, _SUB_PX, grid, _SUB_PX, 3)
-        x_NGGP = x.permute(0, 2, 4, 1, 3, 5, 6).reshape(n, grid, grid, -1)
+        # flatten, not reshape(..., -1): the stem also runs on N = 0 patches (see InputEmbedding).
+        x_NGGP = x.permute(0, 2, 4, 1, 3, 5, 6).flatten(3)
         x = F.gelu(self.norm1(self.stage1(x_NGGP)))
         x = F.gelu(self.norm2(self.stage2(self._merge(x))))
-        return self.stage3(self._merge(x).reshape(n, -1))
+        return self.stage3(self._merge(x).flatten(1))
 
 
 class InputEmbedding(nn.Module):
@@ -141,10 +142,16 @@ class InputEmbedding(nn.Module):
         x_BLD = x_BLD + torch.where(is_audio_BL1, self.dmel(batch["dmel_BLM"]), zero)
         video_NFHWC = batch["video_NFHWC"]
         is_video_BL = kind_BL == k["VIDEO"]
+        # The stem runs even on no patches, so that its parameters get (zero) gradients on every
+        # rank: ZeRO 1/2 fill their reduction buckets from backward hooks, and a rank whose batch
+        # has no video would otherwise send smaller buckets than a rank with video (gloo:
+        # "Received data size doesn't match expected size").
+        patches_ND = self.video(video_NFHWC)
         if video_NFHWC.shape[0] > 0:
-            patches_ND = self.video(video_NFHWC)
             index_BL = batch["video_BL"].clamp(min=0)
             x_BLD = x_BLD + torch.where(is_video_BL.unsqueeze(-1), patches_ND[index_BL], zero)
         elif bool(is_video_BL.any()):
             raise ValueError("the batch has VIDEO positions but video_NFHWC holds no patches")
+        else:
+            x_BLD = x_BLD + patches_ND.sum()  # a 0 with the stem in its graph
         return x_BLD

@@ -4,7 +4,11 @@ Every row of every batch is the same real sample, so each process's loss equals 
 loss over all rows; the capacity factor is high enough that no token is dropped, so routing does
 not depend on how tokens are split over processes. Writes the per-step losses of rank 0 as JSON.
 
-    python ep_worker.py SHARD OUT.json EP_SIZE ROWS_PER_PROCESS STEPS
+With MODE "mixed", SHARD is a comma-separated list and rank 0 trains on a sample with video while
+rank 1 trains on one without: the processes then use different parameters, which is what real
+shards do, and must still exchange gradients of the same sizes.
+
+    python ep_worker.py SHARD OUT.json EP_SIZE ROWS_PER_PROCESS STEPS [same|mixed]
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import torch
 def main() -> None:
     shard, out_path, ep_size, rows, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
         int(sys.argv[5])
+    mode = sys.argv[6] if len(sys.argv) > 6 else "same"
     import webdataset as wds
 
     from microturn.schemas.sample import decode_sample
     from microturn.trainer.batch import build_sequence, collate
     from microturn.trainer.engine import build_engine, init_distributed
+    from microturn.trainer.loop import pad_batch
     from microturn.trainer.model import InteractionModel
     from microturn.trainer.tokenizer import ByteTokenizer
     from microturn.trainer.train_config import load_named
@@ -31,10 +37,17 @@ def main() -> None:
     cfg = load_named("tiny-cpu", ["model.capacity_factor=16.0", "model.min_capacity=0", "train.grad_clip=0.0",
                                   "train.zero_stage=2", f"train.ep_size={ep_size}", f"train.micro_batch={rows}",
                                   "train.warmup_steps=1"])
-    # Every process reads the same sample on purpose (no node split).
-    sample = decode_sample(next(iter(wds.WebDataset(shard, shardshuffle=False, nodesplitter=lambda urls: urls))))
+    # Every process reads the same sample on purpose (no node split), or in "mixed" mode the first
+    # sample with video (rank 0) or without (other ranks).
+    samples = (decode_sample(raw) for raw in wds.WebDataset(shard.split(","), shardshuffle=False,
+                                                            nodesplitter=lambda urls: urls))
+    if mode == "mixed":
+        sample = next(s for s in samples if (s["video_KPFHWC"] is not None) == (rank == 0))
+    else:
+        sample = next(samples)
     seq = build_sequence(sample, ByteTokenizer())
-    batch = collate([seq] * rows, max_len=cfg.train.max_len, pack=False)
+    # Rows of exactly max_len, as the training loop gives expert parallelism (equal token counts).
+    batch = pad_batch(collate([seq] * rows, max_len=cfg.train.max_len, pack=False), cfg.train.max_len)
     model = InteractionModel(cfg.model, ep_size=ep_size, seed=0)
     engine = build_engine(model, cfg.train, world_size=world)
     losses = []
@@ -46,7 +59,7 @@ def main() -> None:
         losses.append(float(out.loss.detach()))
     if rank == 0:
         with open(out_path, "w") as f:
-            json.dump({"world": world, "losses": losses}, f)
+            json.dump({"world": world, "losses": losses, "video": sample["video_KPFHWC"] is not None}, f)
 
 
 if __name__ == "__main__":

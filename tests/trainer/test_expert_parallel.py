@@ -7,6 +7,7 @@ the two runs see the same data)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -40,3 +41,14 @@ def test_two_processes_with_ep_size_2_give_the_losses_of_one(tmp_path):
     assert one["world"] == 1 and two["world"] == 2
     assert len(one["losses"]) == 4 and one["losses"] == two["losses"]
     assert len(set(one["losses"])) > 1  # the steps did update the model
+
+
+def test_a_rank_without_video_trains_beside_one_with_video(tmp_path):
+    # Rank 0's batch has video and rank 1's has none, as with real shards: ZeRO 2 reduces
+    # gradients in buckets, so both ranks must produce a gradient for every parameter (the hMLP
+    # stem included) or gloo fails on a size mismatch.
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()),
+          WORKER, ",".join(train_shards()), str(tmp_path / "mixed.json"), "2", "1", "3", "mixed"])
+    mixed = json.loads((tmp_path / "mixed.json").read_text())
+    assert mixed["world"] == 2 and mixed["video"] is True
+    assert len(mixed["losses"]) == 3 and all(math.isfinite(x) for x in mixed["losses"])
