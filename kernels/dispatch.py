@@ -14,7 +14,6 @@ import torch
 
 from microturn.kernels.moe_gemv import moe_gemv
 from microturn.kernels.moe_grouped import moe_grouped
-from microturn.kernels.reference import check_moe_inputs
 from microturn.kernels.threshold import measured_threshold
 
 DEFAULT_THRESHOLD = 16
@@ -49,9 +48,8 @@ def moe_decode(
     a threshold that is not an int and ``ValueError`` for a negative one.
     """
     if threshold is None:
-        check_moe_inputs(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
-        if w_gate_EFD.is_cuda:
-            threshold = measured_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, topk_ids_TK.shape[1])
+        if isinstance(w_gate_EFD, torch.Tensor) and w_gate_EFD.is_cuda:
+            threshold = measured_threshold(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
         else:
             threshold = DEFAULT_THRESHOLD
     if isinstance(threshold, bool) or not isinstance(threshold, int):

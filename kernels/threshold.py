@@ -25,6 +25,7 @@ import torch
 
 from microturn.kernels.moe_gemv import moe_gemv
 from microturn.kernels.moe_grouped import moe_grouped
+from microturn.kernels.reference import check_moe_inputs
 
 GRID = (1, 2, 4, 8, 16, 32, 64)
 """Batch sizes timed: decode batches are small, and above 64 the grouped kernel always wins
@@ -127,15 +128,27 @@ def measure_threshold(
 
 
 def measured_threshold(
-    w_gate_EFD: torch.Tensor, w_up_EFD: torch.Tensor, w_down_EDF: torch.Tensor, top_k: int
+    x_TD: torch.Tensor,
+    topk_ids_TK: torch.Tensor,
+    topk_weights_TK: torch.Tensor,
+    w_gate_EFD: torch.Tensor,
+    w_up_EFD: torch.Tensor,
+    w_down_EDF: torch.Tensor,
 ) -> int:
-    """``measure_threshold`` for this device, shape and dtype, measured once per process."""
-    device = w_gate_EFD.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    E, F, D = w_gate_EFD.shape
-    key = (name, str(device), E, F, D, top_k, w_gate_EFD.dtype)
+    """``measure_threshold`` for the device, shape and dtype of this MoE call, measured once per
+    process. The call's inputs are validated before a measurement only: the kernel that then
+    runs validates them on every call, and the id check costs a device-to-host copy."""
+    key = None
+    if isinstance(w_gate_EFD, torch.Tensor) and w_gate_EFD.dim() == 3 and isinstance(topk_ids_TK, torch.Tensor) \
+            and topk_ids_TK.dim() == 2:
+        device = w_gate_EFD.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        E, F, D = w_gate_EFD.shape
+        key = (name, str(device), E, F, D, topk_ids_TK.shape[1], w_gate_EFD.dtype)
     if key not in _MEASURED:
-        _MEASURED[key] = measure_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, top_k)
+        check_moe_inputs(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
+        assert key is not None
+        _MEASURED[key] = measure_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, topk_ids_TK.shape[1])
     return _MEASURED[key]
 
 

@@ -79,12 +79,12 @@ def test_measured_threshold_is_measured_once_per_shape(monkeypatch):
 
     monkeypatch.setattr(threshold_mod, "measure_threshold", fake_measure)
     threshold_mod.forget_measured()
-    *_, wg, wu, wd = make_case(1, 37, 53, 2, seed=3)
-    assert [threshold_mod.measured_threshold(wg, wu, wd, 2) for _ in range(3)] == [3, 3, 3]
-    threshold_mod.measured_threshold(wg, wu, wd, 1)  # another top-k is another measurement
+    top2, top1 = make_case(1, 37, 53, 2, seed=3), make_case(1, 37, 53, 1, seed=3)
+    assert [threshold_mod.measured_threshold(*top2) for _ in range(3)] == [3, 3, 3]
+    threshold_mod.measured_threshold(*top1)  # another top-k is another measurement
     assert calls == [((4, 53, 37), 2), ((4, 53, 37), 1)]
     threshold_mod.forget_measured()
-    threshold_mod.measured_threshold(wg, wu, wd, 2)
+    threshold_mod.measured_threshold(*top2)
     assert len(calls) == 3
     threshold_mod.forget_measured()
 
@@ -105,4 +105,13 @@ def test_dispatcher_checks_inputs_before_measuring(monkeypatch):
     for label, args, error in bad_inputs():
         with pytest.raises(error):
             moe_decode(*args)
+            pytest.fail(f"{label}: no {error.__name__}")
+
+
+def test_measured_threshold_checks_inputs_before_measuring(monkeypatch):
+    monkeypatch.setattr(threshold_mod, "measure_threshold", lambda *a: pytest.fail("measured bad inputs"))
+    threshold_mod.forget_measured()
+    for label, args, error in bad_inputs():
+        with pytest.raises(error):
+            threshold_mod.measured_threshold(*args)
             pytest.fail(f"{label}: no {error.__name__}")
