@@ -257,6 +257,7 @@ class MoEFeedForward(nn.Module):
     # local (ep_size 1); training always takes DeepSpeed's path.
     KERNELS = ("deepspeed", "gemv", "grouped", "auto")
     kernel: str = "deepspeed"
+    _stacked: tuple | None = None  # (versions of the expert weights, their stacked copies)
 
     def set_kernel(self, name: str) -> None:
         """Choose the eval-mode path (see :attr:`KERNELS`)."""
@@ -279,19 +280,26 @@ class MoEFeedForward(nn.Module):
 
     def expert_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The local experts' SwiGLU weights stacked for the kernels: gate and up [E, F, D],
-        down [E, D, F]."""
+        down [E, D, F].
+
+        DeepSpeed keeps one Linear per expert, so the stacks are copies (the experts' memory
+        twice). They are made once and kept until a weight changes: restacking on every decode
+        step would move all expert weights twice per call, more than the kernel itself reads.
+        Any in-place change (an optimizer step, ``load_state_dict``) bumps a tensor's version
+        counter, which is what the cache is keyed on.
+        """
         experts = self.moe.deepspeed_moe.experts.deepspeed_experts
-        return (torch.stack([e.w1.weight for e in experts]).contiguous(),
-                torch.stack([e.w3.weight for e in experts]).contiguous(),
-                torch.stack([e.w2.weight for e in experts]).contiguous())
+        groups = ([e.w1.weight for e in experts], [e.w3.weight for e in experts], [e.w2.weight for e in experts])
+        key = tuple((w.data_ptr(), w._version) for group in groups for w in group)
+        if self._stacked is None or self._stacked[0] != key:
+            with torch.no_grad():
+                self._stacked = (key, tuple(torch.stack(group).contiguous() for group in groups))
+        return self._stacked[1]
 
     def _kernel_forward(self, x_BLD: torch.Tensor) -> MoEOutput:
         from microturn import kernels
 
-        fn = {"gemv": kernels.moe_gemv, "grouped": getattr(kernels, "moe_grouped", None),
-              "auto": getattr(kernels, "moe_decode", None)}[self.kernel]
-        if fn is None:
-            raise ValueError(f"MoE kernel {self.kernel!r} is not available in microturn.kernels")
+        fn = {"gemv": kernels.moe_gemv, "grouped": kernels.moe_grouped, "auto": kernels.moe_decode}[self.kernel]
         x_TD = x_BLD.reshape(-1, x_BLD.shape[-1])
         ids_TK, weights_TK = self.route(x_TD)
         y_TD = fn(x_TD.contiguous(), ids_TK, weights_TK.to(x_TD.dtype), *self.expert_weights())

@@ -49,3 +49,17 @@ def test_training_mode_ignores_the_seam_and_bad_names_are_refused():
     assert "kernel" not in out.stats and out.aux_loss.requires_grad
     with pytest.raises(ValueError, match="unknown MoE kernel"):
         moe.set_kernel("cutlass")
+
+
+def test_stacked_expert_weights_follow_weight_updates():
+    moe = _layer(2)
+    x_BLD = torch.randn(1, 3, 32, generator=torch.Generator().manual_seed(7))
+    real_BL = torch.ones(1, 3, dtype=torch.bool)
+    moe.set_kernel("gemv")
+    with torch.no_grad():
+        first = moe(x_BLD, real_BL).y_BLD
+        assert moe.expert_weights()[0] is moe.expert_weights()[0]  # kept between calls
+        for expert in moe.moe.deepspeed_moe.experts.deepspeed_experts:
+            expert.w2.weight.mul_(2.0)  # in place, as an optimizer step or load_state_dict
+        second = moe(x_BLD, real_BL).y_BLD
+    torch.testing.assert_close(second, 2.0 * first)
