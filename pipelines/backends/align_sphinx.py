@@ -293,7 +293,9 @@ class PocketsphinxAligner:
     The pocketsphinx decoder is built once per instance, on first use (about 0.25 s), and
     reused for every utterance; an instance is therefore cheap to create and to ship to Beam
     workers (the decoder is not part of its pickled state). One instance aligns one utterance
-    at a time (a lock serialises concurrent calls).
+    at a time (a lock serialises concurrent calls), each from the decoder's initial front-end
+    state, so an utterance's words depend only on its own audio and text, never on which
+    utterances or files the instance aligned before.
     """
 
     name = "sidecar+pocketsphinx"
@@ -368,7 +370,24 @@ class PocketsphinxAligner:
                 )
         self._edge_words = [w for w, _ in garbage[: len(self.config.garbage_phones)]]
         self._oov_words = [w for w, _ in garbage[len(self.config.garbage_phones) :]]
+        # The cepstral means the model starts from, restored before every utterance (see
+        # _fresh_state).
+        self._initial_cmn = decoder.get_cmn()
         return decoder
+
+    def _fresh_state(self) -> None:
+        """Forget everything earlier utterances taught the front end.
+
+        pocketsphinx adapts its noise-removal estimate across utterances (and, with
+        ``cmn=live``, its cepstral means); reusing one decoder then made a word's times depend on
+        which files it had aligned before: the same sample-call utterance gave "didn't" ending
+        at 9131 ms on a fresh decoder and at 9111 ms after the rest of the call.
+        ``reinit_feat`` rebuilds the front end (noise statistics included; 0.05 ms) and
+        ``set_cmn`` restores the means, so every utterance is aligned as if it were the first
+        (the sample call keeps 81 of 81 words inside their segments).
+        """
+        self.decoder.reinit_feat()
+        self.decoder.set_cmn(self._initial_cmn)
 
     def _knows(self, word: str) -> bool:
         known = self._known.get(word)
@@ -501,6 +520,7 @@ class PocketsphinxAligner:
         decoder.add_fsg("align", fsg)
         decoder.activate_search("align")
         segment_N = pcm_N[lo_ms * _SAMPLES_PER_MS : hi_ms * _SAMPLES_PER_MS]
+        self._fresh_state()
         try:
             decoder.start_utt()
             try:

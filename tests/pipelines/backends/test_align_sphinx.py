@@ -118,6 +118,21 @@ def test_sample_words_are_well_formed(sample, sample_words):
     assert 0.6 <= float(np.median([w.score for w in sample_words])) <= 0.95
 
 
+def test_words_do_not_depend_on_what_was_aligned_before(aligner, sample, sample_words):
+    """An utterance aligned alone on a fresh decoder, in a whole call, or again after the whole
+    call, gives the same words (the decoder's noise and cepstral-mean state once carried over:
+    "didn't" ended at 9131 ms alone and at 9111 ms after the rest of the call)."""
+    wave_N, transcript = sample
+    utts = transcript.utterances
+    as_tuples = lambda ws: [(w.text, w.start_ms, w.end_ms, w.score, w.speaker) for w in ws]  # noqa: E731
+    starts = np.cumsum([0] + [len(u.text.split()) for u in utts])
+    for k in (0, 3, len(utts) - 1):
+        in_call = as_tuples(sample_words[starts[k] : starts[k + 1]])
+        fresh = PocketsphinxAligner()(wave_N, utterances=[utts[k]], turns=[])
+        again = aligner(wave_N, utterances=[utts[k]], turns=[])
+        assert as_tuples(fresh) == in_call == as_tuples(again), k
+
+
 def test_alignment_speed(aligner, sample):
     """30 s of audio aligns in well under 0.6 s once the decoder exists (> 50x realtime)."""
     wave_N, transcript = sample
