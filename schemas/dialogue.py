@@ -23,7 +23,14 @@ What the script means to synthesis:
 Every value is checked when a dataclass is built (so hand-built dialogues obey the same rules as
 parsed ones) and errors are :class:`ScriptError` with a stable ``reason`` code. Texts are
 whitespace-normalised (NFC, stripped, runs of whitespace collapsed to one space), which also
-guarantees that the canonical JSON of a dialogue never spans two lines.
+guarantees that the canonical JSON of a dialogue never spans two lines. What remains may not hold
+a control character, a lone surrogate or a bidirectional override (``bad_text``; the policy and
+its reasons are in :mod:`microturn.schemas.text`), so no such character reaches a table or the TTS.
+
+Size caps (numbers below): a text of :data:`MAX_TEXT_CHARS`, a word (whitespace token) of
+:data:`MAX_WORD_CHARS`, :data:`MAX_TURNS` turns, :data:`MAX_DIALOGUE_CHARS` characters of speech
+in all, 64 targets of a timed request; a JSON line of more than :data:`MAX_LINE_BYTES` is refused
+by the readers before it is parsed.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from microturn.schemas.text import describe_char, refused_char, visible
+
 ACTS = ("statement", "question", "backchannel", "interruption", "timed_request")
 ROLES = ("user", "model")
 
@@ -52,6 +61,20 @@ MAX_TEXT_CHARS = 600
 # 400 turns at ~3 s per turn is a 20-minute conversation: its two 16 kHz float32 streams take
 # ~150 MB while mixing, which a synthesis worker holds comfortably; longer scripts should be split.
 MAX_TURNS = 400
+# The longest English dictionary word has 45 letters (pneumonoultramicroscopicsilicovolcanoconiosis);
+# 64 leaves room for punctuation around it. A longer token is a run-together paste, a hash or a
+# URL, which espeak-ng spells out as ONE word: a 600-letter token became one 9.8 s "word", and
+# 600 digits one 19 s word, in the words table.
+MAX_WORD_CHARS = 64
+# 24,000 characters is ~23 minutes of speech at espeak-ng's default 175 wpm (~6 characters a
+# word, ~1,050 a minute), the MAX_TURNS budget of a 20-minute conversation; at its slowest rate
+# (80 wpm) ~50 minutes, two 16 kHz float32 streams of ~380 MB while mixing. It bounds the TTS work
+# of one script, whose timed requests could otherwise ask for 400 x 64 responses of 600 characters.
+MAX_DIALOGUE_CHARS = 24_000
+# One JSON line: MAX_DIALOGUE_CHARS of text written as 6-byte \uXXXX escapes is 144 kB, plus the
+# keys of 400 turns (~60 bytes each) and 64 targets per timed turn; 1 MiB is ample, and a reader
+# holds at most this much of a line that is not a dialogue.
+MAX_LINE_BYTES = 1 << 20
 MIN_SPEAKERS, MAX_SPEAKERS = 2, 8
 # A timed request can ask for at most 10 minutes ahead (the cap of the contract), with at most
 # 64 targets: counting every 10 s for 10 minutes needs 60; denser counting is not speech a
@@ -66,7 +89,8 @@ MAX_LICENSE_CHARS = 128
 REASONS = (
     "invalid_json", "not_an_object", "unknown_field", "missing_field", "bad_type", "bad_id",
     "too_few_speakers", "too_many_speakers", "unknown_speaker", "empty_text", "text_too_long",
-    "too_many_turns", "bad_act", "bad_voice", "bad_role", "bad_timing", "bad_language",
+    "too_many_turns", "bad_act", "bad_voice", "bad_role", "bad_timing", "bad_language", "bad_text",
+    "word_too_long", "line_too_long",
 )
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -116,7 +140,10 @@ class ScriptError(ValueError):
         if path:
             where.append(path)
         prefix = ": ".join(where)
-        return f"{prefix}: {self.detail} ({self.reason})" if prefix else f"{self.detail} ({self.reason})"
+        text = f"{prefix}: {self.detail} ({self.reason})" if prefix else f"{self.detail} ({self.reason})"
+        # Keys and names are quoted before they are checked: escape anything that could drive a
+        # terminal or that UTF-8 cannot encode (the message lands in the rejects table).
+        return visible(text)
 
     def __reduce__(self):
         # Keep the location when the error crosses a process boundary (multi-process runners).
@@ -146,13 +173,26 @@ def _is_int(value: Any) -> bool:
 def _norm_text(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ScriptError("bad_type", f"must be a string, got {type(value).__name__}", field=field)
+    if len(value) > 8 * MAX_TEXT_CHARS:  # before normalising a pasted book
+        raise ScriptError("text_too_long", f"has {len(value)} characters, more than {MAX_TEXT_CHARS}; "
+                          "split it into several turns", field=field)
     text = " ".join(unicodedata.normalize("NFC", value).split())
+    bad = refused_char(text)
+    if bad is not None:
+        raise ScriptError("bad_text", f"holds {describe_char(bad[1])} at character {bad[0]}; control "
+                          "characters, lone surrogates and bidirectional overrides are not allowed in "
+                          "a script: remove it", field=field)
     if not text:
         raise ScriptError("empty_text", "is empty after whitespace normalisation; write what is said "
                           "or remove it", field=field)
     if len(text) > MAX_TEXT_CHARS:
         raise ScriptError("text_too_long", f"has {len(text)} characters, more than {MAX_TEXT_CHARS}; "
                           "split it into several turns", field=field)
+    longest = max(text.split(" "), key=len)
+    if len(longest) > MAX_WORD_CHARS:
+        raise ScriptError("word_too_long", f"has a word of {len(longest)} characters ({longest[:20]!r}...), "
+                          f"more than {MAX_WORD_CHARS}; put spaces between words, or spell out what is "
+                          "to be said", field=field)
     return text
 
 
@@ -349,6 +389,10 @@ class Dialogue:
                 if turns[i - 1].speaker == turn.speaker:
                     raise ScriptError("bad_act", f"act {turn.act!r} must follow a turn by another speaker, "
                                       f"but turns[{i - 1}] is also {turn.speaker!r}", turn=i, field="act")
+        spoken = sum(len(t.text) + (sum(map(len, t.timed.responses)) if t.timed else 0) for t in turns)
+        if spoken > MAX_DIALOGUE_CHARS:
+            raise ScriptError("text_too_long", f"{spoken} characters of speech in all, more than "
+                              f"{MAX_DIALOGUE_CHARS} (about 20 minutes); split the dialogue", field="turns")
         object.__setattr__(self, "turns", turns)
 
         if not isinstance(self.language, str) or not _LANG_RE.fullmatch(self.language):
@@ -359,6 +403,10 @@ class Dialogue:
                 raise ScriptError("bad_type", f"must be a string, got {type(self.license).__name__}",
                                   field="license")
             lic = " ".join(self.license.split())
+            bad = refused_char(lic)
+            if bad is not None:
+                raise ScriptError("bad_text", f"holds {describe_char(bad[1])}; give an SPDX expression "
+                                  "such as 'Apache-2.0'", field="license")
             if not lic or len(lic) > MAX_LICENSE_CHARS:
                 raise ScriptError("bad_type", f"must be a non-empty SPDX expression of at most "
                                   f"{MAX_LICENSE_CHARS} characters (e.g. 'Apache-2.0'), or omitted",
@@ -472,9 +520,14 @@ def parse_dialogue(line: str | bytes | Mapping) -> Dialogue:
     if isinstance(line, str):
         try:
             obj = json.loads(line, object_pairs_hook=_object_pairs, parse_constant=_reject_constant)
+        except ScriptError:
+            raise
         except json.JSONDecodeError as exc:
             raise ScriptError("invalid_json", f"{exc.msg} at column {exc.colno}; each line must hold "
                               "one complete JSON object") from None
+        except ValueError:  # CPython refuses to parse an integer of more than 4300 digits
+            raise ScriptError("invalid_json", "holds a number of more than 4300 digits; no value of a "
+                              "dialogue is that long") from None
         except RecursionError:
             raise ScriptError("invalid_json", "nested too deeply to be a dialogue") from None
     elif isinstance(line, Mapping):
@@ -523,6 +576,12 @@ def _build(obj: dict) -> Dialogue:
     return Dialogue(id=obj["id"], speakers=tuple(speakers), turns=tuple(turns), **kwargs)
 
 
+def too_long_line(number: int | None = None) -> ScriptError:
+    """The error of a line longer than :data:`MAX_LINE_BYTES`."""
+    return ScriptError("line_too_long", f"the line is longer than {MAX_LINE_BYTES} bytes, far more than "
+                       f"a dialogue of {MAX_TURNS} turns holds; split it", line=number)
+
+
 def read_dialogues(path_or_lines: str | os.PathLike | Iterable[str | bytes]
                    ) -> Iterator[tuple[int, Dialogue | ScriptError]]:
     """Yield ``(line_number, Dialogue or ScriptError)`` for each non-blank line of a JSONL file
@@ -534,15 +593,36 @@ def read_dialogues(path_or_lines: str | os.PathLike | Iterable[str | bytes]
         yield from _read_lines(path_or_lines)
 
 
-def _file_lines(path: str | os.PathLike) -> Iterator[bytes]:
+def bounded_lines(stream, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
+    """The lines of a binary ``stream`` (``readline``), each as bytes with its line end, or None
+    for a line longer than ``limit`` bytes, which is skipped without holding more than ``limit``
+    bytes of it. Line numbers stay those of the file."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit:
+            yield line
+            continue
+        while not line.endswith(b"\n"):
+            line = stream.readline(limit + 1)
+            if not line:
+                break
+        yield None
+
+
+def _file_lines(path: str | os.PathLike) -> Iterator[bytes | None]:
     # Bytes, so that one badly encoded line is one error rather than the end of the file.
     with open(path, "rb") as f:
-        yield from f
+        yield from bounded_lines(f)
 
 
-def _read_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Dialogue | ScriptError]]:
+def _read_lines(lines: Iterable[str | bytes | None]) -> Iterator[tuple[int, Dialogue | ScriptError]]:
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, 1):
+        if line is None or len(line) > MAX_LINE_BYTES:
+            yield number, too_long_line(number)
+            continue
         if number == 1:
             line = line.removeprefix(b"\xef\xbb\xbf" if isinstance(line, bytes) else "\ufeff")
         if not line.strip():
@@ -561,6 +641,7 @@ def _read_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, Dialogue | 
 
 
 __all__ = [
-    "ACTS", "MAX_TEXT_CHARS", "MAX_TURNS", "REASONS", "ROLES", "Dialogue", "ScriptError",
-    "SpeakerSpec", "TimedSpec", "TurnSpec", "parse_dialogue", "read_dialogues",
+    "ACTS", "MAX_DIALOGUE_CHARS", "MAX_LINE_BYTES", "MAX_TEXT_CHARS", "MAX_TURNS", "MAX_WORD_CHARS",
+    "REASONS", "ROLES", "Dialogue", "ScriptError", "SpeakerSpec", "TimedSpec", "TurnSpec", "bounded_lines",
+    "parse_dialogue", "read_dialogues",
 ]

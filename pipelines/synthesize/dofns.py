@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 import time
 
 import apache_beam as beam
@@ -21,9 +23,11 @@ from apache_beam.metrics import Metrics
 from microturn.pipelines import media
 from microturn.pipelines.tables import REJECTS, reject
 from microturn.schemas import conversation_id, split_of
-from microturn.schemas.dialogue import Dialogue, ScriptError, parse_dialogue
+from microturn.schemas.dialogue import MAX_LINE_BYTES, Dialogue, ScriptError, bounded_lines, parse_dialogue
+from microturn.schemas.text import visible
 from microturn.schemas.turns import Turn
 from microturn.synth.engine import Conversation, dialogue_rng, synthesize_dialogue, voice_of
+from microturn.synth.espeak import EspeakUnavailableError
 from microturn.synth.mix import MixConfig
 from microturn.synth.timing import TimingModel
 from microturn.synth.tts import get_tts
@@ -46,8 +50,22 @@ class _Step(beam.DoFn):
         return beam.pvalue.TaggedOutput(REJECTS, reject(key, self.stage, exc, error_type))
 
 
+def label(path: str) -> str:
+    """How a script file is named in the tables: its path with control characters, bidi controls
+    and the lone surrogates of an undecodable file name (Python's surrogateescape) written as
+    visible escapes (:func:`microturn.schemas.text.visible`), so any file name can be stored in
+    Parquet and printed safely."""
+    return visible(path)
+
+
 class ReadScripts(_Step):
-    """A file pattern → one element per non-blank line: ``{"input": "path:line", "line": text}``."""
+    """A file pattern → one element per non-blank line: ``{"input": "path:line", "line": text}``.
+
+    Per-file and per-line failures are rejects: a pattern matching nothing, a match that is not a
+    regular file (a FIFO or device would block the read forever), a line that is not UTF-8 or is
+    longer than :data:`~microturn.schemas.dialogue.MAX_LINE_BYTES` (skipped without holding it),
+    a file that breaks mid-read (a corrupt ``.gz``: the lines before the break are kept).
+    """
 
     stage = "read"
 
@@ -55,33 +73,52 @@ class ReadScripts(_Step):
         try:
             paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
         except Exception as exc:  # noqa: BLE001 - any filesystem error belongs in rejects
-            yield self._reject(pattern, exc)
+            yield self._reject(label(pattern), visible(str(exc)), type(exc).__name__)
             return
         if not paths:
-            yield self._reject(pattern, "the pattern matches no script file", "NoMatch")
+            yield self._reject(label(pattern), "the pattern matches no script file", "NoMatch")
         for path in paths:
             yield from self._lines(path)
 
     def _lines(self, path: str):
         # Line by line, so that a huge file is never held whole and one undecodable line costs
         # only itself.
+        name = label(path)
+        if "://" not in path:
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:
+                yield self._reject(name, visible(str(exc)), type(exc).__name__)
+                return
+            if not stat.S_ISREG(mode):
+                yield self._reject(name, "not a regular file (a FIFO, device or socket); give script files",
+                                   "NotAFile")
+                return
         found = 0
+        no = 0
         try:
             with FileSystems.open(path) as f:
-                for no, raw in enumerate(f, start=1):
+                for no, raw in enumerate(bounded_lines(f), start=1):
+                    key = f"{name}:{no}"
+                    if raw is None:
+                        yield self._reject(key, f"the line is longer than {MAX_LINE_BYTES} bytes, far more "
+                                           "than a dialogue holds; split it", "line_too_long")
+                        continue
+                    if no == 1:
+                        raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
                     try:
                         line = raw.decode("utf-8")
                     except UnicodeDecodeError as exc:
-                        yield self._reject(f"{path}:{no}", f"the line is not UTF-8 text: {exc}", "invalid_utf8")
+                        yield self._reject(key, f"the line is not UTF-8 text: {exc}", "invalid_utf8")
                         continue
                     if line.strip():
                         found += 1
-                        yield {"input": f"{path}:{no}", "line": line}
-        except OSError as exc:
-            yield self._reject(path, exc)
+                        yield {"input": key, "line": line}
+        except Exception as exc:  # noqa: BLE001 - a corrupt compressed file raises zlib.error, not OSError
+            yield self._reject(name, f"reading stopped after line {no}: {visible(str(exc))}", type(exc).__name__)
             return
         if not found:
-            yield self._reject(path, "the file holds no dialogue lines", "EmptyFile")
+            yield self._reject(name, "the file holds no dialogue lines", "EmptyFile")
         else:
             self.done.inc()
 
@@ -111,6 +148,14 @@ class ParseScript(_Step):
         self.tts = get_tts(self.tts_name)
 
     def process(self, item: dict):
+        try:
+            yield from self._parse(item)
+        except EspeakUnavailableError:
+            raise  # the machine's fault, not the script's: every script would fail the same way
+        except Exception as exc:  # noqa: BLE001 - one script's failure is a reject, not a crash
+            yield self._reject(item["input"], visible(str(exc)), type(exc).__name__)
+
+    def _parse(self, item: dict):
         try:
             dialogue = parse_dialogue(item["line"])
         except ScriptError as exc:
@@ -210,7 +255,16 @@ class Synthesize(_Step):
         cid = item["conversation_id"]
         try:
             dialogue = parse_dialogue(item["dialogue"])
-            conv = synthesize_dialogue(dialogue, tts=self.tts, timing=self.timing, mix=self.mix, seed=self.seed)
+            try:
+                conv = synthesize_dialogue(dialogue, tts=self.tts, timing=self.timing, mix=self.mix,
+                                           seed=self.seed)
+            except EspeakUnavailableError:
+                raise
+            except (ValueError, TypeError) as exc:
+                # The TTS cannot speak a turn (no letter it can read, e.g. only "..." or combining
+                # marks): the script's fault, named as such.
+                yield self._reject(item["input"], f"{dialogue.id}: {visible(str(exc))}", "unspeakable")
+                return
             row, rows = conversation_rows(
                 conv, cid=cid, source_uri=item["input"], origin="synthetic",
                 license=dialogue.license or self.license,

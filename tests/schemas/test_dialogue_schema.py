@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import (
-    ACTS, MAX_TEXT_CHARS, MAX_TURNS, REASONS, Dialogue, ScriptError, SpeakerSpec, TimedSpec, TurnSpec,
-    parse_dialogue, read_dialogues,
+    ACTS, MAX_DIALOGUE_CHARS, MAX_LINE_BYTES, MAX_TEXT_CHARS, MAX_TURNS, MAX_WORD_CHARS, REASONS, Dialogue,
+    ScriptError, SpeakerSpec, TimedSpec, TurnSpec, parse_dialogue, read_dialogues,
 )
+from microturn.schemas.text import refused_char, visible
 
 EXAMPLE = {
     "id": "d1",
@@ -112,6 +113,11 @@ def _turns(n):
     return _set(("turns",), [{"speaker": "AB"[i % 2], "text": "hi"} for i in range(n)])
 
 
+def _turns_of_length(n, chars):
+    words = " ".join(["word"] * (chars // 5))
+    return _set(("turns",), [{"speaker": "AB"[i % 2], "text": words} for i in range(n)])
+
+
 def _three_speakers_no_responder(obj):
     obj["speakers"]["C"] = {}
     del obj["turns"][4]["responder"]
@@ -174,6 +180,19 @@ BAD = [
     ("bad_timing", _set(("turns", 4, "responder"), "A")),  # asks itself
     ("bad_language", _set(("language",), "english")),
     ("bad_language", _set(("language",), "e")),
+    ("invalid_json", _raw('{"id": ' + "9" * 5000 + "}")),  # past CPython's 4300-digit int limit
+    ("bad_text", _set(("turns", 0, "text"), "so \x1b[31mred\x1b[0m")),
+    ("bad_text", _set(("turns", 0, "text"), "hello\x00world")),  # espeak-ng would stop at the NUL
+    ("bad_text", _set(("turns", 0, "text"), "hello \ud800")),  # lone surrogate, valid JSON
+    ("bad_text", _raw('{"id": "d", "speakers": {"A": {}, "B": {}}, "turns": [{"speaker": "A", "text": "\\udfff"}]}')),
+    ("bad_text", _set(("turns", 0, "text"), "abc \u202edcba")),  # right-to-left override
+    ("bad_text", _set(("turns", 0, "text"), "isolate \u2066x\u2069")),
+    ("bad_text", _set(("turns", 0, "text"), "DEL \x7f and C1 \x9b")),
+    ("bad_text", _set(("turns", 4, "responses"), ["ten \x07 seconds"])),
+    ("bad_text", _set(("license",), "MIT\x1b]0;title\x07")),
+    ("word_too_long", _set(("turns", 0, "text"), "see " + "x" * (MAX_WORD_CHARS + 1))),
+    ("text_too_long", _turns_of_length(MAX_DIALOGUE_CHARS // 500 + 1, 500)),
+    ("line_too_long", _raw(None)),
 ]
 
 
@@ -181,6 +200,9 @@ BAD = [
 def test_each_bad_input_has_its_reason(reason, mutate):
     bad = mutate(_base())
     with pytest.raises(ScriptError) as info:
+        if bad is None:  # a line longer than MAX_LINE_BYTES, through the reader
+            (_, err), = read_dialogues([b" " * (MAX_LINE_BYTES + 1)])
+            raise err
         parse_dialogue(bad if isinstance(bad, (str, bytes)) else json.dumps(bad))
     assert info.value.reason == reason, str(info.value)
     assert isinstance(info.value, ValueError)
@@ -256,7 +278,7 @@ def test_speaker_order_is_kept():
 
 
 _NAME = st.from_regex(r"[A-Za-z0-9_-]{1,6}", fullmatch=True)
-_TEXT = st.text(max_size=60).filter(lambda s: s.split())
+_TEXT = st.text(max_size=60).filter(lambda s: s.split() and refused_char(" ".join(s.split())) is None)
 _VOICE = st.from_regex(r"[a-z]{2,3}(-[a-z0-9]{1,4}){0,2}(\+[A-Za-z0-9_]{1,5})?", fullmatch=True)
 
 
@@ -323,3 +345,30 @@ def test_read_dialogues_from_a_file(tmp_path):
     assert out[1][1].reason == "invalid_json" and "UTF-8" in str(out[1][1])
     assert out[2][1].id == "d2"
     assert [n for n, _ in read_dialogues(str(path))] == [1, 3, 4]
+
+
+def test_whitespace_controls_collapse_and_other_marks_stay():
+    obj = _base()
+    obj["turns"][0]["text"] = "line one\r\nline\ttwo\x0bthree\x1cfour\x85five\u2028six"
+    obj["turns"][2]["text"] = "\u05e9\u05dc\u05d5\u05dd \u200f! cafe\u0301"  # RLM kept, NFC applied
+    d = parse_dialogue(obj)
+    assert d.turns[0].text == "line one line two three four five six"
+    assert d.turns[2].text == "\u05e9\u05dc\u05d5\u05dd \u200f! caf\u00e9"
+
+
+def test_messages_never_carry_raw_controls():
+    line = json.dumps(EXAMPLE | {"\x1b[2J\u202e": 1, "id": "x\x1b"})
+    with pytest.raises(ScriptError) as info:
+        parse_dialogue(line)
+    text = str(info.value)
+    assert refused_char(text) is None and "\\x1b[2J" in text
+    assert text == visible(text)
+
+
+def test_read_dialogues_skips_an_oversized_line_and_keeps_going(tmp_path):
+    path = tmp_path / "big.jsonl"
+    good = json.dumps(EXAMPLE).encode()
+    path.write_bytes(good + b"\n" + b"[" * (MAX_LINE_BYTES + 10) + b"\n" + json.dumps(EXAMPLE | {"id": "d2"}).encode())
+    out = list(read_dialogues(path))
+    assert [n for n, _ in out] == [1, 2, 3]
+    assert out[1][1].reason == "line_too_long" and out[2][1].id == "d2"
