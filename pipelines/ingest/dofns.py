@@ -47,6 +47,10 @@ class _Step(beam.DoFn):
         self.audio = Metrics.counter("ingest", f"{self.stage}_audio_ms")
 
     def _reject(self, key: str, exc, error_type: str | None = None):
+        from microturn.pipelines.outputs import raise_if_output_fault
+
+        if isinstance(exc, BaseException):  # a full or read-only output is no input's fault: the run stops
+            raise_if_output_fault(exc, getattr(self, "output", None))
         self.rejected.inc()
         log.warning("%s rejected %s: %s", self.stage, key, exc)
         return beam.pvalue.TaggedOutput(REJECTS, reject(key, self.stage, exc, error_type))
@@ -62,9 +66,10 @@ class MatchPattern(_Step):
 
     stage = "match"
 
-    def __init__(self):
+    def __init__(self, exclude: str | None = None):
         super().__init__()
         self.skipped = Metrics.counter("ingest", "match_skipped_sidecar")
+        self.exclude = exclude  # the run's output: never read back as input (e.g. --input 'data/**')
 
     def process(self, pattern: str):
         try:
@@ -73,6 +78,10 @@ class MatchPattern(_Step):
             yield self._reject(pattern, exc)
             return
         files = sorted(m.path for m in found if not os.path.basename(m.path).startswith("."))
+        if self.exclude:
+            from microturn.pipelines.outputs import excluded
+
+            files = [p for p in files if not excluded(p, self.exclude)]
         media_files = [p for p in files if not p.lower().endswith(SIDECAR_EXTS)]
         if len(files) > len(media_files):
             self.skipped.inc(len(files) - len(media_files))

@@ -51,7 +51,8 @@ class ProbeSources(beam.PTransform):
         self.cfg, self.licenses = cfg, licenses
 
     def expand(self, patterns):
-        matched = patterns | "Match" >> beam.ParDo(dofns.MatchPattern()).with_outputs(REJECTS, main="files")
+        match = dofns.MatchPattern(exclude=self.cfg.output)  # an output inside a recursive glob is not input
+        matched = patterns | "Match" >> beam.ParDo(match).with_outputs(REJECTS, main="files")
         probed = (
             matched.files
             | "DistinctPaths" >> beam.Distinct()

@@ -45,6 +45,10 @@ class _Step(beam.DoFn):
         self.done = Metrics.counter(NAMESPACE, f"{self.stage}_ok")
 
     def _reject(self, key: str, exc, error_type: str | None = None):
+        from microturn.pipelines.outputs import raise_if_output_fault
+
+        if isinstance(exc, BaseException):  # a full or read-only output is no input's fault: the run stops
+            raise_if_output_fault(exc, getattr(self, "output", None))
         self.rejected.inc()
         log.warning("%s rejected %s: %s", self.stage, key, exc)
         return beam.pvalue.TaggedOutput(REJECTS, reject(key, self.stage, exc, error_type))
