@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["BIDI_CONTROLS", "refused_char", "describe_char", "visible"]
+__all__ = ["BIDI_CONTROLS", "refused_char", "describe_char", "visible", "visible_json"]
 
 # Embeddings and overrides (LRE RLE PDF LRO RLO) and isolates (LRI RLI FSI PDI). The marks
 # (LRM U+200E, RLM U+200F, ALM U+061C) only set the direction of neutral characters and are
@@ -54,8 +54,13 @@ def describe_char(ch: str) -> str:
     return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
 
 
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def _escape(ch: str) -> str:
     code = ord(ch)
+    if ch in _SHORT:
+        return _SHORT[ch]
     if code < 0x100:
         return f"\\x{code:02x}"
     if code < 0x10000:
@@ -79,3 +84,22 @@ def visible(text: str, *, keep: str = "") -> str:
     if not _SUSPECT.search(text):
         return text
     return "".join(_escape(ch) if ch not in keep and _needs_escape(ch) else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, the only way JSON writes an astral code point
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def visible_json(text: str) -> str:
+    """JSON text (as ``json.dumps(..., ensure_ascii=False)`` writes it) with the characters
+    :func:`visible` escapes written as JSON escapes (``\\u001b``, ``\\u202e``), so it parses back to
+    the same value and is safe to print. Such characters can only stand inside JSON strings,
+    where an escape means the same character; a raw tab or newline can only be the whitespace
+    between tokens (json.dumps escapes them inside strings) and is kept."""
+    if not _SUSPECT.search(text):
+        return text
+    return "".join(_json_escape(ch) if ch not in "\t\n\r" and _needs_escape(ch) else ch for ch in text)

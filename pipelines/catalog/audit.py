@@ -6,6 +6,12 @@ SUMMARIZE / FROM / VALUES / WITH, EXPLAIN of one of those, or a PRAGMA from
 :data:`READ_PRAGMAS`). Then the catalog is opened read-only with external access disabled and
 the configuration locked, so that not even a table function can read or write other files
 or reach the network.
+
+Tables can come from anywhere, so no value is printed as it is: in every format, control
+characters, bidi controls and other invisible format characters are written as visible escapes
+(``\\x1b``, ``\\u202e``; :mod:`microturn.schemas.text`) in the table and CSV formats, and as
+JSON escapes (``\\u001b``, which parse back to the same value) in JSON and in nested values. A
+value cannot recolour, move the cursor, clear or retitle the terminal, or reorder what is shown.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+
+from microturn.schemas.text import visible, visible_json
 
 # PRAGMAs that only report on the database (the others change settings, and some write files,
 # such as `PRAGMA profiling_output`).
@@ -165,7 +173,9 @@ def format_float(v: float) -> str:
 
 
 def cell_text(value, *, null: str = "NULL") -> str:
-    """One value as text for a table: nested values as compact JSON, floats readable."""
+    """One value as text for a table, safe to print: nested values as compact JSON (with JSON
+    escapes for control characters), floats readable, control and format characters of strings
+    as visible escapes (``\\x1b``)."""
     if value is None:
         return null
     if isinstance(value, bool):
@@ -175,9 +185,9 @@ def cell_text(value, *, null: str = "NULL") -> str:
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(plain(value), ensure_ascii=False)
+        return visible_json(json.dumps(plain(value), ensure_ascii=False))
     p = plain(value)
-    return p if isinstance(p, str) else str(p)
+    return visible(p if isinstance(p, str) else str(p))
 
 
 _NUMERIC = re.compile(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U\w*INT|FLOAT|DOUBLE|DECIMAL.*)$")
@@ -187,7 +197,7 @@ def render_table(result: QueryResult, *, max_width: int = 80) -> str:
     """An aligned text table: header, rule, rows (numbers right-aligned), and a row-count line.
     Cells wider than ``max_width`` are cut with '…' (use CSV or JSON for whole values)."""
     def cut(text: str) -> str:
-        text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+        text = visible(text)  # cells are already; column names too
         return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
     cells = [[cut(cell_text(v)) for v in row] for row in result.rows]
@@ -201,7 +211,7 @@ def render_table(result: QueryResult, *, max_width: int = 80) -> str:
 
     if result.columns == ("explain_key", "explain_value"):
         # EXPLAIN: the plans are drawings over several lines; print them as they are.
-        return "\n".join(f"{key}:\n{value}" for key, value in result.rows)
+        return "\n".join(visible(f"{key}:\n{value}", keep="\n") for key, value in result.rows)
     out = []
     if header:
         out += [line(header), "  ".join("-" * w for w in widths)]
@@ -215,12 +225,14 @@ def render_table(result: QueryResult, *, max_width: int = 80) -> str:
 
 
 def render_csv(result: QueryResult) -> str:
-    """CSV (RFC 4180) with a header row; NULL as an empty field, nested values as JSON, floats in full."""
+    """CSV (RFC 4180) with a header row; NULL as an empty field, nested values as JSON, floats in
+    full. Control and format characters in strings are written as visible escapes (a value
+    holding a newline shows ``\\n``), so the output is safe to print."""
     buf = io.StringIO()
     # RFC 4180 line ends: with "\r\n" as the terminator the writer also quotes fields holding a
     # bare "\r", which a "\n" terminator would leave unquoted.
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(result.columns)
+    writer.writerow([visible(c) for c in result.columns])
     for row in result.rows:
         writer.writerow([
             "" if v is None else repr(v) if isinstance(v, float) else cell_text(v, null="")
@@ -244,10 +256,10 @@ def _unique_names(columns: Sequence[str]) -> list[str]:
 
 def render_json(result: QueryResult) -> str:
     """One JSON array of objects (a repeated column name gets a suffix: a, a_1); nested values
-    stay JSON, NaN and infinities become null."""
+    stay JSON, NaN and infinities become null; control and format characters are JSON escapes."""
     names = _unique_names(result.columns)
     records = [dict(zip(names, (plain(v) for v in row))) for row in result.rows]
-    return json.dumps(records, ensure_ascii=False, indent=2) + "\n"
+    return visible_json(json.dumps(records, ensure_ascii=False, indent=2)) + "\n"
 
 
 FORMATS = {"table": lambda r: render_table(r) + "\n", "csv": render_csv, "json": render_json}

@@ -4,8 +4,9 @@ The report is ``DIR/index.html`` with its PNGs beside it, referenced by relative
 external CSS or JavaScript, so it opens from disk in any browser. Plots: conversation durations
 by origin, gap and overlap histograms per origin (real against synthetic and remix), hours by
 split and origin, rejects by stage and reason. Tables: the audit views. Every value from the
-catalog is HTML-escaped. A plot with nothing to show becomes a note; every file is written
-under a temporary name and renamed when complete.
+catalog is HTML-escaped, its control and format characters shown as visible escapes (``\\x1b``).
+A plot with nothing to show becomes a note; every file is written under a temporary name and
+renamed when complete.
 
 Arrays: ``ms_N`` values in milliseconds, ``minutes_N`` durations in minutes.
 """
@@ -22,6 +23,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from microturn.pipelines.catalog.audit import cell_text, open_catalog
+from microturn.schemas.text import visible
 
 ORIGIN_COLORS = {"real": "tab:blue", "synthetic": "tab:orange", "remix": "tab:green"}
 SPLIT_ORDER = ("train", "valid", "test")
@@ -151,7 +153,7 @@ def rejects_plot(con) -> Figure:
     shown = rows[:_MAX_BARS]
     fig = _new_figure(7, 1.2 + 0.3 * len(shown))
     ax = fig.add_subplot()
-    labels = [f"{stage} / {error}" for stage, error, _ in shown]
+    labels = [visible(f"{stage} / {error}") for stage, error, _ in shown]
     ax.barh(range(len(shown)), [n for _, _, n in shown], color="tab:red")
     ax.set_yticks(range(len(shown)), labels, fontsize=8)
     ax.invert_yaxis()
@@ -177,7 +179,7 @@ def html_table(columns: Sequence[str], rows: Sequence[Sequence], *, total: int |
     rows, and a note counting the rest when ``total`` says there are more than ``rows``."""
     if not rows:
         return f'<p class="note">{html.escape(empty)}</p>'
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(visible(c))}</th>" for c in columns)
     body = []
     for row in rows:
         tds = []
@@ -219,10 +221,10 @@ def _meta_html(con, catalog: str) -> str:
         "SELECT schema_version, inputs, allowed_licenses, table_rows, microturn_version FROM catalog_meta"
     ).fetchall()[0]
     counts = html_table(["table", "rows"], sorted(table_rows.items()), empty="No tables.")
-    items = "".join(f"<li><code>{html.escape(i)}</code></li>" for i in inputs)
+    items = "".join(f"<li><code>{html.escape(visible(i))}</code></li>" for i in inputs)
     return (f"<p>Catalog <code>{html.escape(catalog)}</code>, schema version {html.escape(str(schema_version))}, "
             f"built by microturn {html.escape(str(version))} from:</p><ul>{items}</ul>{counts}"
-            f"<p>Licenses allowed for training: {html.escape(', '.join(allowed))}.</p>")
+            f"<p>Licenses allowed for training: {html.escape(visible(', '.join(allowed)))}.</p>")
 
 
 def _publish(directory: str, name: str, data: bytes) -> None:

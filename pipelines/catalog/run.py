@@ -18,6 +18,8 @@ import warnings
 
 import duckdb
 
+from microturn.schemas.text import visible
+
 DEFAULT_MAX_ROWS = 1000
 
 
@@ -26,13 +28,14 @@ def _status(exc: SystemExit) -> int:
 
 
 def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    # Messages can quote values of the catalog (a DuckDB conversion error does): escape them.
+    print(f"{prog}: error: {visible(message)}", file=sys.stderr)
     return 2
 
 
 def _show_warnings(prog: str):
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{prog}: warning: {message}", file=sys.stderr)
+        print(f"{prog}: warning: {visible(str(message))}", file=sys.stderr)
 
     return show
 
@@ -78,7 +81,7 @@ def catalog_main(argv: list[str] | None = None) -> int:
             summary = build_catalog(args.outputs, args.catalog, allow_licenses=args.allow_license)
         except (ValueError, duckdb.Error) as exc:
             return _fail(prog, str(exc))
-    print(summary.render())
+    print(visible(summary.render(), keep="\n"))
     return 0
 
 
@@ -123,7 +126,7 @@ def _report_main(argv: list[str]) -> int:
         index = write_report(args.catalog, args.output)
     except (ValueError, OSError, duckdb.Error) as exc:
         return _fail(prog, str(exc))
-    print(f"wrote {index}")
+    print(f"wrote {visible(index)}")
     return 0
 
 

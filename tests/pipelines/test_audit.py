@@ -25,6 +25,7 @@ from microturn.pipelines.catalog.audit import (
 )
 from microturn.pipelines.catalog.build import build_catalog
 from microturn.pipelines.catalog.run import audit_main
+from microturn.schemas.text import visible
 
 
 @pytest.fixture(scope="module")
@@ -227,10 +228,66 @@ def test_json_and_csv_round_trip(rows):
             elif isinstance(value, float):
                 assert float(text) == value
             elif isinstance(value, str):
-                assert text == value
+                assert text == visible(value)  # control characters shown escaped
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_format_float_is_close(v):
     text = format_float(v)
     assert math.isclose(float(text), v, rel_tol=1e-5, abs_tol=5e-7)
+
+
+HOSTILE = "red\x1b[31m \x1b]0;title\x07 \x1b[2J\r\x00 rlo\u202e \x9b1m \u2028 \U000e0041 end"
+# Bytes that drive a terminal: C0 controls, DEL, and C1 controls as UTF-8 (0xC2 0x80-0x9F),
+# plus the UTF-8 of the bidi override, the line separator and a tag character.
+_DRIVING = [bytes([b]) for b in range(0x20) if b not in (0x0A,)] + [b"\x7f"] + [
+    bytes([0xC2, b]) for b in range(0x80, 0xA0)] + ["\u202e".encode(), "\u2028".encode(), "\U000e0041".encode()]
+
+
+@pytest.fixture(scope="module")
+def hostile_catalog(tmp_path_factory):
+    from catalog_fixtures import write_table
+
+    from microturn.schemas import TABLE_NAMES
+
+    out = str(tmp_path_factory.mktemp("hostile") / "out")
+    write_table(out, "rejects", [{"input": HOSTILE, "stage": "ingest", "error_type": "Bad\x1b[5m",
+                                  "message": HOSTILE}])
+    assert "rejects" in TABLE_NAMES
+    path = str(tmp_path_factory.mktemp("hostile-catalog") / "catalog.duckdb")
+    build_catalog([out], path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_values_with_control_characters_are_printed_escaped(hostile_catalog, fmt, capfdbinary):
+    sql = "SELECT input, message AS \"col\x1b[1m\", [message] AS nested, {'k\x1b': message} AS obj FROM rejects"
+    status = audit_main(["--catalog", hostile_catalog, sql, "--format", fmt])
+    out = capfdbinary.readouterr().out
+    assert status == 0 and out
+    body = out.replace(b"\r\n", b"\n") if fmt == "csv" else out  # RFC 4180 line ends
+    for seq in _DRIVING:
+        assert seq not in body, (fmt, seq)
+    text = out.decode("utf-8")
+    if fmt == "json":
+        (row,) = json.loads(text)
+        assert row["input"] == HOSTILE and row["nested"] == [HOSTILE]  # JSON escapes parse back exactly
+        assert row["obj"] == {"k\x1b": HOSTILE}
+    else:
+        assert "red\\x1b[31m" in text and "rlo\\u202e" in text and "\\x00" in text
+
+
+def test_errors_quoting_a_hostile_value_are_escaped(hostile_catalog, capfdbinary):
+    status = audit_main(["--catalog", hostile_catalog, "SELECT input::INTEGER FROM rejects"])
+    err = capfdbinary.readouterr().err
+    assert status == 2 and b"\x1b" not in err and b"error" in err
+
+
+def test_report_shows_hostile_values_escaped(hostile_catalog, tmp_path, capfdbinary):
+    status = audit_main(["report", "--catalog", hostile_catalog, "--output", str(tmp_path / "report")])
+    assert status == 0 and b"\x1b" not in capfdbinary.readouterr().out
+    page = (tmp_path / "report" / "index.html").read_bytes()
+    for seq in _DRIVING:
+        if seq not in (b"\t", b"\r"):  # the page's own layout whitespace
+            assert seq not in page, seq
+    assert b"Bad\\x1b[5m" in page
