@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from microturn.pipelines.backends.base import SpeakerCount
+from microturn.pipelines.config_io import check_numbers
 from microturn.pipelines.ingest.channels import LAYOUTS
 
 DIARIZERS = ("embedded", "pyannote")
@@ -48,6 +49,7 @@ class IngestConfig:
     table_shards: int = 1
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # integers where integers belong, no inf / nan
         if not self.inputs:
             raise ValueError("give at least one --input pattern")
         if not self.output:
@@ -58,11 +60,11 @@ class IngestConfig:
             raise ValueError(f"--transcriber must be one of {TRANSCRIBERS}, got {self.transcriber!r}")
         if self.channel_layout not in LAYOUTS:
             raise ValueError(f"--channel-layout must be one of {LAYOUTS}, got {self.channel_layout!r}")
-        if self.max_duration_s <= 0:
+        if not self.max_duration_s > 0:
             raise ValueError(f"--max-duration-s must be positive, got {self.max_duration_s}")
-        if self.table_shards < 1:
+        if not self.table_shards >= 1:
             raise ValueError(f"--table-shards must be at least 1, got {self.table_shards}")
-        if self.video_max_side < 40:
+        if not self.video_max_side >= 40:
             raise ValueError(f"--video-max-side must be at least 40, got {self.video_max_side}")
         if (self.diarizer == "pyannote" or self.transcriber == "whisperx") and not self.model_dir:
             raise ValueError(

@@ -14,6 +14,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from microturn.pipelines.cli_args import finite_float, require_file, split_args
 from microturn.pipelines.config_io import load_toml
 from microturn.pipelines.ingest.config import DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.channels import LAYOUTS
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="microturn ingest",
+        allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Diarize and word-time conversational media into microturn record tables. "
                     "Flags not listed here are Beam pipeline options (e.g. --runner, "
                     "--direct_running_mode=multi_processing, --direct_num_workers=2).",
@@ -41,21 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-speakers", type=int)
     p.add_argument("--model-dir", help="local weights for the pyannote / whisperx backends")
     p.add_argument("--license-manifest", metavar="CSV", help="CSV of uri,license,origin")
-    p.add_argument("--max-duration-s", type=float, help="reject inputs longer than this")
+    p.add_argument("--max-duration-s", type=finite_float, help="reject inputs longer than this")
     p.add_argument("--channel-layout", choices=LAYOUTS)
     p.add_argument("--language")
     return p
 
 
 def parse_args(argv: list[str] | None) -> tuple[IngestConfig, list[str]]:
-    """Split ``argv`` into the ingest config and the remaining Beam pipeline flags."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    """Split ``argv`` into the ingest config and the remaining Beam pipeline flags.
+
+    Unknown flags and stray values exit with status 2 (see :func:`split_args`); a missing
+    ``--config`` or ``--license-manifest`` file and bad values are ``ValueError``s.
+    """
+    args, beam_args = split_args(build_parser(), argv)
     base: dict = {}
     if args.config:
+        require_file("--config", args.config)
         base = dataclasses.asdict(load_toml(_Partial, args.config))
         base = {k: v for k, v in base.items() if v is not None}
     overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     cfg = IngestConfig(**{**base, **overrides, "inputs": tuple(args.inputs)})
+    if cfg.license_manifest:
+        require_file("--license-manifest", cfg.license_manifest)
     return cfg, beam_args
 
 

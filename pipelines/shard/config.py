@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from microturn.pipelines.config_io import check_numbers
 from microturn.pipelines.shard.samples import WindowSpec
 from microturn.pipelines.shard.video import VideoSpec
 from microturn.schemas.ids import DEFAULT_SPLITS
@@ -84,19 +85,20 @@ class ShardConfig:
     table_shards: int = 1
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # integers where integers belong, no inf / nan
         if not self.inputs:
             raise ValueError("give at least one --input OUT (an ingest or synthesize output)")
         if not self.output:
             raise ValueError("--output is required")
-        if self.window_chunks < 1:
+        if not self.window_chunks >= 1:
             raise ValueError(f"--window-chunks must be at least 1, got {self.window_chunks}")
         if not 1 <= self.min_chunks <= self.window_chunks:
             raise ValueError(f"--min-chunks must be in 1..window_chunks ({self.window_chunks}), got {self.min_chunks}")
-        if self.shard_bytes < 64 << 10:
+        if not self.shard_bytes >= 64 << 10:
             raise ValueError(f"--shard-bytes must be at least 65536, got {self.shard_bytes}")
-        if self.fade_ms < 0 or self.tolerance_ms < 0:
+        if not (self.fade_ms >= 0 and self.tolerance_ms >= 0):
             raise ValueError("fade_ms and tolerance_ms must be >= 0")
-        if self.table_shards < 1:
+        if not self.table_shards >= 1:
             raise ValueError(f"--table-shards must be at least 1, got {self.table_shards}")
         self.split_ratios  # validates
         self.video_spec  # validates

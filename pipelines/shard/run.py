@@ -18,6 +18,7 @@ from collections import Counter
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from microturn.pipelines.cli_args import require_file, split_args
 from microturn.pipelines.config_io import load_toml
 from microturn.pipelines.shard.config import ShardConfig, parse_bytes
 from microturn.pipelines.shard.pipeline import Shard, has_table
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="microturn shard",
+        allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Cut conversation records into 200 ms micro-turn samples in WebDataset tars with Parquet "
                     "manifests. Flags not listed here are Beam pipeline options (e.g. --direct_num_workers=2).")
     p.add_argument("--input", action="append", metavar="OUT", help="an ingest or synthesize output; repeatable")
@@ -60,10 +62,15 @@ class _Partial:
 
 
 def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
-    """Split ``argv`` into the shard config and the remaining Beam pipeline flags."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    """Split ``argv`` into the shard config and the remaining Beam pipeline flags.
+
+    Unknown flags and stray values exit with status 2 (see :func:`split_args`); a missing
+    ``--config`` file and bad values are ``ValueError``s.
+    """
+    args, beam_args = split_args(build_parser(), argv)
     base: dict = {}
     if args.config:
+        require_file("--config", args.config)
         base = {k: v for k, v in dataclasses.asdict(load_toml(_Partial, args.config)).items() if v is not None}
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "input") and v is not None}
     if args.input:

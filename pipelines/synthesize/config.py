@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from microturn.pipelines.config_io import check_numbers
 from microturn.synth.mix import DEGRADE, MixConfig
 
 
@@ -42,17 +43,18 @@ class SynthesizeConfig:
     table_shards: int = 1
 
     def __post_init__(self) -> None:
+        check_numbers(self)  # integers where integers belong, no inf / nan
         if not self.scripts and not self.generate and not self.remix:
             raise ValueError("nothing to synthesize: give --scripts JSONL, --generate N or --remix OUT_OF_INGEST")
         if not self.output:
             raise ValueError("--output is required")
-        if self.generate < 0:
+        if not self.generate >= 0:
             raise ValueError(f"--generate must be >= 0, got {self.generate}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"--seed must be in [0, 2^32), got {self.seed}")
         if self.timing and self.fit_from:
             raise ValueError("give either --timing FILE or --fit-from OUT, not both")
-        if self.table_shards < 1:
+        if not self.table_shards >= 1:
             raise ValueError(f"--table-shards must be at least 1, got {self.table_shards}")
         if self.degrade not in DEGRADE:
             raise ValueError(f"--degrade must be one of {DEGRADE}, got {self.degrade!r}")

@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from microturn.pipelines.cli_args import finite_float, refuse_folder, require_file, require_records, split_args
 from microturn.pipelines.config_io import load_toml
 from microturn.pipelines.synthesize.config import SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="microturn synthesize",
+        allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Synthesize two-stream dialogues with exact timing into microturn record tables. "
                     "Also: `microturn synthesize stats OUT` and `microturn synthesize fit OUT`. "
                     "Flags not listed here are Beam pipeline options (e.g. --runner, --direct_num_workers=2).",
@@ -46,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--timing", metavar="JSON", help="timing model (from `microturn synthesize fit`)")
     p.add_argument("--fit-from", metavar="OUT_OF_INGEST", help="fit the timing model on an ingest output first")
-    p.add_argument("--noise-snr-db", type=float, help="pink noise on the user stream at this SNR")
-    p.add_argument("--reverb-rt60-s", type=float, help="synthetic room with this RT60 on the user stream")
+    p.add_argument("--noise-snr-db", type=finite_float, help="pink noise on the user stream at this SNR")
+    p.add_argument("--reverb-rt60-s", type=finite_float, help="synthetic room with this RT60 on the user stream")
     p.add_argument("--degrade", choices=DEGRADE, help="which streams get noise/reverb (default: user)")
     p.add_argument("--license", help="license of scripts that name none (default Apache-2.0)")
     return p
@@ -73,15 +75,23 @@ class _Partial:
 
 
 def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
-    """Split ``argv`` into the synthesize config and the remaining Beam pipeline flags."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    """Split ``argv`` into the synthesize config and the remaining Beam pipeline flags.
+
+    Unknown flags and stray values exit with status 2 (see :func:`split_args`); a missing
+    ``--config`` or ``--timing`` file and bad values are ``ValueError``s.
+    """
+    args, beam_args = split_args(build_parser(), argv)
     base: dict = {}
     if args.config:
+        require_file("--config", args.config)
         base = {k: v for k, v in dataclasses.asdict(load_toml(_Partial, args.config)).items() if v is not None}
     overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     if "scripts" in overrides:
         overrides["scripts"] = tuple(overrides["scripts"])
-    return SynthesizeConfig(**{**base, **overrides}), beam_args
+    cfg = SynthesizeConfig(**{**base, **overrides})
+    if cfg.timing:
+        require_file("--timing", cfg.timing)
+    return cfg, beam_args
 
 
 def load_timing(cfg: SynthesizeConfig) -> tuple[TimingModel, str]:
@@ -132,12 +142,19 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
 def _stats_main(argv: list[str]) -> int:
     from microturn.pipelines.synthesize.stats import collect, plot, render
 
-    p = argparse.ArgumentParser(prog="microturn synthesize stats",
+    p = argparse.ArgumentParser(prog="microturn synthesize stats", allow_abbrev=False,
                                 description="Turn-taking statistics of an output, optionally against real data.")
     p.add_argument("output", metavar="OUT", help="a synthesize (or ingest) output directory")
     p.add_argument("--against", metavar="OUT_OF_INGEST", help="compare with the records of another output")
     p.add_argument("--plot", metavar="PNG", help="histogram file (default OUT/turn_taking.png)")
     args = p.parse_args(argv)
+    # Checked before reading anything: a missing OUT used to give empty statistics, exit 0, and
+    # a new folder holding only the histogram.
+    require_records("OUT", args.output, "conversations")
+    if args.against:
+        require_records("--against", args.against, "conversations")
+    if args.plot:
+        refuse_folder("--plot", args.plot)
     ours = collect(args.output)
     print(render(ours, title=args.output))
     other = None
@@ -152,11 +169,14 @@ def _stats_main(argv: list[str]) -> int:
 
 
 def _fit_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="microturn synthesize fit",
+    p = argparse.ArgumentParser(prog="microturn synthesize fit", allow_abbrev=False,
                                 description="Fit the turn-taking timing model on the records of an ingest output.")
     p.add_argument("source", metavar="OUT_OF_INGEST")
     p.add_argument("--output", required=True, metavar="JSON", help="where to write the fitted model")
     args = p.parse_args(argv)
+    # A missing source used to fit nothing and write the default model with exit 0.
+    require_records("OUT_OF_INGEST", args.source, "segments")
+    refuse_folder("--output", args.output)
     model = fit(read_table(args.source, "segments"), read_table(args.source, "words"))
     from microturn.pipelines.media import write_bytes
 

@@ -1,0 +1,173 @@
+"""Strict command lines for the Beam stages: the stage's own flags, Beam's flags, and nothing else.
+
+``microturn ingest|synthesize|shard`` pass every flag their own parser does not know to Beam's
+``PipelineOptions``. Beam drops what *it* does not know with a log warning, so a misspelt flag
+(``--max-duraton-s 1``), the underscore spelling of a stage flag (``--num_speakers 3``) or a stray
+value (the ``b c`` of ``--input a b c``) used to leave the run on its defaults with exit 0. Here
+the leftover arguments are parsed by one parser holding every Beam option (collected the way
+Beam's ``PipelineOptions.get_all_options`` collects them), and anything neither parser accepts
+is a usage error: exit 2 before any work, naming the argument.
+
+Stage flags have one spelling, with dashes (``--num-speakers``); the underscore spelling is
+refused with a pointer to the right one. Accepting both would make a stage flag shadow a Beam
+option of the same underscore name the day Beam adds one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import re
+import sys
+
+# The standard option classes (StandardOptions, DirectOptions, GoogleCloudOptions, ...) register
+# as PipelineOptions subclasses when this module is imported; runner-specific ones (Dask's) when
+# theirs is, which Beam requires before their flags can be used anyway.
+from apache_beam.options import pipeline_options as _beam_options
+
+
+# argparse reads these as values, not flags, when no flag of the parser looks like a number.
+_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+
+class _BeamFlagError(Exception):
+    """A Beam option with a bad value (``--direct_num_workers=two``)."""
+
+
+class _BeamOptionParser(_beam_options._BeamArgumentParser):
+    """Beam's parser class (it adds ``add_value_provider_argument``) that raises instead of exiting,
+    so the stage's own parser reports the error under its name."""
+
+    def error(self, message):
+        raise _BeamFlagError(message)
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+    """One parser holding the flags of every registered ``PipelineOptions`` subclass.
+
+    Built per call: an option class registered since the last call (a runner module imported
+    later) is included, as it is when Beam parses the same flags.
+    """
+    parser = _BeamOptionParser(add_help=False, allow_abbrev=False)
+    classes: dict[str, type] = {}
+    for cls in _beam_options.PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)  # as Beam does: one class per name
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def finite_float(text: str) -> float:
+    """``argparse`` type: a float that is neither ``inf`` nor ``nan`` (``float()`` accepts both)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for action in parser._actions for o in action.option_strings]
+
+
+def _explain_flag(arg: str, app: list[str], beam: list[str]) -> str:
+    name = arg.split("=", 1)[0]
+    dashed = "--" + name.lstrip("-").replace("_", "-")
+    if "_" in name and dashed in app:
+        return f"{name} (flags of this command are spelled with dashes: did you mean {dashed}?)"
+    close = difflib.get_close_matches(name, app + beam, n=1, cutoff=0.75)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _flag_tokens(argv: list[str]) -> list[str]:
+    """The arguments argparse reads as flags: a leading ``-``, not a negative number, no space
+    (argparse's own rule); none after ``--``."""
+    out = []
+    for arg in argv:
+        if arg == "--":
+            break
+        if len(arg) > 1 and arg[0] == "-" and not _NEGATIVE.match(arg) and " " not in arg.split("=", 1)[0]:
+            out.append(arg)
+    return out
+
+
+def _flag_before(value: str, argv: list[str]) -> str | None:
+    """The nearest flag left of ``value``'s first place in ``argv`` (for a stray value's message)."""
+    if value not in argv:
+        return None
+    flags = [a for a in argv[:argv.index(value)] if a.startswith("-")]
+    return flags[-1].split("=", 1)[0] if flags else None
+
+
+def split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv`` into the stage's flags and the Beam flags, refusing everything else.
+
+    Returns the stage's namespace and the Beam arguments in their original order and form
+    (``--runner DirectRunner`` and ``--direct_num_workers=2`` both work). Unknown flags, stray
+    values and bad Beam values end in ``parser.error`` (exit status 2, before any work).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam = beam_option_parser()
+    app_flags, beam_flags = _option_strings(parser), _option_strings(beam)
+
+    def refuse(flags: list[str]) -> None:
+        named = "; ".join(_explain_flag(f, app_flags, beam_flags) for f in flags)
+        parser.error(f"unrecognized flag(s): {named}. See `{parser.prog} --help`; other flags must be "
+                     "Beam pipeline options (--runner, --direct_num_workers, ...)")
+
+    # Unknown flags first, so `--out o` is named as such rather than reported as a missing --output.
+    known = set(app_flags) | set(beam_flags)
+    unknown_flags = [a for a in _flag_tokens(argv) if a.split("=", 1)[0] not in known]
+    if unknown_flags:
+        refuse(unknown_flags)
+    if "--" in argv:  # no command here takes positional arguments, so nothing may follow `--`
+        stray = " ".join(repr(a) for a in argv[argv.index("--"):])
+        parser.error(f"unexpected value(s) {stray}: this command takes flags only")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        _, unknown = beam.parse_known_args(rest)
+    except _BeamFlagError as exc:
+        parser.error(f"Beam pipeline option: {exc}")
+    flags = [u for u in unknown if u.startswith("-") and u != "--"]
+    if flags:
+        refuse(flags)
+    if unknown:
+        stray = " ".join(repr(u) for u in unknown)
+        after = _flag_before(unknown[0], argv)
+        where = f" after {after}" if after else ""
+        parser.error(f"unexpected value(s) {stray}{where}: a flag takes one value; repeat the flag for "
+                     f"each value (e.g. {after or '--input'} A {after or '--input'} B)")
+    return args, rest
+
+
+def require_file(flag: str, path: str) -> None:
+    """``ValueError`` naming ``flag`` unless ``path`` is an existing file (any Beam filesystem)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if "://" not in path and os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a folder, not a file")
+    if not FileSystems.exists(path):
+        raise ValueError(f"{flag} {path}: no such file")
+
+
+def require_records(flag: str, root: str, table: str) -> None:
+    """``ValueError`` naming ``flag`` unless ``root`` holds ``table`` as a stage writes it
+    (``root/<table>/*.parquet``; every stage writes each of its tables, empty ones too)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if "://" not in root and not os.path.isdir(root):
+        raise ValueError(f"{flag} {root}: no such folder")
+    pattern = FileSystems.join(root, table, "*.parquet")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        raise ValueError(f"{flag} {root}: no {table} records there ({pattern} matches nothing); "
+                         "give the output directory of `microturn ingest` or `microturn synthesize`")
+
+
+def refuse_folder(flag: str, path: str) -> None:
+    """``ValueError`` when an output file path names an existing folder."""
+    if "://" not in path and os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a folder; give a file name")
