@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 from microturn.pipelines import media
 from microturn.pipelines.backends.base import Region, SpeakerCount, Turn, Utterance, Word
 from microturn.pipelines.ingest import channels as chan
+from microturn.pipelines.ingest import inputs
 from microturn.schemas.turns import turn_events, turn_stats
 from microturn.pipelines.tables import REJECTS, reject
 from microturn.schemas import conversation_id, split_of
@@ -62,7 +63,11 @@ class _Step(beam.DoFn):
 
 
 class MatchPattern(_Step):
-    """A file pattern → the media files it matches (sidecars skipped), or a reject if none."""
+    """A file pattern → the media files it matches (sidecars skipped), or a reject if none.
+
+    Every matched entry that is not read (a broken symbolic link, a FIFO, a device, a name that
+    is not UTF-8: :mod:`microturn.pipelines.ingest.inputs`) is a reject with its reason.
+    """
 
     stage = "match"
 
@@ -73,19 +78,24 @@ class MatchPattern(_Step):
 
     def process(self, pattern: str):
         try:
-            found = FileSystems.match([pattern])[0].metadata_list
+            found = inputs.match(pattern)
         except Exception as exc:  # noqa: BLE001 - any filesystem error belongs in rejects
             yield self._reject(pattern, exc)
             return
-        files = sorted(m.path for m in found if not os.path.basename(m.path).startswith("."))
-        if self.exclude:
-            from microturn.pipelines.outputs import excluded
+        from microturn.pipelines.outputs import excluded
 
-            files = [p for p in files if not excluded(p, self.exclude)]
+        def wanted(path: str) -> bool:
+            return not os.path.basename(path).startswith(".") and not (
+                self.exclude and excluded(path, self.exclude))
+
+        unreadable = [s for s in found if isinstance(s, inputs.Skipped) and wanted(s.path)]
+        files = [p for p in found if isinstance(p, str) and wanted(p)]
         media_files = [p for p in files if not p.lower().endswith(SIDECAR_EXTS)]
         if len(files) > len(media_files):
             self.skipped.inc(len(files) - len(media_files))
-        if not media_files:
+        for s in unreadable:
+            yield self._reject(s.path, s.reason, s.error_type)
+        if not media_files and not unreadable:
             yield self._reject(pattern, "the pattern matches no media file", "NoMatch")
         yield from media_files
 
@@ -172,9 +182,12 @@ class Normalise(_Step):
 
     stage = "normalise"
 
-    def __init__(self, *, output: str, channel_layout: str, video_max_side: int):
+    def __init__(self, *, output: str, channel_layout: str, video_max_side: int,
+                 max_duration_s: float | None = None):
         super().__init__()
         self.output, self.layout, self.max_side = output, channel_layout, video_max_side
+        # Probe refuses what the header says is too long; this holds the limit on the samples.
+        self.max_ms = None if max_duration_s is None else int(max_duration_s * 1000)
 
     def process(self, rec: dict):
         started = time.perf_counter()
@@ -184,7 +197,8 @@ class Normalise(_Step):
             with media.local_copy(uri) as (path, _, _):
                 stream = media.StreamInfo(index=rec["audio_stream"], codec_type="audio",
                                           codec_name=rec["audio_codec"], channels=rec["audio_channels"])
-                wave_CN = media.decode_audio(path, stream=stream, keep_channels=True)
+                wave_CN = media.decode_audio(path, stream=stream, keep_channels=True,
+                                             max_ms=self.max_ms)
                 layout = self.layout if self.layout != "auto" else chan.detect_layout(wave_CN)
                 if layout == chan.MIXED and wave_CN.shape[0] > 1:
                     wave_CN = wave_CN.mean(axis=0, keepdims=True)
@@ -197,11 +211,15 @@ class Normalise(_Step):
                     vstream = media.StreamInfo(index=rec["video_stream"], codec_type="video",
                                                codec_name=rec["video_codec"])
                     media.normalise_video(path, local_video.path, stream=vstream,
-                                          max_side=self.max_side)
+                                          max_side=self.max_side, max_ms=self.max_ms)
                     local_video.commit()
             for name, wave_N in zip(names, wave_CN):
                 media.write_bytes(FileSystems.join(self.output, media_dir, name),
                                   media.encode_flac(wave_N))
+        except media.TooLongError as exc:
+            said = rec["source"]["duration_ms"] / 1000
+            yield self._reject(uri, media.TooLongError(f"{exc} (its header says {said:.1f} s)"))
+            return
         except Exception as exc:  # noqa: BLE001
             yield self._reject(uri, exc)
             return
@@ -349,8 +367,7 @@ class Transcribe(_Step):
         if not uri:
             return None
         try:
-            with FileSystems.open(uri) as f:
-                data = f.read()
+            data = sc.read_sidecar_bytes(uri)  # regular files only, at most 16 MiB
             stem = os.path.splitext(os.path.basename(rec["uri"]))[0]
             transcript = sc.parse_sidecar(data, os.path.splitext(uri)[1].lstrip(".").lower(),
                                           name=uri, file_id=stem)
@@ -361,6 +378,13 @@ class Transcribe(_Step):
                 notes.append(reject(uri, "sidecar", (
                     f"{dropped} line(s) start after the media ends ({rec['duration_ms']} ms) and were "
                     f"dropped; {clipped} line(s) ran past it and were clipped"), "SidecarBeyondMedia"))
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                transcript, limits = sc.bound_transcript(transcript, rec["duration_ms"])
+            if limits:
+                log.warning("sidecar %s: %s", uri, limits.message(rec["duration_ms"]))
+                notes.append(reject(uri, "sidecar", limits.message(rec["duration_ms"]),
+                                    "SidecarOverLimit"))
             return transcript
         except Exception as exc:  # noqa: BLE001 - a bad sidecar costs the words, not the conversation
             notes.append(reject(uri, "sidecar", exc))
@@ -382,7 +406,12 @@ class Transcribe(_Step):
                     wave_N = mixture(load_streams(self.output, rec))
                     words = self.transcriber(wave_N, utterances=utterances, turns=turns)
                     name = self.transcriber.name
-                words = _valid_words(words, rec["duration_ms"])
+                words, dropped = _valid_words(words, rec["duration_ms"])
+                if dropped:
+                    log.warning("transcribe %s: left out %d word(s)", rec["uri"], dropped)
+                    notes.append(reject(rec["uri"], self.stage, (
+                        f"left out {dropped} word(s) that were empty, ended before they began or "
+                        f"began after the media ends ({rec['duration_ms']} ms)"), "WordsDropped"))
                 if any(w.speaker is None for w in words):
                     words = self.assign_speakers(words, turns, utterances)
         except Exception as exc:  # noqa: BLE001
@@ -398,15 +427,17 @@ class Transcribe(_Step):
                "words": [[w.text, w.start_ms, w.end_ms, w.score, w.speaker] for w in words]}
 
 
-def _valid_words(words: Iterable[Word], duration_ms: int) -> list[Word]:
-    out = []
+def _valid_words(words: Iterable[Word], duration_ms: int) -> tuple[list[Word], int]:
+    """Words clipped to the media, and how many were left out (empty, reversed, past the end)."""
+    out, dropped = [], 0
     for w in words:
         s, e = max(0, int(w.start_ms)), min(duration_ms, int(w.end_ms))
         if e < s or not w.text.strip() or s >= duration_ms:
+            dropped += 1
             continue
         score = None if w.score is None else float(min(1.0, max(0.0, w.score)))
         out.append(Word(w.text.strip(), s, e, score, w.speaker))
-    return out
+    return out, dropped
 
 
 class Summarise(_Step):

@@ -19,7 +19,7 @@ import logging
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from microturn.pipelines.ingest import dofns
+from microturn.pipelines.ingest import dofns, inputs
 from microturn.pipelines.ingest.config import IngestConfig
 from microturn.pipelines.tables import REJECTS, store_tables
 
@@ -80,7 +80,8 @@ class Annotate(beam.PTransform):
         c = self.cfg
         steps = [
             ("Normalise", dofns.Normalise(output=c.output, channel_layout=c.channel_layout,
-                                          video_max_side=c.video_max_side)),
+                                          video_max_side=c.video_max_side,
+                                          max_duration_s=c.max_duration_s)),
             ("DetectSpeech", dofns.DetectSpeech(output=c.output)),
             ("Diarize", dofns.Diarize(output=c.output, diarizer=c.diarizer, model_dir=c.model_dir,
                                       count=c.speaker_count)),
@@ -110,6 +111,11 @@ class Ingest(beam.PTransform):
 
     def expand(self, pbegin):
         c = self.cfg
+        for pattern in c.inputs:
+            if inputs.display_path(pattern) != pattern:
+                raise ValueError(f"--input {inputs.display_path(pattern)!r} is not valid UTF-8; "
+                                 "match the file with a glob (it is then rejected with its "
+                                 "reason) or rename it")
         patterns = pbegin | "Patterns" >> beam.Create(sorted(set(c.inputs)))
         records, probe_rejects = patterns | "ProbeSources" >> ProbeSources(c, self.licenses)
         sources = records | "SourceRows" >> beam.Map(lambda r: r["source"])
