@@ -83,6 +83,32 @@ def _explain_flag(arg: str, app: list[str], beam: list[str]) -> str:
     return f"{name} (did you mean {close[0]}?)" if close else name
 
 
+def _join_signed_numbers(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--flag -inf`` / ``--flag -1e3`` → ``--flag=-inf`` for the parser's numeric flags.
+
+    argparse takes a value with a leading ``-`` for a flag unless it looks like ``-5`` or ``-.5``,
+    so ``--noise-snr-db -1e3`` or ``-inf`` would be reported as an unknown flag instead of being
+    checked (and refused, for ``-inf``) as the flag's value.
+    """
+    numeric = {o for a in parser._actions if a.type in (int, float, finite_float) and a.nargs is None
+               for o in a.option_strings}
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in numeric and arg.startswith("-") and _is_number(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _flag_tokens(argv: list[str]) -> list[str]:
     """The arguments argparse reads as flags: a leading ``-``, not a negative number, no space
     (argparse's own rule); none after ``--``."""
@@ -110,7 +136,7 @@ def split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple
     (``--runner DirectRunner`` and ``--direct_num_workers=2`` both work). Unknown flags, stray
     values and bad Beam values end in ``parser.error`` (exit status 2, before any work).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_signed_numbers(parser, list(sys.argv[1:] if argv is None else argv))
     beam = beam_option_parser()
     app_flags, beam_flags = _option_strings(parser), _option_strings(beam)
 
