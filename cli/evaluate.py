@@ -8,6 +8,11 @@
 Reference files name their recordings (RTTM/STM file ids); conversations are matched to them by
 the stem of their source file (``calls/abc.mp4`` ↔ ``abc``). When the reference holds a single
 recording and the output a single conversation, the two are paired whatever their names.
+
+Every path is checked before any work: a missing reference, a hypothesis that is not an output
+directory holding a ``conversations`` table, or a missing ``--word-reference`` is a one-line error
+with exit status 2 (never a score of an empty output with status 0). Names read from references
+and tables are printed with control characters escaped.
 """
 
 from __future__ import annotations
@@ -17,7 +22,34 @@ import os
 import sys
 from collections import defaultdict
 
+from apache_beam.io.filesystems import FileSystems
+
 from microturn.pipelines.tables import read_table
+from microturn.schemas.text import visible
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def check_reference(flag: str, path: str) -> None:
+    """``ValueError`` unless ``path`` (a reference file or folder of them) exists."""
+    if _is_url(path):
+        if not FileSystems.exists(path):
+            raise ValueError(f"{flag} {path} does not exist")
+    elif not os.path.exists(path):
+        raise ValueError(f"{flag} {path} does not exist; give a reference file or a folder of them")
+
+
+def check_hypothesis(path: str) -> None:
+    """``ValueError`` unless ``path`` is an output directory with a ``conversations`` table."""
+    if not _is_url(path) and not os.path.isdir(path):
+        what = "is not a directory" if os.path.exists(path) else "does not exist"
+        raise ValueError(f"--hypothesis {path} {what}; give the --output directory of `microturn ingest`")
+    pattern = FileSystems.join(path, "conversations", "*.parquet")
+    if not FileSystems.match([pattern])[0].metadata_list:
+        raise ValueError(f"--hypothesis {path} holds no conversations table ({pattern} matches nothing); "
+                         "give the --output directory of `microturn ingest`")
 
 
 def _stems(out: str) -> dict[str, str]:
@@ -31,7 +63,7 @@ def _pair(by_stem: dict[str, list], reference_ids: set[str]) -> dict[str, list]:
         return by_stem
     (only,) = by_stem.values()
     (ref,) = reference_ids
-    print(f"note: pairing the only conversation with the only reference recording {ref!r}")
+    print(f"note: pairing the only conversation with the only reference recording {visible(repr(ref))}")
     return {ref: only}
 
 
@@ -48,13 +80,15 @@ def _hypothesis(out: str, table: str, fields: tuple[str, ...]) -> dict[str, list
 def _diarization(args: argparse.Namespace) -> int:
     from microturn.pipelines.eval_diarization import evaluate_diarization, read_rttm
 
+    check_reference("--reference", args.reference)
+    check_hypothesis(args.hypothesis)
     refs = read_rttm(args.reference)
     hyp = _pair(_hypothesis(args.hypothesis, "segments", ("speaker", "start_ms", "end_ms")), set(refs))
     report = evaluate_diarization(refs, hyp, collar_s=args.collar)
     print(f"{'file':<32} {'DER':>7} {'JER':>7} {'miss':>7} {'FA':>7} {'conf':>7}  (collar {args.collar} s)")
     for f in [*report.files, report.total]:
         ref = f.reference_s or 1.0
-        print(f"{f.uri[:32]:<32} {f.der:>7.2%} {f.jer:>7.2%} {f.missed_s / ref:>7.2%} "
+        print(f"{visible(f.uri)[:32]:<32} {f.der:>7.2%} {f.jer:>7.2%} {f.missed_s / ref:>7.2%} "
               f"{f.false_alarm_s / ref:>7.2%} {f.confusion_s / ref:>7.2%}")
     return 0
 
@@ -62,6 +96,10 @@ def _diarization(args: argparse.Namespace) -> int:
 def _words(args: argparse.Namespace) -> int:
     from microturn.pipelines import eval_words
 
+    check_reference("--reference", args.reference)
+    check_hypothesis(args.hypothesis)
+    if args.word_reference:
+        check_reference("--word-reference", args.word_reference)
     refs = eval_words.read_stm(args.reference)
     hyp = _pair(_hypothesis(args.hypothesis, "words", ("text", "start_ms", "end_ms")), set(refs))
     word_refs = None
@@ -74,10 +112,10 @@ def _words(args: argparse.Namespace) -> int:
     ms = lambda v: "n/a" if v is None else f"{v:.0f} ms"  # noqa: E731
     print(f"{'file':<32} {'words':>6} {'inside':>8} {'coverage':>9} {'median |boundary|':>18}")
     for name, f in [*sorted(report.files.items()), ("TOTAL", report.total)]:
-        print(f"{name[:32]:<32} {f.n_hypothesis:>6} {pct(f.inside_share):>8} {pct(f.coverage):>9} "
+        print(f"{visible(name)[:32]:<32} {f.n_hypothesis:>6} {pct(f.inside_share):>8} {pct(f.coverage):>9} "
               f"{ms(f.median_abs_boundary_ms):>18}")
     if report.missing_hypothesis:
-        print(f"note: no words for reference recording(s) {report.missing_hypothesis}")
+        print(f"note: no words for reference recording(s) {visible(str(report.missing_hypothesis))}")
     return 0
 
 
@@ -117,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "model":
             return _model(args)
         return _diarization(args) if args.what == "diarization" else _words(args)
-    except ValueError as exc:
-        print(f"microturn eval: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        # OSError: a reference that cannot be read (FileNotFoundError, permissions), one line.
+        print(f"microturn eval: error: {visible(str(exc))}", file=sys.stderr)
         return 2

@@ -9,10 +9,22 @@ Beside them: ``catalog_meta`` (schema version, inputs, allow-list, row counts),
 
 A build writes a temporary file next to the target and renames it over the old catalog only
 when complete, so a reader never sees half a catalog, and the same inputs give the same tables.
+A build killed at any point (``kill -9`` included) leaves the previous catalog as it was; its
+temporary file is removed by the next build.
+
+Two builds of one catalog never interleave: a build holds an exclusive ``flock`` on
+``.NAME.lock`` beside the catalog (it holds the builder's pid), and a second build is refused
+with a message naming that pid. The kernel releases a ``flock`` when its process dies in any
+way, so a lock is never stale: a lock file left by a killed build is simply locked again (and
+removed at the end) by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import glob
 import os
 import warnings
 from collections.abc import Sequence
@@ -23,6 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from microturn.pipelines.catalog.views import VIEWS
+from microturn.pipelines.outputs import fault_point
 from microturn.pipelines.tables import read_table
 from microturn.schemas import SCHEMA_VERSION, TABLE_NAMES, schema_for
 
@@ -107,8 +120,12 @@ def _inputs(outputs: Sequence[str]) -> tuple[str, ...]:
     for out in outputs:
         name = normalise_output(out)
         if "://" not in name and not os.path.isdir(name):
-            raise ValueError(f"output directory {out} does not exist; give the --output of ingest, "
+            what = "is not a directory" if os.path.exists(name) else "does not exist"
+            raise ValueError(f"output directory {out} {what}; give the --output of ingest, "
                              "synthesize or shard")
+        if "://" not in name and not any(os.path.isdir(os.path.join(name, t)) for t in TABLE_NAMES):
+            raise ValueError(f"{out} holds none of the record tables ({', '.join(TABLE_NAMES)}); give the "
+                             "--output of ingest, synthesize or shard")
         if name in kept:
             warnings.warn(f"output {out!r} given twice; loading it once", stacklevel=3)
             continue
@@ -142,6 +159,7 @@ def _load_tables(con: duckdb.DuckDBPyConnection, inputs: tuple[str, ...]) -> dic
             con.execute(f'INSERT INTO "{table}" SELECT * FROM _incoming')
             con.unregister("_incoming")
         rows[table] = _count(con, f'SELECT count(*) FROM "{table}"')
+        fault_point()  # tests kill the build here (MICROTURN_FAULT=kill_after_writes:N)
     for out, n in found.items():
         if n == 0:
             warnings.warn(f"{out}: no rows in any record table ({', '.join(TABLE_NAMES)}); is it the "
@@ -186,6 +204,54 @@ def _discard(path: str) -> None:
             os.remove(p)
 
 
+class CatalogInUse(ValueError):
+    """Another build holds the lock of this catalog."""
+
+
+@contextlib.contextmanager
+def build_lock(target: str):
+    """Hold the exclusive lock of the catalog file ``target`` (``.NAME.lock`` beside it) for a
+    build; :class:`CatalogInUse` at once when another live process holds it."""
+    path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise CatalogInUse(f"--catalog {target}: another `microturn catalog build` (pid {holder}) is "
+                               f"building it; wait for it to finish (lock {path})") from None
+        # The previous holder removes the file on release: if it did so between our open and our
+        # flock, we hold an orphaned inode and must start over on the new file.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it, so no one else can hold this inode
+        os.close(fd)
+
+
+def _sweep(target: str) -> None:
+    """Remove the temporary files of earlier builds of ``target`` that were killed (only ever
+    called under the build lock, so no live build owns them)."""
+    pattern = os.path.join(glob.escape(os.path.dirname(target)), f".{glob.escape(os.path.basename(target))}.tmp-*")
+    for path in glob.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
 def build_catalog(outputs: Sequence[str], catalog: str, *, allow_licenses: Sequence[str] = ()) -> CatalogSummary:
     """Build (or rebuild) the DuckDB ``catalog`` from the record tables under ``outputs``.
 
@@ -202,7 +268,23 @@ def build_catalog(outputs: Sequence[str], catalog: str, *, allow_licenses: Seque
     target = os.path.abspath(catalog)
     if os.path.isdir(target):
         raise ValueError(f"--catalog {catalog} is a directory; give a file name such as {catalog}/catalog.duckdb")
+    parent = os.path.dirname(target)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"--catalog {catalog}: {parent} is a file, not a directory")
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    with build_lock(target):
+        _sweep(target)
+        summary = _build(inputs, allow, catalog, target)
+    if summary.unchecked_remixes:
+        warnings.warn(f"{summary.unchecked_remixes} remix conversation(s) name a source that is not in the "
+                      "catalog; the leakage view skips them (add the ingest output they were remixed from)",
+                      stacklevel=2)
+    return summary
+
+
+def _build(inputs: tuple[str, ...], allow, catalog: str, target: str) -> CatalogSummary:
     tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{os.getpid()}")
     _discard(tmp)
     try:
@@ -220,6 +302,7 @@ def build_catalog(outputs: Sequence[str], catalog: str, *, allow_licenses: Seque
                 unchecked_remixes=_unchecked_remixes(con),
             )
             con.execute("CHECKPOINT")
+            fault_point()
         finally:
             con.close()
         # A write-ahead log left by an interrupted writer of the old file would be replayed
@@ -230,8 +313,4 @@ def build_catalog(outputs: Sequence[str], catalog: str, *, allow_licenses: Seque
         os.replace(tmp, target)
     finally:
         _discard(tmp)
-    if summary.unchecked_remixes:
-        warnings.warn(f"{summary.unchecked_remixes} remix conversation(s) name a source that is not in the "
-                      "catalog; the leakage view skips them (add the ingest output they were remixed from)",
-                      stacklevel=2)
     return summary

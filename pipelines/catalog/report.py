@@ -251,6 +251,8 @@ def write_report(catalog: str, output: str, *, max_table_rows: int = 200) -> str
     """
     if max_table_rows < 1:
         raise ValueError(f"max_table_rows must be at least 1, got {max_table_rows}")
+    if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output} is a file; give a directory for the report")
     with open_catalog(catalog) as con:
         missing = {"catalog_meta", "hours_by_split"} - {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         if missing:

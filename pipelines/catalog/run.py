@@ -79,7 +79,7 @@ def catalog_main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warnings(prog)
         try:
             summary = build_catalog(args.outputs, args.catalog, allow_licenses=args.allow_license)
-        except (ValueError, duckdb.Error) as exc:
+        except (ValueError, OSError, duckdb.Error) as exc:  # OSError: e.g. no permission beside the catalog
             return _fail(prog, str(exc))
     print(visible(summary.render(), keep="\n"))
     return 0

@@ -72,7 +72,7 @@ def test_rerun_replaces_the_report(catalog, tmp_path):
 
 def test_empty_catalog_gives_notes_instead_of_plots(catalog, tmp_path):
     empty = tmp_path / "empty"
-    empty.mkdir()
+    (empty / "rejects").mkdir(parents=True)  # an output whose table has no rows
     path = str(tmp_path / "empty.duckdb")
     with pytest.warns(UserWarning, match="no rows"):
         build_catalog([str(empty)], path)

@@ -201,8 +201,13 @@ def test_warnings_and_input_errors(outputs, tmp_path):
     assert summary.inputs == (outputs.ingest, outputs.synth)
     assert any("given twice" in str(w.message) for w in caught)
     (tmp_path / "nothing").mkdir()
-    with pytest.warns(UserWarning, match="no rows in any record table"):
-        build_catalog([str(tmp_path / "nothing")], path)
+    with pytest.raises(ValueError, match="holds none of the record tables"):
+        build_catalog([str(tmp_path / "nothing")], path)  # an empty folder is a wrong path, not an output
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is not a directory"):
+        build_catalog([str(tmp_path / "afile")], path)
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        build_catalog([outputs.ingest], str(tmp_path / "afile" / "sub" / "cat.duckdb"))
     with pytest.raises(ValueError, match="does not exist"):
         build_catalog([str(tmp_path / "typo")], path)
     with pytest.raises(ValueError, match="local file"):
