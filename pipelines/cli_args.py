@@ -150,6 +150,14 @@ def split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple
     unknown_flags = [a for a in _flag_tokens(argv) if a.split("=", 1)[0] not in known]
     if unknown_flags:
         refuse(unknown_flags)
+    # A one-value flag given twice keeps only the last value in argparse (`--output a --output b`).
+    single = {o for a in parser._actions if isinstance(a, argparse._StoreAction) for o in a.option_strings}
+    names = [a.split("=", 1)[0] for a in _flag_tokens(argv)]
+    twice = sorted({n for n in names if n in single and names.count(n) > 1})
+    if twice:
+        many = [o for a in parser._actions if isinstance(a, argparse._AppendAction) for o in a.option_strings]
+        hint = f" (only {' / '.join(many)} may be repeated)" if many else ""
+        parser.error(f"{', '.join(twice)} given more than once: give it once{hint}")
     if "--" in argv:  # no command here takes positional arguments, so nothing may follow `--`
         stray = " ".join(repr(a) for a in argv[argv.index("--"):])
         parser.error(f"unexpected value(s) {stray}: this command takes flags only")

@@ -21,7 +21,7 @@ from microturn.pipelines.synthesize import run as synthesize
 from microturn.pipelines.synthesize.config import SynthesizeConfig
 
 BASE = {"ingest": (ingest, ["--input", "in/*.wav", "--output", "out"]),
-        "synthesize": (synthesize, ["--generate", "1", "--output", "out"]),
+        "synthesize": (synthesize, ["--scripts", "dialogues.jsonl", "--output", "out"]),
         "shard": (shard, ["--input", "records", "--output", "shards"])}
 NOT_FINITE = ["nan", "inf", "-inf", "NaN", "Infinity", "1e999"]  # float("1e999") is inf
 

@@ -110,6 +110,19 @@ def test_stray_values_after_a_one_value_flag_are_refused(capsys, command):
     assert "'--input'" in err
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_one_value_flag_given_twice_is_refused(capsys, command):
+    """argparse keeps the last of `--output a --output b`; which one was meant is not known."""
+    err = refused(capsys, command, ["--output", "elsewhere"])
+    assert "--output given more than once" in err
+    err = refused(capsys, command, ["--config=a.toml", "--config", "b.toml"])
+    assert "--config given more than once" in err
+    module, base = COMMANDS[command]
+    flag = ONE_VALUE[command]  # the repeatable one still repeats
+    cfg, _ = module.parse_args(base + [flag, "more"])
+    assert "more" in (cfg.scripts if command == "synthesize" else cfg.inputs)
+
+
 def test_stray_value_after_a_flag_without_a_value_is_refused(capsys):
     err = refused(capsys, "shard", ["--no-video", "yes"])
     assert "'yes'" in err and "after --no-video" in err
