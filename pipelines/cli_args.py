@@ -170,12 +170,24 @@ def split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple
     if flags:
         refuse(flags)
     if unknown:
-        stray = " ".join(repr(u) for u in unknown)
-        after = _flag_before(unknown[0], argv)
-        where = f" after {after}" if after else ""
-        parser.error(f"unexpected value(s) {stray}{where}: a flag takes one value; repeat the flag for "
-                     f"each value (e.g. {after or '--input'} A {after or '--input'} B)")
+        parser.error(_explain_stray(parser, unknown, argv))
     return args, rest
+
+
+def _explain_stray(parser: argparse.ArgumentParser, stray: list[str], argv: list[str]) -> str:
+    values = " ".join(repr(u) for u in stray)
+    after = _flag_before(stray[0], argv)
+    if after is None:
+        return f"unexpected value(s) {values}: this command takes flags only"
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    action = actions.get(after)
+    if isinstance(action, argparse._AppendAction):
+        why = f"{after} takes one value; repeat it for each ({after} A {after} B)"
+    elif action is not None and action.nargs == 0:
+        why = f"{after} takes no value"
+    else:
+        why = f"{after} takes one value"
+    return f"unexpected value(s) {values} after {after}: {why}"
 
 
 def require_file(flag: str, path: str) -> None:
