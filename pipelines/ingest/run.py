@@ -1,7 +1,8 @@
 """``microturn ingest``: argument parsing, pipeline launch and the closing summary.
 
-App flags are parsed here; every flag this parser does not know goes to Beam's
-``PipelineOptions`` (``--runner``, ``--direct_num_workers``, ``--temp_location``, ...).
+App flags are parsed here; the other flags must be Beam's ``PipelineOptions`` (``--runner``,
+``--direct_num_workers``, ``--temp_location``, ...): anything else is a usage error
+(:func:`microturn.pipelines.cli_args.split_args`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="microturn ingest",
         allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Diarize and word-time conversational media into microturn record tables. "
-                    "Flags not listed here are Beam pipeline options (e.g. --runner, "
+                    "Other flags must be Beam pipeline options (e.g. --runner, "
                     "--direct_running_mode=multi_processing, --direct_num_workers=2).",
     )
     p.add_argument("--input", dest="inputs", action="append", required=True, metavar="GLOB",

@@ -4,7 +4,8 @@
 
     microturn shard --input OUT [--input OUT ...] --output SHARDS [options] [beam flags]
 
-Flags the parser does not know go to Beam's ``PipelineOptions``.
+Flags the parser does not know must be Beam's ``PipelineOptions``; anything else is a usage
+error (:func:`microturn.pipelines.cli_args.split_args`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="microturn shard",
         allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Cut conversation records into 200 ms micro-turn samples in WebDataset tars with Parquet "
-                    "manifests. Flags not listed here are Beam pipeline options (e.g. --direct_num_workers=2).")
+                    "manifests. Other flags must be Beam pipeline options (e.g. --direct_num_workers=2).")
     p.add_argument("--input", action="append", metavar="OUT", help="an ingest or synthesize output; repeatable")
     p.add_argument("--output", required=True, metavar="SHARDS", help="shard output directory")
     p.add_argument("--config", metavar="TOML", help="named config; command-line flags override it")

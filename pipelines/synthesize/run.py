@@ -6,7 +6,8 @@
     microturn synthesize stats OUT [--against OUT_OF_INGEST] [--plot PNG]
     microturn synthesize fit OUT_OF_INGEST --output TIMING.json
 
-Flags the pipeline parser does not know go to Beam's ``PipelineOptions``.
+Flags the pipeline parser does not know must be Beam's ``PipelineOptions``; anything else is a
+usage error (:func:`microturn.pipelines.cli_args.split_args`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Synthesize two-stream dialogues with exact timing into microturn record tables. "
                     "Also: `microturn synthesize stats OUT` and `microturn synthesize fit OUT`. "
-                    "Flags not listed here are Beam pipeline options (e.g. --runner, --direct_num_workers=2).",
+                    "Other flags must be Beam pipeline options (e.g. --runner, --direct_num_workers=2).",
     )
     p.add_argument("--scripts", action="append", metavar="JSONL", help="dialogue scripts (glob or URL); repeatable")
     p.add_argument("--generate", type=int, metavar="N", help="also synthesize N dialogues from the bundled templates")
