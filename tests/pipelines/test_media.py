@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -79,3 +80,154 @@ def test_local_copy_hashes_local_and_remote_alike(tmp_path):
     with media.local_copy(f"file://{path}") as (_, sha2, _):
         assert sha2 == sha
     assert os.path.exists(path)
+
+
+# ---------------------------------------------------------------- names are data
+
+# (name, slice of the sample call in seconds): every file holds different audio, so a file
+# decoded from another one's bytes shows in its samples.
+TRICKY_NAMES = [
+    ("other.wav", 7.0), ("concat:other.wav", 8.0), ("-report", 9.0), ("10:30.wav", 10.0),
+    ("pipe:1", 11.0), ("file:x.wav", 12.0), ("has space.wav", 13.0), ("new\nline.wav", 14.0),
+    ("a|b.wav", 15.0), ("a;b.wav", 16.0), ("-y.wav", 17.0), ("http:x.wav", 18.0),
+]
+
+
+def _write_clip(name: str, start: float) -> None:
+    # Written through a file: URL so that the name cannot steer this ffmpeg either.
+    ffmpeg("-ss", str(start), "-t", "0.5", "-i", SAMPLE_WAV, "-f", "wav",
+           media.file_url(name))
+
+
+def test_names_never_select_a_protocol_or_an_option(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative names, as a glob in the working folder gives them
+    for name, start in TRICKY_NAMES:
+        _write_clip(name, start)
+    for name, _ in TRICKY_NAMES:
+        info = media.probe(name)
+        assert info.container == "wav" and info.duration_ms == 500, name
+        wave = media.decode_audio(name, stream=info.audio)[0]
+        own, _ = sf.read(name, dtype="float32")  # the file's own bytes
+        assert wave.shape == own.shape and np.max(np.abs(wave - own)) < 1e-6, name
+    # -report, read as an option, wrote ffmpeg-YYYYMMDD-HHMMSS.log into the working folder.
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, _ in TRICKY_NAMES)
+
+
+def test_the_normalised_video_goes_to_its_own_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = video_with_audio("src.mp4", dur=1, rate="10")
+    media.normalise_video(src, "-out.mp4", stream=media.probe(src).video)
+    assert media.probe("-out.mp4").video.fps == 10.0
+    assert sorted(os.listdir(tmp_path)) == ["-out.mp4", "src.mp4"]
+
+
+def test_file_url_is_absolute_and_unescaped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert media.file_url("concat:a%20b.wav") == f"file:{tmp_path}/concat:a%20b.wav"
+    assert media.file_url("/abs/-x") == "file:/abs/-x"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("list.wav", "ffconcat version 1.0\nfile other.wav\n"),
+    ("list.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nother.wav\n#EXT-X-ENDLIST\n"),
+    ("remote.m3u8", "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:9/a.wav\n"
+                    "#EXT-X-ENDLIST\n"),
+])
+def test_files_that_list_other_files_are_refused(tmp_path, monkeypatch, name, content):
+    """A file's content may not make ffmpeg read another file (or any other protocol)."""
+    monkeypatch.chdir(tmp_path)
+    _write_clip("other.wav", 7.0)
+    (tmp_path / name).write_text(content)
+    with pytest.raises(media.MediaError):
+        info = media.probe(name)
+        media.decode_audio(name, stream=info.audio)
+
+
+# ---------------------------------------------------------------- what is decoded is what counts
+
+
+def _stdout_of_ffmpeg(*args: str) -> bytes:
+    return subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *args],
+                          check=True, capture_output=True).stdout
+
+
+@pytest.mark.parametrize("size_field", [None, 0], ids=["ffmpeg-pipe", "zero-sizes"])
+def test_streaming_wav_decodes_whole(tmp_path, size_field):
+    """A WAV written to a pipe has no length in its header (RIFF and data sizes 0xFFFFFFFF);
+    some writers put 0 there instead. Both decode to every sample, with the right duration."""
+    data = bytearray(_stdout_of_ffmpeg("-ss", "7", "-t", "1.3", "-i", SAMPLE_WAV, "-f", "wav",
+                                       "pipe:1"))
+    assert data[4:8] == b"\xff\xff\xff\xff"
+    if size_field is not None:
+        data[4:8] = size_field.to_bytes(4, "little")
+        at = data.find(b"data")
+        data[at + 4:at + 8] = size_field.to_bytes(4, "little")
+    path = tmp_path / "stream.wav"
+    path.write_bytes(bytes(data))
+    info = media.probe(str(path))
+    assert info.duration_ms == 1300
+    wave = media.decode_audio(str(path), stream=info.audio, max_ms=1300)[0]
+    ref, _ = sf.read(SAMPLE_WAV, dtype="float32", start=7 * 16000, frames=int(1.3 * 16000))
+    assert wave.shape == ref.shape and np.max(np.abs(wave - ref)) < 1e-6
+
+
+@pytest.mark.parametrize("codec, ext", [(["-c:a", "flac"], "flac"), (["-c:a", "aac"], "m4a")])
+def test_a_frame_that_does_not_decode_still_fails(tmp_path, codec, ext):
+    """Accepting streaming WAVs must not let broken frames through."""
+    path = tmp_path / f"cut.{ext}"
+    speech(str(path), dur=3, codec=[*codec, *(["-movflags", "+faststart"] if ext == "m4a" else [])])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(media.MediaError, match="cannot decode"):
+        media.decode_audio(str(path), stream=media.probe(str(path)).audio)
+
+
+def lying_mp3(path, *, says_s: float, holds_s: float) -> str:
+    """An MP3 whose Xing header counts the frames of ``says_s`` seconds while its body holds
+    ``holds_s`` more: the frames of a second encode appended, and the header's byte count
+    patched to the file's size so that ffprobe believes the frame count."""
+    # Written to a file: ffmpeg fills in the Xing header by seeking back, which a pipe cannot.
+    ffmpeg("-t", str(says_s), "-i", SAMPLE_WAV, "-c:a", "libmp3lame", "-b:a", "32k", str(path))
+    with open(path, "rb") as f:
+        head = f.read()
+    body = _stdout_of_ffmpeg("-ss", "2", "-t", str(holds_s), "-i", SAMPLE_WAV, "-c:a", "libmp3lame",
+                             "-b:a", "32k", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3",
+                             "pipe:1")
+    data = bytearray(head + body)
+    at = max(data.find(b"Info"), data.find(b"Xing"))
+    assert at > 0 and data[at + 7] & 0x2  # the header carries a byte count
+    data[at + 12:at + 16] = len(data).to_bytes(4, "big")
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    return str(path)
+
+
+def test_the_duration_limit_holds_on_the_decoded_audio(tmp_path):
+    path = lying_mp3(tmp_path / "liar.mp3", says_s=1, holds_s=9)
+    info = media.probe(path)
+    assert info.duration_ms < 1500  # what the header claims
+    with pytest.raises(media.TooLongError, match="more than 4 s"):
+        media.decode_audio(path, stream=info.audio, max_ms=4000)
+    whole = media.decode_audio(path, stream=info.audio, max_ms=12_000)
+    assert 9.5 * 16000 < whole.shape[1] < 10.5 * 16000  # all of it, under a limit it fits
+    # A file that fits exactly passes: the limit counts samples, not the 100 ms looked past it.
+    exact = speech(str(tmp_path / "exact.wav"), dur=2)
+    assert media.decode_audio(exact, stream=media.probe(exact).audio, max_ms=2000).shape[1] == 32000
+
+
+# ---------------------------------------------------------------- only regular files are read
+
+
+def test_only_regular_files_are_opened(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    (tmp_path / "zero.wav").symlink_to("/dev/zero")  # reading it would never end
+    (tmp_path / "dir.wav").mkdir()
+    for name, kind in (("pipe.wav", "FIFO"), ("zero.wav", "character device"), ("dir.wav", "directory")):
+        with pytest.raises(media.NotARegularFile, match=kind):
+            with media.local_copy(str(tmp_path / name)):
+                pass
+    (tmp_path / "real.bin").write_bytes(b"abc")
+    (tmp_path / "link.bin").symlink_to(tmp_path / "real.bin")
+    with media.local_copy(str(tmp_path / "link.bin")) as (_, _, size):
+        assert size == 3
