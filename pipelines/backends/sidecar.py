@@ -726,13 +726,13 @@ class SidecarLimits:
         parts = []
         if self.dense_cues:
             parts.append(
-                f"{self.dense_cues} cue(s) holding {self.dense_words} words hold more than "
+                f"{self.dense_cues} cue(s) ({self.dense_words} words) with more than "
                 f"{MAX_WORDS_PER_CUE_SECOND} words per second of the cue (plus {_CUE_WORD_SLACK}), "
                 "more than can be spoken in them")
         if self.over_budget_cues:
             parts.append(
-                f"{self.over_budget_cues} cue(s) holding {self.over_budget_words} words are past "
-                f"what {duration_ms / 1000:g} s of media can hold ({MAX_WORDS_PER_MEDIA_SECOND} "
+                f"{self.over_budget_cues} cue(s) ({self.over_budget_words} words) past what "
+                f"{duration_ms / 1000:g} s of media can hold ({MAX_WORDS_PER_MEDIA_SECOND} "
                 f"words per second plus {_FILE_WORD_SLACK}, cues covering it at most "
                 f"{MAX_CUE_COVERAGE} times)")
         if self.dropped_word_times:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from hypothesis import strategies as st
 
 from microturn.pipelines.backends.base import Utterance, Word
 from microturn.pipelines.backends.sidecar import (
+    MAX_SIDECAR_BYTES,
     SIDECAR_FORMATS,
     SidecarError,
     SidecarTranscript,
+    bound_transcript,
     clip_to_media,
     decode_sidecar,
     find_sidecar,
@@ -24,6 +27,7 @@ from microturn.pipelines.backends.sidecar import (
     parse_stm_segments,
     parse_timestamp,
     read_sidecar,
+    read_sidecar_bytes,
 )
 
 # The sample call ships inside pyannote.audio; locate the package without importing it (the
@@ -65,6 +69,31 @@ def test_find_sidecar_default_exists_uses_beam_filesystems(tmp_path):
     assert find_sidecar(str(media)) is None
     (tmp_path / "call.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
     assert find_sidecar(str(media)) == str(tmp_path / "call.srt")
+
+
+def test_find_sidecar_skips_what_is_not_a_regular_file(tmp_path):
+    media = tmp_path / "call.wav"
+    media.write_bytes(b"")
+    os.mkfifo(tmp_path / "call.json")  # reading it would block forever
+    (tmp_path / "call.stm").symlink_to("/dev/zero")
+    (tmp_path / "call.vtt").symlink_to(tmp_path / "missing.vtt")
+    (tmp_path / "call.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
+    assert find_sidecar(str(media)) == str(tmp_path / "call.srt")
+
+
+def test_sidecars_are_read_bounded_and_only_from_regular_files(tmp_path):
+    os.mkfifo(tmp_path / "pipe.srt")
+    with pytest.raises(SidecarError, match="FIFO"):
+        read_sidecar_bytes(str(tmp_path / "pipe.srt"))
+    (tmp_path / "zero.srt").symlink_to("/dev/zero")
+    with pytest.raises(SidecarError, match="character device"):
+        read_sidecar(str(tmp_path / "zero.srt"))
+    big = tmp_path / "big.srt"
+    big.write_bytes(b"x" * 101)
+    with pytest.raises(SidecarError, match="larger than"):
+        read_sidecar_bytes(str(big), max_bytes=100)
+    assert read_sidecar_bytes(str(big), max_bytes=101) == b"x" * 101
+    assert MAX_SIDECAR_BYTES == 16 << 20  # the documented cap
 
 
 def test_find_sidecar_rejects_bad_path():
@@ -378,3 +407,49 @@ def test_timestamp_round_trip(ms: int, sep: str):
     cue = f"{head}{text} --> {format_timestamp(ms + 1, sep=sep)}\nword\n"
     u = parse_sidecar(cue.encode(), fmt).utterances[0]
     assert (u.start_ms, u.end_ms) == (ms, ms + 1)
+
+
+# ------------------------------------------------------------------------------- work limits
+
+
+def test_a_cue_with_more_words_than_can_be_spoken_is_left_out_with_a_count():
+    # One cue of a million words took 104 s to align and then lost all but 3,500 of them.
+    huge = Utterance(0, 5000, "word " * 1_000_000)
+    ok = Utterance(5000, 7000, "a normal line of speech")
+    with pytest.warns(UserWarning, match="left out 1 cue"):
+        bounded, limits = bound_transcript(SidecarTranscript([huge, ok]), 10_000)
+    assert bounded.utterances == [ok]
+    assert (limits.dense_cues, limits.dense_words) == (1, 1_000_000)
+    assert "1000000 words" in limits.message(10_000)
+    # At the edge: 10 words a second of the cue plus 10 is speakable, one more is not.
+    edge = [Utterance(0, 2000, "w " * 30), Utterance(3000, 5000, "w " * 31)]
+    with pytest.warns(UserWarning):
+        bounded, limits = bound_transcript(SidecarTranscript(edge), 10_000)
+    assert bounded.utterances == edge[:1] and limits.dense_cues == 1
+
+
+def test_the_whole_sidecar_has_a_word_and_coverage_budget():
+    # 20 words per second of media plus 100: 10 s of media holds 300 words.
+    cues = [Utterance(k * 1000, k * 1000 + 1000, "w " * 20) for k in range(10)] * 2
+    with pytest.warns(UserWarning, match="past what 10 s of media can hold"):
+        bounded, limits = bound_transcript(SidecarTranscript(cues), 10_000)
+    assert len(bounded.utterances) == 15 and limits.over_budget_cues == 5
+    # Cue spans may cover the media at most 4 times: alignment work is bounded by its length.
+    long = [Utterance(0, 10_000, "a few words") for _ in range(6)]
+    with pytest.warns(UserWarning):
+        bounded, limits = bound_transcript(SidecarTranscript(long), 10_000)
+    assert len(bounded.utterances) == 4 and limits.over_budget_cues == 2
+    # Timed words (whisperx JSON) are cut to the same word budget.
+    words = [Word("w", k, k + 1) for k in range(400)]
+    with pytest.warns(UserWarning, match="100 timed word"):
+        bounded, limits = bound_transcript(
+            SidecarTranscript([Utterance(0, 10_000, "w")], words=words), 10_000)
+    assert len(bounded.words) == 300
+
+
+def test_an_ordinary_sidecar_is_left_whole():
+    transcript = parse_sidecar((SAMPLE / "sample.stm").read_bytes(), "stm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bounded, limits = bound_transcript(transcript, 30_000)
+    assert bounded == transcript and not limits
