@@ -18,6 +18,7 @@ and tables are printed with control characters escaped.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections import defaultdict
@@ -30,6 +31,17 @@ from microturn.schemas.text import visible
 
 def _is_url(path: str) -> bool:
     return "://" in path
+
+
+def _collar(text: str) -> float:
+    """A finite, non-negative number of seconds (``inf`` and ``nan`` parse as floats but mean nothing here)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
 
 
 def check_reference(flag: str, path: str) -> None:
@@ -130,14 +142,15 @@ def _model(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="microturn eval", description=__doc__.splitlines()[0])
+    # No abbreviations: `--hyp` must not silently mean `--hypothesis`, nor a typo of a future flag.
+    p = argparse.ArgumentParser(prog="microturn eval", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="what", required=True)
-    d = sub.add_parser("diarization", help="DER and JER against RTTM references")
+    d = sub.add_parser("diarization", help="DER and JER against RTTM references", allow_abbrev=False)
     d.add_argument("--reference", required=True, help="an RTTM file or a folder of them")
     d.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")
-    d.add_argument("--collar", type=float, default=0.0,
+    d.add_argument("--collar", type=_collar, default=0.0,
                    help="total forgiveness collar in seconds around reference boundaries (default 0)")
-    w = sub.add_parser("words", help="word timing against STM references")
+    w = sub.add_parser("words", help="word timing against STM references", allow_abbrev=False)
     w.add_argument("--reference", required=True, help="an STM file or a folder of them")
     w.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")
     w.add_argument("--word-reference", metavar="JSON_OR_DIR",
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the median boundary error")
     w.add_argument("--collar-ms", type=int, default=0,
                    help="widen reference segments by this many ms on each side (default 0)")
-    m = sub.add_parser("model", help="held-out loss per head of a trained run")
+    m = sub.add_parser("model", help="held-out loss per head of a trained run", allow_abbrev=False)
     m.add_argument("--checkpoint", required=True, metavar="RUN", help="the --output directory of `microturn train`")
     m.add_argument("--shards", required=True, action="append", help="held-out shard glob or URL; repeatable")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")

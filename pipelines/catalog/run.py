@@ -46,6 +46,7 @@ def build_catalog_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="microturn catalog build",
+        allow_abbrev=False,  # `--cat` must not silently mean `--catalog`
         description="Build the auditors' DuckDB catalog from the record tables of ingest, synthesize "
                     "and shard outputs (one table per record table, plus audit views). A rebuild "
                     "replaces the catalog whole.",
@@ -89,6 +90,7 @@ def build_audit_parser() -> argparse.ArgumentParser:
     """Parser of ``microturn audit`` (the query form)."""
     p = argparse.ArgumentParser(
         prog="microturn audit",
+        allow_abbrev=False,
         description="Run one read-only SQL query against a catalog and print the result. Statements "
                     "that write (INSERT, CREATE, COPY, ATTACH, SET, ...) are refused. Views: "
                     "SELECT * FROM catalog_views. Also: `microturn audit report --catalog FILE --output DIR`.",
@@ -106,6 +108,7 @@ def build_report_parser() -> argparse.ArgumentParser:
     """Parser of ``microturn audit report``."""
     p = argparse.ArgumentParser(
         prog="microturn audit report",
+        allow_abbrev=False,
         description="Write DIR/index.html with PNG plots beside it: durations, gaps and overlaps by "
                     "origin, split composition, rejects, and the audit views as tables.",
     )

@@ -291,3 +291,26 @@ def test_report_shows_hostile_values_escaped(hostile_catalog, tmp_path, capfdbin
         if seq not in (b"\t", b"\r"):  # the page's own layout whitespace
             assert seq not in page, seq
     assert b"Bad\\x1b[5m" in page
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--catalog", "{c}", "SELECT 1", "--bogus"], "--bogus"),
+    (["--catalog", "{c}", "SELECT 1", "SELECT 2"], "SELECT 2"),
+    (["--catalog", "{c}", "SELECT 1", "--max_rows", "3"], "--max_rows"),
+    (["--cat", "{c}", "SELECT 1"], "--cat"),
+    (["report", "--catalog", "{c}", "--output", "{t}/r", "--bogus"], "--bogus"),
+    (["report", "--catalog", "{c}", "--output", "{t}/r", "stray"], "stray"),
+    (["report", "--catalog", "{c}", "--out", "{t}/r"], "--out"),
+])
+def test_unknown_flags_and_stray_values_exit_2_naming_them(catalog, tmp_path, capsys, argv, named):
+    status, out, err = audit(capsys, *[a.format(c=catalog, t=tmp_path) for a in argv])
+    assert status == 2 and out == "" and named in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_report_output_that_is_a_file_fails_before_any_work(catalog, tmp_path, capsys):
+    target = tmp_path / "report.html"
+    target.write_text("keep me")
+    status, out, err = audit(capsys, "report", "--catalog", catalog, "--output", str(target))
+    assert status == 2 and out == "" and "is a file" in err and len(err.strip().splitlines()) == 1
+    assert target.read_text() == "keep me" and os.listdir(tmp_path) == ["report.html"]

@@ -250,3 +250,21 @@ def test_catalog_of_a_real_synthesize_output(tmp_path):
     assert sum(n for _, n in splits) == 2 and {s for s, _ in splits} <= {c["split"] for c in convs}
     shares = query(path, "SELECT dominant_share FROM speaker_balance")
     assert len(shares) == 2 and all(0.5 <= s <= 1.0 for s, in shares)
+
+
+@pytest.mark.parametrize("extra,named", [(["--bogus"], "--bogus"), (["--cat", "x.duckdb"], "--cat"),
+                                         (["--allow_license", "MIT"], "--allow_license"),
+                                         (["stray-value"], "stray-value")])
+def test_unknown_flags_and_stray_values_exit_2_naming_them(outputs, tmp_path, capsys, extra, named):
+    path = str(tmp_path / "cat.duckdb")
+    assert catalog_main(["build", outputs.ingest, "--catalog", path, *extra]) == 2
+    assert named in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_input_is_one_line_and_creates_no_folder(tmp_path, capsys):
+    path = tmp_path / "new" / "cat.duckdb"
+    assert catalog_main(["build", str(tmp_path / "missing"), "--catalog", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "missing does not exist" in err
+    assert os.listdir(tmp_path) == []
