@@ -79,6 +79,22 @@ class Sequence:
         """Number of chunks K in the sequence."""
         return int(np.count_nonzero(self.kind_L == Kind.CHUNK_MARK))
 
+    def _slice(self, start: int, end: int) -> Sequence:
+        """Positions [start, end) as a sequence of its own (``start`` and ``end`` on chunk
+        boundaries); times are kept, video indices renumbered from 0 with their patches."""
+        first = int(np.count_nonzero(self.kind_L[:start] == Kind.VIDEO))
+        n_video = int(np.count_nonzero(self.kind_L[start:end] == Kind.VIDEO))
+        video_L = self.video_L[start:end]
+        return Sequence(key=self.key, kind_L=self.kind_L[start:end], text_L=self.text_L[start:end],
+                        dmel_LM=self.dmel_LM[start:end], logmel_LM=self.logmel_LM[start:end],
+                        video_L=np.where(video_L >= 0, video_L - first, -1), time_L=self.time_L[start:end],
+                        video_NFHWC=self.video_NFHWC[first:first + n_video], text_cut=self.text_cut)
+
+    def chunk_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends): the position range of every chunk."""
+        starts = np.flatnonzero(self.kind_L == Kind.CHUNK_MARK)
+        return starts, np.append(starts[1:], len(self))
+
     def head(self, max_len: int) -> Sequence:
         """The longest prefix of whole chunks that fits in ``max_len`` positions (``self`` if it fits).
 
@@ -86,17 +102,43 @@ class Sequence:
         """
         if len(self) <= max_len:
             return self
-        starts = np.flatnonzero(self.kind_L == Kind.CHUNK_MARK)
-        ends = np.append(starts[1:], len(self))
+        starts, ends = self.chunk_bounds()
         fitting = ends[ends <= max_len]
         if fitting.size == 0:
             raise ValueError(f"max_len {max_len} is shorter than the first chunk of {self.key!r} "
                              f"({int(ends[0])} positions); raise max_len")
-        end = int(fitting[-1])
-        n_video = int(np.count_nonzero(self.kind_L[:end] == Kind.VIDEO))
-        return Sequence(key=self.key, kind_L=self.kind_L[:end], text_L=self.text_L[:end],
-                        dmel_LM=self.dmel_LM[:end], logmel_LM=self.logmel_LM[:end], video_L=self.video_L[:end],
-                        time_L=self.time_L[:end], video_NFHWC=self.video_NFHWC[:n_video], text_cut=self.text_cut)
+        return self._slice(0, int(fitting[-1]))
+
+    def pieces(self, max_len: int) -> tuple[list[Sequence], int]:
+        """The sequence split into pieces of whole chunks of at most ``max_len`` positions each,
+        greedily in order, and the number of chunks left out because one alone is longer than
+        ``max_len``. ``[self]`` when it fits.
+
+        Every piece starts with a CHUNK_MARK and keeps its chunks' times, so its rotary positions
+        (``time * chunk_stride + rank``) and next-item targets are those the chunks have in the
+        whole sequence; only attention across pieces is lost.
+        """
+        if len(self) <= max_len:
+            return [self], 0
+        starts, ends = self.chunk_bounds()
+        out: list[Sequence] = []
+        dropped = 0
+        begin = None  # start of the piece being grown
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            if end - start > max_len:
+                if begin is not None:
+                    out.append(self._slice(begin, start))
+                    begin = None
+                dropped += 1
+                continue
+            if begin is None:
+                begin = start
+            elif end - begin > max_len:
+                out.append(self._slice(begin, start))
+                begin = start
+        if begin is not None:
+            out.append(self._slice(begin, int(ends[-1])))  # the last chunk fitted: it was not dropped
+        return out, dropped
 
 
 def _chunk_texts(words: list[dict], chunks: int, role: str, key: str) -> list[str]:
@@ -119,12 +161,13 @@ def _array(sample: dict, name: str, value: Any, dtype: str, shape: tuple) -> np.
     return value
 
 
-def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16) -> Sequence:
+def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, warn: bool = True) -> Sequence:
     """The interleaved sequence of one decoded sample (``decode_sample``'s dict).
 
     ``tokenizer`` is any :class:`microturn.trainer.tokenizer.Tokenizer`. A stream's text in a
-    chunk longer than ``max_text_per_chunk`` tokens is cut to that many, with a warning that
-    counts the tokens dropped (also kept in ``Sequence.text_cut``).
+    chunk longer than ``max_text_per_chunk`` tokens is cut to that many; the count of tokens
+    dropped is kept in ``Sequence.text_cut`` and, with ``warn``, warned about (the loader sums
+    the counts into one summary line instead).
 
     The default of 16 tokens: a chunk is 200 ms, and even fast conversational speech (about 4
     words/s, 6-7 syllables/s) starts at most 1-2 words in it, which is under 16 byte tokens
@@ -159,7 +202,7 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16) -> 
                 cut_chunks += 1
                 ids = ids[:max_text_per_chunk]
             tokens[role].append(ids)
-    if cut:
+    if cut and warn:
         warnings.warn(f"{key}: cut {cut} text token(s) in {cut_chunks} chunk(s) over max_text_per_chunk="
                       f"{max_text_per_chunk}", stacklevel=2)
 
@@ -209,26 +252,42 @@ def _rows(seqs: list[Sequence], max_len: int, pack: bool) -> list[list[Sequence]
     return rows
 
 
-def collate(seqs: list[Sequence], *, max_len: int, pack: bool) -> dict[str, Any]:
+def collate(seqs: list[Sequence], *, max_len: int, pack: bool, counts: dict[str, int] | None = None) -> dict[str, Any]:
     """The trainer's batch dict of ``seqs`` (see the trainer interfaces).
 
-    ``pack=True`` puts whole sequences into rows of at most ``max_len`` positions, first fit in
-    the given order, numbering them 1, 2, ... within a row (``segment_BL``); ``pack=False`` gives
-    one sequence per row (segment 1). Either way L is the longest row and the rest is PAD
-    (segment 0, time 0, video -1). A sequence longer than ``max_len`` is first cut to its whole
-    chunks that fit, with a warning. ``keys`` lists the sample keys row by row, segment by segment.
+    A sequence longer than ``max_len`` is split into pieces of whole chunks (``Sequence.pieces``:
+    times kept, so rotary positions and targets are unchanged), each a segment of its own; no
+    chunk is lost unless one chunk alone is longer than ``max_len``. ``pack=True`` puts the
+    sequences and pieces into rows of at most ``max_len`` positions, first fit in the given
+    order, numbering them 1, 2, ... within a row (``segment_BL``); ``pack=False`` gives one per
+    row (segment 1). Either way L is the longest row and the rest is PAD (segment 0, time 0,
+    video -1). ``keys`` lists the sample key of every segment, row by row (a split sample's key
+    once per piece).
+
+    ``counts``, when given, is increased by ``split`` (sequences split), ``pieces`` (pieces they
+    gave) and ``dropped_chunks`` (chunks longer than ``max_len``) and nothing is warned; without
+    it, dropped chunks give one warning for the call.
     """
     if not seqs:
         raise ValueError("collate needs at least one sequence")
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
-    kept = []
+    kept: list[Sequence] = []
+    split = n_pieces = dropped = 0
     for s in seqs:
-        h = s.head(max_len)
-        if h is not s:
-            warnings.warn(f"{s.key}: sequence of {len(s)} positions ({s.chunks} chunks) cut to {len(h)} "
-                          f"({h.chunks} chunks) for max_len={max_len}", stacklevel=2)
-        kept.append(h)
+        parts, lost = s.pieces(max_len)
+        if len(parts) > 1 or lost:
+            split += 1
+            n_pieces += len(parts)
+        dropped += lost
+        kept += parts
+    if not kept:
+        raise ValueError(f"max_len {max_len} is shorter than every chunk of {[s.key for s in seqs]}; raise max_len")
+    if counts is not None:
+        for name, value in (("split", split), ("pieces", n_pieces), ("dropped_chunks", dropped)):
+            counts[name] = counts.get(name, 0) + value
+    elif dropped:
+        warnings.warn(f"left out {dropped} chunk(s) longer than max_len={max_len} positions each", stacklevel=2)
     rows = _rows(kept, max_len, pack)
     B, L = len(rows), max(sum(len(s) for s in row) for row in rows)
     kind = np.zeros((B, L), np.int64)

@@ -13,6 +13,7 @@ GPU; the reference system of DESIGN.md is the same architecture at 276B / 12B.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 # Values of the fields of bool or float type are checked separately from the int ones.
@@ -109,6 +110,8 @@ class ModelConfig:
             elif f.name in _FLOAT_FIELDS:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise TypeError(f"ModelConfig.{f.name} must be a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise ValueError(f"ModelConfig.{f.name} (model.{f.name}) must be a finite number, got {value}")
             elif value is None and f.name in _OPTIONAL_INT_FIELDS:
                 continue
             elif isinstance(value, bool) or not isinstance(value, int):

@@ -3,13 +3,24 @@
 Stages, each a plain generator run inside the process (or DataLoader worker) that iterates:
 
     shard list -> shuffle (seed, epoch) -> split by node -> split by worker     (or: resample)
-    -> open -> tar members -> samples (webdataset) -> shuffle buffer (raw bytes)
-    -> decode_sample -> build_sequence -> batches of ``batch_size`` -> collate
+    -> open (``shard_reader.open_shard``) -> bounded tar reader -> samples -> shuffle buffer
+    (raw bytes) -> decode_sample -> build_sequence -> pieces of at most ``max_len`` -> batches
+    of ``batch_size`` samples -> collate
 
 No stage unpickles anything: members stay bytes until ``microturn.schemas.sample.decode_sample``
-reads them (``.npy`` with ``allow_pickle=False``, JSON, H.264). A sample that fails to decode
-is skipped, counted in ``loader.stats["skipped"]`` and warned about; a shard that fails to open
-or read is counted in ``stats["shard_errors"]``. Iteration goes on in both cases.
+reads them (``.npy`` with ``allow_pickle=False``, JSON, H.264). A shard name never selects a
+protocol or runs a command: local names (glob matches, paths) are opened with ``open()``, and a
+``pipe:`` URL needs ``allow_pipe``. Tars are read by ``shard_reader.iter_samples``: never
+decompressed, members bounded in size, links, devices and odd names refused.
+
+Nothing is dropped silently. Each kind of loss is counted in ``loader.stats`` and warned about:
+a sample that fails to decode (``skipped``), a shard that fails to open or read on
+(``shard_errors``), a member skipped unread (``bad_members``). A sample longer than ``max_len``
+is split into pieces of whole chunks with their times kept (``split``, ``pieces``); only a chunk
+that alone is longer than ``max_len`` is left out (``dropped_chunks``), and text over
+``max_text_per_chunk`` is cut (``text_cut``): those are counted without a warning per sample, and
+:meth:`ShardLoader.summary` gives them in one line. Iteration goes on in every case, except that
+a resampled stream gives up with a ``ValueError`` when no sample can be read from any shard.
 
 Every random choice draws from ``numpy.random.Generator`` seeded by (seed, epoch[, rank,
 worker]), so a loader with the same shards, seed and epoch yields the same batches in the same
@@ -24,96 +35,98 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
 import webdataset as wds
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from microturn.schemas.sample import decode_sample
 from microturn.trainer.batch import build_sequence, collate
+from microturn.trainer.shard_reader import (ReadLimits, ShardError, iter_samples, local_path, open_shard,
+                                            pipe_refusal, scheme_of)
 
 __all__ = ["LoaderConfig", "ShardLoader", "glob_shards", "make_loader", "resolve_shards"]
 
 _GLOB_CHARS = ("*", "?", "[")
-
-
-def _has_scheme(url: str) -> bool:
-    scheme = urlparse(url).scheme
-    return len(scheme) > 1 or url.startswith("pipe:")  # one letter is a Windows drive, not a scheme
+COUNTERS = ("samples", "skipped", "shard_errors", "bad_members", "split", "pieces", "dropped_chunks", "text_cut")
 
 
 def glob_shards(pattern: str) -> list[str]:
     """Shards of ``pattern``: a local glob (``*``, ``?``, ``[...]``) is expanded now and sorted;
-    a local directory gives its ``*.tar`` files; a brace pattern (``train-{000000..000009}.tar``),
-    a URL or a plain path is returned as it is, for webdataset to expand and open.
+    a local directory gives its ``*.tar`` files; an existing file is itself; a brace pattern
+    (``train-{000000..000009}.tar``), a URL or a plain path is returned as it is, for
+    :func:`resolve_shards` to expand and the loader to open.
 
+    Local matches are absolute paths, so that a matched name such as ``pipe:cmd`` or ``s3:x``
+    can never be read as a URL, and resolving a result again gives it back unchanged.
     Braces and glob characters together are brace-expanded first, then each part globbed.
     Raises ``ValueError`` when a local glob or directory matches no tar.
     """
     if not isinstance(pattern, str) or not pattern:
         raise ValueError(f"a shard pattern must be a non-empty string, got {pattern!r}")
-    if _has_scheme(pattern) and not pattern.startswith("file:"):
+    local = local_path(pattern)
+    if local is None:  # a URL (pipe: included): opened, or refused, by the loader
         return [pattern]
-    local = urlparse(pattern).path if pattern.startswith("file:") else pattern
+    if os.path.isfile(local):
+        return [pattern if scheme_of(pattern) == "file" else os.path.abspath(local)]
     if os.path.isdir(local):
-        found = sorted(glob.glob(os.path.join(glob.escape(local), "*.tar")))
+        found = sorted(os.path.abspath(p) for p in glob.glob(os.path.join(glob.escape(local), "*.tar")))
         if not found:
             raise ValueError(f"shard directory {pattern!r} holds no .tar file")
         return found
     if not any(c in local for c in _GLOB_CHARS):
         return [pattern]
     parts = expand_urls(local) if "{" in local else [local]
-    found = sorted({path for part in parts for path in glob.glob(part)})
+    found = sorted({os.path.abspath(path) for part in parts for path in glob.glob(part)})
     if not found:
         raise ValueError(f"shard pattern {pattern!r} matches no file")
     return found
 
 
-def resolve_shards(urls: str | Iterable[str]) -> list[str]:
+def resolve_shards(urls: str | Iterable[str], *, allow_pipe: bool = False) -> list[str]:
     """The concrete shard list of ``urls``: one string (several may be joined with ``::``, the
-    webdataset convention) or a list of them, each through :func:`glob_shards` and brace expansion.
+    webdataset convention, unless the whole string names an existing file) or a list of them,
+    each through :func:`glob_shards` and brace expansion.
 
-    Raises ``ValueError`` for an empty result and for a URL scheme that neither webdataset nor an
-    installed ``fsspec`` can open.
+    Raises ``ValueError`` for an empty result, for a ``pipe:`` URL without ``allow_pipe`` (it
+    runs a shell command), and for a URL scheme that no installed ``fsspec`` driver opens.
     """
-    items = urls.split("::") if isinstance(urls, str) else list(urls)
+    if isinstance(urls, (str, os.PathLike)):
+        text = os.fspath(urls)
+        items = [text] if os.path.isfile(local_path(text) or "") else text.split("::")
+    else:
+        items = [os.fspath(u) for u in urls]
     shards: list[str] = []
     for item in items:
-        for path in glob_shards(os.fspath(item)):
-            shards += expand_urls(path) if "{" in path else [path]
+        for path in glob_shards(item):
+            is_local_file = os.path.isfile(local_path(path) or "")
+            shards += expand_urls(path) if "{" in path and not is_local_file else [path]
     if not shards:
         raise ValueError(f"no shards in {urls!r}")
     for url in shards:
-        _check_scheme(url)
+        _check_scheme(url, allow_pipe=allow_pipe)
     return shards
 
 
-def _check_scheme(url: str) -> None:
-    if not _has_scheme(url):
+def _check_scheme(url: str, *, allow_pipe: bool) -> None:
+    scheme = scheme_of(url)
+    if scheme is None or scheme == "file":
         return
-    scheme = "pipe" if url.startswith("pipe:") else urlparse(url).scheme
-    if scheme == "file" or scheme in wds.gopen_schemes:
+    if scheme == "pipe":
+        if not allow_pipe:
+            raise ValueError(pipe_refusal(url))
         return
     try:
-        import fsspec  # noqa: F401
+        import fsspec
     except ImportError:
-        raise ValueError(f"shard {url!r}: webdataset cannot open {scheme}:// URLs; install fsspec with the "
+        raise ValueError(f"shard {url!r}: cannot open {scheme}:// URLs; install fsspec with the "
                          f"filesystem driver for {scheme} (e.g. s3fs for s3://)") from None
-
-
-def _open(url: str):
-    """A binary stream of ``url``: webdataset's openers first, fsspec for other schemes."""
-    scheme = urlparse(url).scheme
-    if not _has_scheme(url) or scheme == "file" or url.startswith("pipe:") or scheme in wds.gopen_schemes:
-        return wds.gopen(url, "rb")
-    import fsspec
-
-    return fsspec.open(url, "rb").open()
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"shard {url!r}: fsspec cannot open {scheme}:// URLs ({exc}); install its driver") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,8 +134,9 @@ class LoaderConfig:
     """How :class:`ShardLoader` reads, shuffles and batches.
 
     Attributes:
-        batch_size: samples per batch (packing may put several in one row).
-        max_len: positions per row; longer sequences are cut at a chunk boundary.
+        batch_size: samples per batch (packing may put several in one row, and a sample longer
+            than ``max_len`` takes several).
+        max_len: positions per row; a longer sample is split into pieces of whole chunks.
         pack: pack sequences into rows (True) or one per row, padded (False).
         shuffle_shards: shuffle the shard order per (seed, epoch) before splitting it across
             nodes and workers.
@@ -133,6 +147,10 @@ class LoaderConfig:
         num_workers: DataLoader worker processes (0: read in the calling process).
         epoch: epoch number mixed into the seeds (:meth:`ShardLoader.set_epoch` changes it).
         max_text_per_chunk: text tokens per chunk and stream (see ``build_sequence``).
+        allow_pipe: open ``pipe:CMD`` shard URLs, which run CMD in a shell. Off: such a URL is
+            a ``ValueError`` before anything is read.
+        max_member_bytes: largest tar member read; a shard with a larger one is read no further.
+        max_sample_bytes: largest sample (all its members); a larger one is dropped, counted.
     """
 
     batch_size: int
@@ -148,9 +166,18 @@ class LoaderConfig:
     num_workers: int = 0
     epoch: int = 0
     max_text_per_chunk: int = 16
+    allow_pipe: bool = False
+    # The largest member the shard stage writes is a window's H.264 clip. Its raw frames bound
+    # it: 150 chunks x 2 frames x 48 patches x 1600 px x 1.5 bytes (YUV 4:2:0) = 35 MB, so 64 MiB
+    # holds any clip of a default window (30 s, 48-patch budget) with room to spare, and every
+    # array of the longest window the model accepts (9000 chunks: 5.8 MB of log-mel). Raise it
+    # for longer windows or larger patch budgets.
+    max_member_bytes: int = 64 << 20
+    # One clip at the member cap plus every array of the longest window, twice over.
+    max_sample_bytes: int = 128 << 20
 
     def __post_init__(self):
-        for name in ("batch_size", "max_len"):
+        for name in ("batch_size", "max_len", "max_member_bytes", "max_sample_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -158,62 +185,101 @@ class LoaderConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not isinstance(self.allow_pipe, bool):
+            raise ValueError(f"allow_pipe must be a bool, got {self.allow_pipe!r}")
 
 
-class _Skip:
-    """A webdataset-style exception handler that counts, warns and goes on (returns True).
+class _Counters:
+    """Counts shared with DataLoader workers (``multiprocessing.Value``), so that what workers
+    skip reaches the parent's ``stats``."""
 
-    With ``give_up_after``, that many errors in a row with no sample in between raise a
-    ``ValueError`` instead: a resampled stream over shards that all fail would otherwise
-    draw them forever."""
+    def __init__(self):
+        ctx = multiprocessing.get_context()
+        self.values = {name: ctx.Value("q", 0) for name in COUNTERS}
 
-    def __init__(self, counter, what: str, *, give_up_after: int | None = None):
-        self.counter = counter
-        self.what = what
-        self.give_up_after = give_up_after
-        self.streak = 0
+    def add(self, name: str, n: int = 1) -> None:
+        if n:
+            with self.values[name].get_lock():
+                self.values[name].value += n
 
-    def __call__(self, exn: BaseException) -> bool:
-        self.streak += 1
-        if self.give_up_after is not None and self.streak > self.give_up_after:
-            raise ValueError(f"{self.streak} {self.what} errors in a row and no sample read (last: "
-                             f"{type(exn).__name__}: {exn}); check that the shards are readable tars") from exn
-        with self.counter.get_lock():
-            self.counter.value += 1
-        warnings.warn(f"skipped a {self.what}: {type(exn).__name__}: {exn}", stacklevel=2)
-        return True
+    def snapshot(self) -> dict[str, int]:
+        return {name: int(v.value) for name, v in self.values.items()}
 
 
-def _reset_streak(src: Iterable[dict], handler: _Skip) -> Iterator[dict]:
-    for sample in src:
-        handler.streak = 0
-        yield sample
+class _NoProgress:
+    """Gives up on a resampled stream that cannot yield a sample.
+
+    Every failure (a shard that does not open or read on, a shard with no sample, a sample that
+    does not decode) is recorded with its shard; a decoded sample clears the record. When the
+    failures since the last good sample have come from every shard, and there are more than
+    twice the shards plus twice the shuffle buffer of them (so that the buffer has turned over),
+    no good sample is coming: a ``ValueError`` ends the stream instead of drawing forever.
+    """
+
+    def __init__(self, shards: list[str], buffer: int, enabled: bool):
+        self.all = set(shards)
+        self.limit = 2 * len(self.all) + 2 * max(buffer, 1)
+        self.enabled = enabled
+        self.bad: set[str] = set()
+        self.count = 0
+
+    def good(self) -> None:
+        self.bad.clear()
+        self.count = 0
+
+    def failed(self, url: str, exn: BaseException) -> None:
+        self.bad.add(url)
+        self.count += 1
+        if self.enabled and self.count > self.limit and self.bad >= self.all:
+            raise ValueError(f"{self.count} failures in a row from all {len(self.all)} shard(s) and no sample read "
+                             f"(last: {type(exn).__name__}: {exn}); check that the shards are readable tars") from exn
 
 
-def _shard_source(shards: list[str], cfg: LoaderConfig, epoch: int, rank: int, worker: int) -> Iterator[dict]:
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _shard_source(shards: list[str], cfg: LoaderConfig, epoch: int, rank: int, worker: int) -> Iterator[str]:
     if cfg.resampled:
         rng = np.random.default_rng([cfg.seed, epoch, rank, worker, 0])
         while True:
-            yield {"url": shards[int(rng.integers(len(shards)))]}
+            yield shards[int(rng.integers(len(shards)))]
     order = list(shards)
     if cfg.shuffle_shards:
         # The same permutation on every rank (no rank in the seed), so the node split stays disjoint.
         order = [order[i] for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(order))]
-    yield from wds.split_by_worker(wds.split_by_node({"url": u} for u in order))
+    for item in wds.split_by_worker(wds.split_by_node({"url": u} for u in order)):
+        yield item["url"]
 
 
-def _open_shards(src: Iterable[dict], handler) -> Iterator[dict]:
-    for item in src:
+def _raw_samples(urls: Iterable[str], cfg: LoaderConfig, counters: _Counters, progress: _NoProgress) -> Iterator[dict]:
+    """Raw samples of each shard in turn; every failure is counted, warned and recorded."""
+    limits = ReadLimits(max_member_bytes=cfg.max_member_bytes, max_sample_bytes=cfg.max_sample_bytes)
+
+    def bad_member(message: str) -> None:
+        counters.add("bad_members")
+        _warn(f"skipped a tar member: {message}")
+
+    def bad_sample(message: str) -> None:
+        counters.add("skipped")
+        _warn(f"skipped a sample: {message}")
+
+    for url in urls:
+        n = 0
         try:
-            stream = _open(item["url"])
-        except Exception as exn:  # a missing or unreachable shard must not end the epoch
-            exn.args = (*exn.args, item["url"])
-            handler(exn)
-            continue
-        try:
-            yield {"url": item["url"], "stream": stream}
-        finally:  # the tar reader has moved on to the next shard, or the pipeline was closed
-            stream.close()
+            with open_shard(url, allow_pipe=cfg.allow_pipe) as stream:
+                for raw in iter_samples(stream, url, limits, on_member=bad_member, on_sample=bad_sample):
+                    n += 1
+                    yield raw
+            if n == 0:
+                raise ShardError("the shard holds no sample")
+        except GeneratorExit:
+            raise
+        except Exception as exn:  # a missing, unreadable or malformed shard must not end the epoch
+            counters.add("shard_errors")
+            _warn(f"skipped a shard: {url!r}: {type(exn).__name__}: {exn}"
+                  + (f" (after {n} sample(s))" if n else ""))
+            progress.failed(url, exn)
 
 
 def _shuffle(src: Iterable, size: int, rng: np.random.Generator) -> Iterator:
@@ -233,24 +299,41 @@ def _shuffle(src: Iterable, size: int, rng: np.random.Generator) -> Iterator:
         yield buf[int(i)]
 
 
-def _decoded(src: Iterable[dict], handler) -> Iterator[dict]:
+def _sequences(src: Iterable[dict], tokenizer, cfg: LoaderConfig, counters: _Counters,
+               progress: _NoProgress) -> Iterator[list]:
+    """Per sample, its pieces of at most ``max_len`` positions (see ``Sequence.pieces``)."""
     for raw in src:
         try:
-            yield decode_sample(raw)
+            seq = build_sequence(decode_sample(raw), tokenizer, max_text_per_chunk=cfg.max_text_per_chunk, warn=False)
         except Exception as exn:  # untrusted bytes: npy, JSON and H.264 readers raise many types
-            exn.args = (*exn.args, f"sample {raw.get('__key__')!r} of {raw.get('__url__')!r}")
-            handler(exn)
+            counters.add("skipped")
+            _warn(f"skipped a sample: {type(exn).__name__}: {exn} (sample {raw.get('__key__')!r} of "
+                  f"{raw.get('__url__')!r})")
+            progress.failed(raw.get("__url__"), exn)
+            continue
+        progress.good()
+        pieces, dropped = seq.pieces(cfg.max_len)
+        counters.add("samples")
+        counters.add("text_cut", seq.text_cut)
+        counters.add("dropped_chunks", dropped)
+        if len(pieces) > 1 or dropped:
+            counters.add("split")
+            counters.add("pieces", len(pieces))
+        if pieces:
+            yield pieces
 
 
-def _batches(src: Iterable, size: int, collate_fn) -> Iterator[dict]:
+def _batches(src: Iterable[list], cfg: LoaderConfig) -> Iterator[dict]:
     batch: list = []
-    for item in src:
-        batch.append(item)
-        if len(batch) == size:
-            yield collate_fn(batch)
-            batch = []
+    n = 0
+    for pieces in src:
+        batch += pieces
+        n += 1
+        if n == cfg.batch_size:
+            yield collate(batch, max_len=cfg.max_len, pack=cfg.pack, counts={})
+            batch, n = [], 0
     if batch:
-        yield collate_fn(batch)
+        yield collate(batch, max_len=cfg.max_len, pack=cfg.pack, counts={})
 
 
 class _SampleStream(torch.utils.data.IterableDataset):
@@ -262,9 +345,7 @@ class _SampleStream(torch.utils.data.IterableDataset):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.epoch = cfg.epoch
-        ctx = multiprocessing.get_context()
-        # Shared counters, so that skips inside DataLoader workers reach the parent's stats.
-        self.counters = {name: ctx.Value("q", 0) for name in ("samples", "skipped", "shard_errors")}
+        self.counters = _Counters()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
@@ -272,23 +353,10 @@ class _SampleStream(torch.utils.data.IterableDataset):
         if not cfg.resampled and len(self.shards) < world:
             raise ValueError(f"{len(self.shards)} shards cannot be split across {world} ranks: "
                              f"rank {rank} would get none; write more shards or use resampled=True")
-        # Resampling draws endlessly: give up after every shard failed about twice in a row.
-        shard_errors = _Skip(self.counters["shard_errors"], "shard",
-                             give_up_after=max(16, 2 * len(self.shards)) if cfg.resampled else None)
-        src = _shard_source(self.shards, cfg, self.epoch, rank, worker)
-        src = group_by_keys(tar_file_expander(_open_shards(src, shard_errors), handler=shard_errors),
-                            handler=shard_errors)
-        src = _reset_streak(src, shard_errors)
+        progress = _NoProgress(self.shards, cfg.buffer, enabled=cfg.resampled)
+        src = _raw_samples(_shard_source(self.shards, cfg, self.epoch, rank, worker), cfg, self.counters, progress)
         src = _shuffle(src, cfg.buffer, np.random.default_rng([cfg.seed, self.epoch, rank, worker, 1]))
-        src = _decoded(src, _Skip(self.counters["skipped"], "sample"))
-        seqs = (self._count(build_sequence(s, self.tokenizer, max_text_per_chunk=cfg.max_text_per_chunk))
-                for s in src)
-        yield from _batches(seqs, cfg.batch_size, partial(collate, max_len=cfg.max_len, pack=cfg.pack))
-
-    def _count(self, seq):
-        with self.counters["samples"].get_lock():
-            self.counters["samples"].value += 1
-        return seq
+        yield from _batches(_sequences(src, self.tokenizer, cfg, self.counters, progress), cfg)
 
 
 class ShardLoader:
@@ -297,11 +365,11 @@ class ShardLoader:
     Iterating gives the trainer's batch dicts (``microturn.trainer.batch.collate``). Without
     ``resampled`` one iteration is one pass over this rank's shards; call :meth:`set_epoch`
     between passes for a new order, since the same epoch repeats the same batches.
-    ``stats`` counts decoded samples, skipped samples and shard errors over all iterations.
+    ``stats`` counts decoded samples and every loss over all iterations.
     """
 
     def __init__(self, urls: str | list[str], *, tokenizer, config: LoaderConfig):
-        self.shards = resolve_shards(urls)
+        self.shards = resolve_shards(urls, allow_pipe=config.allow_pipe)
         self.config = config
         self.dataset = _SampleStream(self.shards, tokenizer, config)
         self._loader = torch.utils.data.DataLoader(self.dataset, batch_size=None, num_workers=config.num_workers)
@@ -318,8 +386,26 @@ class ShardLoader:
 
     @property
     def stats(self) -> dict[str, int]:
-        """``{"samples", "skipped", "shard_errors"}``: counts so far, summed over workers."""
-        return {name: int(c.value) for name, c in self.dataset.counters.items()}
+        """Counts so far, summed over workers: ``samples`` decoded; ``skipped`` samples, ``shard_errors``,
+        ``bad_members`` (tar members skipped unread); ``split`` samples longer than ``max_len`` and
+        the ``pieces`` they gave; ``dropped_chunks`` (longer than ``max_len`` alone) and
+        ``text_cut`` tokens (over ``max_text_per_chunk``)."""
+        return self.dataset.counters.snapshot()
+
+    def summary(self) -> str:
+        """One line with every count of :attr:`stats`."""
+        s = self.stats
+        return (f"loader: {s['samples']} sample(s) read, {s['skipped']} skipped, {s['shard_errors']} shard error(s), "
+                f"{s['bad_members']} tar member(s) refused; {s['split']} sample(s) longer than max_len="
+                f"{self.config.max_len} split into {s['pieces']} piece(s), {s['dropped_chunks']} chunk(s) longer "
+                f"than max_len left out, {s['text_cut']} text token(s) over max_text_per_chunk="
+                f"{self.config.max_text_per_chunk} cut")
+
+    def losses(self) -> int:
+        """How many things were lost: skipped samples, shard errors, refused members, left-out
+        chunks and cut text tokens (splitting loses nothing)."""
+        s = self.stats
+        return s["skipped"] + s["shard_errors"] + s["bad_members"] + s["dropped_chunks"] + s["text_cut"]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._loader)
@@ -327,11 +413,14 @@ class ShardLoader:
 
 def make_loader(urls: str | list[str], *, tokenizer, batch_size: int, max_len: int, pack: bool = True,
                 shuffle_shards: bool = True, buffer: int = 1000, resampled: bool = False, seed: int = 0,
-                num_workers: int = 0, epoch: int = 0, max_text_per_chunk: int = 16) -> ShardLoader:
+                num_workers: int = 0, epoch: int = 0, max_text_per_chunk: int = 16, allow_pipe: bool = False,
+                max_member_bytes: int = LoaderConfig.max_member_bytes,
+                max_sample_bytes: int = LoaderConfig.max_sample_bytes) -> ShardLoader:
     """A :class:`ShardLoader` over ``urls`` (brace pattern, local glob or directory, path, URL, or a
     list of them) with the options of :class:`LoaderConfig`. Raises ``ValueError`` for bad
-    options or when ``urls`` names no shard."""
+    options, for a ``pipe:`` URL without ``allow_pipe``, or when ``urls`` names no shard."""
     cfg = LoaderConfig(batch_size=batch_size, max_len=max_len, pack=pack, shuffle_shards=shuffle_shards,
                        buffer=buffer, resampled=resampled, seed=seed, num_workers=num_workers, epoch=epoch,
-                       max_text_per_chunk=max_text_per_chunk)
+                       max_text_per_chunk=max_text_per_chunk, allow_pipe=allow_pipe,
+                       max_member_bytes=max_member_bytes, max_sample_bytes=max_sample_bytes)
     return ShardLoader(urls, tokenizer=tokenizer, config=cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -70,6 +71,10 @@ class TrainConfig:
     peak_tflops: float = 0.0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"train.{f.name} must be a finite number, got {value}")
         for name in ("micro_batch", "grad_accum", "max_len", "steps", "ep_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
@@ -107,11 +112,14 @@ def config_path(name: str) -> str:
     return str(path)
 
 
-def _parse_value(text: str):
+def _parse_value(key: str, text: str):
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text  # a bare string
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"override {key}={text}: {key} must be a finite number")
+    return value
 
 
 def load_named(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -131,7 +139,7 @@ def load_named(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunCon
         section, dot, field = key.strip().partition(".")
         if not sep or not dot or section not in sections:
             raise ValueError(f"override {item!r} must look like train.lr=3e-4 or model.layers=4")
-        sections[section][field] = _parse_value(value.strip())
+        sections[section][field] = _parse_value(key.strip(), value.strip())
     model = from_mapping(ModelConfig, sections["model"], where=f"{path} [model]")
     train = from_mapping(TrainConfig, sections["train"], where=f"{path} [train]")
     return RunConfig(name=os.path.basename(path)[:-5], model=model, train=train)

@@ -133,7 +133,7 @@ def test_bad_samples_raise_value_errors():
         build_sequence({**good, "video_KPFHWC": good["video_KPFHWC"][:1]}, TOK)
     with pytest.raises(ValueError, match="at least one sequence"):
         collate([], max_len=10, pack=True)
-    with pytest.raises(ValueError, match="shorter than the first chunk"):
+    with pytest.raises(ValueError, match="shorter than every chunk"):
         collate([build_sequence(good, TOK)], max_len=5, pack=True)
 
 
@@ -147,15 +147,15 @@ def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
     assert batch["dmel_BLM"].shape == batch["logmel_BLM"].shape == (B, L, 80)
     assert batch["video_NFHWC"].shape[1:] == (2, 40, 40, 3)
     assert all(batch[n].shape == (B, L) for n in ("text_BL", "video_BL", "time_BL", "segment_BL"))
-    assert L <= max_len and sorted(batch["keys"]) == sorted(s.key for s in seqs)
+    # Every sequence arrives whole or as pieces of whole chunks, each piece once.
+    pieces = {(p.key, int(p.time_L[0])): p for s in seqs for p in s.pieces(max_len)[0]}
+    assert L <= max_len and sorted(batch["keys"]) == sorted(k for k, _ in pieces)
     seg, kind = batch["segment_BL"].numpy(), batch["kind_BL"].numpy()
     pad = seg == 0
     assert np.all((kind == Kind.PAD) == pad) and not batch["time_BL"].numpy()[pad].any()
     assert np.all(batch["video_BL"].numpy()[pad] == -1) and not batch["dmel_BLM"].numpy()[pad].any()
     if not pack:
-        assert B == len(seqs) and seg.max() == 1
-    # Packing loses no position of the sequences it kept: each segment is its sequence's head.
-    by_key = {s.key: s.head(max_len) for s in seqs}
+        assert B == len(pieces) and seg.max() == 1
     keys = iter(batch["keys"])
     video = batch["video_NFHWC"].numpy()
     for b in range(B):
@@ -164,7 +164,8 @@ def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
         n_used = int((~pad[b]).sum())
         assert not pad[b][:n_used].any() and np.all(np.diff(seg[b][:n_used]) >= 0)  # PAD only at the end
         for sg in row_segments:
-            s, at = by_key[next(keys)], seg[b] == sg
+            at = seg[b] == sg
+            s = pieces[(next(keys), int(batch["time_BL"][b, at][0]))]
             assert at.sum() == len(s)
             assert np.array_equal(kind[b, at], s.kind_L) and np.array_equal(batch["text_BL"][b, at].numpy(), s.text_L)
             assert np.array_equal(batch["dmel_BLM"][b, at].numpy(), s.dmel_LM)
@@ -173,20 +174,33 @@ def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
             v = batch["video_BL"][b, at].numpy()
             assert np.array_equal(v >= 0, s.video_L >= 0)
             assert np.array_equal(video[v[v >= 0]], s.video_NFHWC[s.video_L[s.video_L >= 0]])
-    assert sum(len(s) for s in by_key.values()) == int((~pad).sum())
-    assert video.shape[0] == sum(s.video_NFHWC.shape[0] for s in by_key.values())
+    assert sum(len(s) for s in pieces.values()) == int((~pad).sum())
+    assert video.shape[0] == sum(s.video_NFHWC.shape[0] for s in pieces.values())
+
+
+def _chunk_lengths(seq) -> np.ndarray:
+    starts, ends = seq.chunk_bounds()
+    return ends - starts
 
 
 @PROPS
-@given(st.lists(samples(), min_size=1, max_size=5), st.integers(45, 400), st.booleans())
-def test_collate_keeps_every_position_and_segments_never_mix(samples_, max_len, pack):
+@given(st.lists(samples(), min_size=1, max_size=5), st.integers(12, 400), st.booleans())
+def test_collate_keeps_every_chunk_that_fits_and_segments_never_mix(samples_, max_len, pack):
     samples_ = [{**s, "key": f"k{i}"} for i, s in enumerate(samples_)]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        seqs = [build_sequence(s, TOK, max_text_per_chunk=4) for s in samples_]  # cuts some text, warning
-        del caught[:]
-        batch = collate(seqs, max_len=max_len, pack=pack)
-    assert len([w for w in caught if "cut to" in str(w.message)]) == sum(len(s) > max_len for s in seqs)
+    seqs = [build_sequence(s, TOK, max_text_per_chunk=4, warn=False) for s in samples_]
+    too_long = sum(int((_chunk_lengths(s) > max_len).sum()) for s in seqs)
+    if too_long == sum(s.chunks for s in seqs):
+        with pytest.raises(ValueError, match="shorter than every chunk"):
+            collate(seqs, max_len=max_len, pack=pack)
+        return
+    counts: dict[str, int] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with counts, nothing is warned
+        batch = collate(seqs, max_len=max_len, pack=pack, counts=counts)
+    assert counts["dropped_chunks"] == too_long
+    assert counts["split"] == sum(len(s) > max_len for s in seqs)
+    n_chunks = int((batch["kind_BL"] == Kind.CHUNK_MARK).sum())
+    assert n_chunks == sum(s.chunks for s in seqs) - too_long
     _check_batch(batch, seqs, max_len, pack)
     mask = attention_mask(batch["segment_BL"])
     B, L = batch["kind_BL"].shape
@@ -196,16 +210,27 @@ def test_collate_keeps_every_position_and_segments_never_mix(samples_, max_len, 
     allowed = (seg[:, :, None] == seg[:, None, :]) & (j <= i) & (seg[:, :, None] != 0) | (i == j)
     assert torch.equal(mask[:, 0], allowed)
     assert mask.any(dim=-1).all()  # no empty softmax row
+    if too_long:  # without counts: one warning for the call, however many sequences lost chunks
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            collate(seqs, max_len=max_len, pack=pack)
+        assert len(caught) == 1 and f"left out {too_long} chunk(s)" in str(caught[0].message)
 
 
-def test_a_long_sequence_is_cut_at_a_chunk_boundary_with_a_warning():
+def test_a_long_sequence_is_split_at_chunk_boundaries_with_its_times():
     seq = build_sequence(_sample("long", 5, 2, {"user": [], "model": []}), TOK)
     per_chunk = 1 + 4 + 2 + 1 + 4
     assert len(seq) == 5 * per_chunk
-    with pytest.warns(UserWarning, match=r"long: sequence of 60 positions \(5 chunks\) cut to 36 \(3 chunks\)"):
-        batch = collate([seq], max_len=3 * per_chunk + 5, pack=True)
-    assert batch["kind_BL"].shape == (1, 36) and batch["kind_BL"][0, -1] == Kind.MODEL_AUDIO
-    assert batch["video_NFHWC"].shape[0] == 6 and int(batch["time_BL"].max()) == 2
+    counts: dict[str, int] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = collate([seq], max_len=3 * per_chunk + 5, pack=True, counts=counts)
+    assert counts == {"split": 1, "pieces": 2, "dropped_chunks": 0}
+    assert batch["kind_BL"].shape == (2, 36) and batch["keys"] == ["long", "long"]
+    assert batch["time_BL"][0].tolist() == np.repeat([0, 1, 2], per_chunk).tolist()
+    assert batch["time_BL"][1, :24].tolist() == np.repeat([3, 4], per_chunk).tolist()
+    assert batch["video_NFHWC"].shape[0] == 10  # every patch, in order
+    assert np.array_equal(batch["video_NFHWC"].numpy(), seq.video_NFHWC)
 
 
 def test_packing_is_first_fit_in_order():
@@ -243,3 +268,48 @@ def test_attention_mask_and_loss_positions_on_a_small_row():
     assert masks.text_BS.shape == (1, 8)
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         attention_mask(torch.zeros(3, dtype=torch.int64))
+
+
+def test_a_150_chunk_video_window_under_tiny_cpu_max_len_keeps_every_chunk():
+    """The issue's case: a 30 s window (150 chunks) with the shard stage's default 48-patch video
+    budget is ~60 positions a chunk, 9000 in all, against tiny-cpu's 512-position rows. Every
+    chunk arrives, with the rotary positions and loss targets it has in the whole sequence."""
+    from microturn.trainer.train_config import load_named
+    from microturn.trainer.transformer import rotary_positions
+
+    cfg = load_named("tiny-cpu")
+    max_len, stride = cfg.train.max_len, cfg.model.chunk_stride
+    K, P = 150, 48
+    rng = np.random.default_rng(0)
+    words = {r: [(int(k), int(rng.integers(0, 200)), "word") for k in rng.choice(K, 60, replace=False)]
+             for r in ("user", "model")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning per sample
+        seq = build_sequence(_sample("video", K, P, words), TOK)
+        counts: dict[str, int] = {}
+        batch = collate([seq], max_len=max_len, pack=True, counts=counts)
+    assert len(seq) > 8000 and counts["dropped_chunks"] == 0 and counts["pieces"] >= len(seq) // max_len
+    whole = collate([seq], max_len=len(seq), pack=True)
+    seg, kind = batch["segment_BL"], batch["kind_BL"]
+    assert batch["kind_BL"].shape[1] <= max_len and int((kind == Kind.CHUNK_MARK).sum()) == K
+    # Laid end to end by their first chunk, the pieces are the whole sequence, position for position.
+    pos = rotary_positions(batch["time_BL"], seg, chunk_stride=stride)
+    pos_whole = rotary_positions(whole["time_BL"], whole["segment_BL"], chunk_stride=stride)[0]
+    parts = sorted(((int(batch["time_BL"][b, seg[b] == s][0]), b, s) for b in range(seg.shape[0])
+                    for s in range(1, int(seg[b].max()) + 1)))
+    joined = {name: torch.cat([batch[name][b, seg[b] == s] for _, b, s in parts])
+              for name in ("kind_BL", "text_BL", "dmel_BLM", "logmel_BLM", "time_BL")}
+    assert torch.equal(torch.cat([pos[b, seg[b] == s] for _, b, s in parts]), pos_whole)
+    for name, value in joined.items():
+        assert torch.equal(value, whole[name][0]), name
+    assert torch.equal(torch.cat([batch["video_NFHWC"][batch["video_BL"][b, seg[b] == s][
+        batch["video_BL"][b, seg[b] == s] >= 0]] for _, b, s in parts]), torch.from_numpy(seq.video_NFHWC))
+    # Every model-side position is a next-item target in its piece, as in the whole sequence.
+    masks, masks_whole = loss_positions(kind), loss_positions(whole["kind_BL"])
+    assert int(masks.text_BS.sum()) == int(masks_whole.text_BS.sum()) == int((seq.kind_L == Kind.MODEL_TEXT).sum())
+    assert int(masks.audio_BS.sum()) == int(masks_whole.audio_BS.sum()) == 4 * K
+    targets = sorted((int(t), int(d.sum())) for t, d in zip(batch["time_BL"][:, 1:][masks.audio_BS],
+                                                               batch["dmel_BLM"][:, 1:][masks.audio_BS]))
+    targets_whole = sorted((int(t), int(d.sum())) for t, d in zip(whole["time_BL"][:, 1:][masks_whole.audio_BS],
+                                                                   whole["dmel_BLM"][:, 1:][masks_whole.audio_BS]))
+    assert targets == targets_whole
