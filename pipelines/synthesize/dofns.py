@@ -24,7 +24,7 @@ from microturn.pipelines import media
 from microturn.pipelines.tables import REJECTS, reject
 from microturn.schemas import conversation_id, split_of
 from microturn.schemas.dialogue import MAX_LINE_BYTES, Dialogue, ScriptError, bounded_lines, parse_dialogue
-from microturn.schemas.text import visible
+from microturn.schemas.text import describe_char, refused_char, visible
 from microturn.schemas.turns import Turn
 from microturn.synth.engine import Conversation, dialogue_rng, synthesize_dialogue, voice_of
 from microturn.synth.espeak import EspeakUnavailableError
@@ -283,6 +283,23 @@ class Synthesize(_Step):
         yield from _emit(row, rows)
 
 
+def _refused_in(conversation: dict, segments, words) -> str | None:
+    """Why the text of a source record may not enter this output's tables (the input boundary of
+    :mod:`microturn.schemas.text`, applied to tables that can come from anywhere), or None."""
+    fields = [("conversations.source_uri", conversation.get("source_uri")),
+              ("conversations.license", conversation.get("license"))]
+    fields += [("conversations.speakers", s) for s in conversation.get("speakers") or []]
+    fields += [("segments.speaker", r.get("speaker")) for r in segments]
+    fields += [(f"words.{k}", r.get(k)) for r in words for k in ("speaker", "text")]
+    for name, value in fields:
+        if isinstance(value, str):
+            found = refused_char(value)
+            if found is not None:
+                return (f"{name} holds {describe_char(found[1])} ({visible(value)[:60]!r}); control characters "
+                        "are not copied into a remix: fix the source record")
+    return None
+
+
 class Remix(_Step):
     """Re-time one ingested conversation into per-speaker streams; write them; emit rows."""
 
@@ -300,11 +317,16 @@ class Remix(_Step):
         from microturn.synth.remix import remix_conversation
 
         src_cid, grouped = item
+        src_cid = visible(str(src_cid))
         convs = list(grouped["conversations"])
         if len(convs) != 1:
             yield self._reject(src_cid, f"expected one conversations row, found {len(convs)}", "BadRecord")
             return
         src = convs[0]
+        bad = _refused_in(src, grouped["segments"], grouped["words"])
+        if bad:
+            yield self._reject(src_cid, bad, "bad_text")
+            return
         try:
             segs = [Turn(r["speaker"], int(r["start_ms"]), int(r["end_ms"]), int(r["channel"] or 0))
                     for r in grouped["segments"]]

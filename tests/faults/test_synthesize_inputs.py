@@ -150,3 +150,31 @@ def test_no_control_character_reaches_any_table(run_out):
         for row in read_table(out, table).to_pylist():
             for text in _strings(row):
                 assert refused_char(text) is None, (table, row)
+
+
+def test_remix_refuses_control_characters_in_a_source_table(run_out, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out, _ = run_out
+    source = str(tmp_path / "source")
+    shutil.copytree(out, source)
+    words_dir = os.path.join(source, "words")
+    (part,) = [n for n in os.listdir(words_dir) if n.endswith(".parquet")]
+    words = pq.read_table(os.path.join(words_dir, part))
+    rows = words.to_pylist()
+    tampered = rows[0]["conversation_id"]
+    rows[0]["text"] = "\x1b[31mhello"
+    pq.write_table(type(words).from_pylist(rows, schema=words.schema), os.path.join(words_dir, part))
+    remixed = str(tmp_path / "remix")
+    run(["--remix", source, "--output", remixed, "--seed", "1"], print_summary=False)
+    (rej,) = read_table(remixed, "rejects").to_pylist()
+    assert (rej["input"], rej["stage"], rej["error_type"]) == (tampered, "remix", "bad_text")
+    assert "U+001B" in rej["message"]
+    convs = read_table(remixed, "conversations").to_pylist()
+    assert len(convs) == read_table(out, "conversations").num_rows - 1
+    for table in TABLES:
+        for row in read_table(remixed, table).to_pylist():
+            for text in _strings(row):
+                assert refused_char(text) is None, (table, row)
