@@ -6,13 +6,15 @@ sources), so the good ones carry real speech. ``build_corpus`` returns what each
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 import shutil
 import struct
 import subprocess
+from pathlib import Path
 
-SAMPLE = importlib.resources.files("pyannote.audio") / "sample"
+# Located without importing pyannote.audio (which imports torch, about 10 s).
+SAMPLE = Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample"
 SAMPLE_WAV = str(SAMPLE / "sample.wav")
 SAMPLE_STM = str(SAMPLE / "sample.stm")
 SAMPLE_RTTM = str(SAMPLE / "sample.rttm")
@@ -129,4 +131,39 @@ def copy_sample_as_video(root: str, name: str = "phone_call") -> str:
            "-map", "1:a", "-shortest", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt",
            "yuv420p", "-c:a", "aac", out)
     shutil.copyfile(SAMPLE_STM, os.path.join(root, f"{name}.stm"))
+    return out
+
+
+def ffmpeg_stdout(*args: str) -> bytes:
+    return subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *args],
+                          check=True, capture_output=True).stdout
+
+
+def streaming_wav(out: str, *, start: float = 7.0, dur: float = 1.3) -> str:
+    """A WAV as ``ffmpeg -f wav pipe:1`` writes it: RIFF and data sizes 0xFFFFFFFF (unknown)."""
+    data = ffmpeg_stdout("-ss", str(start), "-t", str(dur), "-i", SAMPLE_WAV, "-f", "wav", "pipe:1")
+    assert data[4:8] == b"\xff\xff\xff\xff"
+    with open(out, "wb") as f:
+        f.write(data)
+    return out
+
+
+def lying_mp3(out: str, *, says_s: float, holds_s: float) -> str:
+    """An MP3 whose Xing header counts the frames of ``says_s`` seconds while its body holds
+    ``holds_s`` more: the frames of a second encode appended, and the header's byte count
+    patched to the file's size so that ffprobe believes the frame count."""
+    # Written to a file: ffmpeg fills in the Xing header by seeking back, which a pipe cannot.
+    ffmpeg("-t", str(says_s), "-i", SAMPLE_WAV, "-c:a", "libmp3lame", "-b:a", "32k", "-f", "mp3",
+           "file:" + os.path.abspath(out))
+    with open(out, "rb") as f:
+        head = f.read()
+    body = ffmpeg_stdout("-ss", "2", "-t", str(holds_s), "-i", SAMPLE_WAV, "-c:a", "libmp3lame",
+                         "-b:a", "32k", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3",
+                         "pipe:1")
+    data = bytearray(head + body)
+    at = max(data.find(b"Info"), data.find(b"Xing"))
+    assert at > 0 and data[at + 7] & 0x2  # the header carries a byte count
+    data[at + 12:at + 16] = len(data).to_bytes(4, "big")
+    with open(out, "wb") as f:
+        f.write(bytes(data))
     return out

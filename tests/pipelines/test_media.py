@@ -1,12 +1,11 @@
 import os
-import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from microturn.pipelines import media
-from media_corpus import SAMPLE_WAV, ffmpeg, speech, video_with_audio
+from media_corpus import SAMPLE_WAV, ffmpeg, ffmpeg_stdout, lying_mp3, speech, video_with_audio
 
 
 def test_probe_and_decode_resample_to_16k(tmp_path):
@@ -146,16 +145,11 @@ def test_files_that_list_other_files_are_refused(tmp_path, monkeypatch, name, co
 # ---------------------------------------------------------------- what is decoded is what counts
 
 
-def _stdout_of_ffmpeg(*args: str) -> bytes:
-    return subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *args],
-                          check=True, capture_output=True).stdout
-
-
 @pytest.mark.parametrize("size_field", [None, 0], ids=["ffmpeg-pipe", "zero-sizes"])
 def test_streaming_wav_decodes_whole(tmp_path, size_field):
     """A WAV written to a pipe has no length in its header (RIFF and data sizes 0xFFFFFFFF);
     some writers put 0 there instead. Both decode to every sample, with the right duration."""
-    data = bytearray(_stdout_of_ffmpeg("-ss", "7", "-t", "1.3", "-i", SAMPLE_WAV, "-f", "wav",
+    data = bytearray(ffmpeg_stdout("-ss", "7", "-t", "1.3", "-i", SAMPLE_WAV, "-f", "wav",
                                        "pipe:1"))
     assert data[4:8] == b"\xff\xff\xff\xff"
     if size_field is not None:
@@ -182,28 +176,8 @@ def test_a_frame_that_does_not_decode_still_fails(tmp_path, codec, ext):
         media.decode_audio(str(path), stream=media.probe(str(path)).audio)
 
 
-def lying_mp3(path, *, says_s: float, holds_s: float) -> str:
-    """An MP3 whose Xing header counts the frames of ``says_s`` seconds while its body holds
-    ``holds_s`` more: the frames of a second encode appended, and the header's byte count
-    patched to the file's size so that ffprobe believes the frame count."""
-    # Written to a file: ffmpeg fills in the Xing header by seeking back, which a pipe cannot.
-    ffmpeg("-t", str(says_s), "-i", SAMPLE_WAV, "-c:a", "libmp3lame", "-b:a", "32k", str(path))
-    with open(path, "rb") as f:
-        head = f.read()
-    body = _stdout_of_ffmpeg("-ss", "2", "-t", str(holds_s), "-i", SAMPLE_WAV, "-c:a", "libmp3lame",
-                             "-b:a", "32k", "-write_xing", "0", "-id3v2_version", "0", "-f", "mp3",
-                             "pipe:1")
-    data = bytearray(head + body)
-    at = max(data.find(b"Info"), data.find(b"Xing"))
-    assert at > 0 and data[at + 7] & 0x2  # the header carries a byte count
-    data[at + 12:at + 16] = len(data).to_bytes(4, "big")
-    with open(path, "wb") as f:
-        f.write(bytes(data))
-    return str(path)
-
-
 def test_the_duration_limit_holds_on_the_decoded_audio(tmp_path):
-    path = lying_mp3(tmp_path / "liar.mp3", says_s=1, holds_s=9)
+    path = lying_mp3(str(tmp_path / "liar.mp3"), says_s=1, holds_s=9)
     info = media.probe(path)
     assert info.duration_ms < 1500  # what the header claims
     with pytest.raises(media.TooLongError, match="more than 4 s"):
