@@ -8,6 +8,7 @@ a Beam metric), so one bad script never stops the others.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -66,7 +67,7 @@ class ReadScripts(_Step):
     """A file pattern → one element per non-blank line: ``{"input": "path:line", "line": text}``.
 
     Per-file and per-line failures are rejects: a pattern matching nothing, a match that is not a
-    regular file (a FIFO or device would block the read forever), a line that is not UTF-8 or is
+    regular file (a FIFO or device would block the read forever; a broken link; a folder), a line that is not UTF-8 or is
     longer than :data:`~microturn.schemas.dialogue.MAX_LINE_BYTES` (skipped without holding it),
     a file that breaks mid-read (a corrupt ``.gz``: the lines before the break are kept).
     """
@@ -79,7 +80,19 @@ class ReadScripts(_Step):
         except Exception as exc:  # noqa: BLE001 - any filesystem error belongs in rejects
             yield self._reject(label(pattern), visible(str(exc)), type(exc).__name__)
             return
-        if not paths:
+        skipped = 0
+        if "://" not in pattern:
+            # Beam's match leaves out what is not a readable file; a broken link or a folder that
+            # the pattern names is still the user's mistake, so it is a reject, not nothing.
+            for extra in sorted(set(glob.glob(pattern, recursive=True)) - set(paths)):
+                skipped += 1
+                if os.path.isdir(extra):
+                    yield self._reject(label(extra), "a directory, not a script file; give a pattern that "
+                                       "matches .jsonl files", "NotAFile")
+                else:
+                    yield self._reject(label(extra), "a broken symbolic link (its target does not exist)",
+                                       "NotAFile")
+        if not paths and not skipped:
             yield self._reject(label(pattern), "the pattern matches no script file", "NoMatch")
         for path in paths:
             yield from self._lines(path)
@@ -95,8 +108,8 @@ class ReadScripts(_Step):
                 yield self._reject(name, visible(str(exc)), type(exc).__name__)
                 return
             if not stat.S_ISREG(mode):
-                yield self._reject(name, "not a regular file (a FIFO, device or socket); give script files",
-                                   "NotAFile")
+                yield self._reject(name, "not a regular file (a FIFO, device or socket, which a read could "
+                                   "wait on forever); give script files", "NotAFile")
                 return
         found = 0
         no = 0

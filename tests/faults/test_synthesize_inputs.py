@@ -107,6 +107,8 @@ def run_out(tmp_path_factory):
     with open(odd, "wb") as f:
         f.write(line(dialogue("odd-name", "from a strange file", "indeed")) + b"\n")
     os.mkfifo(scripts / "fifo.jsonl")  # reading it would block forever
+    os.symlink(root / "nowhere.jsonl", scripts / "broken.jsonl")
+    (scripts / "folder.jsonl").mkdir()
     (scripts / "corrupt.jsonl.gz").write_bytes(gzip.compress(b"x" * 1000)[:30] + b"\x00garbage" * 10)
     out = str(root / "out")
     run(["--scripts", str(scripts / "*.jsonl*"), "--output", out, "--seed", "3"], print_summary=False)
@@ -129,10 +131,11 @@ def test_each_bad_script_is_one_reject_and_the_good_ones_are_spoken(run_out):
         assert r is not None, f"no reject for line {no} ({error_type})"
         assert (r["error_type"], r["stage"]) == (error_type, stage), r
         assert r["message"], r
-    assert by_input[os.path.join(scripts, "fifo.jsonl")]["error_type"] == "NotAFile"
+    for name in ("fifo.jsonl", "broken.jsonl", "folder.jsonl"):
+        assert by_input[os.path.join(scripts, name)]["error_type"] == "NotAFile", name
     corrupt = [r for r in rejects if r["input"] == os.path.join(scripts, "corrupt.jsonl.gz")]
     assert len(corrupt) == 1 and corrupt[0]["stage"] == "read", rejects
-    assert len(rejects) == len(BAD) + 2, sorted(by_input)
+    assert len(rejects) == len(BAD) + 4, sorted(by_input)
 
 
 def test_a_strange_file_name_is_recorded_escaped(run_out):
