@@ -238,3 +238,26 @@ def test_resampling_over_unreadable_shards_stops_with_an_error(tmp_path):
     loader = _loader([str(bad)], resampled=True)
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="failures in a row"):
         next(iter(loader))
+
+
+def test_samples_longer_than_max_len_arrive_whole_in_pieces_without_a_warning_each():
+    # 25-chunk windows are ~250-450 positions: rows of 120 split every one of them.
+    ref = reference()
+    loader = _loader(max_len=120, shuffle_shards=False, buffer=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = list(loader)
+    stats = loader.stats
+    assert stats["samples"] == len(ref) and stats["split"] == len(ref) and stats["dropped_chunks"] == 0
+    assert stats["pieces"] == sum(len(b["keys"]) for b in batches) > 2 * len(ref)
+    chunks: dict[str, list[int]] = {}
+    for b in batches:
+        assert b["kind_BL"].shape[1] <= 120
+        keys = iter(b["keys"])
+        for row in range(b["kind_BL"].shape[0]):
+            for seg in range(1, int(b["segment_BL"][row].max()) + 1):
+                at = b["segment_BL"][row] == seg
+                marks = b["time_BL"][row, at][b["kind_BL"][row, at] == Kind.CHUNK_MARK]
+                chunks.setdefault(next(keys), []).extend(marks.tolist())
+    assert {k: sorted(v) for k, v in chunks.items()} == {k: list(range(r["meta"]["chunks"])) for k, r in ref.items()}
+    assert "split into" in loader.summary() and loader.losses() == 0
