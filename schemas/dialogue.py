@@ -593,22 +593,35 @@ def read_dialogues(path_or_lines: str | os.PathLike | Iterable[str | bytes]
         yield from _read_lines(path_or_lines)
 
 
-def bounded_lines(stream, limit: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
-    """The lines of a binary ``stream`` (``readline``), each as bytes with its line end, or None
-    for a line longer than ``limit`` bytes, which is skipped without holding more than ``limit``
+def bounded_lines(stream, limit: int = MAX_LINE_BYTES, chunk: int = 1 << 16) -> Iterator[bytes | None]:
+    """The lines of a binary ``stream`` (anything with ``read(n)``, such as Beam's compressed
+    files, whose ``readline`` takes no size), each as bytes with its line end, or None for a line
+    longer than ``limit`` bytes, which is skipped without holding more than ``limit + chunk``
     bytes of it. Line numbers stay those of the file."""
+    buf = bytearray()
+    skipping = False  # inside a line already reported as too long
     while True:
-        line = stream.readline(limit + 1)
-        if not line:
-            return
-        if len(line) <= limit:
-            yield line
-            continue
-        while not line.endswith(b"\n"):
-            line = stream.readline(limit + 1)
-            if not line:
-                break
+        data = stream.read(chunk)
+        if not data:
+            break
+        buf += data
+        start = 0
+        while (end := buf.find(b"\n", start)) >= 0:
+            line = bytes(buf[start:end + 1])
+            start = end + 1
+            if skipping:
+                skipping = False
+                yield None
+            else:
+                yield line if len(line) <= limit else None
+        del buf[:start]
+        if len(buf) > limit:
+            skipping = True
+            buf.clear()
+    if skipping:
         yield None
+    elif buf:
+        yield bytes(buf) if len(buf) <= limit else None
 
 
 def _file_lines(path: str | os.PathLike) -> Iterator[bytes | None]:

@@ -106,6 +106,8 @@ def run_out(tmp_path_factory):
     odd = os.path.join(os.fsencode(scripts), b"odd\x1b[31m\xff.jsonl")
     with open(odd, "wb") as f:
         f.write(line(dialogue("odd-name", "from a strange file", "indeed")) + b"\n")
+    # A compressed script file is read through Beam's decompressing reader.
+    (scripts / "packed.jsonl.gz").write_bytes(gzip.compress(line(dialogue("packed", "zipped words", "yes")) + b"\n"))
     os.mkfifo(scripts / "fifo.jsonl")  # reading it would block forever
     os.symlink(root / "nowhere.jsonl", scripts / "broken.jsonl")
     (scripts / "folder.jsonl").mkdir()
@@ -119,7 +121,7 @@ def test_each_bad_script_is_one_reject_and_the_good_ones_are_spoken(run_out):
     out, scripts = run_out
     convs = read_table(out, "conversations").to_pylist()
     prov = sorted(json.loads(c["provenance"])["dialogue_id"] for c in convs)
-    assert prov == sorted(["good", "good-ws", "good-marks", "odd-name"])
+    assert prov == sorted(["good", "good-ws", "good-marks", "odd-name", "packed"])
     rejects = read_table(out, "rejects").to_pylist()
     mixed = os.path.join(scripts, "mixed.jsonl")
     by_input = {}

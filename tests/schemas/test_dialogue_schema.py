@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import (
     ACTS, MAX_DIALOGUE_CHARS, MAX_LINE_BYTES, MAX_TEXT_CHARS, MAX_TURNS, MAX_WORD_CHARS, REASONS, Dialogue,
-    ScriptError, SpeakerSpec, TimedSpec, TurnSpec, parse_dialogue, read_dialogues,
+    ScriptError, SpeakerSpec, TimedSpec, TurnSpec, bounded_lines, parse_dialogue, read_dialogues,
 )
 from microturn.schemas.text import refused_char, visible
 
@@ -372,3 +372,16 @@ def test_read_dialogues_skips_an_oversized_line_and_keeps_going(tmp_path):
     out = list(read_dialogues(path))
     assert [n for n, _ in out] == [1, 2, 3]
     assert out[1][1].reason == "line_too_long" and out[2][1].id == "d2"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=8), st.booleans(),
+       st.integers(1, 10), st.integers(1, 5))
+def test_bounded_lines_are_the_lines_with_long_ones_left_out(parts, final_newline, limit, chunk):
+    import io
+
+    data = b"\n".join(parts) + (b"\n" if final_newline and parts else b"")
+    lines = [p + b"\n" for p in data.split(b"\n")[:-1]] + ([data.rsplit(b"\n", 1)[-1]] if data and not
+                                                          data.endswith(b"\n") else [])
+    want = [line if len(line) <= limit else None for line in lines]
+    assert list(bounded_lines(io.BytesIO(data), limit=limit, chunk=chunk)) == want
