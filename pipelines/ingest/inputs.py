@@ -55,7 +55,9 @@ def _walk(root: str, recursive: bool) -> tuple[list[str], list[Skipped]]:
 
     def failed(exc: OSError) -> None:
         if os.path.normpath(exc.filename or "") == os.path.normpath(root or "."):
-            raise exc  # the pattern's own folder: the whole pattern is rejected
+            if isinstance(exc, FileNotFoundError):
+                return  # no folder, no match (as Beam has it): the pattern matches nothing
+            raise exc  # the pattern's own folder cannot be listed: the whole pattern is rejected
         if recursive:
             unlisted.append(Skipped(display_path(exc.filename), type(exc).__name__,
                                     f"a folder that cannot be listed: {exc.strerror}"))

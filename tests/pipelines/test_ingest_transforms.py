@@ -103,6 +103,36 @@ def test_match_pattern_skips_sidecars(folder):
         assert_that(out[REJECTS], equal_to([]), label="no rejects")
 
 
+def test_local_matching_agrees_with_beam_and_classifies_what_it_cannot_read(tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+
+    from microturn.pipelines.ingest import inputs
+
+    for rel in ("a.wav", "sub/b.wav", "sub/deep/c.flac", "sub/a.srt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    for pattern in ("*", "**", "**/*.wav", "sub/", "a.wav", "nothing/*"):
+        beam_paths = sorted(m.path for m in FileSystems.match([f"{tmp_path}/{pattern}"])[0].metadata_list)
+        assert inputs.match(f"{tmp_path}/{pattern}") == beam_paths, pattern
+    assert inputs.match(f"file://{tmp_path}/*") == [f"file://{tmp_path}/a.wav"]
+
+    os.mkfifo(tmp_path / "fifo.wav")
+    (tmp_path / "dev.wav").symlink_to("/dev/null")
+    (tmp_path / "gone.wav").symlink_to(tmp_path / "missing.wav")
+    (tmp_path / "ok.wav").symlink_to(tmp_path / "a.wav")  # a link to a regular file is read
+    (tmp_path / "folder.wav").mkdir()  # a folder matched by * is not a file: not listed
+    with open(os.path.join(os.fsencode(tmp_path), b"\xff\xfe.wav"), "wb") as f:
+        f.write(b"x")
+    found = inputs.match(f"{tmp_path}/*.wav")
+    assert [p for p in found if isinstance(p, str)] == [f"{tmp_path}/a.wav", f"{tmp_path}/ok.wav"]
+    skipped = {os.path.basename(s.path): s.error_type for s in found if isinstance(s, inputs.Skipped)}
+    assert skipped == {"fifo.wav": "NotARegularFile", "dev.wav": "NotARegularFile",
+                       "gone.wav": "BrokenSymlink", "\\xff\\xfe.wav": "NotUtf8Name"}
+    # A folder given by name is refused as one.
+    (only,) = inputs.match(str(tmp_path / "folder.wav"))
+    assert only.error_type == "NotARegularFile" and "directory" in only.reason
+
+
 def test_summarise_emits_rows_of_every_table():
     rec = {
         "uri": "x.wav", "conversation_id": "c-0000000000000001", "duration_ms": 8000,
