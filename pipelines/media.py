@@ -337,9 +337,13 @@ def local_copy(uri: str) -> Iterator[tuple[str, str, int]]:
         local = uri[len("file://"):] if uri.startswith("file://") else uri
         size = 0
         with open_regular(local) as f:
-            while chunk := f.read(_COPY_CHUNK):
+            # No further than the size the file has now: a regular file of the kernel's
+            # (/proc/kmsg: size 0, reads block) or one still being written is not read forever.
+            left = os.fstat(f.fileno()).st_size
+            while left > 0 and (chunk := f.read(min(_COPY_CHUNK, left))):
                 digest.update(chunk)
                 size += len(chunk)
+                left -= len(chunk)
         yield local, digest.hexdigest(), size
         return
     suffix = os.path.splitext(uri)[1][:16]
