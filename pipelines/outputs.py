@@ -114,7 +114,8 @@ def is_output_fault(exc: BaseException, output: str | None = None) -> bool:
 
 
 _FULL = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
-_TRACED = re.compile(r"OutputError: (cannot write the output [^\n]*)")
+# As the text of an exception from another process, less what Beam appends (" [while running 'X']").
+_TRACED = re.compile(r"OutputError: (cannot write the output .*?)(?: \[while running [^\n]*)?$", re.MULTILINE)
 
 
 def find_output_fault(exc: BaseException, output: str | None = None) -> OutputError | None:
@@ -163,20 +164,34 @@ _writes = 0
 
 
 def fault_point() -> None:
-    """Called by the writers after each completed file write. With
-    ``MICROTURN_FAULT=kill_after_writes:N`` in the environment, the process SIGKILLs itself
-    after its N-th write (counted per process), so tests can kill a stage at a chosen point
-    of its output without timing races. Does nothing otherwise."""
+    """Called by the writers after each completed file write; does nothing unless the
+    environment sets ``MICROTURN_FAULT``, for tests that need a fault at a chosen point of a
+    run's output without timing races (writes are counted per process):
+
+    - ``kill_after_writes:N``: the process SIGKILLs itself after its N-th write;
+    - ``wait_after_writes:N:PATH``: after its N-th write the process waits (polling every
+      50 ms, at most 10 minutes) until the file PATH exists, so a test can act while a run
+      is half-way through its output (and holds its lock).
+    """
     global _writes
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     kind, _, arg = spec.partition(":")
-    if kind != "kill_after_writes":
-        raise ValueError(f"{FAULT_ENV}={spec!r}: the only fault is kill_after_writes:N")
+    if kind not in ("kill_after_writes", "wait_after_writes"):
+        raise ValueError(f"{FAULT_ENV}={spec!r}: the faults are kill_after_writes:N and wait_after_writes:N:PATH")
+    count, _, path = arg.partition(":")
     _writes += 1
-    if _writes >= int(arg):
+    if _writes != int(count):
+        return
+    if kind == "kill_after_writes":
         os.kill(os.getpid(), signal.SIGKILL)
+    import time
+
+    for _ in range(12_000):
+        if os.path.exists(path):
+            return
+        time.sleep(0.05)
 
 
 # --- atomic writes ---------------------------------------------------------------------------

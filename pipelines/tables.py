@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import logging
-import os
+import re
 
 import apache_beam as beam
 import pyarrow as pa
@@ -21,18 +21,34 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from microturn.pipelines.outputs import pending_name, publish
 from microturn.schemas import RowError, schema_for, validate_row
 
 REJECTS = "rejects"
 log = logging.getLogger(__name__)
 
 
+# Parts of messages that differ between identical runs: heap addresses in object reprs
+# (``<_io.BytesIO object at 0x7f...>``) and the random part of temporary names (``tmpk3j_x9a2``).
+_RUN_SPECIFIC = ((re.compile(r" at 0x[0-9a-fA-F]+"), ""),
+                 (re.compile(r"\b0x[0-9a-fA-F]{8,}\b"), "0x..."),
+                 (re.compile(r"\btmp[a-z0-9_]{8}\b"), "tmp..."))
+
+
+def scrub(message: str) -> str:
+    """``message`` without what changes between identical runs (heap addresses, temporary names),
+    so reruns give the same ``rejects`` rows."""
+    for pattern, repl in _RUN_SPECIFIC:
+        message = pattern.sub(repl, message)
+    return message
+
+
 def reject(input_: str, stage: str, exc: BaseException | str, error_type: str | None = None) -> dict:
-    """A ``rejects`` row: which input failed, at which stage, and why."""
+    """A ``rejects`` row: which input failed, at which stage, and why (the message passed through :func:`scrub`)."""
     if isinstance(exc, BaseException):
         return {"input": input_, "stage": stage, "error_type": error_type or type(exc).__name__,
-                "message": str(exc) or repr(exc)}
-    return {"input": input_, "stage": stage, "error_type": error_type or "Error", "message": exc}
+                "message": scrub(str(exc) or repr(exc))}
+    return {"input": input_, "stage": stage, "error_type": error_type or "Error", "message": scrub(str(exc))}
 
 
 def table_path(output: str, table: str) -> str:
@@ -92,8 +108,8 @@ def _shard_of(table: str, row: dict, num_shards: int) -> int:
 
 
 class _WriteSortedShard(beam.DoFn):
-    def __init__(self, output: str, table: str, num_shards: int):
-        self.output, self.table, self.num_shards = output, table, num_shards
+    def __init__(self, output: str, table: str, num_shards: int, pending: bool):
+        self.output, self.table, self.num_shards, self.pending = output, table, num_shards, pending
 
     def process(self, item):
         index, rows = item
@@ -103,15 +119,9 @@ class _WriteSortedShard(beam.DoFn):
         pq.write_table(data, buf, compression="zstd")
         name = f"part-{index:05d}-of-{self.num_shards:05d}.parquet"
         final = FileSystems.join(table_path(self.output, self.table), name)
-        tmp = FileSystems.join(table_path(self.output, self.table), f".{name}.tmp")
-        if "://" not in final:
-            os.makedirs(table_path(self.output, self.table), exist_ok=True)
-        with FileSystems.create(tmp) as f:
-            f.write(buf.getvalue())
-        if FileSystems.exists(final):
-            FileSystems.delete([final])
-        FileSystems.rename([tmp], [final])
-        yield final
+        target = pending_name(final) if self.pending else final
+        publish(buf.getvalue(), target)
+        yield target
 
 
 class WriteSortedTable(beam.PTransform):
@@ -120,17 +130,20 @@ class WriteSortedTable(beam.PTransform):
     Rows go to a shard by a hash of their conversation id (or input/uri) and are sorted within it,
     so the same rows give byte-identical files on every run and runner, whatever order the
     runner produced them in. Every shard file is written (empty ones too) under a temporary name
-    and renamed when complete, so a rerun replaces a previous run's files and a reader never
-    sees half a file. Holds one shard's rows in memory at a time: raise ``num_shards`` for tables
-    of many millions of rows.
+    and renamed when complete, so a reader never sees half a file. Holds one shard's rows in
+    memory at a time: raise ``num_shards`` for tables of many millions of rows.
+
+    With ``pending=True`` the files get pending names (``.part-...parquet.pending``) that no
+    reader matches, published by :func:`microturn.pipelines.outputs.commit` once the whole run
+    succeeded (which also removes parts of an earlier run with another ``num_shards``).
     """
 
-    def __init__(self, output: str, table: str, *, num_shards: int = 1):
+    def __init__(self, output: str, table: str, *, num_shards: int = 1, pending: bool = False):
         super().__init__()
         if num_shards < 1:
             raise ValueError(f"num_shards must be at least 1, got {num_shards}")
         schema_for(table)
-        self.output, self.table, self.num_shards = output, table, num_shards
+        self.output, self.table, self.num_shards, self.pending = output, table, num_shards, pending
 
     def expand(self, rows):
         t, n = self.table, self.num_shards
@@ -140,24 +153,26 @@ class WriteSortedTable(beam.PTransform):
             (keyed, every)
             | f"Join{t.title()}" >> beam.Flatten()
             | f"Group{t.title()}" >> beam.GroupByKey()
-            | f"WriteSorted{t.title()}" >> beam.ParDo(_WriteSortedShard(self.output, t, n))
+            | f"WriteSorted{t.title()}" >> beam.ParDo(_WriteSortedShard(self.output, t, n, self.pending))
         )
 
 
 def store_tables(rows: dict, rejects: list, *, output: str, num_shards: int) -> None:
     """Validate and write every table of a stage: ``rows`` maps a table name to a PCollection
     (or a tuple of them, flattened first); rows that fail validation join ``rejects``, which are
-    validated and written last. Tables are written sorted (:class:`WriteSortedTable`)."""
+    validated and written last. Tables are written sorted (:class:`WriteSortedTable`), under
+    pending names: the stage's ``run`` publishes them with :func:`microturn.pipelines.outputs.commit`
+    when the run succeeded, or discards them."""
     rejects = list(rejects)
     for table, pcolls in rows.items():
         if isinstance(pcolls, tuple):
             pcolls = pcolls | f"Merge{table.title()}" >> beam.Flatten()
         checked = pcolls | f"Check{table.title()}" >> ValidateRows(table)
         rejects.append(checked[REJECTS])
-        checked.valid | f"Store{table.title()}" >> WriteSortedTable(output, table, num_shards=num_shards)
+        checked.valid | f"Store{table.title()}" >> WriteSortedTable(output, table, num_shards=num_shards, pending=True)
     all_rejects = tuple(rejects) | "FlattenRejects" >> beam.Flatten()
     checked = all_rejects | "CheckRejects" >> ValidateRows(REJECTS)
-    checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards)
+    checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards, pending=True)
 
 
 def read_table(output: str, table: str) -> pa.Table:

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, require_file, split_args
 from microturn.pipelines.config_io import load_toml
+from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, count_matches, finish, stage_output
 from microturn.pipelines.ingest.config import DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.channels import LAYOUTS
 from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
@@ -93,8 +94,13 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestS
     licenses = read_license_manifest(cfg.license_manifest) if cfg.license_manifest else {}
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        p | "Ingest" >> Ingest(cfg, licenses)
+    if count_matches(cfg.inputs, cfg.output) == 0:
+        raise ValueError(f"--input {' '.join(cfg.inputs)}: matches no file; nothing to ingest")
+    # Checked, locked and claimed before any work; published only when a conversation was made.
+    with stage_output(cfg.output, "ingest", inputs=(cfg.license_manifest,), globs=cfg.inputs):
+        with beam.Pipeline(options=options) as p:
+            p | "Ingest" >> Ingest(cfg, licenses)
+        finish(cfg.output, "ingest", made_table="conversations", what="conversations")
     result = p.result if hasattr(p, "result") else None
     summary = summarise(cfg.output, wall_s=time.perf_counter() - started, result=result)
     if print_summary:
@@ -106,6 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         run(argv)
-    except ValueError as exc:
+    except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
         raise SystemExit(f"microturn ingest: error: {exc}") from None
     return 0

@@ -10,8 +10,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
-import re
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -19,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from microturn.pipelines import media
+from microturn.pipelines.outputs import atomic_file, pending_name, publish, raise_if_output_fault
 from microturn.pipelines.shard.plan import shard_name
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, make_samples, warn_skipped
 from microturn.pipelines.shard.tar import TarWriter, sample_blob
@@ -30,10 +29,6 @@ from microturn.schemas.turns import Turn
 
 NAMESPACE = "shard"
 log = logging.getLogger(__name__)
-# Fault injection for the crash-safety test: the process dies (as under SIGKILL) half-way
-# through writing shard number N (0-based, counted per process).
-_KILL_ENV = "MICROTURN_SHARD_KILL_AT"
-_shards_started = 0
 
 
 class PickFirst(beam.DoFn):
@@ -84,6 +79,7 @@ class MakeSamples(beam.DoFn):
 
     def _reject(self, cid: str, reason: str, message: str):
         self.rejected.inc()
+        log.warning("shard rejected %s (%s): %s", cid, reason, message)
         return beam.pvalue.TaggedOutput(REJECTS, reject(cid, "shard", message, reason))
 
     def _video_fn(self, record: Record, stack: contextlib.ExitStack):
@@ -151,6 +147,7 @@ class MakeSamples(beam.DoFn):
             yield self._reject(cid, "invalid_sample", str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - one bad record must never stop the others
+            raise_if_output_fault(exc)  # a full disk is no record's fault: the run stops
             yield self._reject(cid, type(exc).__name__, f"{exc}")
             return
         warn_skipped(counters, cid)
@@ -175,15 +172,11 @@ class PlanSplit(beam.DoFn):
         yield from plan_split(sizes, target_bytes=self.target_bytes).items()
 
 
-def _tmp(path: str) -> str:
-    head, tail = path.rsplit("/", 1) if "/" in path else ("", path)
-    return f"{head}/.{tail}.tmp" if head else f".{tail}.tmp"
-
-
 class WriteShard(beam.DoFn):
     """``((split, index), samples)`` → one tar and its Parquet manifest, each written under a
-    temporary name and renamed when complete; emits the ``shards`` row (main output) and the
-    ``samples`` rows (tagged ``samples``)."""
+    temporary name and renamed to its pending name when complete (published by the run's
+    commit); emits the ``shards`` row (main output) and the ``samples`` rows (tagged
+    ``samples``)."""
 
     def __init__(self, output: str):
         self.output = output
@@ -196,68 +189,18 @@ class WriteShard(beam.DoFn):
         rel = shard_name(split, index)
         final = FileSystems.join(self.output, rel)
         manifest_rel = rel[: -len(".tar")] + ".parquet"
-        if "://" not in final:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-        global _shards_started
-        kill_at = os.environ.get(_KILL_ENV)
-        dying = kill_at is not None and int(kill_at) == _shards_started
-        _shards_started += 1
         rows = []
-        tmp = _tmp(final)
-        with FileSystems.create(tmp) as raw:
+        with atomic_file(pending_name(final)) as raw:
             writer = TarWriter(raw)
-            for n, s in enumerate(samples):
-                if dying and n >= len(samples) // 2:
-                    raw.flush()
-                    os._exit(137)
+            for s in samples:
                 rows.append({**s["row"], "shard": rel, "tar_offset": writer.add_blob(s["blob"])})
             total, sha = writer.close()
         buf = io.BytesIO()
         pq.write_table(validate_rows("samples", rows), buf, compression="zstd")
-        _publish(buf.getvalue(), FileSystems.join(self.output, manifest_rel))
-        _rename(tmp, final)
+        publish(buf.getvalue(), pending_name(FileSystems.join(self.output, manifest_rel)))
         self.shards.inc()
         self.bytes.inc(total)
         yield {"path": rel, "split": split, "index": index, "bytes": total, "samples": len(rows),
                "duration_ms": sum(r["duration_ms"] for r in rows), "sha256": sha, "manifest": manifest_rel}
         for r in rows:
             yield beam.pvalue.TaggedOutput("samples", r)
-
-
-def _rename(tmp: str, final: str) -> None:
-    if FileSystems.exists(final):
-        FileSystems.delete([final])
-    FileSystems.rename([tmp], [final])
-
-
-def _publish(data: bytes, final: str) -> None:
-    tmp = _tmp(final)
-    with FileSystems.create(tmp) as f:
-        f.write(data)
-    _rename(tmp, final)
-
-
-_SHARD_FILE = re.compile(r"^(?P<split>[a-z][a-z0-9_]*)/(?P=split)-\d{6}\.(tar|parquet)$")
-_TMP_FILE = re.compile(r"^[a-z][a-z0-9_]*/\..*\.tmp$")
-
-
-class RemoveStale(beam.DoFn):
-    """After every shard is written: delete shards and manifests of earlier runs that this run
-    did not write (a rerun with other settings may make fewer shards) and temporary files left
-    by a killed run. Only names of the shard layout are ever touched."""
-
-    def __init__(self, output: str):
-        self.output = output
-
-    def process(self, written: list[dict]):
-        keep = {r["path"] for r in written} | {r["manifest"] for r in written}
-        pattern = FileSystems.join(self.output, "*", "*")
-        stale = []
-        for meta in FileSystems.match([pattern])[0].metadata_list:
-            rel = meta.path[len(self.output.rstrip("/")) + 1:].replace(os.sep, "/")
-            if (_SHARD_FILE.match(rel) and rel not in keep) or _TMP_FILE.match(rel):
-                stale.append(meta.path)
-        if stale:
-            log.warning("removing %d stale shard file(s) of an earlier run under %s", len(stale), self.output)
-            FileSystems.delete(sorted(stale))
-        yield len(stale)

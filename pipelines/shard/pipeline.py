@@ -5,11 +5,13 @@
     OUT₁..OUTₙ ─ ReadRecords ─ PickFirst ─ MakeSamples ─┬─ Sizes ─ PlanSplit ─┐ (side input)
                                   │            │        └──── Assign ◄────────┘
                                   │            │                │
-                                  │            │          GroupByShard ─ WriteShard ─ RemoveStale
+                                  │            │          GroupByShard ─ WriteShard
                                   └─ rejects ──┴──────────────────────────┴─ samples, shards, rejects tables
 
 Written under SHARDS: ``{split}/{split}-{index:06d}.tar`` with a Parquet manifest beside each,
-and the tables ``samples``, ``shards`` and ``rejects``.
+and the tables ``samples``, ``shards`` and ``rejects``, all under pending names that the run
+publishes when it succeeded (:func:`microturn.pipelines.outputs.commit`, which also removes the
+shards of an earlier run that this one superseded).
 """
 
 from __future__ import annotations
@@ -85,11 +87,6 @@ class WriteShards(beam.PTransform):
             | "Assign" >> beam.Map(lambda s, where: ((s["split"], where[s["key"]]), s), beam.pvalue.AsDict(plan))
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(dofns.WriteShard(self.output)).with_outputs("samples", main="shards")
-        )
-        _ = (
-            written.shards
-            | "AllWritten" >> beam.combiners.ToList()
-            | "RemoveStale" >> beam.ParDo(dofns.RemoveStale(self.output))
         )
         return written.shards, written.samples
 

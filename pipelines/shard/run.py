@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import require_file, split_args
 from microturn.pipelines.config_io import load_toml
+from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, finish, stage_output
 from microturn.pipelines.shard.config import ShardConfig, parse_bytes
 from microturn.pipelines.shard.pipeline import Shard, has_table
 from microturn.pipelines.tables import read_table
@@ -142,10 +143,13 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
                              "give the output directory of `microturn ingest` or `microturn synthesize`")
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
-    p = beam.Pipeline(options=options)
-    p | "Shard" >> Shard(cfg)
-    result = p.run()
-    result.wait_until_finish()
+    # Checked, locked and claimed before any work; published only when samples were made.
+    with stage_output(cfg.output, "shard", inputs=cfg.inputs):
+        p = beam.Pipeline(options=options)
+        p | "Shard" >> Shard(cfg)
+        result = p.run()
+        result.wait_until_finish()
+        finish(cfg.output, "shard", made_table="samples", what="samples")
     wall_s = time.perf_counter() - started
     summary = summarize(cfg.output)
     summary["wall_s"] = wall_s
@@ -161,6 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         run(list(sys.argv[1:] if argv is None else argv))
-    except ValueError as exc:
+    except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
         raise SystemExit(f"microturn shard: error: {exc}") from None
     return 0

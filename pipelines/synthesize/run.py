@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, refuse_folder, require_file, require_records, split_args
 from microturn.pipelines.config_io import load_toml
+from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, count_matches, finish, stage_output
 from microturn.pipelines.synthesize.config import SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
 from microturn.pipelines.tables import read_table
@@ -123,6 +124,8 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
             if not FileSystems.match([pattern])[0].metadata_list:
                 raise ValueError(f"{flag} {source_dir}: no conversation records there ({pattern} matches "
                                  "nothing); give the output directory of `microturn ingest`")
+    if cfg.scripts and not cfg.generate and not cfg.remix and count_matches(cfg.scripts, cfg.output) == 0:
+        raise ValueError(f"--scripts {' '.join(cfg.scripts)}: matches no file; nothing to synthesize")
     timing, source = load_timing(cfg)
     generated = []
     if cfg.generate:
@@ -131,8 +134,12 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
         generated = [d.to_json() for d in generate(cfg.generate, seed=cfg.seed)]
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        p | "Synthesize" >> Synthesize(cfg, timing, source, generated)
+    # Checked, locked and claimed before any work; published only when a conversation was made.
+    with stage_output(cfg.output, "synthesize", inputs=(cfg.remix, cfg.fit_from, cfg.timing),
+                      globs=cfg.scripts or ()):
+        with beam.Pipeline(options=options) as p:
+            p | "Synthesize" >> Synthesize(cfg, timing, source, generated)
+        finish(cfg.output, "synthesize", made_table="conversations", what="conversations")
     wall_s = time.perf_counter() - started
     stats = collect(cfg.output)
     if print_summary:
@@ -198,6 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "fit":
             return _fit_main(argv[1:])
         run(argv)
-    except ValueError as exc:
+    except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
         raise SystemExit(f"microturn synthesize: error: {exc}") from None
     return 0
