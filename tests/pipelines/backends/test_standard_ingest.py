@@ -52,6 +52,8 @@ def convs_duration(convs, cid):
 
 
 def test_missing_model_dir_is_an_actionable_error(tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"RIFF")  # an input that exists: the model dir is the fault
     with pytest.raises(ValueError, match="model-dir|missing"):
-        run(["--input", "x.wav", "--output", str(tmp_path), "--diarizer", "pyannote",
-             "--model-dir", str(tmp_path / "nowhere")], print_summary=False)
+        run(["--input", str(tmp_path / "x.wav"), "--output", str(tmp_path / "out"),
+             "--diarizer", "pyannote", "--model-dir", str(tmp_path / "nowhere")],
+            print_summary=False)
