@@ -9,8 +9,8 @@ A file name is data: every path reaches ffmpeg/ffprobe as ``file:`` + its absolu
 (``concat:other.wav``, ``pipe:1``, ``10:30.wav``), and every run carries
 ``-protocol_whitelist file``, so nothing a file holds (an HLS playlist, an SDP description)
 opens another protocol either. Containers that are lists of other files (the concat demuxer's
-``ffconcat`` scripts, HLS/DASH playlists, image-sequence patterns) are refused by :func:`probe`:
-their audio would come from files other than the one hashed.
+``ffconcat`` scripts, HLS/DASH playlists) are refused by :func:`probe`: their audio would come
+from files other than the one hashed.
 
 Array legend: ``C`` audio channels, ``N`` samples at 16 kHz.
 """
@@ -40,8 +40,10 @@ VIDEO_FPS = 10
 _COPY_CHUNK = 8 << 20  # 8 MiB reads keep remote copies fast without holding big files in memory
 # The only protocol ffmpeg/ffprobe may open, for the input and for anything it refers to.
 _PROTOCOLS = "file"
-# Demuxers whose input names other files to read (ffprobe's format_name of each).
-_REFERENCE_CONTAINERS = frozenset({"concat", "hls", "dash", "image2"})
+# Demuxers whose input names other files to read (ffprobe's format_name of each). The image2
+# demuxer also reads a sequence of files named by a pattern in the file name, but it gives video
+# only, so such an input is rejected for having no audio.
+_REFERENCE_CONTAINERS = frozenset({"concat", "hls", "dash"})
 # Decoding stops this far past --max-duration-s: enough to tell "over the limit" from encoder
 # padding at the end (an MP3 frame is 26 ms), and it bounds the work on a file whose header
 # claims a short duration and holds hours.
@@ -308,11 +310,13 @@ def read_flac(path: str) -> np.ndarray:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to any Beam filesystem path, creating parent folders on local disk."""
-    if "://" not in path:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with FileSystems.create(path) as f:
-        f.write(data)
+    """Write ``data`` to any Beam filesystem path, creating parent folders on local disk.
+
+    Written to a temporary name and renamed, so a full disk never leaves half a file in place
+    of a rerun's earlier one; a failed write is an ``OutputError`` (:mod:`microturn.pipelines.outputs`)."""
+    from microturn.pipelines.outputs import publish
+
+    publish(data, path)
 
 
 def copy_file_to(local_path: str, dest: str) -> None:
