@@ -398,9 +398,15 @@ class OutputLock:
             if same:
                 break
             os.close(fd)
-        with writing(self.path):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            with writing(self.path):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+        except OutputError:  # e.g. a full disk: leave no lock file behind
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(fd)
+            raise
         self.fd = fd
         return self
 
@@ -574,3 +580,18 @@ def count_matches(patterns: Iterable[str], output: str) -> int | None:
             return None
         n += sum(1 for m in found if not _name(m.path).startswith(".") and not excluded(m.path, output))
     return n
+
+
+class _DropOutputFaults(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OutputError: cannot write the output" not in record.getMessage()
+
+
+def quiet_output_faults() -> None:
+    """Keep Beam from logging an output fault with its traceback before the stage prints it as
+    its one error line (other DoFn failures are still logged in full)."""
+    for name in ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
+                 "apache_beam.runners.portability.fn_api_runner.fn_runner"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropOutputFaults) for f in lg.filters):
+            lg.addFilter(_DropOutputFaults())

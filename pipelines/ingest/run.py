@@ -17,7 +17,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, require_file, split_args
 from microturn.pipelines.config_io import load_toml
-from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, count_matches, finish, stage_output
+from microturn.pipelines.outputs import (
+    NothingWritten, OutputError, OutputInUse, count_matches, finish, quiet_output_faults, stage_output)
 from microturn.pipelines.ingest.config import DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.channels import LAYOUTS
 from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
@@ -110,6 +111,7 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestS
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_output_faults()
     try:
         run(argv)
     except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:

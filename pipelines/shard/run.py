@@ -21,7 +21,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import require_file, split_args
 from microturn.pipelines.config_io import load_toml
-from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, finish, stage_output
+from microturn.pipelines.outputs import (
+    NothingWritten, OutputError, OutputInUse, finish, quiet_output_faults, stage_output)
 from microturn.pipelines.shard.config import ShardConfig, parse_bytes
 from microturn.pipelines.shard.pipeline import Shard, has_table
 from microturn.pipelines.tables import read_table
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_output_faults()
     try:
         run(list(sys.argv[1:] if argv is None else argv))
     except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:

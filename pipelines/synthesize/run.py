@@ -24,7 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, refuse_folder, require_file, require_records, split_args
 from microturn.pipelines.config_io import load_toml
-from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, count_matches, finish, stage_output
+from microturn.pipelines.outputs import (
+    NothingWritten, OutputError, OutputInUse, count_matches, finish, quiet_output_faults, stage_output)
 from microturn.pipelines.synthesize.config import SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
 from microturn.pipelines.tables import read_table
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_output_faults()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "stats":

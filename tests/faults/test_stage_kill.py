@@ -38,12 +38,13 @@ def killed_then_rerun(stage: str, args: list, tmp_path, *, kill_after: int):
 
 
 def test_ingest_killed_mid_output(tmp_path, speech_dir):
-    # 6 tables of 1 part each: killed after the 3rd.
+    # 1 media file, then 6 tables of 1 part each: killed after the 2nd table.
     killed_then_rerun("ingest", ["--input", speech_dir / "*.wav"], tmp_path, kill_after=3)
 
 
 def test_synthesize_killed_mid_output(tmp_path, scripts_file):
-    killed_then_rerun("synthesize", ["--scripts", scripts_file, "--seed", "3"], tmp_path, kill_after=2)
+    # 2 stems for each of 2 dialogues, then 5 tables: killed after the 2nd table.
+    killed_then_rerun("synthesize", ["--scripts", scripts_file, "--seed", "3"], tmp_path, kill_after=6)
 
 
 def test_shard_killed_mid_output_over_an_earlier_output(tmp_path):
