@@ -102,7 +102,11 @@ def _os_path(path: str) -> str:
 def _under(path: str | None, root: str | None) -> bool:
     if not path or not root:
         return False
-    p, r = os.path.abspath(_os_path(str(path))), os.path.abspath(_os_path(root))
+    if not (_local(str(path)) and _local(root)):
+        p, r = str(path).rstrip("/"), root.rstrip("/")
+        return p == r or p.startswith(r + "/")
+    # realpath: a symlinked folder is the folder it points to.
+    p, r = os.path.realpath(_os_path(str(path))), os.path.realpath(_os_path(root))
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 

@@ -136,7 +136,7 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
     # Checked, locked and claimed before any work; published only when a conversation was made.
-    with stage_output(cfg.output, "synthesize", inputs=(cfg.remix, cfg.fit_from, cfg.timing),
+    with stage_output(cfg.output, "synthesize", inputs=(cfg.remix, cfg.fit_from),
                       globs=cfg.scripts or ()):
         with beam.Pipeline(options=options) as p:
             p | "Synthesize" >> Synthesize(cfg, timing, source, generated)

@@ -121,6 +121,17 @@ def test_an_output_that_is_inside_or_around_an_input_is_refused(tmp_path, where)
     assert tree(tmp_path / "data") == before
 
 
+def test_an_input_reached_through_a_link_or_a_relative_path_is_still_the_input(tmp_path, monkeypatch):
+    rec = make_records(tmp_path / "rec")
+    os.symlink(rec, tmp_path / "alias")
+    before = tree(rec)
+    refused(shard_main, ["--input", rec, "--output", tmp_path / "alias" / "shards"])
+    monkeypatch.chdir(tmp_path)
+    refused(shard_main, ["--input", "rec", "--output", rec])
+    refused(shard_main, ["--input", "./alias/../rec", "--output", "rec/x"])
+    assert tree(rec) == before
+
+
 def test_glob_bases_around_the_output_are_refused_and_inside_are_excluded(tmp_path):
     data = str(tmp_path / "data")
     with pytest.raises(ValueError, match="contains the files of the input"):

@@ -17,7 +17,7 @@ import webdataset as wds
 
 from microturn.pipelines.shard.run import run
 from microturn.pipelines.tables import read_table
-from microturn.schemas import split_of
+from microturn.schemas import split_of, validate_rows
 from microturn.schemas.sample import CHUNK_MS, Label, decode_sample
 from shard_corpus import real_call, two_streams, write_records
 
@@ -121,6 +121,51 @@ def test_same_inputs_give_identical_bytes_on_every_run_and_runner(records, shard
     assert files(tmp_path / "again") == reference
     assert files(tmp_path / "threads") == reference
     assert files(tmp_path / "processes") == reference
+
+
+def scatter(records, root, groups: dict[str, set[str]], seed: int) -> list[str]:
+    """Copy the records into one folder per group of conversation ids, each table's rows in a
+    shuffled order over three part files; returns the folders."""
+    import random
+    import shutil
+
+    rng = random.Random(seed)
+    roots = []
+    for name, cids in groups.items():
+        dst = root / name
+        for cid in sorted(cids):
+            shutil.copytree(records / "media" / cid, dst / "media" / cid)
+        for table in ("conversations", "segments", "words", "events"):
+            rows = [r for r in read_table(str(records), table).to_pylist() if r["conversation_id"] in cids]
+            rng.shuffle(rows)
+            (dst / table).mkdir(parents=True)
+            for i in range(3):
+                part = rows[i::3]
+                if part:
+                    pq.write_table(validate_rows(table, part), dst / table / f"part-{i:05d}-of-00003.parquet")
+        roots.append(str(dst))
+    return roots
+
+
+def test_shuffled_rows_and_inputs_give_identical_bytes_and_a_record_alone_its_batch_samples(records, sharded,
+                                                                                          tmp_path):
+    from pathlib import Path
+
+    out, _ = sharded
+    reference = files(out)
+    rec = Path(records)
+    roots = scatter(rec, tmp_path / "in", {"x": {"c-00000000000000a1"},
+                                           "y": {"s-00000000000000b2", "r-00000000000000c3"}}, seed=7)
+    shard(roots[::-1], tmp_path / "shuffled")
+    shard(roots, tmp_path / "shuffled2", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert files(tmp_path / "shuffled") == reference
+    assert files(tmp_path / "shuffled2") == reference
+    (alone,) = scatter(rec, tmp_path / "alone_in", {"z": {"s-00000000000000b2"}}, seed=8)
+    shard([alone], tmp_path / "alone")
+    mine = {s["key"]: s["sha256"] for s in read_table(str(tmp_path / "alone"), "samples").to_pylist()}
+    batch = {s["key"]: s["sha256"] for s in read_table(str(out), "samples").to_pylist()
+             if s["conversation_id"] == "s-00000000000000b2"}
+    assert mine and mine == batch
 
 
 def test_shards_rotate_at_the_target_size_and_stale_shards_go(records, tmp_path):
