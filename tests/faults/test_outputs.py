@@ -29,7 +29,7 @@ import sys
 import apache_beam as beam
 import pytest
 
-from conftest import SHARD_ARGS, leftovers, make_records, run_stage, tree
+from conftest import SHARD_ARGS, error_lines, leftovers, make_records, run_stage, tree
 from microturn.pipelines import outputs
 from microturn.pipelines.outputs import MARKER, OutputError, OutputLock, OutputInUse, find_output_fault
 from microturn.pipelines.shard.run import main as shard_main
@@ -344,3 +344,23 @@ def test_an_output_inside_a_recursive_input_glob_is_never_read_back(tmp_path, sp
     sources = read_table(str(out), "sources").to_pylist()
     assert [s["uri"] for s in sources] == [str(data / "call.wav")]
     assert read_table(str(out), "rejects").num_rows == 0
+
+
+@pytest.mark.slow
+def test_ingest_and_synthesize_runs_in_which_every_input_fails_keep_the_earlier_output(tmp_path, speech_dir,
+                                                                                      scripts_file):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "noise.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVE but not audio")
+    (junk / "bad.jsonl").write_text('{"id": "x", "turns": "not a list"}\n{not json\n')
+    for stage, good, bad in (("ingest", ["--input", speech_dir / "*.wav"], ["--input", junk / "*.wav"]),
+                             ("synthesize", ["--scripts", scripts_file], ["--scripts", junk / "*.jsonl"])):
+        out = tmp_path / stage
+        proc = run_stage(stage, *good, "--output", out)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        before = tree(out)
+        proc = run_stage(stage, *bad, "--output", out)
+        assert proc.returncode not in (0, -9)
+        assert error_lines(proc)[-1].startswith(f"microturn {stage}: error: every input failed"), proc.stderr[-3000:]
+        assert tree(out) == before
+        assert leftovers(out) == []
