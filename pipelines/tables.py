@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from microturn.pipelines.outputs import pending_name, publish
+from microturn.pipelines.parquet_bytes import read_parquet_bytes
 from microturn.schemas import RowError, schema_for, validate_row
 
 REJECTS = "rejects"
@@ -183,7 +184,8 @@ def read_table(output: str, table: str) -> pa.Table:
     parts = []
     for meta in sorted(matches, key=lambda m: m.path):
         with FileSystems.open(meta.path) as f:
-            parts.append(pq.read_table(io.BytesIO(f.read()), schema=schema))
+            # Arrow-owned copy: a Python-owned buffer released by Arrow's I/O threads at exit aborts the process
+            parts.append(read_parquet_bytes(f.read(), schema=schema))
     if not parts:
         return schema.empty_table()
     return pa.concat_tables(parts)
