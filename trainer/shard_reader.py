@@ -348,14 +348,15 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
             if got < padded:
                 raise ShardError(f"truncated at byte {data_at + got}")
             continue
-        data = _read_exact(stream, padded)
-        if len(data) < padded:
+        data = _read_exact(stream, size)  # no padding read into it: no copy of up to the cap
+        got = len(data) + (_skip(stream, padded - size) if len(data) == size else 0)
+        if got < padded:
             on_sample(f"sample {key!r} of {url!r} cut off by the end of the shard")
-            raise ShardError(f"truncated at byte {data_at + len(data)}")
+            raise ShardError(f"truncated at byte {data_at + got}")
         if current is None:
             current = {"__key__": key, "__url__": url}
             dropped_key = None
-        current[field] = data[:size]
+        current[field] = data
         current_bytes += size
     if current is not None:
         yield finish()

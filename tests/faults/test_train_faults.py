@@ -110,24 +110,31 @@ def test_resuming_with_another_model_shape_is_refused_and_changed_settings_are_r
     assert [s for s, _ in _losses(out)] == [1, 2, 3, 4, 5]
 
 
-def _garble_samples(src: str, dst: Path) -> None:
-    """``src`` with every sample's model dMel replaced by random bytes: a valid tar of bad samples."""
+def _garble_samples(src: str, dst: Path, *, every: bool = True) -> None:
+    """``src`` with the model dMel of every sample (or only the first) replaced by random bytes:
+    a valid tar holding samples that do not decode."""
     rng = np.random.default_rng(0)
+    garbled = 0
     with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
         for info in tin.getmembers():
             data = tin.extractfile(info).read()
-            if info.name.endswith(".model.dmel.npy"):
+            if info.name.endswith(".model.dmel.npy") and (every or not garbled):
                 data = rng.integers(0, 256, len(data), dtype=np.uint8).tobytes()
+                garbled += 1
             tout.addfile(info, io.BytesIO(data))
 
 
-def _bad_shards(folder: Path, src: str) -> None:
-    data = Path(src).read_bytes()
+def _bad_shards(folder: Path, good: tuple[str, ...], *, half: bool) -> None:
+    """Shards that give no sample (and, with ``half``, one cut in the middle, whose first samples
+    still arrive)."""
+    data = Path(good[0]).read_bytes()
     (folder / "bad-truncated.tar").write_bytes(data[:700])  # inside the first member
+    if half:
+        (folder / "bad-half.tar").write_bytes(Path(good[1]).read_bytes()[: os.path.getsize(good[1]) // 2])
     (folder / "bad-garbage.tar").write_bytes(np.random.default_rng(1).integers(0, 256, 5000, np.uint8).tobytes())
     (folder / "bad-gzip.tar").write_bytes(gzip.compress(data))
     (folder / "bad-empty.tar").write_bytes(b"")
-    _garble_samples(src, folder / "bad-samples.tar")
+    _garble_samples(good[0], folder / "bad-samples.tar")
 
 
 @pytest.mark.slow
@@ -135,25 +142,25 @@ def test_bad_shards_among_good_ones_are_counted_and_training_finishes(tmp_path):
     good = train_shards()
     folder = tmp_path / "shards"
     folder.mkdir()
-    for path in good[:3]:
-        shutil.copy(path, folder)
-    _bad_shards(folder, good[0])
-    (folder / "bad-half.tar").write_bytes(Path(good[3]).read_bytes()[: os.path.getsize(good[3]) // 2])
+    for i, path in enumerate(good[2:4]):  # good shards, each with one sample that does not decode
+        _garble_samples(path, folder / f"good-{i}.tar", every=False)
+    _bad_shards(folder, good, half=True)
     proc = _ok(_train(str(folder / "*.tar"), tmp_path / "run", "train.steps=3", "train.shuffle_buffer=16"))
-    assert "skipped a shard" in proc.stderr and "skipped a sample" in proc.stderr
-    assert "gzip-compressed" in proc.stderr and "truncated" in proc.stderr
-    summary = [ln for ln in proc.stderr.splitlines() if "loader:" in ln]
-    assert len(summary) == 1 and "shard error(s)" in summary[0]
-    assert "train: 3 step(s) to step 3" in proc.stdout and "lost:" in proc.stdout
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["loader/shard_errors"] > 0 and last["loader/skipped"] > 0 and last["loader/samples"] > 0
+    assert "UserWarning: skipped a shard" in proc.stderr and "UserWarning: skipped a sample" in proc.stderr
+    assert all("bad-" in line for line in proc.stderr.splitlines() if "skipped a shard" in line)
+    summary = [ln for ln in proc.stderr.splitlines() if "loader:" in ln]
+    assert len(summary) == 1, summary
+    assert f"{last['loader/skipped']} skipped, {last['loader/shard_errors']} shard error(s)" in summary[0]
+    assert "train: 3 step(s) to step 3" in proc.stdout and "lost: {'skipped'" in proc.stdout
 
 
 @pytest.mark.slow
 def test_a_run_where_every_shard_is_bad_stops_with_an_error(tmp_path):
     folder = tmp_path / "shards"
     folder.mkdir()
-    _bad_shards(folder, train_shards()[0])
+    _bad_shards(folder, train_shards(), half=False)
     proc = _train(str(folder / "*.tar"), tmp_path / "run", "train.steps=3", "train.shuffle_buffer=16")
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "microturn train: error:" in proc.stderr and "failures in a row from all 5 shard(s)" in proc.stderr

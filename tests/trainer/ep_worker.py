@@ -8,6 +8,10 @@ With MODE "mixed", SHARD is a comma-separated list and rank 0 trains on a sample
 rank 1 trains on one without: the processes then use different parameters, which is what real
 shards do, and must still exchange gradients of the same sizes.
 
+With MODE "uneven", rank r holds ROWS_PER_PROCESS + r rows, as packing and samples split over
+rows give; the training loop's padding to the largest row count over the processes must let the
+all-to-all run (MODE "uneven-unpadded" leaves the rows as they are, to show that it would not).
+
     python ep_worker.py SHARD OUT.json EP_SIZE ROWS_PER_PROCESS STEPS [same|mixed]
 """
 
@@ -28,7 +32,7 @@ def main() -> None:
     from microturn.schemas.sample import decode_sample
     from microturn.trainer.batch import build_sequence, collate
     from microturn.trainer.engine import build_engine, init_distributed
-    from microturn.trainer.loop import pad_batch
+    from microturn.trainer.loop import _max_rows, pad_batch
     from microturn.trainer.model import InteractionModel
     from microturn.trainer.tokenizer import ByteTokenizer
     from microturn.trainer.train_config import load_named
@@ -47,7 +51,12 @@ def main() -> None:
         sample = next(samples)
     seq = build_sequence(sample, ByteTokenizer())
     # Rows of exactly max_len, as the training loop gives expert parallelism (equal token counts).
-    batch = pad_batch(collate([seq] * rows, max_len=cfg.train.max_len, pack=False), cfg.train.max_len)
+    if mode.startswith("uneven"):
+        batch = collate([seq] * (rows + rank), max_len=cfg.train.max_len, pack=False)
+        rows_all = _max_rows(batch, torch.device("cpu")) if mode == "uneven" else None
+        batch = pad_batch(batch, cfg.train.max_len, rows=rows_all)
+    else:
+        batch = pad_batch(collate([seq] * rows, max_len=cfg.train.max_len, pack=False), cfg.train.max_len)
     model = InteractionModel(cfg.model, ep_size=ep_size, seed=0)
     engine = build_engine(model, cfg.train, world_size=world)
     losses = []
@@ -59,7 +68,8 @@ def main() -> None:
         losses.append(float(out.loss.detach()))
     if rank == 0:
         with open(out_path, "w") as f:
-            json.dump({"world": world, "losses": losses, "video": sample["video_KPFHWC"] is not None}, f)
+            json.dump({"world": world, "losses": losses, "video": sample["video_KPFHWC"] is not None,
+                       "rows": int(batch["kind_BL"].shape[0])}, f)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,14 @@ def test_a_rank_without_video_trains_beside_one_with_video(tmp_path):
     mixed = json.loads((tmp_path / "mixed.json").read_text())
     assert mixed["world"] == 2 and mixed["video"] is True
     assert len(mixed["losses"]) == 3 and all(math.isfinite(x) for x in mixed["losses"])
+
+
+def test_processes_with_different_row_counts_are_padded_to_the_largest(tmp_path):
+    # Packing, and samples split over rows, give the processes batches of different row counts;
+    # the all-to-all needs equal token counts, so the loop pads every process to the largest
+    # count (rank 0: 1 row, rank 1: 2 rows). Unpadded, gloo fails on a size mismatch.
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()),
+          WORKER, train_shards()[0], str(tmp_path / "uneven.json"), "2", "1", "2", "uneven"])
+    uneven = json.loads((tmp_path / "uneven.json").read_text())
+    assert uneven["world"] == 2 and uneven["rows"] == 2
+    assert len(uneven["losses"]) == 2 and all(math.isfinite(x) for x in uneven["losses"])
