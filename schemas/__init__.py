@@ -7,7 +7,7 @@ metadata of every Parquet file so that readers can refuse data they do not under
 
 from microturn.schemas.ids import conversation_id, split_of
 from microturn.schemas.tables import SCHEMA_VERSION, TABLE_NAMES, schema_for
-from microturn.schemas.validate import RowError, validate_row, validate_rows
+from microturn.schemas.validate import RowError, check_media_paths, validate_row, validate_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -16,6 +16,7 @@ __all__ = [
     "conversation_id",
     "schema_for",
     "split_of",
+    "check_media_paths",
     "validate_row",
     "validate_rows",
 ]

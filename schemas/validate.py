@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,6 +35,7 @@ def _check_semantics(table: str, row: Mapping[str, Any]) -> None:
     if score is not None and not (0.0 <= float(score) <= 1.0):
         raise RowError(f"words.score must be in [0, 1], got {score!r}")
     if table == "conversations":
+        check_media_paths(row)
         if row["num_speakers"] != len(row["speakers"]):
             raise RowError(
                 f"conversations.num_speakers={row['num_speakers']} but speakers has {len(row['speakers'])}"
@@ -43,6 +45,30 @@ def _check_semantics(table: str, row: Mapping[str, Any]) -> None:
             v = stats.get(key)
             if v is not None and not (0.0 <= v <= 1.0 + 1e-9) or (v is not None and math.isnan(v)):
                 raise RowError(f"conversations.stats.{key} must be in [0, 1], got {v!r}")
+
+
+# A conversation's media sit in one folder under the output, named by plain file names. Readers
+# join these columns onto an output root, so a row from a hand-made or hostile table could point
+# them anywhere ("../../etc", "/abs", "concat:x") unless every part is one plain path component.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
+
+
+def check_media_paths(row: Mapping[str, Any]) -> None:
+    """Raise :class:`RowError` unless a ``conversations`` row's ``media_dir`` is ``media/NAME``
+    and its ``audio_files`` / ``video_file`` are plain file names (letters, digits, ``_.+-``,
+    not starting with a dot or a dash, no ``..``): what readers join onto the output root stays
+    inside the conversation's media folder."""
+    def plain(value: Any) -> bool:
+        return isinstance(value, str) and bool(_PLAIN_NAME.fullmatch(value)) and ".." not in value
+
+    media_dir = row.get("media_dir")
+    head, _, name = media_dir.partition("/") if isinstance(media_dir, str) else ("", "", "")
+    if head != "media" or not plain(name):
+        raise RowError(f"conversations.media_dir must be 'media/<plain name>', got {media_dir!r}")
+    for file in list(row.get("audio_files") or []) + ([row["video_file"]] if row.get("video_file") else []):
+        if not plain(file):
+            raise RowError(f"conversations: media file name {file!r} must be a plain file name "
+                           "inside media_dir")
 
 
 def _int_check(bits: int):

@@ -23,7 +23,7 @@ from apache_beam.metrics import Metrics
 
 from microturn.pipelines import media
 from microturn.pipelines.tables import REJECTS, reject
-from microturn.schemas import conversation_id, split_of
+from microturn.schemas import RowError, check_media_paths, conversation_id, split_of
 from microturn.schemas.dialogue import MAX_LINE_BYTES, Dialogue, ScriptError, bounded_lines, parse_dialogue
 from microturn.schemas.text import describe_char, refused_char, visible
 from microturn.schemas.turns import Turn
@@ -339,6 +339,11 @@ class Remix(_Step):
         bad = _refused_in(src, grouped["segments"], grouped["words"])
         if bad:
             yield self._reject(src_cid, bad, "bad_text")
+            return
+        try:
+            check_media_paths(src)
+        except RowError as exc:
+            yield self._reject(src_cid, exc, "bad_media_path")
             return
         try:
             segs = [Turn(r["speaker"], int(r["start_ms"]), int(r["end_ms"]), int(r["channel"] or 0))
