@@ -68,6 +68,8 @@ def test_glob_matches_are_files_whatever_their_names(tmp_path, monkeypatch):
     found = glob_shards("*.tar")
     assert len(found) == 2 + len(as_files) and all(os.path.isabs(p) for p in found)
     assert resolve_shards(found) == found  # resolving again changes nothing (no brace or glob expansion)
+    for name in ("a::b.tar", "-rf.tar", "x[1].tar", "y{0..1}.tar"):  # an existing file is that file
+        assert resolve_shards(name) == [os.path.abspath(name)]
     keys, stats, messages = _read("*.tar")
     assert not os.path.exists("X") and not os.path.exists(tmp_path / "X")
     expected = _keys_of(real[0]) + [k for src in as_files.values() for k in _keys_of(src)]
