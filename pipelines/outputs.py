@@ -505,11 +505,9 @@ def commit(output: str, stage: str) -> tuple[int, int]:
 
 def pending_table(output: str, table: str):
     """The rows this run wrote for ``table`` (its pending parts) as one Arrow table."""
-    import io
-
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    from microturn.pipelines.parquet_bytes import read_parquet_bytes
     from microturn.schemas import schema_for
 
     schema = schema_for(table)
@@ -517,7 +515,8 @@ def pending_table(output: str, table: str):
     for p in sorted(_list(FileSystems.join(output, table))):
         if _name(p).startswith(".") and _name(p).endswith(PENDING):
             with FileSystems.open(p) as f:
-                parts.append(pq.read_table(io.BytesIO(f.read()), schema=schema))
+                # an Arrow-owned copy: see parquet_bytes (a BytesIO here can abort the process at exit)
+                parts.append(read_parquet_bytes(f.read(), schema=schema))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
