@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import ffmpeg
 import numpy as np
 
-from microturn.pipelines.media import MediaError, _ffmpeg_message, probe
+from microturn.pipelines.media import _PROTOCOLS, MediaError, _ffmpeg_message, file_url, probe
 from microturn.schemas.sample import CHUNK_MS, FRAMES_PER_PATCH, PATCH_PX, VIDEO_FPS
 
 __all__ = ["VideoSpec", "cut_clip", "probe_video"]
@@ -86,7 +86,10 @@ def _probe_cached(path: str, size: int, mtime_ns: int) -> tuple[int, int, int, i
         kinds = ", ".join(s.codec_type for s in info.streams) or "none"
         raise MediaError(f"{path} has no video stream (streams: {kinds})")
     try:
-        data = ffmpeg.probe(path, v="error", select_streams=f"{stream.index}", count_packets=None)
+        # The path is data: as a file: URL with only the file protocol allowed, no name (an
+        # output folder called "concat:x" or "-x") is read as a protocol or an option.
+        data = ffmpeg.probe(file_url(path), v="error", protocol_whitelist=_PROTOCOLS,
+                            select_streams=f"{stream.index}", count_packets=None)
     except ffmpeg.Error as exc:
         raise MediaError(f"ffprobe cannot read the video of {path}: {_ffmpeg_message(exc)}") from None
     streams = data.get("streams") or [{}]
@@ -155,7 +158,7 @@ def cut_clip(video_path: str, *, start_ms: int, chunks: int, patches_h: int, pat
           f"setpts=N/{VIDEO_FPS}/TB")
     try:
         clip, _ = (
-            ffmpeg.input(video_path, threads=1, **seek)
+            ffmpeg.input(file_url(video_path), protocol_whitelist=_PROTOCOLS, threads=1, **seek)
             .output(
                 "pipe:", format="mp4", map="0:v:0", vf=vf, r=VIDEO_FPS,
                 vcodec="libx264", preset=_PRESET, tune=_TUNE, crf=crf, pix_fmt="yuv420p",

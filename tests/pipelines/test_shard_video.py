@@ -6,6 +6,7 @@ frames, decoded and scaled the same way.
 """
 
 import dataclasses
+import os
 import subprocess
 
 import numpy as np
@@ -158,3 +159,21 @@ def test_video_spec_defaults_and_validation():
         VideoSpec(crf=-1)
     with pytest.raises(TypeError, match="integer"):
         VideoSpec(crf=23.0)
+
+
+@pytest.mark.parametrize("folder, name", [("concat:x", "video.mp4"), ("-report", "video.mp4"),
+                                          ("10:30", "-y.mp4"), ("pipe:1", "video.mp4")])
+def test_video_paths_are_data_for_ffmpeg(video, tmp_path, monkeypatch, folder, name):
+    # A record folder (an output of ingest) may have any name; ffmpeg and ffprobe must read it
+    # as the file it is, never as a protocol ("concat:", "pipe:") or an option ("-report").
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(folder)
+    path = os.path.join(folder, name)
+    shutil.copy(video["path"], path)
+    ph, pw = video["grid"]
+    assert probe_video(path)[:3] == (*video["size"], video["duration_ms"])
+    clip = cut_clip(path, start_ms=1000, chunks=2, patches_h=ph, patches_w=pw)
+    assert clip == cut_clip(video["path"], start_ms=1000, chunks=2, patches_h=ph, patches_w=pw)
+    assert sorted(os.listdir(tmp_path)) == [folder]  # no ffmpeg report or stray output beside it
