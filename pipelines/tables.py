@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 from microturn.pipelines.outputs import pending_name, publish
 from microturn.pipelines.parquet_bytes import read_parquet_bytes
 from microturn.schemas import RowError, schema_for, validate_row
+from microturn.schemas.text import visible
 
 REJECTS = "rejects"
 log = logging.getLogger(__name__)
@@ -38,10 +39,12 @@ _RUN_SPECIFIC = ((re.compile(r" at 0x[0-9a-fA-F]+"), ""),
 
 def scrub(message: str) -> str:
     """``message`` without what changes between identical runs (heap addresses, temporary names),
-    so reruns give the same ``rejects`` rows."""
+    so reruns give the same ``rejects`` rows, and with control characters escaped."""
     for pattern, repl in _RUN_SPECIFIC:
         message = pattern.sub(repl, message)
-    return message
+    # Messages quote what failed (a script's text, a sidecar line, a file name): control and bidi
+    # characters are written as visible escapes, so no table row can drive a terminal.
+    return visible(message, keep="\n")
 
 
 def reject(input_: str, stage: str, exc: BaseException | str, error_type: str | None = None) -> dict:

@@ -23,7 +23,7 @@ from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, m
 from microturn.pipelines.shard.tar import TarWriter, sample_blob
 from microturn.pipelines.shard.video import VideoSpec
 from microturn.pipelines.tables import REJECTS, reject
-from microturn.schemas import validate_rows
+from microturn.schemas import RowError, check_media_paths, validate_rows
 from microturn.schemas.sample import SampleError, encode_sample
 from microturn.schemas.turns import Turn
 
@@ -56,6 +56,11 @@ def to_record(item: dict) -> Record:
     convs = list(item["conversations"])
     if len(convs) != 1:
         raise RecordError("bad_record", f"expected one conversations row, found {len(convs)}")
+    try:
+        # Record tables are inputs too: a hand-made row must not point at media outside its folder.
+        check_media_paths(convs[0])
+    except RowError as exc:
+        raise RecordError("bad_media_path", str(exc)) from None
     segs = sorted((Turn(r["speaker"], int(r["start_ms"]), int(r["end_ms"]), int(r["channel"] or 0))
                    for r in item["segments"]), key=lambda t: (t.start_ms, t.end_ms, t.speaker, t.channel))
     words = sorted(((r["speaker"], r["text"], int(r["start_ms"]), int(r["end_ms"])) for r in item["words"]),
@@ -109,7 +114,8 @@ class MakeSamples(beam.DoFn):
             yield from self._process(item, stack)
 
     def _process(self, item, stack: contextlib.ExitStack):
-        cid = "?"
+        convs = list(item.get("conversations") or [])
+        cid = str(convs[0].get("conversation_id") or "?") if len(convs) == 1 else "?"
         try:
             record = to_record(item)
             cid = record.id

@@ -84,3 +84,23 @@ def test_remix_refuses_a_row_that_points_outside_its_media(tmp_path):
     (rej,) = read_table(remixed, "rejects").to_pylist()
     assert (rej["input"], rej["stage"], rej["error_type"]) == (tampered, "remix", "bad_media_path")
     assert read_table(remixed, "conversations").num_rows == 1
+
+
+@pytest.mark.slow
+def test_shard_refuses_a_row_that_points_outside_its_media(tmp_path):
+    from microturn.pipelines.shard.run import run as shard
+
+    scripts = tmp_path / "s.jsonl"
+    lines = [{"id": f"d{i}", "speakers": {"A": {}, "B": {"voice": "en-gb"}},
+              "turns": [{"speaker": "A", "text": "shall we start the meeting now"},
+                        {"speaker": "B", "text": "yes please go ahead"}]} for i in range(2)]
+    scripts.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = str(tmp_path / "synth")
+    synthesize(["--scripts", str(scripts), "--output", out, "--seed", "1"], print_summary=False)
+    convs = read_table(out, "conversations").to_pylist()
+    tampered = _tamper(out, media_dir=f"media/../{convs[1]['media_dir']}")
+    shards = str(tmp_path / "shards")
+    shard(["--input", out, "--output", shards, "--window-chunks", "10"], print_summary=False)
+    rejects = read_table(shards, "rejects").to_pylist()
+    assert [(r["input"], r["stage"], r["error_type"]) for r in rejects] == [(tampered, "shard", "bad_media_path")]
+    assert read_table(shards, "samples").num_rows > 0  # the other conversation is sharded

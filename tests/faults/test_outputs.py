@@ -322,6 +322,9 @@ def test_reject_messages_carry_no_heap_addresses_or_temporary_names():
     assert a == b and "0x" not in a["message"] and "BytesIO object" in a["message"]
     assert scrub("at /tmp/tmpk3j_x9a2/in.wav: <object id 0x7f12ab34cd56>") == "at /tmp/tmp.../in.wav: <object id 0x...>"
     assert scrub("sha 0a1b, 3 channels at 48000 Hz") == "sha 0a1b, 3 channels at 48000 Hz"
+    # Messages quote what failed; its control and bidi characters come out as visible escapes.
+    hostile = reject("x", "parse", ValueError("bad word '\x1b[2J\u202eabc\x00'\nline 2"))["message"]
+    assert hostile == "bad word '\\x1b[2J\\u202eabc\\x00'\nline 2"
 
 
 def test_the_stage_marker_is_the_same_bytes_on_every_run(tmp_path, records):
