@@ -276,7 +276,8 @@ def normalise_video(path: str, out_path: str, *, stream: StreamInfo, fps: int = 
         (
             ffmpeg.input(url, protocol_whitelist=_PROTOCOLS)
             .output(
-                file_url(out_path), map=f"0:{stream.index}", vf=f"fps={fps},{scale}", vcodec="libx264",
+                # The format is named: the caller may write under a temporary name.
+                file_url(out_path), format="mp4", map=f"0:{stream.index}", vf=f"fps={fps},{scale}", vcodec="libx264",
                 # ultrafast: 2.2x the speed of veryfast on one thread (120 s of 640x360 at 10 fps:
                 # 2.75 s against 6.1 s) for about 2x the bytes; the shard stage re-cuts these
                 # frames into 40x40 patches, so decode speed matters more than size here.
@@ -289,8 +290,27 @@ def normalise_video(path: str, out_path: str, *, stream: StreamInfo, fps: int = 
             .run(capture_stdout=True, capture_stderr=True)
         )
     except ffmpeg.Error as exc:
+        _raise_if_output_fault(exc, out_path)
         raise MediaError(f"cannot decode video stream {stream.index} ({stream.codec_name}): "
                          f"{_ffmpeg_message(exc, url)}") from None
+
+
+# strerror texts ffmpeg prints when the file it writes cannot take the bytes. The input was hashed
+# and probed before, so these are never its fault; "Permission denied" only when ffmpeg names the
+# output file.
+_DISK_FAULTS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "File too large")
+
+
+def _raise_if_output_fault(exc: ffmpeg.Error, out_path: str) -> None:
+    """Raise an ``OutputError`` about ``out_path`` when ffmpeg failed writing it, not reading."""
+    from microturn.pipelines.outputs import OutputError
+
+    err = (exc.stderr or b"").decode("utf-8", "replace")
+    for reason in _DISK_FAULTS:
+        if reason in err:
+            raise OutputError(out_path, reason) from None
+    if "Permission denied" in err and file_url(out_path) in err:
+        raise OutputError(out_path, "Permission denied") from None
 
 
 def encode_flac(wave_N: np.ndarray) -> bytes:

@@ -210,9 +210,12 @@ class Normalise(_Step):
                     local_video = _local_target(self.output, f"{media_dir}/{video_file}")
                     vstream = media.StreamInfo(index=rec["video_stream"], codec_type="video",
                                                codec_name=rec["video_codec"])
-                    media.normalise_video(path, local_video.path, stream=vstream,
-                                          max_side=self.max_side, max_ms=self.max_ms)
-                    local_video.commit()
+                    try:
+                        media.normalise_video(path, local_video.path, stream=vstream,
+                                              max_side=self.max_side, max_ms=self.max_ms)
+                        local_video.commit()
+                    finally:
+                        local_video.discard()
             for name, wave_N in zip(names, wave_CN):
                 media.write_bytes(FileSystems.join(self.output, media_dir, name),
                                   media.encode_flac(wave_N))
@@ -230,7 +233,10 @@ class Normalise(_Step):
 
 
 class _local_target:
-    """A local path to write to, copied to a remote destination on commit (local: in place)."""
+    """A local path for a tool (ffmpeg) to write to, moved onto its destination on commit: a
+    hidden temporary file beside it on local disk (renamed, so a failed or killed rerun never
+    leaves half a file in place of an earlier one), a local temporary file copied up for remote
+    outputs. :meth:`discard` removes the temporary file after a failure."""
 
     def __init__(self, output: str, rel: str):
         self.dest = FileSystems.join(output, rel)
@@ -241,12 +247,19 @@ class _local_target:
             fd, self.path = tempfile.mkstemp(suffix=os.path.splitext(rel)[1])
             os.close(fd)
         else:
-            self.path = self.dest
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            folder, name = os.path.split(self.dest)
+            self.path = os.path.join(folder, f".{name}.tmp")
+            os.makedirs(folder, exist_ok=True)
 
     def commit(self) -> None:
         if self.remote:
             media.copy_file_to(self.path, self.dest)
+            os.remove(self.path)
+        else:
+            os.replace(self.path, self.dest)
+
+    def discard(self) -> None:
+        if os.path.exists(self.path):
             os.remove(self.path)
 
 

@@ -103,3 +103,26 @@ def test_synthesize_on_a_full_disk(disk, scripts_file):
     proc = run_stage("synthesize", *args, "--output", out)
     assert_output_error(proc, "synthesize", out)
     assert tree(out) == before
+
+
+def test_ingest_of_a_video_on_a_full_disk(disk, tmp_path, speech_dir):
+    # ffmpeg writes the normalised video itself: its "No space left on device" is about the
+    # output, and the earlier video.mp4 must not be replaced by half a file.
+    clip = tmp_path / "clips" / "call.mp4"
+    clip.parent.mkdir()
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25,geq=random(1)*255:128:128",
+                    "-i", str(speech_dir / "call.wav"), "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-c:a", "aac", "-shortest", str(clip)], check=True)
+    small = tmp_path / "small.toml"
+    small.write_text("video_max_side = 64\n")
+    out = disk / "out"
+    proc = run_stage("ingest", "--input", clip, "--output", out, "--config", small)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = tree(out)
+    assert any(p.endswith("video.mp4") for p in before)
+    fill(disk, 8 << 10)
+    # The rerun's video (noise at 320x240, not 64x48) is larger than the earlier one and the room left.
+    proc = run_stage("ingest", "--input", clip, "--output", out)
+    assert_output_error(proc, "ingest", out)
+    assert "video.mp4" in error_lines(proc)[-1]
+    assert tree(out) == before
