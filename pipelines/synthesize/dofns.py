@@ -74,17 +74,32 @@ class ReadScripts(_Step):
 
     stage = "read"
 
+    def __init__(self, exclude: str | None = None):
+        super().__init__()
+        self.exclude = exclude  # the run's output: never read back as input (e.g. --scripts 'data/**')
+
+    def _wanted(self, path: str) -> bool:
+        from microturn.pipelines.outputs import excluded
+
+        return not (self.exclude and excluded(path, self.exclude))
+
     def process(self, pattern: str):
         try:
             paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
         except Exception as exc:  # noqa: BLE001 - any filesystem error belongs in rejects
             yield self._reject(label(pattern), visible(str(exc)), type(exc).__name__)
             return
+        paths = [p for p in paths if self._wanted(p)]
         skipped = 0
         if "://" not in pattern:
             # Beam's match leaves out what is not a readable file; a broken link or a folder that
             # the pattern names is still the user's mistake, so it is a reject, not nothing.
-            for extra in sorted(set(glob.glob(pattern, recursive=True)) - set(paths)):
+            # A pattern whose last part is only stars ("data/**", "data/*") means everything in
+            # the folder: the folders it matches are on the way to files, not mistakes.
+            everything = set(os.path.basename(pattern.rstrip("/"))) == {"*"}
+            extras = {p for p in glob.glob(pattern, recursive=True)
+                      if self._wanted(p) and not (everything and os.path.isdir(p))}
+            for extra in sorted(extras - set(paths)):
                 skipped += 1
                 if os.path.isdir(extra):
                     yield self._reject(label(extra), "a directory, not a script file; give a pattern that "

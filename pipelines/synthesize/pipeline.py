@@ -94,7 +94,7 @@ class Synthesize(beam.PTransform):
             if c.scripts:
                 read = (pbegin
                         | "Patterns" >> beam.Create(sorted(set(c.scripts)))
-                        | "ReadScripts" >> beam.ParDo(dofns.ReadScripts()).with_outputs(REJECTS, main="ok"))
+                        | "ReadScripts" >> beam.ParDo(dofns.ReadScripts(exclude=c.output)).with_outputs(REJECTS, main="ok"))
                 sources.append(read.ok)
                 rejects.append(read[REJECTS])
             if self.generated:
