@@ -364,13 +364,60 @@ def claim_output(output: str, stage: str) -> None:
 
 # --- lock ------------------------------------------------------------------------------------
 
+class LockHeld(Exception):
+    """Another live process holds a lock; ``holder`` is the pid it wrote into the lock file."""
+
+    def __init__(self, holder: str):
+        super().__init__(f"held by pid {holder}")
+        self.holder = holder
+
+
+def holder_locked(path: str) -> int:
+    """Open ``path`` (created if missing), take an exclusive non-blocking ``flock`` on it and
+    write this process's pid into it; return the descriptor, to be passed to
+    :func:`release_lock`. Raises :class:`LockHeld` (not an ``OSError``: nothing is wrong with the
+    disk) when another live process holds it. The kernel releases the lock when the holder
+    exits in any way, ``kill -9`` included, so a lock is never stale."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LockHeld(holder) from None
+        # The previous holder removes the file on release: if it did so between our open and our
+        # flock, we locked an orphaned inode and must start over on the new file.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:  # e.g. a full disk: leave no lock file behind
+        release_lock(fd, path)
+        raise
+    return fd
+
+
+def release_lock(fd: int, path: str) -> None:
+    """Remove the lock file (while still holding it, so no one else can hold this inode) and
+    release the lock."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)
+
+
 class OutputLock:
     """An exclusive lock on an output for one run (a context manager).
 
-    Local outputs: ``flock`` on ``OUT/.microturn.lock``, which holds the holder's pid. The
-    kernel releases it when the process exits in any way, ``kill -9`` included, so no lock is
-    ever stale; on release the file is removed. A second run raises :class:`OutputInUse`
-    naming the holder. Non-local outputs are not locked (see the module notes)."""
+    Local outputs: ``flock`` on ``OUT/.microturn.lock`` (:func:`holder_locked`), which holds the
+    holder's pid and is removed on release. A second run raises :class:`OutputInUse` naming the
+    holder. Non-local outputs are not locked (see the module notes)."""
 
     def __init__(self, output: str):
         self.output = output
@@ -383,42 +430,17 @@ class OutputLock:
             return self
         with writing(self.output):
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        while True:
-            with writing(self.path):
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
-                os.close(fd)
-                raise OutputInUse(f"--output {self.output}: another run (pid {holder}) is writing it; "
-                                  f"wait for it to finish (lock {self.path})") from None
-            # The previous holder may have removed the file between our open and our lock:
-            # then we locked an orphan inode and must start over.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
         try:
             with writing(self.path):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-        except OutputError:  # e.g. a full disk: leave no lock file behind
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            os.close(fd)
-            raise
-        self.fd = fd
+                self.fd = holder_locked(self.path)
+        except LockHeld as exc:
+            raise OutputInUse(f"--output {self.output}: another run (pid {exc.holder}) is writing it; "
+                              f"wait for it to finish (lock {self.path})") from None
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            os.close(self.fd)
+            release_lock(self.fd, self.path)
             self.fd = None
 
 

@@ -22,8 +22,6 @@ removed at the end) by the next one.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import glob
 import os
 import warnings
@@ -35,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from microturn.pipelines.catalog.views import VIEWS
-from microturn.pipelines.outputs import fault_point
+from microturn.pipelines.outputs import LockHeld, fault_point, holder_locked, release_lock
 from microturn.pipelines.tables import read_table
 from microturn.schemas import SCHEMA_VERSION, TABLE_NAMES, schema_for
 
@@ -213,34 +211,15 @@ def build_lock(target: str):
     """Hold the exclusive lock of the catalog file ``target`` (``.NAME.lock`` beside it) for a
     build; :class:`CatalogInUse` at once when another live process holds it."""
     path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            raise CatalogInUse(f"--catalog {target}: another `microturn catalog build` (pid {holder}) is "
-                               f"building it; wait for it to finish (lock {path})") from None
-        # The previous holder removes the file on release: if it did so between our open and our
-        # flock, we hold an orphaned inode and must start over on the new file.
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        fd = holder_locked(path)
+    except LockHeld as exc:
+        raise CatalogInUse(f"--catalog {target}: another `microturn catalog build` (pid {exc.holder}) is "
+                           f"building it; wait for it to finish (lock {path})") from None
+    try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)  # while still holding it, so no one else can hold this inode
-        os.close(fd)
+        release_lock(fd, path)
 
 
 def _sweep(target: str) -> None:
