@@ -304,7 +304,8 @@ def owner(output: str) -> str | None:
     existed, the stage its tables say), or ``None`` for an empty or missing folder."""
     mark = _marker(output)
     if mark is not None:
-        return str(mark.get("stage")) if mark.get("stage") else "an unknown writer"
+        stage = mark.get("stage")
+        return stage if isinstance(stage, str) and stage in STAGE_TABLES else "an unknown writer"
     tables = _present_tables(output)
     if not tables:
         return None
@@ -333,7 +334,7 @@ def check_output(output: str, stage: str, *, inputs: Iterable[str] = (), globs: 
             raise ValueError(f"--output {output}: is a file, not a folder")
     who = owner(output)
     if who is not None and who != stage:
-        raise ValueError(f"--output {output}: holds the output of {who}; a {stage} run would overwrite it. "
+        raise ValueError(f"--output {output}: holds the output of {who}; this {stage} run would overwrite it. "
                          f"Give {stage} a folder of its own")
     for given in inputs:
         if _under(given, output) or _under(output, given):

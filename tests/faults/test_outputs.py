@@ -99,6 +99,15 @@ def test_an_output_of_another_stage_is_refused(tmp_path, records, stage, owner, 
     assert tree(out) == before
 
 
+@pytest.mark.parametrize("marker", [b"\xff\x00 not json", b"[1, 2]", b'{"stage": 5}', b'{"stage": "shard2"}', b""])
+def test_a_corrupt_or_foreign_marker_is_an_unknown_writer(tmp_path, marker):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_bytes(marker)
+    with pytest.raises(ValueError, match="holds the output of an unknown writer; this ingest run"):
+        outputs.check_output(str(out), "ingest")
+
+
 def test_outputs_of_the_same_stage_and_empty_folders_are_accepted(tmp_path):
     outputs.check_output(str(tmp_path / "missing"), "shard")
     (tmp_path / "empty").mkdir()
