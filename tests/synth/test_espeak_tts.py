@@ -18,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import microturn.synth.espeak as espeak
+import microturn.synth.espeak_client as espeak_client
 from microturn.pipelines.backends.align_sphinx import (
     PocketsphinxAligner,
     PocketsphinxAlignerConfig,
 )
 from microturn.pipelines.backends.base import Utterance
+from microturn.synth import word_timing
 from microturn.synth.espeak import EspeakTTS, EspeakUnavailableError
 from microturn.synth.tts import SAMPLE_RATE, TTS, Speech, SpokenWord, Voice, get_tts
 
@@ -101,8 +103,8 @@ def test_get_tts_builds_backends_by_name():
 
 
 def test_missing_library_tells_how_to_install(monkeypatch):
-    monkeypatch.setattr(espeak, "_LIBRARY_NAME", "libespeak-ng-missing.so.9")
-    monkeypatch.setattr(espeak, "_state", espeak._State())  # no worker, no catalogue yet
+    monkeypatch.setattr(espeak_client, "_LIBRARY_NAME", "libespeak-ng-missing.so.9")
+    monkeypatch.setattr(espeak_client, "_state", espeak_client._State())  # no worker, no catalogue
     with pytest.raises(EspeakUnavailableError, match="apt-get install espeak-ng"):
         EspeakTTS().version()
 
@@ -238,7 +240,7 @@ def test_merged_words_are_split_at_their_phonemes(tts):
 
 def test_event_positions_are_repaired():
     def owners(text, positions):
-        return espeak._assign_events(espeak._tokens(text), positions)
+        return word_timing.assign_events(word_timing.split_tokens(text), positions)
 
     # "is" reported at the "t" of "it"; a dash standing in for the word after it.
     assert owners("where it is.", [0, 6, 7]) == [0, 1, 2]
@@ -279,8 +281,8 @@ def test_concurrent_threads_match_sequential_results(tts):
 
 
 def test_a_dead_worker_is_replaced(tts, speech):
-    espeak._state.worker.proc.kill()
-    espeak._state.worker.proc.wait()
+    espeak_client._state.worker.proc.kill()
+    espeak_client._state.worker.proc.wait()
     assert np.array_equal(tts.speak(SENTENCE, Voice()).wave_N, speech.wave_N)
 
 
@@ -354,7 +356,7 @@ def test_word_times_agree_with_forced_alignment(tts):
                 )
             assert [w.text for w in aligned] == [w.text for w in speech.words]
             assert all(w.score is not None for w in aligned)
-            for mine, theirs in zip(speech.words, aligned):
+            for mine, theirs in zip(speech.words, aligned, strict=True):
                 starts.append(theirs.start_ms - (mine.start_ms + pad_ms))
                 ends.append(theirs.end_ms - (mine.end_ms + pad_ms))
     assert len(starts) >= 80

@@ -1,0 +1,376 @@
+"""Word times from espeak-ng's events and the energy of its audio: pure code, no espeak needed.
+
+:class:`microturn.synth.espeak.EspeakTTS` hands this module what espeak reported while speaking
+a text (:class:`Events`) and the audio resampled to 16 kHz; :func:`assemble` returns the
+trimmed wave and every whitespace token's span in it. The steps, and the measurements behind
+the constants, are told in :mod:`microturn.synth.espeak`. :func:`split_span` is also the one
+"split a span by weights" of the project (sidecar and whisperx fallbacks use it).
+
+Shape legend (suffixes on array names):
+    N  audio samples at 16 kHz
+    F  10 ms analysis frames
+    P  PHONEME events
+    E, T  WORD events, whitespace tokens (the event-to-token cost matrix)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from microturn.synth.tts import SAMPLE_RATE
+
+__all__ = [
+    "EDGE_MARGIN_MS",
+    "ENERGY_FLOOR_DB",
+    "FRAME_MS",
+    "Events",
+    "assemble",
+    "assign_events",
+    "energy_end",
+    "energy_onset",
+    "loudness",
+    "speakable",
+    "split_span",
+    "split_tokens",
+    "to_ms",
+    "word_spans",
+]
+
+# ---------------------------------------------------------------------------- tuning
+
+FRAME_MS = 10
+# Frames quieter than this relative to the utterance's loudest 10 ms frame count as silence.
+# espeak's pauses are digital zeros (below -100 dB). Against pocketsphinx on 144 words (two
+# voices), the median error of word ends is 12 ms for every floor from -30 to -50 dB; -40 dB
+# sits in the middle of that plateau.
+ENERGY_FLOOR_DB = -40.0
+# Audio kept before the first word's energy onset and after the last word's end: one 10 ms
+# analysis frame, for the attack and decay below the floor. What the cut removed from 24
+# test utterances (3 voices) peaked at -42 dB re the utterance's peak sample.
+EDGE_MARGIN_MS = 10
+
+# Costs, in characters of misplacement, for mapping WORD events to tokens (assign_events).
+# espeak-ng 1.51 sometimes reports a word at a position before its token: in "where it is"
+# the event of "is" points at the "t" of "it"; in "people - maybe more - came" the events of
+# "maybe" and "came" point at the dashes; in "Mr. and" the event of "and" points at the
+# space (1 to 2 characters early in all cases seen, never late). So an event may move
+# forward, to a later token, never back; and not at all out of a token with digits, whose
+# several events ("nineteen" "ninety" "s") are its own. Leaving a token with letters or
+# digits without an event costs 4 and giving an event to a token with neither (a lone "-")
+# costs 2: an event moves to an otherwise empty token up to 3 characters ahead, which
+# repairs all the cases above.
+_EMPTY_COST = 4.0
+_UNSPOKEN_COST = 2.0
+# Finite, so that events espeak reports out of order still get some assignment.
+_FORBIDDEN_COST = 1e6
+# Above this many (events x tokens) cells the alignment falls back to the reported
+# positions (a text of about 2000 words; dialogue turns are far shorter).
+_MAX_CELLS = 4_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    """What espeak-ng reported while speaking one text; samples count at ``rate``.
+
+    words: WORD events as (text position, counted from 1; length in characters; sample).
+    phonemes: PHONEME events as (sample, mnemonic); pauses are named "_", "_:", "_!".
+    phoneme_counts: how many phonemes each whitespace token has when spoken on its own.
+    """
+
+    rate: int
+    words: list[tuple[int, int, int]]
+    phonemes: list[tuple[int, str]]
+    phoneme_counts: list[int]
+
+
+# ---------------------------------------------------------------------------- splitting a span
+
+
+def split_span(
+    lo: int,
+    hi: int,
+    weights: Sequence[int],
+    *,
+    rounding: Literal["floor", "nearest"] = "floor",
+    min_part: int = 1,
+) -> list[int]:
+    """Boundaries splitting [lo, hi) into parts in proportion to ``weights``.
+
+    Returns ``len(weights) + 1`` integers from ``lo``: boundary k is ``lo + (hi - lo) *
+    sum(weights[:k]) / sum(weights)``, rounded down (``"floor"``, exact integer arithmetic)
+    or to the nearest integer (``"nearest"``: Python's ``round`` of the float quotient, ties
+    to even), then raised to at least ``min_part`` past the boundary before it, so the last
+    one passes ``hi`` when the span has too little room. All-zero weights split evenly.
+    """
+    if rounding not in ("floor", "nearest"):
+        raise ValueError(f"rounding must be 'floor' or 'nearest', got {rounding!r}")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"weights must not be negative, got {list(weights)}")
+    total = sum(weights)
+    if not total:
+        weights, total = [1] * len(weights), len(weights)
+    out = [lo]
+    acc = 0
+    for w in weights:
+        acc += w
+        if rounding == "floor":
+            step = (hi - lo) * acc // total
+        else:
+            step = round((hi - lo) * acc / total)
+        out.append(max(lo + step, out[-1] + min_part))
+    return out
+
+
+# ---------------------------------------------------------------------------- events to tokens
+
+
+def split_tokens(text: str) -> list[tuple[int, int, str]]:
+    """Whitespace tokens as (first character, end character, token)."""
+    return [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+
+
+def speakable(token: str) -> bool:
+    """Whether a token has something to say (a letter or digit); "-" or "..." has not."""
+    return any(c.isalnum() for c in token)
+
+
+def assign_events(tokens: list[tuple[int, int, str]], positions: list[int]) -> list[int]:
+    """Token index of each WORD event (0-based character ``positions``, in output order).
+
+    The monotone assignment of least cost: the distance in characters from each event's
+    position forward to its token (0 inside it; moving back is not allowed), plus
+    ``_EMPTY_COST`` per speakable token left without an event and ``_UNSPOKEN_COST`` per
+    event given to a token without letters or digits.
+    """
+    n_tok, n_ev = len(tokens), len(positions)
+    if n_ev == 0:
+        return []
+    first_T = np.array([t[0] for t in tokens])
+    end_T = np.array([t[1] for t in tokens])
+    c_E = np.asarray(positions)
+    # The token each position falls in, or the next one when it falls between tokens.
+    at_E = np.clip(np.searchsorted(end_T, c_E, side="right"), 0, n_tok - 1)
+    idx_T = np.arange(n_tok)
+    ahead_ET = np.maximum(first_T[None, :] - c_E[:, None], 0).astype(np.float64)
+    pinned_E = np.array([any(ch.isdigit() for ch in tokens[k][2]) for k in at_E])
+    dist_ET = np.where(
+        idx_T[None, :] == at_E[:, None],
+        ahead_ET,
+        np.where(
+            (idx_T[None, :] > at_E[:, None]) & ~pinned_E[:, None], ahead_ET, _FORBIDDEN_COST
+        ),
+    )
+    if n_ev * n_tok > _MAX_CELLS:
+        return [int(k) for k in at_E]
+    speak_T = np.array([speakable(t[2]) for t in tokens])
+    extra_T = np.where(speak_T, 0.0, _UNSPOKEN_COST)
+    # before_T1[j]: cost of leaving tokens 0..j-1 without events.
+    before_T1 = np.concatenate([[0.0], np.cumsum(np.where(speak_T, _EMPTY_COST, 0.0))])
+    cost_T = dist_ET[0] + extra_T + before_T1[:n_tok]
+    same_ET = np.zeros((n_ev, n_tok), dtype=bool)
+    back_ET = np.zeros((n_ev, n_tok), dtype=np.int64)
+    for i in range(1, n_ev):
+        # Coming from an earlier token j' < j leaves tokens j'+1..j-1 empty.
+        shifted_T = cost_T - before_T1[1:]
+        run_min_T = np.minimum.accumulate(shifted_T)
+        run_arg_T = np.maximum.accumulate(np.where(shifted_T == run_min_T, idx_T, -1))
+        from_before_T = np.full(n_tok, np.inf)
+        from_before_T[1:] = run_min_T[:-1] + before_T1[1:n_tok]
+        back_ET[i, 1:] = run_arg_T[:-1]
+        same_ET[i] = cost_T <= from_before_T
+        cost_T = dist_ET[i] + extra_T + np.where(same_ET[i], cost_T, from_before_T)
+    j = int(np.argmin(cost_T + before_T1[n_tok] - before_T1[1:]))
+    owner = [0] * n_ev
+    for i in range(n_ev - 1, -1, -1):
+        owner[i] = j
+        if i and not same_ET[i, j]:
+            j = int(back_ET[i, j])
+    return owner
+
+
+
+# ---------------------------------------------------------------------------- energy
+
+
+def _frame_db(x_N: np.ndarray, lo: int, hi: int, ref: float) -> np.ndarray:
+    """dB re ``ref`` of the 10 ms frames of x_N[lo:hi], on a grid anchored at ``lo``."""
+    step = SAMPLE_RATE * FRAME_MS // 1000
+    seg_N = x_N[max(lo, 0) : max(hi, lo, 0)].astype(np.float64)
+    n = -(-len(seg_N) // step)
+    pad_N = np.zeros(n * step)
+    pad_N[: len(seg_N)] = seg_N
+    rms_F = np.sqrt((pad_N.reshape(n, step) ** 2).mean(axis=1))
+    return 20.0 * np.log10(np.maximum(rms_F, 1e-10) / ref)
+
+
+def loudness(x_N: np.ndarray) -> float:
+    """RMS of the loudest 10 ms frame."""
+    db_F = _frame_db(x_N, 0, len(x_N), 1.0)
+    return float(10.0 ** (db_F.max() / 20.0)) if len(db_F) else 1.0
+
+
+def energy_end(x_N: np.ndarray, lo: int, hi: int, ref: float) -> int:
+    """End of the last loud 10 ms frame of x_N[lo:hi] (frames from ``lo``), in (lo, hi]."""
+    step = SAMPLE_RATE * FRAME_MS // 1000
+    if hi <= lo + 1:
+        return lo + 1
+    loud_F = np.nonzero(_frame_db(x_N, lo, hi, ref) > ENERGY_FLOOR_DB)[0]
+    if len(loud_F) == 0:
+        return min(lo + step, hi)
+    return min(lo + (int(loud_F[-1]) + 1) * step, hi)
+
+
+def energy_onset(x_N: np.ndarray, lo: int, hi: int, ref: float) -> int:
+    """Start of the first loud 10 ms frame of x_N[lo:hi] (frames from ``lo``), else ``lo``."""
+    step = SAMPLE_RATE * FRAME_MS // 1000
+    loud_F = np.nonzero(_frame_db(x_N, lo, hi, ref) > ENERGY_FLOOR_DB)[0]
+    return lo + int(loud_F[0]) * step if len(loud_F) else lo
+
+
+
+# ---------------------------------------------------------------------------- word spans
+
+
+def _split_unit(
+    members: list[int],
+    lo: int,
+    end: int,
+    phon_P: np.ndarray,
+    counts: list[int],
+    tokens: list[tuple[int, int, str]],
+) -> tuple[list[int], bool]:
+    """Boundaries of ``members`` (a timed token + event-less tokens espeak merged into it)
+    inside [lo, end); True when they come from espeak's phoneme events.
+
+    espeak speaks some word pairs as one word with one WORD event ("on the", "in the",
+    "for the": 4 of 183 tokens of a conversational test text). The unit's PHONEME events
+    (``phon_P``, pauses removed) are split by the phoneme count of each member spoken on its
+    own, counted from the unit's end (the unit may begin with the last phoneme of the word
+    before). When the counts do not fit, the span is split by phoneme count or, failing
+    that, by character length.
+    """
+    if len(members) == 1:
+        return [lo, end], True
+    need = [counts[i] for i in members]
+    extra = len(phon_P) - sum(need)
+    if all(c > 0 for c in need) and 0 <= extra <= 1:
+        bounds = [lo]
+        for k in range(1, len(members)):
+            bounds.append(int(phon_P[extra + sum(need[:k])]))
+        bounds.append(end)
+        if all(a < b for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
+            return bounds, True
+    weights = need if all(c > 0 for c in need) else [
+        sum(ch.isalnum() for ch in tokens[i][2]) for i in members
+    ]
+    return split_span(lo, max(end, lo + len(members)), weights), False
+
+
+def word_spans(
+    tokens: list[tuple[int, int, str]], events: Events, x_N: np.ndarray, ref: float
+) -> tuple[list[tuple[int, int] | None], list[int]]:
+    """(start, end) in 16 kHz samples per token, except the tokens before the first timed
+    one (None: placed by the caller); and the indices of tokens placed by interpolation.
+    ``ref`` is the RMS of the loudest frame of ``x_N``."""
+    n, n_tok = len(x_N), len(tokens)
+    to_n = SAMPLE_RATE / events.rate
+    owner = assign_events(tokens, [pos - 1 for pos, _, _ in events.words])  # espeak counts from 1
+    starts: list[int | None] = [None] * n_tok
+    for k, (_, _, sample) in zip(owner, events.words, strict=True):
+        s = min(max(round(sample * to_n), 0), n - 1)
+        if starts[k] is None or s < starts[k]:
+            starts[k] = s
+    # Starts must increase: a token whose events start no later than an earlier token's
+    # (espeak reading words in another order) counts as event-less.
+    last = -1
+    for k, s in enumerate(starts):
+        if s is not None and s <= last:
+            starts[k] = None
+        elif s is not None:
+            last = s
+    timed = [k for k, s in enumerate(starts) if s is not None]
+    # PHONEME events, pauses ("_", "_:", "_!") left out.
+    phon_P = np.array(
+        [round(s * to_n) for s, name in events.phonemes if not name.startswith("_")], dtype=np.int64
+    )
+    spans: list[tuple[int, int] | None] = [None] * n_tok
+    guessed: list[int] = []
+    for j, k in enumerate(timed):
+        nxt = timed[j + 1] if j + 1 < len(timed) else n_tok
+        lo = starts[k]
+        hi = starts[nxt] if nxt < n_tok else n
+        end = energy_end(x_N, lo, hi, ref)
+        run = list(range(k + 1, nxt))  # event-less tokens up to the next timed one
+        spoken = [i for i in run if speakable(tokens[i][2])]
+        merged = [k] + (run[: run.index(spoken[-1]) + 1] if spoken else [])
+        unit_P = phon_P[(phon_P >= lo) & (phon_P < hi)]
+        bounds, exact = _split_unit(merged, lo, end, unit_P, events.phoneme_counts, tokens)
+        for i, a, b in zip(merged, bounds[:-1], bounds[1:], strict=True):
+            spans[i] = (a, b)
+        if not exact:
+            guessed += [i for i in merged[1:] if speakable(tokens[i][2])]
+        trailing = run[len(merged) - 1 :]
+        if trailing:
+            # Unspoken tokens ("-", "...") after the word: in the pause before the next one.
+            gap_lo = bounds[-1]
+            if hi - gap_lo < len(trailing):  # no pause: take room from the word's end
+                gap_lo = max(bounds[-2] + 1, hi - len(trailing))
+                spans[merged[-1]] = (spans[merged[-1]][0], gap_lo)
+            cuts = split_span(gap_lo, hi, [1] * len(trailing))
+            for i, a, b in zip(trailing, cuts[:-1], cuts[1:], strict=True):
+                spans[i] = (a, b)
+    return spans, guessed
+
+
+def to_ms(spans: list[tuple[int, int]], n_samples: int) -> list[tuple[int, int]]:
+    """Sample spans to integer ms, monotone, non-overlapping, >= 1 ms, inside the wave."""
+    per_ms = SAMPLE_RATE // 1000
+    duration = n_samples * 1000 // SAMPLE_RATE
+    out = []
+    prev = 0
+    for s, e in spans:
+        s_ms = max(round(s / per_ms), prev)
+        e_ms = max(round(e / per_ms), s_ms + 1)
+        out.append((s_ms, e_ms))
+        prev = e_ms
+    limit = duration
+    for k in range(len(out) - 1, -1, -1):
+        s_ms, e_ms = out[k]
+        e_ms = min(e_ms, limit)
+        s_ms = min(s_ms, e_ms - 1)
+        out[k] = (s_ms, e_ms)
+        limit = s_ms
+    assert not out or out[0][0] >= 0, "more words than milliseconds of audio"
+    return out
+
+
+def assemble(
+    tokens: list[tuple[int, int, str]], events: Events, x_N: np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, int]], list[int]]:
+    """The trimmed 16 kHz wave, every token's (start_ms, end_ms) in it, interpolated tokens."""
+    ref = loudness(x_N)
+    spans, guessed = word_spans(tokens, events, x_N, ref)
+    first = next(k for k, s in enumerate(spans) if s is not None)
+    onset = energy_onset(x_N, spans[first][0], spans[first][1], ref)
+    spans[first] = (onset, max(spans[first][1], onset + 1))
+    margin = SAMPLE_RATE * EDGE_MARGIN_MS // 1000
+    # The wave runs from the first word's energy onset to the last word's end with a margin
+    # on both sides, padded with zeros where espeak's audio is shorter than that.
+    lo, hi = onset - margin, spans[-1][1] + margin
+    wave_N = np.zeros(hi - lo, np.float32)
+    wave_N[max(-lo, 0) : min(len(x_N), hi) - lo] = x_N[max(lo, 0) : min(len(x_N), hi)]
+    shifted = [None if s is None else (s[0] - lo, s[1] - lo) for s in spans]
+    if first:
+        # Tokens before the first timed one share the leading margin.
+        cuts = split_span(0, margin, [1] * first)
+        for i, a, b in zip(range(first), cuts[:-1], cuts[1:], strict=True):
+            shifted[i] = (a, b)
+        guessed = [i for i in range(first) if speakable(tokens[i][2])] + guessed
+    return wave_N, to_ms(shifted, len(wave_N)), guessed
+
+
