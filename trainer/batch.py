@@ -26,7 +26,8 @@ import torch
 
 from microturn.schemas.sample import FRAMES_PER_CHUNK, FRAMES_PER_PATCH, N_MELS, PATCH_PX
 
-__all__ = ["Kind", "LossMasks", "Sequence", "attention_mask", "build_sequence", "collate", "loss_positions"]
+__all__ = ["PAD_VALUES", "Kind", "LossMasks", "Sequence", "attention_mask", "build_sequence", "collate",
+           "loss_positions"]
 
 _PATCH_SHAPE = (FRAMES_PER_PATCH, PATCH_PX, PATCH_PX, 3)
 
@@ -318,6 +319,13 @@ def collate(seqs: list[Sequence], *, max_len: int, pack: bool, counts: dict[str,
             "logmel_BLM": torch.from_numpy(logmel), "video_NFHWC": torch.from_numpy(video_NFHWC),
             "video_BL": torch.from_numpy(video), "time_BL": torch.from_numpy(time),
             "segment_BL": torch.from_numpy(segment), "keys": keys}
+
+
+# Every per-position tensor of :func:`collate`'s batch (rows first, positions second) and the
+# value of its PAD positions: what padding a batch to more positions or rows must fill in.
+# ``video_NFHWC`` (indexed by ``video_BL``) and ``keys`` have no position axis.
+PAD_VALUES: dict[str, int] = {"kind_BL": int(Kind.PAD), "text_BL": 0, "dmel_BLM": 0, "logmel_BLM": 0,
+                              "video_BL": -1, "time_BL": 0, "segment_BL": 0}
 
 
 def attention_mask(segment_BL: torch.Tensor | np.ndarray) -> torch.Tensor:
