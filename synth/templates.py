@@ -1,7 +1,8 @@
 """Template generator of dialogue scripts.
 
 Makes any number of varied, valid :class:`~microturn.schemas.dialogue.Dialogue` scripts from the
-bundled scripts (``synth/data/*.jsonl``) and the slot templates below:
+bundled scripts (``synth/data/*.jsonl``) and the slot templates of ``synth/data/templates.toml``
+(read and checked by :mod:`microturn.synth.template_text`):
 
 - conversations: a bundled dialogue (possibly cropped) with its names, places, days, dishes,
   times and party sizes swapped consistently, or a new one chained from shuffled template
@@ -33,9 +34,11 @@ import numpy as np
 from microturn.schemas.dialogue import (
     MAX_TEXT_CHARS, Dialogue, ScriptError, SpeakerSpec, TimedSpec, TurnSpec, read_dialogues,
 )
+from microturn.schemas.numbers import cardinal
+from microturn.synth.template_text import bundled_template_text
 
 BUNDLED_FILES = ("dialogues.jsonl", "timed.jsonl")
-LICENSE = "Apache-2.0"  # the bundled scripts and the templates below are the project's own text
+LICENSE = "Apache-2.0"  # the bundled scripts and templates are the project's own text
 
 # espeak-ng English voices of its standard data (all listed by `espeak-ng --voices=en` in 1.51),
 # each with no variant or one of its male (+m) and female (+f) variants: 6 x 7 = 42 voices.
@@ -48,8 +51,6 @@ PITCH_RANGE = (30, 70)
 # Words per minute: conversational English runs at roughly 150-200 wpm; espeak-ng defaults to 175.
 RATE_RANGE = (145, 200)
 
-BACKCHANNELS = ("mm-hmm", "yeah", "right", "uh-huh", "okay", "mm", "I see", "sure", "yep", "got it",
-                "uh-huh, yeah", "mm, right")
 # A turn of 12 words lasts ~4 s at 175 wpm, long enough that listeners usually acknowledge it
 # part-way; shorter turns rarely draw a backchannel.
 LONG_TURN_WORDS = 12
@@ -58,7 +59,6 @@ DROP_BACKCHANNEL_P = 0.15  # chance that a scripted backchannel is left out
 RESAY_BACKCHANNEL_P = 0.5  # chance that a scripted backchannel gets another token
 INTERRUPT_P = 0.3        # chance that a conversation gets one extra interruption
 INTERRUPTED_MIN_WORDS = 8  # only turns long enough to be cut into (~3 s) are interrupted
-INTERJECTIONS = ("Wait.", "Hold on.", "Sorry, sorry.", "Oh, wait.", "Hang on a sec.", "Sorry to cut in.")
 BUNDLED_BASE_P = 0.55    # share of conversations built on a bundled script (the rest: templates)
 CROP_P = 0.3             # chance that a bundled script is cut to a window of its turns
 MIN_CROP_TURNS = 8
@@ -72,163 +72,21 @@ COUNT_N = (2, 5)
 TIMED_PREAMBLE_P = 0.5
 TIMED_CLOSING_P = 0.7
 
-# Slot vocabularies. A bundled script's occurrences of any of these are swapped for others of
-# the same kind, consistently within the dialogue; templates fill {name}, {place}, ... from them.
-NAMES = ("Maya", "Tom", "Priya", "Daniel", "Sofia", "Marcus", "Aisha", "Leo", "Hannah", "Omar",
-         "Chloe", "Ben", "Nadia", "Lucas", "Grace", "Ravi", "Elena", "Sam", "Zoe", "Felix", "Ingrid",
-         "Kenji", "Rosa", "Theo", "Amara", "Jonas", "Lucia", "Mateo")
-PLACES = ("Lisbon", "Porto", "Dublin", "Edinburgh", "Kyoto", "Vancouver", "Barcelona", "Prague",
-          "Montreal", "Seville", "Copenhagen", "Vienna", "Boston", "Melbourne", "Oslo", "Krakow",
-          "Naples", "Galway", "Bruges", "Lyon")
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-DISHES = ("risotto", "lasagna", "grilled sardines", "paella", "ramen", "pad thai", "fish tacos",
-          "dumplings", "shakshuka", "gnocchi", "mushroom pie", "bibimbap", "tagine", "moussaka")
-TIMES = ("seven thirty", "a quarter past eight", "half past six", "ten forty", "eight fifteen",
-         "six thirty", "a quarter to nine", "nine o'clock", "noon", "five thirty")
-PARTY_SIZES = tuple(f"{w} people" for w in ("two", "three", "four", "five", "six", "seven", "eight"))
+# The words: slot vocabularies and template exchanges, from synth/data/templates.toml (its
+# comments say what each list is and which {slots} its texts may use).
+_TEXT = bundled_template_text()
+BACKCHANNELS = _TEXT.backchannels
+INTERJECTIONS = _TEXT.interjections
+# A bundled script's occurrences of any of these are swapped for others of the same kind,
+# consistently within the dialogue; templates fill {name}, {place}, ... from them.
+NAMES, PLACES, DAYS = _TEXT.names, _TEXT.places, _TEXT.days
+DISHES, TIMES, PARTY_SIZES = _TEXT.dishes, _TEXT.times, _TEXT.party_sizes
 _SWAP_POOLS = (NAMES, PLACES, DAYS, DISHES, TIMES, PARTY_SIZES)
-
-# Template exchanges: "X" opens, "Y" answers; X is whoever did not speak last. A third element
-# sets the act; otherwise a text ending in "?" is a question and anything else a statement.
-OPENERS = (
-    (("X", "Hey, got a minute?"), ("Y", "Sure, what's up?")),
-    (("X", "Hi! How's it going?"), ("Y", "Not bad, thanks. You?"), ("X", "Good, busy.")),
-    (("X", "Morning!"), ("Y", "Morning. Coffee's in the pot.")),
-    (("X", "Hey, sorry, is now a bad time?"), ("Y", "No, it's fine. Go ahead.")),
-    (("X", "Oh, hi! I was just about to call you."), ("Y", "Ha, great minds.")),
-)
-CLOSERS = (
-    (("X", "Anyway, I should get going."), ("Y", "Okay, talk later!")),
-    (("X", "Right, I'll let you go."), ("Y", "Thanks for calling. Bye!")),
-    (("X", "Okay, I think that's everything."), ("Y", "Great. Speak soon.")),
-    (("X", "I'll text you later."), ("Y", "Sounds good.")),
-    (("X", "Thanks, that really helps."), ("Y", "Any time.")),
-)
-EXCHANGES = (
-    (("X", "Have you ever been to {place}?"), ("Y", "Once, a few years ago, with {name}."),
-     ("X", "What did you think?"), ("Y", "Loved it. I still dream about the {dish} we had there.")),
-    (("X", "Are you free on {day}?"), ("Y", "In the evening, yeah. Why?"),
-     ("X", "A few of us are getting dinner around {time}. Want to come?"), ("Y", "I'd love to. Where?"),
-     ("X", "That place that does the {dish}. {name} booked it.")),
-    (("X", "Did you hear {name} is moving to {place}?"), ("Y", "No way. When?"),
-     ("X", "Next month, I think. They got a job there."), ("Y", "Wow. We'll have to visit.")),
-    (("X", "How long does the bus take from here?"), ("Y", "About {minutes} minutes, if the traffic's okay."),
-     ("X", "And how often do they come?"), ("Y", "Every ten minutes or so during the day.")),
-    (("X", "Hi, I'd like to book a table for {party}, please."), ("Y", "Of course. For which day?"),
-     ("X", "{day}, around {time}."), ("Y", "Let me check. Yes, we can do that. Can I take a name?"),
-     ("X", "It's {name}.")),
-    (("X", "What are you cooking tonight?"), ("Y", "I was thinking {dish}. Want some?"),
-     ("X", "Always. Do you need anything from the shop?"), ("Y", "Maybe some bread, if you're going.")),
-    (("X", "I've been trying to fix this bug all morning."), ("Y", "What's it doing?"),
-     ("X", "It crashes whenever the list is empty, and the error message is completely useless."),
-     ("Y", "Sounds like something assumes there's at least one item. Check where it reads the first one."),
-     ("X", "Oh. Yeah, that's probably it.")),
-    (("X", "How was the trip to {place}?"),
-     ("Y", "Honestly, amazing. We walked everywhere, ate far too much, and it only rained once."),
-     ("X", "Jealous. Any tips?"), ("Y", "Book the museums ahead. The queues are huge.")),
-    (("X", "Do you know what time the pharmacy closes?"), ("Y", "I think it's {time} on weekdays."),
-     ("X", "And on {day}?"), ("Y", "Not sure. Probably earlier.")),
-    (("X", "Can you help me with my homework later?"), ("Y", "Sure. What subject?"),
-     ("X", "Maths. I've got {count} problems on percentages and I don't get any of them."),
-     ("Y", "Okay, we'll do the first one together and you try the rest.")),
-    (("X", "My phone's battery is dead by lunchtime now."), ("Y", "How old is it?"),
-     ("X", "Nearly four years."),
-     ("Y", "Then it's probably the battery itself. That's usually cheap to replace.")),
-    (("X", "Is {name} coming to the party?"), ("Y", "They said maybe. They're working until {time}."),
-     ("X", "Tell them to come after, even if it's late."), ("Y", "I will.")),
-    (("X", "What did the doctor say?"),
-     ("Y", "Nothing serious. Rest, lots of water, and go back in {count} days if it's not better."),
-     ("X", "That's a relief."), ("Y", "Yeah, it really is.")),
-    (("X", "How many people are coming on {day}?"), ("Y", "{Count}, including us."),
-     ("X", "Then we'll need more chairs."), ("Y", "{name} has some folding ones we can borrow.")),
-    (("X", "I'm thinking of learning to cook properly."), ("Y", "Oh, nice. Where would you start?"),
-     ("X", "Probably something simple, like {dish}."),
-     ("Y", "Good choice. Find a recipe with lots of reviews and follow it exactly the first time.")),
-    (("X", "Sorry I'm late, the train was stuck for {minutes} minutes."),
-     ("Y", "Don't worry, we only just started."),
-     ("X", "Did I miss anything important?"), ("Y", "Just the introductions. {name} is presenting first.")),
-    (("X", "Which do you prefer, {place} or {place2}?"),
-     ("Y", "Hard to say. {place} has better food, but {place2} is easier to get around."),
-     ("X", "That's fair."), ("Y", "If I had to pick, I'd say {place}.")),
-    (("X", "Can you water my plants while I'm away?"), ("Y", "Of course. How often?"),
-     ("X", "Every {few} days should be fine. The big one by the window drinks the most."),
-     ("Y", "Got it. Leave me the key on {day}.")),
-    (("X", "I keep forgetting my passwords."), ("Y", "Do you use a password manager?"),
-     ("X", "No. Should I?"), ("Y", "Definitely. Then you only have to remember one really good one.")),
-    (("X", "What's the weather doing on {day}?"), ("Y", "Sunny in the morning, then rain from about {time}."),
-     ("X", "So a morning walk, then."), ("Y", "Exactly.")),
-    (("X", "I finally finished that puzzle."), ("Y", "The thousand-piece one?"),
-     ("X", "Yes! It took me {few} weeks."), ("Y", "You should frame it.")),
-    (("X", "Where should we meet?"), ("Y", "How about outside the station at {time}?"),
-     ("X", "Perfect. I'll be the one with the red umbrella."), ("Y", "Ha. See you there.")),
-    (("X", "Did you get my message about {day}?"), ("Y", "Sorry, I haven't checked. What was it?"),
-     ("X", "The meeting moved to {time}, and {name} can't make it."), ("Y", "Okay, thanks for telling me.")),
-    (("X", "I'm so tired today."), ("Y", "Late night?"),
-     ("X", "The neighbours had a party until three, and the bass came straight through the wall."),
-     ("Y", "That's awful. Did you say anything?"), ("X", "Not yet. I'll talk to them on {day}.")),
-)
-
-# Time-aware templates. {n}/{k}: numbers spelled out; {task}: what to do, as the user says it and
-# as the model says it back.
-WHEN_REQUESTS = ("Tell me when {n} seconds have passed.", "Let me know when {n} seconds are up.",
-                 "Can you tell me when {n} seconds have passed?", "Say when {n} seconds have gone by.",
-                 "Start a timer and tell me when it hits {n} seconds.")
-WHEN_RESPONSES = ("{N} seconds.", "That's {n} seconds.", "Time's up, that's {n} seconds.",
-                  "Okay, {n} seconds.",
-                  "Now. {N} seconds.")
-COUNT_STEP_REQUESTS = ("Count every {k} seconds up to {top}.", "Can you count every {k} seconds up to {top}?",
-                       "Count up to {top}, one number every {k} seconds, in steps of {k}.")
-COUNT_TO_REQUESTS = ("Count to {c}, one number every {k} seconds.", "Count slowly to {c}, every {k} seconds.",
-                     "Give me a count to {c}, {k} seconds apart.")
-REMIND_REQUESTS = ("Remind me in {n} seconds to {task}.", "In {n} seconds, remind me to {task}.",
-                   "Can you remind me to {task} in {n} seconds?")
-REMIND_RESPONSES = ("Time to {task}.", "Hey, {task} now.", "Reminder: {task}.",
-                    "It's been {n} seconds. {Task}.")
-TASKS = (("check the oven", "check the oven"), ("stir the sauce", "stir the sauce"),
-         ("take the tea bag out", "take the tea bag out"), ("flip my pancake", "flip your pancake"),
-         ("stretch my legs", "stretch your legs"), ("send my email", "send your email"),
-         ("turn off the tap", "turn off the tap"), ("look at the rice", "look at the rice"),
-         ("switch sides", "switch sides"), ("breathe out", "breathe out"))
-TIMED_PREAMBLES = (
-    (("X", "Hey, are you there?"), ("Y", "I'm here. What do you need?")),
-    (("X", "Can you help me with something quick?"), ("Y", "Of course.")),
-    (("X", "I need a timer, but my hands are full."), ("Y", "No problem, I can do that.")),
-    (("X", "Okay, let's try something."), ("Y", "Sure, go ahead.")),
-)
-# Turns written after a timed request are spoken after its last response, so the user closes
-# the exchange there (an "okay, starting now" would land after the count, not before it).
-TIMED_CLOSINGS = (
-    (("X", "Thanks!"), ("Y", "You're welcome.")),
-    (("X", "Perfect, thank you."),),
-    (("X", "Great, that's all I needed."), ("Y", "Happy to help.")),
-    (("X", "Nice. Thanks."), ("Y", "Any time.")),
-    (("X", "Okay, done. Thanks."),),
-    (("X", "That went faster than I expected."), ("Y", "Time flies.")),
-)
-
-_ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-         "nineteen")
-_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-
-
-def cardinal(n: int) -> str:
-    """English cardinal number words for 0 <= n < 1,000,000 (American style, no "and"):
-    ``cardinal(45) == "forty-five"``, ``cardinal(2300) == "two thousand three hundred"``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"cardinal takes an int, got {type(n).__name__}")
-    n = int(n)
-    if not 0 <= n < 1_000_000:
-        raise ValueError(f"cardinal covers 0..999999, got {n}")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + _ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + cardinal(rest))
-    rest = n % 1000
-    return cardinal(n // 1000) + " thousand" + ("" if rest == 0 else " " + cardinal(rest))
+OPENERS, CLOSERS, EXCHANGES = _TEXT.openers, _TEXT.closers, _TEXT.exchanges
+WHEN_REQUESTS, WHEN_RESPONSES = _TEXT.when_requests, _TEXT.when_responses
+COUNT_STEP_REQUESTS, COUNT_TO_REQUESTS = _TEXT.count_step_requests, _TEXT.count_to_requests
+REMIND_REQUESTS, REMIND_RESPONSES, TASKS = _TEXT.remind_requests, _TEXT.remind_responses, _TEXT.tasks
+TIMED_PREAMBLES, TIMED_CLOSINGS = _TEXT.timed_preambles, _TEXT.timed_closings
 
 
 def _capital(text: str) -> str:

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import Dialogue, ScriptError, parse_dialogue, read_dialogues
+from microturn.schemas.numbers import cardinal
 from microturn.synth import templates
-from microturn.synth.templates import bundled_dialogues, cardinal, generate, main, write_jsonl
+from microturn.synth.templates import bundled_dialogues, generate, main, write_jsonl
 
 
 def _timed_turns(d: Dialogue):
@@ -47,25 +48,6 @@ def test_bundled_dialogues():
     count = _timed_turns(by_id["timed-count-threes"])[0].timed
     assert count.targets_ms == (3000, 6000, 9000, 12000) and count.responses[-1] == "Twelve."
     assert bundled_dialogues() is not bundled_dialogues()  # callers may mutate their list
-
-
-@pytest.mark.parametrize("n,words", [
-    (0, "zero"), (7, "seven"), (13, "thirteen"), (20, "twenty"), (45, "forty-five"), (100, "one hundred"),
-    (115, "one hundred fifteen"), (999, "nine hundred ninety-nine"), (1000, "one thousand"),
-    (2300, "two thousand three hundred"),
-    (999_999, "nine hundred ninety-nine thousand nine hundred ninety-nine"),
-])
-def test_cardinal(n, words):
-    assert cardinal(n) == words
-
-
-def test_cardinal_rejects():
-    with pytest.raises(ValueError):
-        cardinal(-1)
-    with pytest.raises(ValueError):
-        cardinal(1_000_000)
-    with pytest.raises(TypeError):
-        cardinal(2.0)
 
 
 def test_generate_is_deterministic():

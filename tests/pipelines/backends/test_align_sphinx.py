@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import given
-from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
 from microturn.pipelines.backends.align_sphinx import (
@@ -24,7 +22,6 @@ from microturn.pipelines.backends.align_sphinx import (
     PocketsphinxAlignerConfig,
     _padded_spans,
     normalise_token,
-    number_to_words,
     spread_words,
 )
 from microturn.pipelines.backends.base import SAMPLE_RATE, Transcriber, Turn, Utterance, Word
@@ -403,38 +400,3 @@ def test_normalise_token():
 def test_spread_words():
     assert spread_words(["a", "bbb"], 0, 400) == [(0, 100), (100, 400)]
     assert spread_words(["a", "b", "c"], 0, 1) == [(0, 1), (1, 2), (2, 3)]
-
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
-_WORD_VALUES = {w: i for i, w in enumerate(_ONES)} | {w: 20 + 10 * k for k, w in enumerate(_TENS)}
-
-
-def _words_to_int(words: list[str]) -> int:
-    total, current = 0, 0
-    for w in words:
-        if w == "hundred":
-            current *= 100
-        elif w in ("thousand", "million"):
-            total += current * (1000 if w == "thousand" else 1_000_000)
-            current = 0
-        else:
-            current += _WORD_VALUES[w]
-    return total + current
-
-
-@given(st.integers(min_value=0, max_value=999_999_999))
-def test_number_words_round_trip(n: int):
-    words = number_to_words(str(n))
-    assert words is not None
-    is_year = 1100 <= n <= 2099 and not 2000 <= n <= 2009 and n % 100 != 0
-    if not is_year:
-        assert _words_to_int(words) == n
-    else:
-        high, low = divmod(n, 100)
-        tail = words[len(number_to_words(str(high))):]
-        assert _words_to_int(number_to_words(str(high))) == high
-        assert _words_to_int([w for w in tail if w != "oh"]) == low
