@@ -34,12 +34,13 @@ import threading
 import unicodedata
 import warnings
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance, Word
+from microturn.pipelines.backends.configs import PocketsphinxAlignerConfig
 from microturn.pipelines.backends.sidecar import SidecarTranscript, spread_words
 
 __all__ = [
@@ -63,89 +64,6 @@ _ALT_PRON_RE = re.compile(r"\(\d+\)$")
 _MIN_WORD_MS = 30
 # Segment scores are in log base 1.0001, shifted right by 10 bits (pocketsphinx SENSCR_SHIFT).
 _SENSCR_SCALE = 2.0**10
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PocketsphinxAlignerConfig:
-    """Settings of :class:`PocketsphinxAligner`.
-
-    pad_ms: audio added on both sides of an utterance before aligning it; words may land in
-        the padding. 0 (default) takes the transcript's segment times as the bounds of its
-        words, as whisperx's aligner does; on the pyannote sample call every word (81 of 81)
-        then lies inside its STM segment, against 72 with 200 ms. Raise it for subtitles whose
-        times are loose or late.
-    pad_into_neighbours: when False (default), padding stops where another utterance's span
-        begins, so that a word is not stretched over a neighbour's speech (sample call: 72 of
-        81 words inside their STM segment, against 64 when padding runs into neighbours);
-        when an alignment inside that span fails, it is retried once with the full padding.
-    edge_garbage_prob: probability of entering the garbage loop at each edge of the grammar.
-        Words of the pyannote sample call strictly inside their STM segment: 68 of 81 without
-        garbage (1e-30), 69 at 1e-6, 71 at 1e-4, 72 from 1e-3 to 0.3; the timing of espeak
-        words with silence around them does not change (median error 15 ms throughout).
-    garbage_phones: phones of the single-phone garbage words. Three broad classes (vowel,
-        fricative, nasal) do as well on the sample call as ten phones (72 vs 71 of 81 words
-        inside) and all 39 phones cost 2.5x the alignment time.
-    score_midpoint, score_width: a word's confidence is the logistic function of its mean
-        per-frame acoustic log-likelihood ratio (nats, against the best senone of each frame,
-        so <= 0): 1 / (1 + exp(-(llr - score_midpoint) / score_width)). Calibrated on the
-        pyannote sample call: its correct transcript has median llr -2.25 (score 0.81), a
-        transcript of shuffled words -4.3 (score 0.25).
-    start_offset_ms, end_offset_ms: added to aligned word starts and ends. The model's delta
-        features see 20-30 ms past an acoustic edge, so its words come out wide: on 180 espeak
-        words (3 voices, energy-trimmed, known positions) starts were a median 21 ms early and
-        ends 17 ms late. A word is never shrunk below 30 ms (or its aligned length) by this.
-    beam, word_beam: Viterbi beams (pocketsphinx ``beam``/``pbeam`` and ``wbeam``; smaller is
-        wider). With the pocketsphinx defaults (1e-48, 7e-29) the search prunes the right path
-        more often: 69 instead of 72 of the sample call's 81 words inside their segment, at
-        the same speed.
-    decoder_options: further pocketsphinx ``Decoder`` keyword arguments (e.g. ``topn``).
-    hmm, dictionary: acoustic model directory and pronunciation dictionary; None uses the
-        English model and CMUdict that ship with the pocketsphinx package.
-    assign_speakers: when diarization turns are given, give each word the speaker of the turn
-        it overlaps most (:func:`microturn.pipelines.backends.assign.assign_speakers`);
-        otherwise words keep the sidecar utterance's speaker.
-    """
-
-    pad_ms: int = 0
-    pad_into_neighbours: bool = False
-    edge_garbage_prob: float = 1e-2
-    garbage_phones: tuple[str, ...] = ("AH", "S", "N")
-    score_midpoint: float = -3.4
-    score_width: float = 0.8
-    start_offset_ms: int = 20
-    end_offset_ms: int = -15
-    beam: float = 1e-60
-    word_beam: float = 1e-40
-    hmm: str | None = None
-    dictionary: str | None = None
-    assign_speakers: bool = True
-    loglevel: str = "FATAL"
-    decoder_options: Mapping[str, object] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.pad_ms, int) or isinstance(self.pad_ms, bool) or self.pad_ms < 0:
-            raise ValueError(f"pad_ms must be a non-negative integer, got {self.pad_ms!r}")
-        if not 0.0 < self.edge_garbage_prob < 1.0:
-            raise ValueError(
-                f"edge_garbage_prob must lie in (0, 1), got {self.edge_garbage_prob!r}"
-            )
-        if not self.garbage_phones or not all(
-            isinstance(p, str) and p.isalpha() for p in self.garbage_phones
-        ):
-            raise ValueError(
-                "garbage_phones must be a non-empty tuple of phone names such as ('AH', 'S'), "
-                f"got {self.garbage_phones!r}"
-            )
-        if not self.score_width > 0:
-            raise ValueError(f"score_width must be positive, got {self.score_width!r}")
-        for name in ("beam", "word_beam"):
-            v = getattr(self, name)
-            if not 0.0 < v < 1.0:
-                raise ValueError(f"{name} must lie in (0, 1) (smaller is wider), got {v!r}")
-        if self.loglevel not in ("DEBUG", "INFO", "WARN", "ERROR", "FATAL"):
-            raise ValueError(
-                f"loglevel must be one of DEBUG, INFO, WARN, ERROR, FATAL, got {self.loglevel!r}"
-            )
 
 
 # --------------------------------------------------------------------------------------------

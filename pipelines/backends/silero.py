@@ -22,13 +22,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from .base import SAMPLE_RATE, Region, validate_wave
+from .configs import SileroVadConfig
 
 # ``silero_vad.model`` sets torch's global intra-op thread count to 1 when first imported;
 # undo that so that importing this backend does not change how fast other models run.
@@ -43,52 +42,6 @@ __all__ = ["SileroVad", "SileroVadConfig", "torch_threads"]
 # Silero's frame at 16 kHz: 512 samples = 32 ms. Audio shorter than one frame carries no
 # decision; it is reported as no speech.
 _FRAME_SAMPLES = 512
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SileroVadConfig:
-    """Settings of :class:`SileroVad`; defaults suit conversational speech.
-
-    Attributes:
-        threshold: speech probability at or above which a 32 ms frame starts speech. 0.5 is
-            silero's recommended default; on pyannote's sample phone call it finds 99 % of
-            the reference speech time with 99 % precision.
-        neg_threshold: probability below which speech ends (hysteresis); None means silero's
-            default of ``threshold - 0.15``.
-        min_speech_ms: regions shorter than this are dropped. 250 ms (silero's default) keeps
-            short backchannels ("yeah", ~250-400 ms) and drops clicks and breaths.
-        min_silence_ms: a pause must last this long to split a region. 100 ms keeps the
-            inter-word gaps of fluent speech (typically < 100 ms) inside one region while still
-            separating turns, whose gaps are typically 200 ms or more.
-        speech_pad_ms: padding added to both sides of every region (halved when two regions
-            are closer than twice the pad). 30 ms recovers the soft onsets and offsets the
-            32 ms frame quantisation clips.
-        max_speech_s: regions longer than this are split at their longest pause (inf: never).
-        engine: ``"sequence"`` (batched ONNX, fast, default) or ``"jit"`` (TorchScript).
-    """
-
-    threshold: float = 0.5
-    neg_threshold: float | None = None
-    min_speech_ms: int = 250
-    min_silence_ms: int = 100
-    speech_pad_ms: int = 30
-    max_speech_s: float = float("inf")
-    engine: Literal["sequence", "jit"] = "sequence"
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.neg_threshold is not None and not 0.0 < self.neg_threshold <= self.threshold:
-            raise ValueError(
-                f"neg_threshold must be in (0, threshold={self.threshold}], got {self.neg_threshold}"
-            )
-        for name in ("min_speech_ms", "min_silence_ms", "speech_pad_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.max_speech_s > 0:
-            raise ValueError(f"max_speech_s must be > 0 seconds, got {self.max_speech_s}")
-        if self.engine not in ("sequence", "jit"):
-            raise ValueError(f"engine must be 'sequence' or 'jit', got {self.engine!r}")
 
 
 @contextmanager

@@ -1,15 +1,35 @@
-"""Configuration of the ingest pipeline (one keyword-only dataclass; TOML-loadable)."""
+"""Configuration of the ingest pipeline (one keyword-only dataclass; TOML-loadable).
+
+A named config (``--config ingest.toml``) sets any field but ``inputs`` and ``output`` at its top
+level, and the embedded backends' settings in tables of their own::
+
+    diarizer = "embedded"
+    max_duration_s = 7200
+
+    [vad]                  # SileroVadConfig
+    threshold = 0.6
+
+    [embedded_diarizer]    # EmbeddedDiarizerConfig
+    cluster_threshold = 0.28
+
+    [aligner]              # PocketsphinxAlignerConfig (transcriber = "sidecar")
+    pad_ms = 100
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from microturn.pipelines.backends.base import SpeakerCount
-from microturn.pipelines.config_io import check_numbers
+from microturn.pipelines.backends.configs import (
+    EmbeddedDiarizerConfig, PocketsphinxAlignerConfig, SileroVadConfig)
 from microturn.pipelines.ingest.channels import LAYOUTS
+from microturn.schemas.config import setting, validate
 
 DIARIZERS = ("embedded", "pyannote")
 TRANSCRIBERS = ("sidecar", "whisperx", "none")
+# Fields a named config may not set: the command line gives them.
+CLI_ONLY = ("inputs", "output")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,50 +48,55 @@ class IngestConfig:
         license_manifest: CSV with columns ``uri,license,origin``.
         max_duration_s: inputs longer than this are rejected (default 4 h).
         channel_layout: ``auto`` (detect one speaker per channel), ``mixed`` or ``per_speaker``.
-        video_max_side: normalised video is scaled down when a side exceeds this many pixels.
+        video_max_side: normalised video is scaled down when a side exceeds this many pixels;
+            at least 40, one video patch.
         language: transcript language (used by the whisperx backend).
         table_shards: Parquet files per table (1 keeps small tables in one file).
+        vad: settings of the silero VAD (TOML table ``[vad]``); None: its defaults.
+        embedded_diarizer: settings of the embedded diarizer (``[embedded_diarizer]``), only
+            with ``diarizer = "embedded"``; None: its defaults.
+        aligner: settings of the pocketsphinx aligner (``[aligner]``), only with
+            ``transcriber = "sidecar"``; None: its defaults.
     """
 
-    inputs: tuple[str, ...]
-    output: str
-    diarizer: str = "embedded"
-    transcriber: str = "sidecar"
+    inputs: tuple[str, ...] = setting(flag="--input")
+    output: str = setting(flag="--output")
+    diarizer: str = setting("embedded", choices=DIARIZERS, flag="--diarizer")
+    transcriber: str = setting("sidecar", choices=TRANSCRIBERS, flag="--transcriber")
+    # Counts are checked by SpeakerCount, whose messages every diarizer shares.
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
     model_dir: str | None = None
     license_manifest: str | None = None
-    max_duration_s: float = 4 * 3600.0
-    channel_layout: str = "auto"
-    video_max_side: int = 1280
+    max_duration_s: float = setting(4 * 3600.0, gt=0, flag="--max-duration-s")
+    channel_layout: str = setting("auto", choices=LAYOUTS, flag="--channel-layout")
+    video_max_side: int = setting(1280, ge=40, flag="--video-max-side")
     language: str = "en"
-    table_shards: int = 1
+    table_shards: int = setting(1, ge=1, flag="--table-shards")
+    vad: SileroVadConfig | None = None
+    embedded_diarizer: EmbeddedDiarizerConfig | None = None
+    aligner: PocketsphinxAlignerConfig | None = None
 
     def __post_init__(self) -> None:
-        check_numbers(self)  # integers where integers belong, no inf / nan
+        validate(self)
         if not self.inputs:
             raise ValueError("give at least one --input pattern")
         if not self.output:
             raise ValueError("--output is required")
-        if self.diarizer not in DIARIZERS:
-            raise ValueError(f"--diarizer must be one of {DIARIZERS}, got {self.diarizer!r}")
-        if self.transcriber not in TRANSCRIBERS:
-            raise ValueError(f"--transcriber must be one of {TRANSCRIBERS}, got {self.transcriber!r}")
-        if self.channel_layout not in LAYOUTS:
-            raise ValueError(f"--channel-layout must be one of {LAYOUTS}, got {self.channel_layout!r}")
-        if not self.max_duration_s > 0:
-            raise ValueError(f"--max-duration-s must be positive, got {self.max_duration_s}")
-        if not self.table_shards >= 1:
-            raise ValueError(f"--table-shards must be at least 1, got {self.table_shards}")
-        if not self.video_max_side >= 40:
-            raise ValueError(f"--video-max-side must be at least 40, got {self.video_max_side}")
         if (self.diarizer == "pyannote" or self.transcriber == "whisperx") and not self.model_dir:
             raise ValueError(
                 f"--diarizer {self.diarizer} / --transcriber {self.transcriber} need --model-dir "
                 "pointing at local weights (see `microturn ingest --help`)"
             )
-        self.speaker_count  # validates the count constraints
+        # Settings for a backend the run does not build would be silently ignored.
+        if self.embedded_diarizer is not None and self.diarizer != "embedded":
+            raise ValueError(f"[embedded_diarizer] settings are for diarizer = 'embedded'; this run uses "
+                             f"diarizer = {self.diarizer!r}: remove the table or the --diarizer flag")
+        if self.aligner is not None and self.transcriber != "sidecar":
+            raise ValueError(f"[aligner] settings are for transcriber = 'sidecar'; this run uses "
+                             f"transcriber = {self.transcriber!r}: remove the table or the --transcriber flag")
+        _ = self.speaker_count  # validates the count constraints
 
     @property
     def speaker_count(self) -> SpeakerCount:

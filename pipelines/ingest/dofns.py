@@ -279,14 +279,14 @@ class DetectSpeech(_Step):
 
     stage = "vad"
 
-    def __init__(self, *, output: str):
+    def __init__(self, *, output: str, vad=None):
         super().__init__()
-        self.output = output
+        self.output, self.vad_config = output, vad
 
     def setup(self):
         from microturn.pipelines.backends.factory import make_vad
 
-        self.vad = make_vad()
+        self.vad = make_vad(self.vad_config)
 
     def process(self, rec: dict):
         started = time.perf_counter()
@@ -305,14 +305,16 @@ class Diarize(_Step):
 
     stage = "diarize"
 
-    def __init__(self, *, output: str, diarizer: str, model_dir: str | None, count: SpeakerCount):
+    def __init__(self, *, output: str, diarizer: str, model_dir: str | None, count: SpeakerCount,
+                 embedded=None):
         super().__init__()
         self.output, self.kind, self.model_dir, self.count = output, diarizer, model_dir, count
+        self.embedded = embedded  # EmbeddedDiarizerConfig or None (its defaults)
 
     def setup(self):
         from microturn.pipelines.backends.factory import make_diarizer
 
-        self.diarizer = make_diarizer(self.kind, self.model_dir)
+        self.diarizer = make_diarizer(self.kind, self.model_dir, embedded=self.embedded)
 
     def process(self, rec: dict):
         started = time.perf_counter()
@@ -361,10 +363,12 @@ class Transcribe(_Step):
 
     stage = "transcribe"
 
-    def __init__(self, *, output: str, transcriber: str, model_dir: str | None, language: str):
+    def __init__(self, *, output: str, transcriber: str, model_dir: str | None, language: str,
+                 aligner=None):
         super().__init__()
         self.output, self.kind = output, transcriber
         self.model_dir, self.language = model_dir, language
+        self.aligner = aligner  # PocketsphinxAlignerConfig or None (its defaults)
 
     def setup(self):
         from microturn.pipelines.backends import sidecar
@@ -372,7 +376,7 @@ class Transcribe(_Step):
         from microturn.pipelines.backends.factory import make_transcriber
 
         self.sidecar, self.assign_speakers = sidecar, assign_speakers
-        self.transcriber = make_transcriber(self.kind, self.model_dir, self.language)
+        self.transcriber = make_transcriber(self.kind, self.model_dir, self.language, aligner=self.aligner)
 
     def _sidecar(self, rec: dict, notes: list):
         sc = self.sidecar

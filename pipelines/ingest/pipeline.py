@@ -82,11 +82,12 @@ class Annotate(beam.PTransform):
             ("Normalise", dofns.Normalise(output=c.output, channel_layout=c.channel_layout,
                                           video_max_side=c.video_max_side,
                                           max_duration_s=c.max_duration_s)),
-            ("DetectSpeech", dofns.DetectSpeech(output=c.output)),
+            ("DetectSpeech", dofns.DetectSpeech(output=c.output, vad=c.vad)),
             ("Diarize", dofns.Diarize(output=c.output, diarizer=c.diarizer, model_dir=c.model_dir,
-                                      count=c.speaker_count)),
+                                      count=c.speaker_count, embedded=c.embedded_diarizer)),
             ("Transcribe", dofns.Transcribe(output=c.output, transcriber=c.transcriber,
-                                            model_dir=c.model_dir, language=c.language)),
+                                            model_dir=c.model_dir, language=c.language,
+                                            aligner=c.aligner)),
         ]
         rejects = []
         pcoll = records

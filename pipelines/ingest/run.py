@@ -8,7 +8,6 @@ App flags are parsed here; the other flags must be Beam's ``PipelineOptions`` (`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 
@@ -16,13 +15,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, require_file, split_args
-from microturn.pipelines.config_io import load_toml
 from microturn.pipelines.outputs import (
     NothingWritten, OutputError, OutputInUse, count_matches, finish, quiet_output_faults, stage_output)
-from microturn.pipelines.ingest.config import DIARIZERS, TRANSCRIBERS, IngestConfig
+from microturn.pipelines.ingest.config import CLI_ONLY, DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.channels import LAYOUTS
 from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
 from microturn.pipelines.ingest.summary import IngestSummary, summarise
+from microturn.schemas.config import load_toml, parse_partial
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +61,13 @@ def parse_args(argv: list[str] | None) -> tuple[IngestConfig, list[str]]:
     base: dict = {}
     if args.config:
         require_file("--config", args.config)
-        base = dataclasses.asdict(load_toml(_Partial, args.config))
-        base = {k: v for k, v in base.items() if v is not None}
+        # Keys and types checked against IngestConfig; the rules once flags are merged in.
+        base = parse_partial(IngestConfig, load_toml(args.config), where=args.config, exclude=CLI_ONLY)
     overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     cfg = IngestConfig(**{**base, **overrides, "inputs": tuple(args.inputs)})
     if cfg.license_manifest:
         require_file("--license-manifest", cfg.license_manifest)
     return cfg, beam_args
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Partial:
-    """The keys a named ingest config (TOML) may set: all but inputs and output."""
-
-    diarizer: str | None = None
-    transcriber: str | None = None
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    model_dir: str | None = None
-    license_manifest: str | None = None
-    max_duration_s: float | None = None
-    channel_layout: str | None = None
-    video_max_side: int | None = None
-    language: str | None = None
-    table_shards: int | None = None
 
 
 def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestSummary:
