@@ -53,15 +53,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from microturn.schemas.sample import CHUNK_MS, DMEL_BINS, FRAMES_PER_CHUNK, N_MELS
+from microturn.schemas.sample import CHUNK_MS, DMEL_BINS, FRAMES_PER_CHUNK, N_MELS, SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
+# torch is imported by the functions that compute (log_mel, encode, features, and quantize or
+# dequantize given a tensor), not here: the constants, the filters and the NumPy paths of
+# quantize/dequantize serve readers of samples that do not have torch.
+if TYPE_CHECKING:
+    import torch
+
 HOP = SAMPLE_RATE * CHUNK_MS // 1000 // FRAMES_PER_CHUNK  # 800 samples = 50 ms
 N_FFT = 1600  # window length = n_fft = 100 ms
 N_BINS_FFT = N_FFT // 2 + 1
@@ -127,9 +132,18 @@ def mel_filters() -> np.ndarray:
     return out
 
 
+def _is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch: if no module has imported it,
+    nothing can be one."""
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(x, torch_module.Tensor)
+
+
 @functools.cache
 def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Window, filters and boundaries as tensors on ``device`` in ``dtype`` (cached)."""
+    import torch
+
     fb_MF = _filters64_MF()
     return {
         "window_L": torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).to(device, dtype),
@@ -148,6 +162,8 @@ def _frames(n: int) -> int:
 
 def _check_wave(wave_N: Any) -> tuple[torch.Tensor, bool]:
     """The causally padded wave as a float32 tensor [HOP (T + 1)], and whether the input was NumPy."""
+    import torch
+
     if isinstance(wave_N, np.ndarray):
         if wave_N.ndim != 1:
             raise ValueError(f"wave must be 1-D mono audio, got shape {wave_N.shape}: mix or pick a channel "
@@ -175,6 +191,8 @@ def _check_wave(wave_N: Any) -> tuple[torch.Tensor, bool]:
 @contextlib.contextmanager
 def _plain_float(device: torch.device):
     """No autograd, autocast or TF32 inside: the last two would break the error bound by 1000x."""
+    import torch
+
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         if device.type != "cuda":
             yield
@@ -207,6 +225,8 @@ def _magnitude(spectrum_BF: torch.Tensor, out_BF: torch.Tensor | None = None) ->
     """|X| as sqrt(re^2 + im^2) in three in-cache passes. Measured on 384-frame blocks: 2.3x
     faster than complex abs() (which writes a complex result, then copies its real part) and 3x
     faster than hypot (whose overflow guard the input check already makes moot)."""
+    import torch
+
     parts_BF2 = torch.view_as_real(spectrum_BF)
     re_BF, im_BF = parts_BF2[..., 0], parts_BF2[..., 1]
     out_BF = torch.mul(re_BF, re_BF, out=out_BF)
@@ -217,6 +237,8 @@ def _mel_blocks(padded_P: torch.Tensor, mel_TM: torch.Tensor) -> Iterator[tuple[
     """Fill ``mel_TM`` (float32 [T, M]) with the float32 mel magnitudes of the padded wave, one
     block of frames at a time, yielding ``(first frame, the block's rows of mel_TM)`` after each
     block so that the caller can finish it while it is in cache."""
+    import torch
+
     c = _constants(padded_P.device, torch.float32)
     T = mel_TM.shape[0]
     block = _block_frames(padded_P.device, T)
@@ -239,6 +261,8 @@ def _log_(mel_TM: torch.Tensor) -> torch.Tensor:
 def _frame_norms(padded_P: torch.Tensor) -> torch.Tensor:
     """float32 [T]: Euclidean norm of each frame (unwindowed); ValueError on non-finite or absurdly
     large input."""
+    import torch
+
     hop_norm = torch.linalg.vector_norm(padded_P.view(-1, HOP), dim=1)
     # NaN or inf anywhere reaches its hop's norm. A frame norm n bounds every |X| by 40 n
     # (Cauchy-Schwarz over 1600 samples), so n <= 1e15 keeps |X|^2 far from float32 overflow.
@@ -255,6 +279,8 @@ def _frame_norms(padded_P: torch.Tensor) -> torch.Tensor:
 
 def _float64_bins(padded_P: torch.Tensor, rows_R: torch.Tensor) -> torch.Tensor:
     """uint8 [R, M] bins of frames ``rows_R`` by the recipe in float64 (blocks as in _mel_blocks)."""
+    import torch
+
     c = _constants(padded_P.device, torch.float64)
     frames_TL = padded_P.unfold(0, N_FFT, HOP)
     R = rows_R.shape[0]
@@ -276,6 +302,8 @@ def _features(wave_N: Any, *, bins: bool) -> tuple[Any, Any]:
     boundaries, so each end is one fused op (m -+ s / (1 -+ r), compared with 10^b / (1 -+ r))
     and the bin is the lower end's. Frames with a value that is not sure are redone in float64.
     """
+    import torch
+
     padded_P, was_numpy = _check_wave(wave_N)
     device = padded_P.device
     T = padded_P.shape[0] // HOP - 1
@@ -342,7 +370,9 @@ def quantize(logmel_TM: Any) -> Any:
     ``quantize(log_mel(w))`` can differ from ``encode(w)`` where the float32 log-mel sits
     within its error of a boundary (about 1 value in 5e5 of speech): :func:`encode` is exact.
     """
-    if isinstance(logmel_TM, torch.Tensor):
+    if _is_tensor(logmel_TM):
+        import torch
+
         if not logmel_TM.is_floating_point():
             raise TypeError(f"log-mel must be a floating tensor, got {logmel_TM.dtype}")
         if not bool(torch.isfinite(logmel_TM).all()):
@@ -360,7 +390,9 @@ def quantize(logmel_TM: Any) -> Any:
 
 def dequantize(bins_TM: Any) -> Any:
     """float32 bin centres of uint8 (or other integer) bins 0..15, any shape, NumPy or torch."""
-    if isinstance(bins_TM, torch.Tensor):
+    if _is_tensor(bins_TM):
+        import torch
+
         if bins_TM.is_floating_point() or bins_TM.is_complex() or bins_TM.dtype == torch.bool:
             raise TypeError(f"bins must be an integer tensor, got {bins_TM.dtype}")
         if bins_TM.numel() and (int(bins_TM.min()) < 0 or int(bins_TM.max()) >= DMEL_BINS):

@@ -40,6 +40,7 @@ import numpy as np
 
 from microturn.schemas.tables import SCHEMA_VERSION
 
+SAMPLE_RATE = 16_000  # Hz: every audio stream of the contract is 16 kHz mono
 CHUNK_MS = 200
 FRAMES_PER_CHUNK = 4  # dMel hop of 50 ms
 N_MELS = 80

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-SAMPLE_RATE = 16_000
+from microturn.schemas.sample import SAMPLE_RATE
+
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 DEGRADE = ("user", "all", "none")
 

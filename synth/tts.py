@@ -17,9 +17,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["SAMPLE_RATE", "Voice", "SpokenWord", "Speech", "TTS", "get_tts", "known_tts"]
+from microturn.schemas.sample import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
+__all__ = ["SAMPLE_RATE", "Voice", "SpokenWord", "Speech", "TTS", "get_tts", "known_tts"]
 
 # espeak's scales (speak_lib.h): base pitch 0..99 (50 normal); rate in words per minute,
 # espeakRATE_MINIMUM 80 .. espeakRATE_MAXIMUM 450 (175 normal).

@@ -11,9 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from microturn.schemas.sample import SAMPLE_RATE  # noqa: F401  (re-exported: the rate backends take)
 from microturn.schemas.turns import Turn  # noqa: F401  (re-exported: backends speak in turns)
-
-SAMPLE_RATE = 16_000
 
 
 class AudioInputError(TypeError, ValueError):

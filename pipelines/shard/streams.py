@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from microturn.schemas.sample import SAMPLE_RATE
 from microturn.schemas.turns import Turn
 
-SAMPLE_RATE = 16_000
 _PER_MS = SAMPLE_RATE // 1000
 
 
