@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from microturn.schemas.sample import SAMPLE_RATE
+from microturn.schemas.config import setting, validate
 
+SAMPLE_RATE = 16_000
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 DEGRADE = ("user", "all", "none")
 
@@ -41,23 +42,14 @@ class MixConfig:
     ``tail_ms``: silence kept after the last word.
     """
 
-    target_dbfs: float = -26.0
-    noise_snr_db: float | None = None
-    reverb_rt60_s: float | None = None
-    degrade: str = "user"
-    tail_ms: int = 300
+    target_dbfs: float = setting(-26.0, ge=-60.0, le=-3.0)
+    noise_snr_db: float | None = setting(None, ge=-10.0, le=80.0)  # dB; None: no noise
+    reverb_rt60_s: float | None = setting(None, ge=0.05, le=3.0)  # seconds; None: no reverb
+    degrade: str = setting("user", choices=DEGRADE)
+    tail_ms: int = setting(300, ge=0, le=10_000)
 
     def __post_init__(self) -> None:
-        if not -60.0 <= self.target_dbfs <= -3.0:
-            raise ValueError(f"target_dbfs must be in [-60, -3], got {self.target_dbfs}")
-        if self.noise_snr_db is not None and not -10.0 <= self.noise_snr_db <= 80.0:
-            raise ValueError(f"noise_snr_db must be in [-10, 80] dB (or unset), got {self.noise_snr_db}")
-        if self.reverb_rt60_s is not None and not 0.05 <= self.reverb_rt60_s <= 3.0:
-            raise ValueError(f"reverb_rt60_s must be in [0.05, 3.0] s (or unset), got {self.reverb_rt60_s}")
-        if self.degrade not in DEGRADE:
-            raise ValueError(f"degrade must be one of {DEGRADE}, got {self.degrade!r}")
-        if not 0 <= self.tail_ms <= 10_000:
-            raise ValueError(f"tail_ms must be in [0, 10000], got {self.tail_ms}")
+        validate(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

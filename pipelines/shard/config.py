@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from microturn.pipelines.config_io import check_numbers
 from microturn.pipelines.shard.samples import WindowSpec
 from microturn.pipelines.shard.video import VideoSpec
+from microturn.schemas.config import setting, validate
 from microturn.schemas.ids import DEFAULT_SPLITS
 
 _SPLIT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -48,6 +48,10 @@ def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+# Fields a named config may not set: the command line gives them.
+CLI_ONLY = ("output",)
+
+
 def format_splits(splits: tuple[tuple[str, float], ...]) -> str:
     return ",".join(f"{n}={r:g}" for n, r in splits)
 
@@ -71,37 +75,30 @@ class ShardConfig:
         table_shards: Parquet files per table of SHARDS.
     """
 
-    inputs: tuple[str, ...] = ()
-    output: str
-    window_chunks: int = 150
-    min_chunks: int = 10
+    inputs: tuple[str, ...] = setting((), flag="--input")
+    output: str = setting(flag="--output")
+    window_chunks: int = setting(150, ge=1, flag="--window-chunks")
+    min_chunks: int = 10  # 1..window_chunks, checked below
     splits: str = format_splits(DEFAULT_SPLITS)
-    shard_bytes: int = 512 << 20
+    # A named config may spell it "512MiB"; 64 KiB is far below one sample of 30 s (~100 KB of dMel).
+    shard_bytes: int = setting(512 << 20, ge=64 << 10, flag="--shard-bytes", parse=parse_bytes)
     video: bool = True
-    patch_budget: int = VideoSpec().patch_budget
+    patch_budget: int = VideoSpec().patch_budget  # checked by VideoSpec
     crf: int = VideoSpec().crf
-    fade_ms: int = 10
-    tolerance_ms: int = 200
-    table_shards: int = 1
+    fade_ms: int = setting(10, ge=0)
+    tolerance_ms: int = setting(200, ge=0)
+    table_shards: int = setting(1, ge=1, flag="--table-shards")
 
     def __post_init__(self) -> None:
-        check_numbers(self)  # integers where integers belong, no inf / nan
+        validate(self)
         if not self.inputs:
             raise ValueError("give at least one --input OUT (an ingest or synthesize output)")
         if not self.output:
             raise ValueError("--output is required")
-        if not self.window_chunks >= 1:
-            raise ValueError(f"--window-chunks must be at least 1, got {self.window_chunks}")
         if not 1 <= self.min_chunks <= self.window_chunks:
             raise ValueError(f"--min-chunks must be in 1..window_chunks ({self.window_chunks}), got {self.min_chunks}")
-        if not self.shard_bytes >= 64 << 10:
-            raise ValueError(f"--shard-bytes must be at least 65536, got {self.shard_bytes}")
-        if not (self.fade_ms >= 0 and self.tolerance_ms >= 0):
-            raise ValueError("fade_ms and tolerance_ms must be >= 0")
-        if not self.table_shards >= 1:
-            raise ValueError(f"--table-shards must be at least 1, got {self.table_shards}")
-        self.split_ratios  # validates
-        self.video_spec  # validates
+        _ = self.split_ratios  # validates
+        _ = self.video_spec  # validates
 
     @property
     def split_ratios(self) -> tuple[tuple[str, float], ...]:

@@ -11,7 +11,6 @@ error (:func:`microturn.pipelines.cli_args.split_args`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -20,12 +19,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import require_file, split_args
-from microturn.pipelines.config_io import load_toml
 from microturn.pipelines.outputs import (
     NothingWritten, OutputError, OutputInUse, finish, quiet_output_faults, stage_output)
-from microturn.pipelines.shard.config import ShardConfig, parse_bytes
+from microturn.pipelines.shard.config import CLI_ONLY, ShardConfig, parse_bytes
 from microturn.pipelines.shard.pipeline import Shard, has_table
 from microturn.pipelines.tables import read_table
+from microturn.schemas.config import load_toml, parse_partial
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Partial:
-    """The keys a named shard config (TOML) may set."""
-
-    inputs: tuple[str, ...] | None = None
-    window_chunks: int | None = None
-    min_chunks: int | None = None
-    splits: str | None = None
-    shard_bytes: str | int | None = None
-    video: bool | None = None
-    patch_budget: int | None = None
-    crf: int | None = None
-    fade_ms: int | None = None
-    tolerance_ms: int | None = None
-    table_shards: int | None = None
-
-
 def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
     """Split ``argv`` into the shard config and the remaining Beam pipeline flags.
 
@@ -74,14 +56,14 @@ def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
     base: dict = {}
     if args.config:
         require_file("--config", args.config)
-        base = {k: v for k, v in dataclasses.asdict(load_toml(_Partial, args.config)).items() if v is not None}
+        # Keys and types checked against ShardConfig; the rules once flags are merged in.
+        base = parse_partial(ShardConfig, load_toml(args.config), where=args.config, exclude=CLI_ONLY)
     overrides = {k: v for k, v in vars(args).items() if k not in ("config", "input") and v is not None}
     if args.input:
         overrides["inputs"] = tuple(args.input)
-    merged = {**base, **overrides}
-    if "shard_bytes" in merged:
-        merged["shard_bytes"] = parse_bytes(merged["shard_bytes"])
-    return ShardConfig(**merged), beam_args
+    if "shard_bytes" in overrides:
+        overrides["shard_bytes"] = parse_bytes(overrides["shard_bytes"])
+    return ShardConfig(**{**base, **overrides}), beam_args
 
 
 def summarize(output: str) -> dict:
