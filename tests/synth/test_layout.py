@@ -160,7 +160,8 @@ def test_layout_realises_a_fitted_model(tmp_path):
 
     from timing_corpus import make_corpus
 
-    from microturn.synth.timing import fit, ks_statistic
+    from microturn.synth.timing import ks_statistic
+    from microturn.synth.timing_fit import fit
 
     corpus = make_corpus(seed=0, conversations=250)
     with warnings.catch_warnings():

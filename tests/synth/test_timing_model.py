@@ -20,16 +20,8 @@ from timing_corpus import make_corpus
 
 from microturn.schemas.tables import SEGMENTS, WORDS
 from microturn.schemas.turns import Turn, turn_stats
-from microturn.synth.timing import (
-    DEFAULT_TIMING,
-    FAMILIES,
-    PAUSE_MIN_MS,
-    Duration,
-    TimingModel,
-    fit,
-    ks_statistic,
-    measure,
-)
+from microturn.synth.timing import DEFAULT_TIMING, FAMILIES, Duration, TimingModel, ks_statistic
+from microturn.synth.timing_fit import PAUSE_MIN_MS, fit, measure
 
 durations = st.one_of(
     st.builds(lambda m, s: Duration(family="lognormal", params=(m, s)),
