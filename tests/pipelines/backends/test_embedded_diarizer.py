@@ -181,9 +181,9 @@ def test_fast_segmentation_matches_the_model(diarizer, wave_N) -> None:
     """The shared-filterbank path gives the model's own outputs, window by window."""
     start_C = np.array([0, 148, 296, 900, 1481])  # on the 270-sample frame grid
     with torch.inference_mode():
-        fast_CFL = diarizer._segment(wave_N, start_C)
+        fast_CFL = diarizer._segmenter(wave_N, start_C)
         chunks = np.stack([wave_N[s * 270 : s * 270 + 80_000] for s in start_C])
-        ref_CFL = diarizer._segmentation(torch.from_numpy(chunks)[:, None]).numpy()
+        ref_CFL = diarizer._segmenter.model(torch.from_numpy(chunks)[:, None]).numpy()
     np.testing.assert_allclose(fast_CFL, ref_CFL, atol=2e-3)
 
 
