@@ -13,7 +13,6 @@ usage error (:func:`microturn.pipelines.cli_args.split_args`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
@@ -23,12 +22,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, refuse_folder, require_file, require_records, split_args
-from microturn.pipelines.config_io import load_toml
 from microturn.pipelines.outputs import (
     NothingWritten, OutputError, OutputInUse, count_matches, finish, quiet_output_faults, stage_output)
-from microturn.pipelines.synthesize.config import SynthesizeConfig
+from microturn.pipelines.synthesize.config import CLI_ONLY, SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
 from microturn.pipelines.tables import read_table
+from microturn.schemas.config import load_toml, parse_partial
 from microturn.synth.mix import DEGRADE
 from microturn.synth.timing import DEFAULT_TIMING, TimingModel
 from microturn.synth.timing_fit import fit
@@ -59,25 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Partial:
-    """The keys a named synthesize config (TOML) may set."""
-
-    scripts: tuple[str, ...] | None = None
-    generate: int | None = None
-    remix: str | None = None
-    seed: int | None = None
-    tts: str | None = None
-    timing: str | None = None
-    fit_from: str | None = None
-    license: str | None = None
-    target_dbfs: float | None = None
-    noise_snr_db: float | None = None
-    reverb_rt60_s: float | None = None
-    degrade: str | None = None
-    table_shards: int | None = None
-
-
 def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
     """Split ``argv`` into the synthesize config and the remaining Beam pipeline flags.
 
@@ -88,7 +68,8 @@ def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
     base: dict = {}
     if args.config:
         require_file("--config", args.config)
-        base = {k: v for k, v in dataclasses.asdict(load_toml(_Partial, args.config)).items() if v is not None}
+        # Keys and types checked against SynthesizeConfig; the rules once flags are merged in.
+        base = parse_partial(SynthesizeConfig, load_toml(args.config), where=args.config, exclude=CLI_ONLY)
     overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     if "scripts" in overrides:
         overrides["scripts"] = tuple(overrides["scripts"])
