@@ -42,12 +42,12 @@ import numpy as np
 from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance, Word
 from microturn.pipelines.backends.configs import PocketsphinxAlignerConfig
 from microturn.pipelines.backends.sidecar import SidecarTranscript, spread_words
+from microturn.schemas.numbers import number_to_words
 
 __all__ = [
     "PocketsphinxAligner",
     "PocketsphinxAlignerConfig",
     "normalise_token",
-    "number_to_words",
     "spread_words",
 ]
 
@@ -69,75 +69,6 @@ _SENSCR_SCALE = 2.0**10
 # --------------------------------------------------------------------------------------------
 # text normalisation
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_ORDINAL = {
-    "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-    "nine": "ninth", "twelve": "twelfth",
-}
-_NUMBER_RE = re.compile(r"^(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(st|nd|rd|th|s|%)?$")
-
-
-def _cardinal(n: int) -> list[str]:
-    if n < 20:
-        return [_ONES[n]]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return [_TENS[tens]] + ([_ONES[ones]] if ones else [])
-    if n < 1000:
-        hundreds, rest = divmod(n, 100)
-        return [_ONES[hundreds], "hundred"] + (_cardinal(rest) if rest else [])
-    if n < 1_000_000:
-        thousands, rest = divmod(n, 1000)
-        return _cardinal(thousands) + ["thousand"] + (_cardinal(rest) if rest else [])
-    millions, rest = divmod(n, 1_000_000)
-    return _cardinal(millions) + ["million"] + (_cardinal(rest) if rest else [])
-
-
-def number_to_words(token: str) -> list[str] | None:
-    """Spoken words for a simple number token, or None when it is not a simple number.
-
-    Handles integers below a billion (``1,200`` too), decimals (``3.5``: three point five),
-    ordinals (``21st``), plural decades (``1990s``) and percentages (``50%``). Four-digit
-    numbers from 1100 to 2099 without a comma, except 2000-2009, are read as years, which is
-    how they are usually spoken: 1999 nineteen ninety nine, 1905 nineteen oh five, 1900
-    nineteen hundred, 2012 twenty twelve.
-    """
-    m = _NUMBER_RE.match(token)
-    if m is None:
-        return None
-    digits, decimals, suffix = m.group(1).replace(",", ""), m.group(2), m.group(3)
-    n = int(digits)
-    if n >= 1_000_000_000:
-        return None
-    if 1100 <= n <= 2099 and "," not in m.group(1) and not decimals and not 2000 <= n <= 2009:
-        high, low = divmod(n, 100)
-        words = _cardinal(high) + (
-            ["hundred"] if low == 0 else (["oh"] + _cardinal(low) if low < 10 else _cardinal(low))
-        )
-    else:
-        words = _cardinal(n)
-    if decimals:
-        words += ["point"] + [_ONES[int(d)] for d in decimals]
-    if suffix in ("st", "nd", "rd", "th") and not decimals:
-        last = words[-1]
-        if last in _ORDINAL:
-            words[-1] = _ORDINAL[last]
-        elif last.endswith("y"):
-            words[-1] = last[:-1] + "ieth"
-        else:
-            words[-1] = last + "th"
-    elif suffix == "s" and not decimals:
-        last = words[-1]
-        words[-1] = last[:-1] + "ies" if last.endswith("y") else last + "s"
-    elif suffix == "%":
-        words.append("percent")
-    return words
-
-
 # Characters stripped from both ends of a token before dictionary lookup.
 _EDGE_PUNCT = "\"“”„«»‹›()[]{}<>.,;:!?¿¡…*_~=+|/\\#^`$§-–—♪"
 _SPLIT_RE = re.compile(r"[-–—/]+")
@@ -153,7 +84,8 @@ def normalise_token(token: str, lookup: Callable[[str], bool]) -> list[str] | No
     The token is lower-cased, curly apostrophes become ``'``, surrounding punctuation is
     stripped (a trailing period is kept when the dictionary knows the dotted form, as in
     ``u.s.``); then, in turn: the word itself, the word without leading/trailing apostrophes
-    (``goin'``), numbers spelled out, hyphen/slash compounds split into parts, accents folded.
+    (``goin'``), numbers spelled out (:func:`microturn.schemas.numbers.number_to_words`),
+    hyphen/slash compounds split into parts, accents folded.
     """
     text = unicodedata.normalize("NFKC", token).lower().replace("’", "'").replace("‘", "'")
     if not any(ch.isalnum() for ch in text):
