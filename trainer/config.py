@@ -12,16 +12,9 @@ GPU; the reference system of DESIGN.md is the same architecture at 276B / 12B.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 
-# Values of the fields of bool or float type are checked separately from the int ones.
-_FLOAT_FIELDS = ("capacity_factor", "eval_capacity_factor", "rope_base", "aux_loss_weight",
-                 "z_loss_weight", "text_loss_weight", "dmel_loss_weight", "flow_loss_weight",
-                 "norm_eps", "init_std")
-_BOOL_FIELDS = ("second_expert_sampling",)
-_OPTIONAL_INT_FIELDS = ("expert_ffn_dim",)
+from microturn.schemas.config import setting, validate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,58 +65,37 @@ class ModelConfig:
             projections of each block are further divided by sqrt(2 layers).
     """
 
-    dim: int = 512
-    layers: int = 8
-    heads: int = 8
-    kv_heads: int = 2
-    head_dim: int = 64
-    ffn_dim: int = 1408  # 8/3 D rounded up to a multiple of 64, the SwiGLU width of LLaMA
-    expert_ffn_dim: int | None = None
-    n_experts: int = 8
-    top_k: int = 2
-    moe_every: int = 2
-    capacity_factor: float = 1.25
-    eval_capacity_factor: float = 2.0
-    min_capacity: int = 4
+    dim: int = setting(512, ge=1)
+    layers: int = setting(8, ge=1)
+    heads: int = setting(8, ge=1)
+    kv_heads: int = setting(2, ge=1)
+    head_dim: int = setting(64, ge=1)
+    ffn_dim: int = setting(1408, ge=1)  # 8/3 D rounded up to a multiple of 64, the SwiGLU width of LLaMA
+    expert_ffn_dim: int | None = setting(None, ge=1)
+    n_experts: int = setting(8, ge=1)
+    top_k: int = setting(2, ge=1)
+    moe_every: int = setting(2, ge=0)  # and at most layers, checked below
+    capacity_factor: float = setting(1.25, gt=0.0)
+    eval_capacity_factor: float = setting(2.0, gt=0.0)
+    min_capacity: int = setting(4, ge=0)
     second_expert_sampling: bool = False
-    vocab_size: int = 512
-    max_time: int = 9000
-    chunk_stride: int = 256
-    rope_base: float = 500_000.0
-    aux_loss_weight: float = 0.01
-    z_loss_weight: float = 0.001
-    text_loss_weight: float = 1.0
-    dmel_loss_weight: float = 1.0
-    flow_loss_weight: float = 1.0
-    flow_hidden: int = 512
-    flow_depth: int = 3
-    flow_steps: int = 16
-    norm_eps: float = 1e-6
-    init_std: float = 0.02
+    vocab_size: int = setting(512, ge=1)
+    max_time: int = setting(9000, ge=1)
+    chunk_stride: int = setting(256, ge=1)
+    rope_base: float = setting(500_000.0, gt=1.0)
+    aux_loss_weight: float = setting(0.01, ge=0.0)
+    z_loss_weight: float = setting(0.001, ge=0.0)
+    text_loss_weight: float = setting(1.0, ge=0.0)
+    dmel_loss_weight: float = setting(1.0, ge=0.0)
+    flow_loss_weight: float = setting(1.0, ge=0.0)
+    flow_hidden: int = setting(512, ge=1)
+    flow_depth: int = setting(3, ge=1)
+    flow_steps: int = setting(16, ge=1)
+    norm_eps: float = setting(1e-6, gt=0.0)
+    init_std: float = setting(0.02, gt=0.0)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in _BOOL_FIELDS:
-                if not isinstance(value, bool):
-                    raise TypeError(f"ModelConfig.{f.name} must be a bool, got {value!r}")
-            elif f.name in _FLOAT_FIELDS:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(f"ModelConfig.{f.name} must be a number, got {value!r}")
-                if not math.isfinite(value):
-                    raise ValueError(f"ModelConfig.{f.name} (model.{f.name}) must be a finite number, got {value}")
-            elif value is None and f.name in _OPTIONAL_INT_FIELDS:
-                continue
-            elif isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"ModelConfig.{f.name} must be an int, got {value!r}")
-        positive = ("dim", "layers", "heads", "kv_heads", "head_dim", "ffn_dim", "n_experts",
-                    "top_k", "vocab_size", "max_time", "chunk_stride", "flow_hidden",
-                    "flow_depth", "flow_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.expert_ffn_dim is not None and self.expert_ffn_dim < 1:
-            raise ValueError(f"ModelConfig.expert_ffn_dim must be >= 1 or None, got {self.expert_ffn_dim}")
+        validate(self)
         if self.heads % self.kv_heads:
             raise ValueError(f"ModelConfig.heads ({self.heads}) must be a multiple of kv_heads "
                              f"({self.kv_heads})")
@@ -134,19 +106,8 @@ class ModelConfig:
                              f"dim / 4), got {self.dim}")
         if self.top_k > self.n_experts:
             raise ValueError(f"ModelConfig.top_k ({self.top_k}) must be <= n_experts ({self.n_experts})")
-        if not 0 <= self.moe_every <= self.layers:
+        if not self.moe_every <= self.layers:
             raise ValueError(f"ModelConfig.moe_every must be in [0, layers={self.layers}], got {self.moe_every}")
-        if self.min_capacity < 0:
-            raise ValueError(f"ModelConfig.min_capacity must be >= 0, got {self.min_capacity}")
-        for name in ("capacity_factor", "eval_capacity_factor", "norm_eps", "init_std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"ModelConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not self.rope_base > 1:
-            raise ValueError(f"ModelConfig.rope_base must be > 1, got {self.rope_base}")
-        for name in ("aux_loss_weight", "z_loss_weight", "text_loss_weight", "dmel_loss_weight",
-                     "flow_loss_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"ModelConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def expert_hidden(self) -> int:

@@ -42,6 +42,7 @@ import torch
 import webdataset as wds
 from webdataset.shardlists import expand_urls
 
+from microturn.schemas.config import setting, validate
 from microturn.schemas.sample import decode_sample
 from microturn.trainer.batch import build_sequence, collate
 from microturn.trainer.shard_reader import (ReadLimits, ShardError, iter_samples, local_path, open_shard,
@@ -153,40 +154,31 @@ class LoaderConfig:
         max_sample_bytes: largest sample (all its members); a larger one is dropped, counted.
     """
 
-    batch_size: int
-    max_len: int
+    batch_size: int = setting(ge=1)
+    max_len: int = setting(ge=1)
     pack: bool = True
     shuffle_shards: bool = True
     # 1000 raw samples of 150 chunks are ~0.2 GB (2 x 48 KB dMel + 96 KB log-mel each, plus any
     # compressed clip); the buffer holds them undecoded, since one decoded clip at 48 patches
     # per chunk is 150 x 48 x 9.6 KB = 69 MB.
-    buffer: int = 1000
+    buffer: int = setting(1000, ge=0)
     resampled: bool = False
-    seed: int = 0
-    num_workers: int = 0
-    epoch: int = 0
-    max_text_per_chunk: int = 16
+    seed: int = setting(0, ge=0)
+    num_workers: int = setting(0, ge=0)
+    epoch: int = setting(0, ge=0)
+    max_text_per_chunk: int = setting(16, ge=0)
     allow_pipe: bool = False
     # The largest member the shard stage writes is a window's H.264 clip. Its raw frames bound
     # it: 150 chunks x 2 frames x 48 patches x 1600 px x 1.5 bytes (YUV 4:2:0) = 35 MB, so 64 MiB
     # holds any clip of a default window (30 s, 48-patch budget) with room to spare, and every
     # array of the longest window the model accepts (9000 chunks: 5.8 MB of log-mel). Raise it
     # for longer windows or larger patch budgets.
-    max_member_bytes: int = 64 << 20
+    max_member_bytes: int = setting(64 << 20, ge=1)
     # One clip at the member cap plus every array of the longest window, twice over.
-    max_sample_bytes: int = 128 << 20
+    max_sample_bytes: int = setting(128 << 20, ge=1)
 
     def __post_init__(self):
-        for name in ("batch_size", "max_len", "max_member_bytes", "max_sample_bytes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("buffer", "seed", "num_workers", "epoch", "max_text_per_chunk"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.allow_pipe, bool):
-            raise ValueError(f"allow_pipe must be a bool, got {self.allow_pipe!r}")
+        validate(self)
 
 
 class _Counters:

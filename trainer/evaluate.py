@@ -18,7 +18,7 @@ import torch
 def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int | None = None,
              batch_size: int | None = None) -> dict:
     """``{"text", "dmel", "flow", "aux", "z", "batches", "text_targets", "audio_targets", "step"}``."""
-    from microturn.pipelines.config_io import from_mapping
+    from microturn.schemas.config import from_mapping
     from microturn.trainer.checkpoint import latest_tag
     from microturn.trainer.config import ModelConfig
     from microturn.trainer.data import make_loader

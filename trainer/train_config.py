@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import math
 import os
-import tomllib
 from dataclasses import dataclass
 
-# The typed, unknown-key-refusing loader the pipeline stages use (plain Python, no Beam import).
-from microturn.pipelines.config_io import from_mapping
+from microturn.schemas.config import from_mapping, load_toml, parse_override, setting, validate
 from microturn.trainer.config import ModelConfig
 
 ZERO_STAGES = (0, 1, 2)
@@ -48,45 +45,30 @@ class TrainConfig:
     """
 
     tokenizer: str = "bytes"
-    micro_batch: int = 4
-    grad_accum: int = 1
-    max_len: int = 2048
+    micro_batch: int = setting(4, ge=1)
+    grad_accum: int = setting(1, ge=1)
+    max_len: int = setting(2048, ge=1)
     pack: bool = True
-    shuffle_buffer: int = 256
-    steps: int = 1000
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
+    shuffle_buffer: int = setting(256, ge=0)
+    steps: int = setting(1000, ge=1)
+    lr: float = setting(3e-4, gt=0.0)
+    min_lr_ratio: float = setting(0.1, ge=0.0, le=1.0)
+    warmup_steps: int = setting(100, ge=0)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    grad_clip: float = 1.0
-    zero_stage: int = 1
-    ep_size: int = 1
-    precision: str = "fp32"
+    grad_clip: float = setting(1.0, ge=0.0)
+    zero_stage: int = setting(1, choices=ZERO_STAGES)
+    ep_size: int = setting(1, ge=1)
+    precision: str = setting("fp32", choices=PRECISIONS)
     seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 0
+    log_every: int = setting(10, ge=0)
+    ckpt_every: int = setting(0, ge=0)
     peak_tflops: float = 0.0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"train.{f.name} must be a finite number, got {value}")
-        for name in ("micro_batch", "grad_accum", "max_len", "steps", "ep_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "log_every", "ckpt_every", "shuffle_buffer"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.zero_stage not in ZERO_STAGES:
-            raise ValueError(f"train.zero_stage must be one of {ZERO_STAGES}, got {self.zero_stage}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1 and self.grad_clip >= 0):
-            raise ValueError("train.lr must be > 0, min_lr_ratio in [0, 1], grad_clip >= 0")
+        validate(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,34 +94,20 @@ def config_path(name: str) -> str:
     return str(path)
 
 
-def _parse_value(key: str, text: str):
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare string
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"override {key}={text}: {key} must be a finite number")
-    return value
-
-
 def load_named(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a named config and apply ``section.key=value`` overrides."""
     path = config_path(name)
-    with open(path, "rb") as f:
-        try:
-            data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    data = load_toml(path)
     unknown = sorted(set(data) - {"model", "train"})
     if unknown:
         raise ValueError(f"{path}: unknown table(s) {unknown}; a config has [model] and [train]")
     sections = {"model": dict(data.get("model", {})), "train": dict(data.get("train", {}))}
+    example = "train.lr=3e-4 or model.layers=4"
     for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, field = key.strip().partition(".")
-        if not sep or not dot or section not in sections:
-            raise ValueError(f"override {item!r} must look like train.lr=3e-4 or model.layers=4")
-        sections[section][field] = _parse_value(key.strip(), value.strip())
+        key, value = parse_override(item, example=example)
+        if len(key) != 2 or key[0] not in sections:
+            raise ValueError(f"override {item!r} must look like {example}")
+        sections[key[0]][key[1]] = value
     model = from_mapping(ModelConfig, sections["model"], where=f"{path} [model]")
     train = from_mapping(TrainConfig, sections["train"], where=f"{path} [train]")
     return RunConfig(name=os.path.basename(path)[:-5], model=model, train=train)
