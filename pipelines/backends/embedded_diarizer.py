@@ -54,15 +54,15 @@ Legend of array-name suffixes:
 
 from __future__ import annotations
 
-import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
+from .configs import EmbeddedDiarizerConfig
 from .diarize_cluster import assign_pairs, cluster_centroids, cluster_tracks, track_constraints
 from .diarize_embed import TrackEmbedder
 from .diarize_segments import Segmenter, default_segmentation_path, link_tracks, merged_regions
@@ -70,125 +70,6 @@ from .diarize_turns import global_activity, to_turns
 from .silero import torch_threads
 
 __all__ = ["EmbeddedDiarizer", "EmbeddedDiarizerConfig", "default_segmentation_path"]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EmbeddedDiarizerConfig:
-    """Settings of :class:`EmbeddedDiarizer`.
-
-    The defaults give DER 0.052 on pyannote's 30 s two-person phone call (no collar, overlap
-    scored) with the speaker count given or estimated (estimate: 2), and results on that file
-    stay within DER 0.045-0.08 over wide ranges of every setting (step 1-4 s, onset 0.4-0.6,
-    threshold 0.25-0.35, gaps and minimum durations 0-250 ms), so they are not tuned to one
-    file's noise. Speaker counts were also checked on audio built from the call: one voice's
-    turns alone (1), the call 20 times over (2), the call plus a pitch-shifted copy of one
-    or both voices (3, 4), and after AAC / MP3 / Opus coding, gain and noise (2).
-
-    Attributes:
-        step_s: hop between 5 s segmentation windows. pyannote uses 0.5 s (10 views of every
-            frame) on GPUs; here the segmentation LSTM dominates the run time (~20 ms per
-            window on one core) and its cost is proportional to 1 / step_s. With 3 s,
-            consecutive windows share 2 s (enough to chain local speakers into tracks), every
-            frame near a window edge is also seen by the neighbour's centre, and the frames
-            seen once are the middle second of a window, where the model has most context.
-            Steps from 1 to 4 s all gave DER 0.045-0.072 on the sample.
-        onset: threshold on the local sigmoid activations that marks a local speaker active
-            (counts simultaneous speakers, selects clean frames, links windows). 0.5 is the
-            natural point of a sigmoid trained with binary cross-entropy; 0.4 and 0.6 moved
-            DER on the sample by less than a point (more false alarm / more miss).
-        warm_up_s: frames this close to a window edge are not used to count speakers where a
-            neighbouring window sees them with more context; 0.5 s is pyannote's 10 % of 5 s.
-        min_active_s: a local speaker active for less than this in a window is ignored
-            (spurious blips); 0.2 s is shorter than any word.
-        link_iou: consecutive windows' local speakers are chained into one track when their
-            activity on the shared frames has at least this intersection over union. On the
-            sample the same voice seen by two windows agrees at 0.91-1.0 and different local
-            speakers at 0-0.48; 0.7 sits between.
-        link_min_s: ... and when they share at least this much speech (0.5 s: about two
-            words, so that a breath or a click cannot chain two speakers).
-        cooccur_penalty: cosine distance added between tracks that are two local speakers of
-            one window. The segmentation model separates voices within 5 s well but sometimes
-            splits one speaker in two (a pause, a change of tone), so this is a bias, not a
-            wall: 0.1 keeps such a split (distance ~0.1-0.15) below the threshold.
-        cannot_link_s: tracks that talk at the same time in a window for at least this long
-            are certainly two people (cannot-link). 0.25 s ignores the few frames where the
-            model's activations of one voice cross over at a handover.
-        min_clean_s: tracks with at least this much clean speech form the clusters; shorter
-            ones are only assigned to them. resemblyzer embeds 1.6 s partials; below ~1.5 s
-            its d-vectors of different people on the same channel look alike.
-        max_embed_s: at most this much of a track's clean speech (its middle) is embedded:
-            3.2 s is two partials. With 1.6 s (one partial, ~35 ms less per 30 s) one voice
-            was split in two in the single-speaker check; more than 3.2 s only costs time.
-        cluster_threshold: height (cosine distance + constraint penalty) at which the tree
-            is cut when the count is not given. On the sample, track embeddings of one caller
-            sit 0.10-0.16 apart and those of the two callers 0.21-0.28: resemblyzer alone
-            separates these voices only below ~0.2, which split one voice in two in the
-            single-speaker check. Speakers who talk to each other share windows, and the
-            window constraints push them apart; every count check came out right for
-            thresholds 0.25-0.35, and 0.3 is the middle. Two voices that never share a
-            window and sound alike on the channel may be merged.
-        min_cluster_s: when the count is estimated, clusters with less clean speech than
-            this join the most similar larger cluster (2 s: less than a sentence is not enough
-            evidence for one more speaker).
-        min_turn_ms: turns shorter than this are dropped (after gap filling); 100 ms is
-            shorter than a one-syllable backchannel.
-        min_gap_ms: pauses shorter than this inside one speaker's speech are filled; 100 ms
-            is below the shortest pauses annotators mark between turns.
-        vad_mask: keep diarized speech only inside the VAD ``speech`` regions (on the sample
-            it cuts false alarm at turn edges from 0.9 s to 0.5 s, DER 0.081 -> 0.068).
-        batch_size: windows per segmentation forward pass: the LSTM costs ~13 ms per window
-            at 8 windows a batch and ~17 ms at 32 (larger activations fall out of cache).
-        num_threads: torch intra-op threads during a call; the caller's setting is restored
-            afterwards (None: leave it alone). 1 by default: on the 2-core ingest machine two
-            threads cut the diarization of the 30 s call from ~0.30 s to ~0.25 s (median)
-            when the machine is idle, but about double it as soon as one other busy process
-            (another worker, ffmpeg) shares the cores, as OpenMP threads wait on each other.
-        segmentation_path: another PyanNet multi-label checkpoint (default: whisperx's).
-    """
-
-    step_s: float = 3.0
-    onset: float = 0.5
-    warm_up_s: float = 0.5
-    min_active_s: float = 0.2
-    link_iou: float = 0.7
-    link_min_s: float = 0.5
-    cooccur_penalty: float = 0.1
-    cannot_link_s: float = 0.25
-    min_clean_s: float = 1.5
-    max_embed_s: float = 3.2
-    cluster_threshold: float = 0.3
-    min_cluster_s: float = 2.0
-    min_turn_ms: int = 100
-    min_gap_ms: int = 100
-    vad_mask: bool = True
-    batch_size: int = 8
-    num_threads: int | None = 1
-    segmentation_path: str | os.PathLike[str] | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.1 <= self.step_s <= 5.0:
-            raise ValueError(f"step_s must be in [0.1, 5] seconds (windows are 5 s), got {self.step_s}")
-        for name in ("onset", "link_iou"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.warm_up_s < 2.5:
-            raise ValueError(f"warm_up_s must be in [0, 2.5) seconds, got {self.warm_up_s}")
-        if not 0.0 < self.cluster_threshold < 2.0:
-            raise ValueError(
-                f"cluster_threshold is a cosine distance in (0, 2), got {self.cluster_threshold}"
-            )
-        for name in (
-            "min_active_s", "link_min_s", "cooccur_penalty", "cannot_link_s", "min_clean_s",
-            "min_cluster_s", "min_turn_ms", "min_gap_ms",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_embed_s < 0.1:
-            raise ValueError(f"max_embed_s must be >= 0.1 seconds, got {self.max_embed_s}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 or None, got {self.num_threads}")
 
 
 class EmbeddedDiarizer:
