@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
+from microturn.schemas.config import validate
 
 # A hub id is "owner/name": exactly one slash, no path-like prefix.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -49,6 +50,7 @@ class PyannoteDiarizerConfig:
                 f"DIR/pyannote-diarization) or a hub id, got {self.pipeline!r}"
             )
         object.__setattr__(self, "pipeline", str(self.pipeline))
+        validate(self)  # types: token and cache_dir strings or None, telemetry a bool
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance, Word, validate_wave
+from microturn.schemas.config import setting, validate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,16 +65,16 @@ class WhisperxConfig:
     align_model: str | None
     language: str = "en"
     compute_type: str | None = None
-    batch_size: int = 8
+    batch_size: int = setting(8, ge=1)
     device: str = "cpu"
     nltk_data: str | None = None
-    threads: int = 0
+    threads: int = setting(0, ge=0)  # 0: automatic
     asr_options: Mapping[str, Any] | None = field(default=None)
     vad_options: Mapping[str, Any] | None = field(default=None)
     local_files_only: bool = True
     download_root: str | None = None
     fill_nearest_speaker: bool = False
-    interpolate_method: str = "nearest"
+    interpolate_method: str = setting("nearest", choices=("nearest", "linear", "ignore"))
     telemetry: bool = False
 
     def __post_init__(self) -> None:
@@ -91,6 +92,7 @@ class WhisperxConfig:
                 "WhisperxConfig.align_model must be a wav2vec2 folder (--model-dir DIR/align-<lang>) "
                 f"or None, got {self.align_model!r}"
             )
+        validate(self)
         from whisperx.utils import LANGUAGES  # a plain dict; whisperx.utils imports no torch
 
         if self.language not in LANGUAGES:
@@ -98,16 +100,8 @@ class WhisperxConfig:
                 f"language must be a Whisper language code ({', '.join(sorted(LANGUAGES))}), "
                 f"got {self.language!r}"
             )
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not isinstance(self.threads, int) or self.threads < 0:
-            raise ValueError(f"threads must be 0 (automatic) or a positive integer, got {self.threads!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        if self.interpolate_method not in ("nearest", "linear", "ignore"):
-            raise ValueError(
-                f"interpolate_method must be nearest, linear or ignore, got {self.interpolate_method!r}"
-            )
 
 
 class WhisperxTranscriber:
