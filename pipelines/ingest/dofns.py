@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 
 from microturn.pipelines import media
 from microturn.pipelines.backends.base import Region, SpeakerCount, Turn, Utterance, Word
+from microturn.pipelines.dead_letter import RejectingStep
 from microturn.pipelines.ingest import channels as chan
 from microturn.pipelines.ingest import inputs
 from microturn.schemas.turns import turn_events, turn_stats
@@ -36,25 +37,16 @@ log = logging.getLogger(__name__)
 SIDECAR_EXTS = (".srt", ".vtt", ".stm", ".json", ".rttm", ".txt", ".csv", ".md", ".uem", ".lab")
 
 
-class _Step(beam.DoFn):
-    """Shared plumbing: a stage name, reject counting, per-stage timing metrics."""
+class _Step(RejectingStep):
+    """A step of ingest: rejects as every stage's (:mod:`microturn.pipelines.dead_letter`), plus
+    per-step timing metrics."""
 
-    stage = "step"
+    namespace = "ingest"
 
     def __init__(self):
-        self.rejected = Metrics.counter("ingest", f"{self.stage}_rejected")
-        self.done = Metrics.counter("ingest", f"{self.stage}_ok")
-        self.seconds = Metrics.distribution("ingest", f"{self.stage}_ms")
-        self.audio = Metrics.counter("ingest", f"{self.stage}_audio_ms")
-
-    def _reject(self, key: str, exc, error_type: str | None = None):
-        from microturn.pipelines.outputs import raise_if_output_fault
-
-        if isinstance(exc, BaseException):  # a full or read-only output is no input's fault: the run stops
-            raise_if_output_fault(exc, getattr(self, "output", None))
-        self.rejected.inc()
-        log.warning("%s rejected %s: %s", self.stage, key, exc)
-        return beam.pvalue.TaggedOutput(REJECTS, reject(key, self.stage, exc, error_type))
+        super().__init__()
+        self.seconds = Metrics.distribution(self.namespace, f"{self.stage}_ms")
+        self.audio = Metrics.counter(self.namespace, f"{self.stage}_audio_ms")
 
     def _timed(self, started: float, audio_ms: int) -> None:
         self.done.inc()

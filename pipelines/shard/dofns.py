@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import logging
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -17,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from microturn.pipelines import media
+from microturn.pipelines.dead_letter import RejectingStep
 from microturn.pipelines.outputs import atomic_file, pending_name, publish, raise_if_output_fault
 from microturn.pipelines.shard.plan import shard_name
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, make_samples, warn_skipped
@@ -28,7 +28,6 @@ from microturn.schemas.sample import SampleError, encode_sample
 from microturn.schemas.turns import Turn
 
 NAMESPACE = "shard"
-log = logging.getLogger(__name__)
 
 
 class PickFirst(beam.DoFn):
@@ -69,23 +68,22 @@ def to_record(item: dict) -> Record:
     return Record(root=item["root"], conversation=convs[0], segments=segs, words=words, events=events)
 
 
-class MakeSamples(beam.DoFn):
+class MakeSamples(RejectingStep):
     """One conversation → its samples as tar bytes (``{"key", "split", "blob", "size", "row"}``);
     records that cannot make valid samples go to ``rejects`` with a reason."""
 
+    namespace = NAMESPACE
+    stage = "shard"
+    rejected_metric = "rejected_conversations"
+
     def __init__(self, *, window: WindowSpec, splits: tuple[tuple[str, float], ...], video: VideoSpec | None):
+        super().__init__()
         self.window, self.splits, self.video = window, splits, video
         self.conversations = Metrics.counter(NAMESPACE, "conversations")
         self.samples = Metrics.counter(NAMESPACE, "samples")
-        self.rejected = Metrics.counter(NAMESPACE, "rejected_conversations")
         self.short = Metrics.counter(NAMESPACE, "short_windows_left_out")
         self.unattributed = Metrics.counter(NAMESPACE, "unattributed_words_left_out")
         self.audio_ms = Metrics.counter(NAMESPACE, "conversation_ms")
-
-    def _reject(self, cid: str, reason: str, message: str):
-        self.rejected.inc()
-        log.warning("shard rejected %s (%s): %s", cid, reason, message)
-        return beam.pvalue.TaggedOutput(REJECTS, reject(cid, "shard", message, reason))
 
     def _video_fn(self, record: Record, stack: contextlib.ExitStack):
         conv = record.conversation
@@ -124,16 +122,16 @@ class MakeSamples(beam.DoFn):
             for i, name in enumerate(conv["audio_files"] or []):
                 path = FileSystems.join(record.root, conv["media_dir"], name)
                 if not FileSystems.exists(path):
-                    yield self._reject(cid, "missing_media", f"audio file {path} does not exist")
+                    yield self._reject(cid, f"audio file {path} does not exist", "missing_media")
                     return
                 audio[i] = media.read_flac(path)
             if not audio:
-                yield self._reject(cid, "missing_media", "the record lists no audio files")
+                yield self._reject(cid, "the record lists no audio files", "missing_media")
                 return
             try:
                 video = self._video_fn(record, stack)
             except (media.MediaError, ValueError) as exc:
-                yield self._reject(cid, "video_decode", str(exc))
+                yield self._reject(cid, str(exc), "video_decode")
                 return
             counters: dict[str, int] = {}
             made = []
@@ -143,18 +141,18 @@ class MakeSamples(beam.DoFn):
                 made.append({"key": sample.key, "split": row["split"], "blob": blob, "size": len(blob),
                              "row": {**row, "tar_bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}})
         except RecordError as exc:
-            yield self._reject(cid, exc.reason, str(exc))
+            yield self._reject(cid, str(exc), exc.reason)
             return
         except media.MediaError as exc:
             reason = "video_decode" if "video" in str(exc).lower() else "bad_media"
-            yield self._reject(cid, reason, str(exc))
+            yield self._reject(cid, str(exc), reason)
             return
         except SampleError as exc:
-            yield self._reject(cid, "invalid_sample", str(exc))
+            yield self._reject(cid, str(exc), "invalid_sample")
             return
         except Exception as exc:  # noqa: BLE001 - one bad record must never stop the others
             raise_if_output_fault(exc)  # a full disk is no record's fault: the run stops
-            yield self._reject(cid, type(exc).__name__, f"{exc}")
+            yield self._reject(cid, f"{exc}", type(exc).__name__)
             return
         warn_skipped(counters, cid)
         self.short.inc(counters.get("short_windows", 0))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import logging
 import os
 import re
 import stat
@@ -22,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from microturn.pipelines import media
-from microturn.pipelines.tables import REJECTS, reject
+from microturn.pipelines.dead_letter import RejectingStep
 from microturn.schemas import RowError, check_media_paths, conversation_id, split_of
 from microturn.schemas.dialogue import MAX_LINE_BYTES, Dialogue, ScriptError, bounded_lines, parse_dialogue
 from microturn.schemas.text import describe_char, refused_char, visible
@@ -33,26 +32,14 @@ from microturn.synth.mix import MixConfig
 from microturn.synth.timing import TimingModel
 from microturn.synth.tts import get_tts
 
-log = logging.getLogger(__name__)
 NAMESPACE = "synthesize"
 ROW_OUTPUTS = ("segments", "words", "events")
 
 
-class _Step(beam.DoFn):
-    stage = "step"
+class _Step(RejectingStep):
+    """A step of synthesize: rejects as every stage's (:mod:`microturn.pipelines.dead_letter`)."""
 
-    def __init__(self):
-        self.rejected = Metrics.counter(NAMESPACE, f"{self.stage}_rejected")
-        self.done = Metrics.counter(NAMESPACE, f"{self.stage}_ok")
-
-    def _reject(self, key: str, exc, error_type: str | None = None):
-        from microturn.pipelines.outputs import raise_if_output_fault
-
-        if isinstance(exc, BaseException):  # a full or read-only output is no input's fault: the run stops
-            raise_if_output_fault(exc, getattr(self, "output", None))
-        self.rejected.inc()
-        log.warning("%s rejected %s: %s", self.stage, key, exc)
-        return beam.pvalue.TaggedOutput(REJECTS, reject(key, self.stage, exc, error_type))
+    namespace = NAMESPACE
 
 
 def label(path: str) -> str:
