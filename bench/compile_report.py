@@ -7,11 +7,9 @@ which the interpreter cannot, and read what ``ptxas`` allotted: registers per th
 local memory (``cuobjdump``, also bundled, reads them from the cubin), plus the dynamic shared
 memory the launch requests (software-pipelined loads show up there).
 
-Shape legend:
-- T: tokens in the batch
-- K: experts chosen per token (top-k)
-- D: model dimension
-- F: hidden dimension of one expert
+A development tool, not part of the runtime package: ``bench/moe_kernel.py`` prints its report and
+tests/kernels/test_compile_report.py checks the kernels against it. Letters follow
+:mod:`microturn.schemas.legend`: J experts chosen per token, D model width, I expert hidden width.
 """
 
 from __future__ import annotations
@@ -53,26 +51,27 @@ def _specs(dtype: str, model_dim: int, hidden: int, top_k: int, ids_dtype: str) 
     w = _TRITON_DTYPES[dtype]
     gemv_options = {}  # Triton's defaults: 4 warps, 3 stages
     grouped_options = _GROUPED.launch_options(getattr(torch, dtype))
-    shape = {"D": model_dim, "F": hidden}
+    shape = {"D": model_dim, "HIDDEN": hidden}
     precision = "ieee" if dtype == "float32" else "tf32"
     return [
         (_GEMV._gate_up_kernel,
          {"x_ptr": f"*{w}", "ids_ptr": f"*{ids_dtype}", "w_gate_ptr": f"*{w}", "w_up_ptr": f"*{w}", "h_ptr": "*fp32"},
-         {**shape, "K": top_k, "BLOCK_F": _GEMV._GATE_UP_BLOCK_F, "BLOCK_D": _GEMV._GATE_UP_BLOCK_D}, gemv_options),
+         {**shape, "J": top_k, "BLOCK_I": _GEMV._GATE_UP_BLOCK_I, "BLOCK_D": _GEMV._GATE_UP_BLOCK_D}, gemv_options),
         (_GEMV._down_kernel,
-         {"h_ptr": "*fp32", "ids_ptr": f"*{ids_dtype}", "weights_ptr": f"*{w}", "w_down_ptr": f"*{w}", "y_ptr": f"*{w}"},
-         {**shape, "K": top_k, "BLOCK_D": _GEMV._DOWN_BLOCK_D, "BLOCK_F": _GEMV._DOWN_BLOCK_F}, gemv_options),
+         {"h_ptr": "*fp32", "ids_ptr": f"*{ids_dtype}", "weights_ptr": f"*{w}", "w_down_ptr": f"*{w}",
+          "y_ptr": f"*{w}"},
+         {**shape, "J": top_k, "BLOCK_D": _GEMV._DOWN_BLOCK_D, "BLOCK_I": _GEMV._DOWN_BLOCK_I}, gemv_options),
         # The grouped wrapper sorts the ids: pairs are int64 indices, offsets int64 bounds.
         (_GROUPED._grouped_gate_up_kernel,
          {"x_ptr": f"*{w}", "pairs_ptr": "*i64", "offsets_ptr": "*i64", "w_gate_ptr": f"*{w}", "w_up_ptr": f"*{w}",
           "h_ptr": "*fp32"},
-         {**shape, "K": top_k, "BLOCK_T": _GROUPED._BLOCK_T, "BLOCK_F": _GROUPED._GATE_UP_BLOCK_F,
+         {**shape, "J": top_k, "BLOCK_R": _GROUPED._BLOCK_R, "BLOCK_I": _GROUPED._GATE_UP_BLOCK_I,
           "BLOCK_D": _GROUPED._GATE_UP_BLOCK_D, "DOT_PRECISION": precision}, grouped_options),
         (_GROUPED._grouped_down_kernel,
          {"h_ptr": "*fp32", "pairs_ptr": "*i64", "offsets_ptr": "*i64", "weights_ptr": f"*{w}",
           "w_down_ptr": f"*{w}", "out_ptr": "*fp32"},
-         {**shape, "BLOCK_T": _GROUPED._BLOCK_T, "BLOCK_D": _GROUPED._DOWN_BLOCK_D,
-          "BLOCK_F": _GROUPED._DOWN_BLOCK_F, "DOT_PRECISION": precision}, grouped_options),
+         {**shape, "BLOCK_R": _GROUPED._BLOCK_R, "BLOCK_D": _GROUPED._DOWN_BLOCK_D,
+          "BLOCK_I": _GROUPED._DOWN_BLOCK_I, "DOT_PRECISION": precision}, grouped_options),
     ]
 
 
@@ -124,3 +123,20 @@ def compile_moe_kernels(
         compiled = triton.compile(source, target=target, options=options)
         report.append(_resources(fn.__name__, compiled.asm["cubin"], compiled.metadata.shared))
     return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python bench/compile_report.py CASES_JSON``: print, as one JSON line, the report of every
+    case (a list of ``compile_moe_kernels`` keyword dicts). Run it without TRITON_INTERPRET."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python bench/compile_report.py '[{\"capability\": 90, ...}, ...]'")
+    cases = json.loads(args[0])
+    print(json.dumps([[dataclasses.asdict(k) for k in compile_moe_kernels(**case)] for case in cases]))
+
+
+if __name__ == "__main__":
+    main()

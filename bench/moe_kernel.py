@@ -12,7 +12,8 @@ overtakes gather-GEMV (the rule ``moe_decode`` applies to its own measurement on
 Goals: >= 50% of copy bandwidth at T=1 on the OLMoE-like shape; >= 2x the naive loop for T <= 8.
 
 On any machine it first compiles the four kernels for sm_90 in bf16 with Triton's bundled ptxas
-and prints their registers, spills and shared memory. Without a GPU it then checks the kernels under the Triton interpreter (fp32, small shape) against the
+and prints their registers, spills and shared memory. Without a GPU it then checks the kernels under
+the Triton interpreter (fp32, small shape; ``--interpreter-check`` in a child process) against the
 reference, times the two PyTorch baselines on CPU as ratios, and says that the GPU figures are
 missing.
 """
@@ -44,22 +45,22 @@ def make_inputs(T: int, E: int, K: int, D: int, F: int, *, device: str, dtype: t
     return x, ids, w, wg, wu, wd
 
 
-def grouped_torch(x_TD, ids_TK, w_TK, wg_EFD, wu_EFD, wd_EDF):
+def grouped_torch(x_UD, ids_UJ, w_UJ, wg_EID, wu_EID, wd_EDI):
     """Grouped PyTorch baseline: routes sorted by expert, one GEMM chain per used expert."""
-    T, K = ids_TK.shape
-    flat = ids_TK.reshape(-1)
+    T, K = ids_UJ.shape
+    flat = ids_UJ.reshape(-1)
     order = torch.argsort(flat, stable=True)
     tok = order // K
-    y = torch.zeros(T, x_TD.shape[1], dtype=torch.float32, device=x_TD.device)
+    y = torch.zeros(T, x_UD.shape[1], dtype=torch.float32, device=x_UD.device)
     experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
     start = 0
-    for e, n in zip(experts.tolist(), counts.tolist()):
+    for e, n in zip(experts.tolist(), counts.tolist(), strict=True):
         rows = order[start:start + n]
-        xs = x_TD[tok[start:start + n]].float()
-        h = torch.nn.functional.silu(xs @ wg_EFD[e].float().T) * (xs @ wu_EFD[e].float().T)
-        y.index_add_(0, tok[start:start + n], (h @ wd_EDF[e].float().T) * w_TK.reshape(-1)[rows, None].float())
+        xs = x_UD[tok[start:start + n]].float()
+        h = torch.nn.functional.silu(xs @ wg_EID[e].float().T) * (xs @ wu_EID[e].float().T)
+        y.index_add_(0, tok[start:start + n], (h @ wd_EDI[e].float().T) * w_UJ.reshape(-1)[rows, None].float())
         start += n
-    return y.to(x_TD.dtype)
+    return y.to(x_UD.dtype)
 
 
 def compile_section() -> None:
@@ -67,7 +68,7 @@ def compile_section() -> None:
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("sm_90 compile report skipped: TRITON_INTERPRET=1 is set")
         return
-    from microturn.kernels.compile_report import compile_moe_kernels
+    from compile_report import compile_moe_kernels  # bench/compile_report.py, beside this script
 
     print("sm_90 compile (bf16, Triton's ptxas; registers per thread, spill bytes, shared bytes):")
     for name, s in SHAPES.items():
@@ -83,13 +84,8 @@ def cpu_report(repeats: int) -> None:
 
     print("no GPU: GPU figures (us per call, GB/s, share of copy bandwidth, T*) are missing; run this on a GPU")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    check = ("import torch, sys; sys.path.insert(0, %r); from moe_kernel import make_inputs;"
-             "from microturn.kernels import moe_gemv, moe_grouped, moe_reference;"
-             "a = make_inputs(7, 4, 2, 37, 53, device='cpu', dtype=torch.float32);"
-             "r = moe_reference(*a);"
-             "print(max(float((f(*a) - r).norm() / r.norm()) for f in (moe_gemv, moe_grouped)))"
-             % os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--interpreter-check"], env=env,
+                         capture_output=True, text=True, check=True)
     print(f"interpreter check (fp32, T=7, E=4, k=2, D=37, F=53): max relative error {float(out.stdout):.1e} "
           "(gemv and grouped against the reference)")
     print("\nCPU baselines (fp32), median of", repeats, "calls, as ratios (naive loop / grouped PyTorch):")
@@ -155,10 +151,24 @@ def gpu_report(repeats: int) -> None:
               f"{TS[-1]}: gemv never slower on this grid)")
 
 
+def interpreter_check() -> None:
+    """Print the largest relative error of both kernels against the reference on one small fp32
+    case; run with TRITON_INTERPRET=1 (``cpu_report`` starts it so)."""
+    from microturn.kernels import moe_gemv, moe_grouped, moe_reference
+
+    args = make_inputs(7, 4, 2, 37, 53, device="cpu", dtype=torch.float32)
+    ref = moe_reference(*args)
+    print(max(float((kernel(*args) - ref).norm() / ref.norm()) for kernel in (moe_gemv, moe_grouped)))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--interpreter-check", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.interpreter_check:
+        interpreter_check()
+        return 0
     compile_section()
     if torch.cuda.is_available():
         gpu_report(args.repeats)

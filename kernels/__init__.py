@@ -2,11 +2,14 @@
 
 - ``moe_gemv``: gather-GEMV routed SwiGLU MoE for small batches (decode), batch invariant.
 - ``moe_grouped``: expert-grouped routed SwiGLU MoE for larger batches, deterministic.
-- ``moe_decode``: picks ``moe_gemv`` for T up to a threshold measured on the device (CUDA) or
+- ``moe_decode``: picks ``moe_gemv`` for U (tokens) up to a threshold measured on the device (CUDA) or
   ``DEFAULT_THRESHOLD`` (elsewhere), else ``moe_grouped``.
 - ``measure_threshold``: times both kernels on a layer's weights and returns that crossover.
 - ``moe_reference``: the plain PyTorch ground truth with the same signature.
 - ``check_moe_inputs``: the input contract both enforce.
+
+Shape suffixes follow :mod:`microturn.schemas.legend`. ``bench/compile_report.py`` (a development
+tool, outside this package) compiles the kernels for NVIDIA targets and reads ptxas' resources.
 """
 
 from microturn.kernels.dispatch import DEFAULT_THRESHOLD, moe_decode

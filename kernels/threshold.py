@@ -1,22 +1,19 @@
 """Measure on the device the largest batch for which gather-GEMV beats the expert-grouped kernel.
 
 Where the two kernels cross depends on the device (memory bandwidth against launch and sort
-overhead), on the layer's E, K, D, F and on the dtype, so no constant fits every case.
-``moe_decode`` therefore measures it once per (device, E, K, D, F, dtype) on its first CUDA call,
+overhead), on the layer's E, J, D, I and on the dtype, so no constant fits every case.
+``moe_decode`` therefore measures it once per (device, E, J, D, I, dtype) on its first CUDA call,
 the way Triton's autotuner benchmarks its configs on first use, and keeps the result for the
 process. ``measure_threshold`` is public so that a server can measure at start-up (before it
 captures CUDA graphs, which forbid the synchronisations timing needs) and pass ``threshold=``.
 
-Shape legend:
-- T: tokens in the batch
-- K: experts chosen per token (top-k)
-- E: experts in the layer
-- D: model dimension
-- F: hidden dimension of one expert
+Shape suffixes follow :mod:`microturn.schemas.legend`: U tokens, J experts chosen per token,
+E experts, D model width, I expert hidden width.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -42,21 +39,21 @@ _MEASURED: dict[tuple, int] = {}
 def crossover(grid: Sequence[int], gemv_s: Sequence[float], grouped_s: Sequence[float]) -> int:
     """The threshold for ``moe_decode`` from times measured at the batch sizes ``grid``.
 
-    It is the last T of ``grid`` before the first one where the grouped kernel is faster (0 when
-    it is already faster at the first T; the last T of ``grid`` when it never is). Stopping at
+    It is the last U of ``grid`` before the first one where the grouped kernel is faster (0 when
+    it is already faster at the first U; the last U of ``grid`` when it never is). Stopping at
     the first crossing, instead of looking for a later one, keeps a noisy late measurement from
     sending mid-sized batches to the slower kernel.
     """
     if not (len(grid) == len(gemv_s) == len(grouped_s)) or not grid:
         raise ValueError(f"grid and both time lists need the same non-zero length, got "
                          f"{len(grid)}, {len(gemv_s)}, {len(grouped_s)}")
-    if any(b <= a for a, b in zip(grid, grid[1:])) or grid[0] < 1:
+    if any(b <= a for a, b in zip(grid, grid[1:], strict=False)) or grid[0] < 1:
         raise ValueError(f"grid must be increasing batch sizes >= 1, got {list(grid)}")
     previous = 0
-    for T, t_gemv, t_grouped in zip(grid, gemv_s, grouped_s):
+    for U, t_gemv, t_grouped in zip(grid, gemv_s, grouped_s, strict=True):
         if t_grouped < t_gemv:
             return previous
-        previous = T
+        previous = U
     return previous
 
 
@@ -93,62 +90,62 @@ def _timer(device: torch.device, repeats: int) -> Callable[[Callable[[], object]
 
 
 def measure_threshold(
-    w_gate_EFD: torch.Tensor,
-    w_up_EFD: torch.Tensor,
-    w_down_EDF: torch.Tensor,
+    w_gate_EID: torch.Tensor,
+    w_up_EID: torch.Tensor,
+    w_down_EDI: torch.Tensor,
     top_k: int,
     *,
     grid: Sequence[int] = GRID,
     repeats: int = 10,
     seed: int = 0,
 ) -> int:
-    """Time ``moe_gemv`` and ``moe_grouped`` on these expert weights for every T in ``grid``.
+    """Time ``moe_gemv`` and ``moe_grouped`` on these expert weights for every U in ``grid``.
 
     Tokens are random and routed to ``top_k`` distinct uniformly drawn experts each (a balanced
     router). Returns :func:`crossover` of the medians. Raises ``ValueError`` for a ``top_k``
     outside 1..E or a bad ``grid``, and whatever ``check_moe_inputs`` raises for bad weights.
     """
-    E, F, D = w_gate_EFD.shape
+    E, _, D = w_gate_EID.shape
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
         raise ValueError(f"top_k must be an int in 1..{E} (the layer's experts), got {top_k!r}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    device, dtype = w_gate_EFD.device, w_gate_EFD.dtype
+    device, dtype = w_gate_EID.device, w_gate_EID.dtype
     g = torch.Generator(device="cpu").manual_seed(seed)
     timer = _timer(device, repeats)
     gemv_s, grouped_s = [], []
-    for T in grid:
-        x_TD = torch.randn(T, D, generator=g).to(device, dtype)
-        ids_TK = torch.stack([torch.randperm(E, generator=g)[:top_k] for _ in range(T)]).to(device)
-        w_TK = torch.rand(T, top_k, generator=g).softmax(-1).to(device, dtype)
-        args = (x_TD, ids_TK, w_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
-        gemv_s.append(timer(lambda: moe_gemv(*args)))
-        grouped_s.append(timer(lambda: moe_grouped(*args)))
+    for U in grid:
+        x_UD = torch.randn(U, D, generator=g).to(device, dtype)
+        ids_UJ = torch.stack([torch.randperm(E, generator=g)[:top_k] for _ in range(U)]).to(device)
+        w_UJ = torch.rand(U, top_k, generator=g).softmax(-1).to(device, dtype)
+        args = (x_UD, ids_UJ, w_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+        gemv_s.append(timer(functools.partial(moe_gemv, *args)))
+        grouped_s.append(timer(functools.partial(moe_grouped, *args)))
     return crossover(list(grid), gemv_s, grouped_s)
 
 
 def measured_threshold(
-    x_TD: torch.Tensor,
-    topk_ids_TK: torch.Tensor,
-    topk_weights_TK: torch.Tensor,
-    w_gate_EFD: torch.Tensor,
-    w_up_EFD: torch.Tensor,
-    w_down_EDF: torch.Tensor,
+    x_UD: torch.Tensor,
+    topk_ids_UJ: torch.Tensor,
+    topk_weights_UJ: torch.Tensor,
+    w_gate_EID: torch.Tensor,
+    w_up_EID: torch.Tensor,
+    w_down_EDI: torch.Tensor,
 ) -> int:
     """``measure_threshold`` for the device, shape and dtype of this MoE call, measured once per
     process. The call's inputs are validated before a measurement only: the kernel that then
     runs validates them on every call, and the id check costs a device-to-host copy."""
     key = None
-    if isinstance(w_gate_EFD, torch.Tensor) and w_gate_EFD.dim() == 3 and isinstance(topk_ids_TK, torch.Tensor) \
-            and topk_ids_TK.dim() == 2:
-        device = w_gate_EFD.device
+    if isinstance(w_gate_EID, torch.Tensor) and w_gate_EID.dim() == 3 and isinstance(topk_ids_UJ, torch.Tensor) \
+            and topk_ids_UJ.dim() == 2:
+        device = w_gate_EID.device
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        E, F, D = w_gate_EFD.shape
-        key = (name, str(device), E, F, D, topk_ids_TK.shape[1], w_gate_EFD.dtype)
+        E, hidden, D = w_gate_EID.shape
+        key = (name, str(device), E, hidden, D, topk_ids_UJ.shape[1], w_gate_EID.dtype)
     if key not in _MEASURED:
-        check_moe_inputs(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)
+        check_moe_inputs(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
         assert key is not None
-        _MEASURED[key] = measure_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, topk_ids_TK.shape[1])
+        _MEASURED[key] = measure_threshold(w_gate_EID, w_up_EID, w_down_EDI, topk_ids_UJ.shape[1])
     return _MEASURED[key]
 
 

@@ -2,34 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 
 NUM_EXPERTS = 4
 
 
-def make_case(num_tokens: int, model_dim: int, hidden: int, top_k: int, seed: int, ids_TK=None):
-    """``(x_TD, topk_ids_TK, topk_weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF)`` with distinct
-    random experts per token and weights summing to 1; ``ids_TK`` (numpy) overrides the routing."""
+def make_case(num_tokens: int, model_dim: int, hidden: int, top_k: int, seed: int, ids_UJ=None):
+    """``(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)`` with distinct
+    random experts per token and weights summing to 1; ``ids_UJ`` (numpy) overrides the routing."""
     rng = np.random.default_rng(seed)
-    x_TD = rng.standard_normal((num_tokens, model_dim))
-    w_gate_EFD = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
-    w_up_EFD = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
-    w_down_EDF = rng.standard_normal((NUM_EXPERTS, model_dim, hidden)) / np.sqrt(hidden)
-    if ids_TK is None:
-        ids_TK = np.argsort(rng.random((num_tokens, NUM_EXPERTS)), axis=1)[:, :top_k]
-    weights_TK = rng.random((num_tokens, ids_TK.shape[1])) + 0.1
-    weights_TK /= weights_TK.sum(axis=1, keepdims=True)
+    x_UD = rng.standard_normal((num_tokens, model_dim))
+    w_gate_EID = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
+    w_up_EID = rng.standard_normal((NUM_EXPERTS, hidden, model_dim)) / np.sqrt(model_dim)
+    w_down_EDI = rng.standard_normal((NUM_EXPERTS, model_dim, hidden)) / np.sqrt(hidden)
+    if ids_UJ is None:
+        ids_UJ = np.argsort(rng.random((num_tokens, NUM_EXPERTS)), axis=1)[:, :top_k]
+    weights_UJ = rng.random((num_tokens, ids_UJ.shape[1])) + 0.1
+    weights_UJ /= weights_UJ.sum(axis=1, keepdims=True)
 
     def f32(a):
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
-    return (f32(x_TD), torch.from_numpy(np.ascontiguousarray(ids_TK, dtype=np.int64)), f32(weights_TK),
-            f32(w_gate_EFD), f32(w_up_EFD), f32(w_down_EDF))
+    return (f32(x_UD), torch.from_numpy(np.ascontiguousarray(ids_UJ, dtype=np.int64)), f32(weights_UJ),
+            f32(w_gate_EID), f32(w_up_EID), f32(w_down_EDI))
 
 
-def rel_error(y_TD: torch.Tensor, ref_TD: torch.Tensor) -> float:
-    return float((y_TD - ref_TD).norm() / ref_TD.norm())
+def rel_error(y_UD: torch.Tensor, ref_UD: torch.Tensor) -> float:
+    return float((y_UD - ref_UD).norm() / ref_UD.norm())
 
 
 def replace(case, index, value):
@@ -40,23 +45,43 @@ def replace(case, index, value):
 def bad_inputs():
     """(label, args, expected exception) for invalid calls; each fails before any kernel runs."""
     case = make_case(3, 37, 53, 2, seed=6)
-    x_TD, ids_TK, weights_TK, w_gate_EFD, w_up_EFD, w_down_EDF = case
+    x_UD, ids_UJ, weights_UJ, w_gate_EID, w_up_EID, w_down_EDI = case
     return [
-        ("x not 2-D", replace(case, 0, x_TD[0]), ValueError),
-        ("x wrong D", replace(case, 0, x_TD[:, :36]), ValueError),
-        ("w_up shape", replace(case, 4, w_up_EFD[:, :50]), ValueError),
-        ("w_down shape", replace(case, 5, w_down_EDF.transpose(1, 2).contiguous()), ValueError),
-        ("w_gate not 3-D", replace(case, 3, w_gate_EFD[0]), ValueError),
-        ("id too large", replace(case, 1, torch.full_like(ids_TK, NUM_EXPERTS)), ValueError),
-        ("id negative", replace(case, 1, torch.full_like(ids_TK, -1)), ValueError),
-        ("ids wrong T", replace(case, 1, ids_TK[:2]), ValueError),
-        ("weights vs ids", replace(case, 2, weights_TK[:, :1]), ValueError),
-        ("zero top-k", replace(replace(case, 1, ids_TK[:, :0]), 2, weights_TK[:, :0]), ValueError),
-        ("non-contiguous w_gate", replace(case, 3, w_gate_EFD.transpose(1, 2).contiguous().transpose(1, 2)), ValueError),
-        ("non-contiguous w_down", replace(case, 5, w_down_EDF.transpose(1, 2).contiguous().mT), ValueError),
+        ("x not 2-D", replace(case, 0, x_UD[0]), ValueError),
+        ("x wrong D", replace(case, 0, x_UD[:, :36]), ValueError),
+        ("w_up shape", replace(case, 4, w_up_EID[:, :50]), ValueError),
+        ("w_down shape", replace(case, 5, w_down_EDI.transpose(1, 2).contiguous()), ValueError),
+        ("w_gate not 3-D", replace(case, 3, w_gate_EID[0]), ValueError),
+        ("id too large", replace(case, 1, torch.full_like(ids_UJ, NUM_EXPERTS)), ValueError),
+        ("id negative", replace(case, 1, torch.full_like(ids_UJ, -1)), ValueError),
+        ("ids wrong U", replace(case, 1, ids_UJ[:2]), ValueError),
+        ("weights vs ids", replace(case, 2, weights_UJ[:, :1]), ValueError),
+        ("zero top-k", replace(replace(case, 1, ids_UJ[:, :0]), 2, weights_UJ[:, :0]), ValueError),
+        ("non-contiguous w_gate", replace(case, 3, w_gate_EID.transpose(1, 2).contiguous().transpose(1, 2)),
+         ValueError),
+        ("non-contiguous w_down", replace(case, 5, w_down_EDI.transpose(1, 2).contiguous().mT), ValueError),
         ("float64", tuple(t.double() if t.is_floating_point() else t for t in case), TypeError),
-        ("weights dtype", replace(case, 5, w_down_EDF.half()), TypeError),
-        ("float ids", replace(case, 1, ids_TK.float()), TypeError),
-        ("integer routing weights", replace(case, 2, ids_TK.clone()), TypeError),
-        ("not a tensor", replace(case, 0, x_TD.numpy()), TypeError),
+        ("weights dtype", replace(case, 5, w_down_EDI.half()), TypeError),
+        ("float ids", replace(case, 1, ids_UJ.float()), TypeError),
+        ("integer routing weights", replace(case, 2, ids_UJ.clone()), TypeError),
+        ("not a tensor", replace(case, 0, x_UD.numpy()), TypeError),
     ]
+
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def compiled_env() -> dict[str, str]:
+    """This process's environment without TRITON_INTERPRET, for a subprocess that compiles the
+    kernels (tests/conftest.py turns the interpreter on for the test process itself)."""
+    return {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+
+
+def compile_report_module():
+    """``bench/compile_report.py`` (a development tool outside the package), imported by path."""
+    spec = importlib.util.spec_from_file_location("compile_report", BENCH / "compile_report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

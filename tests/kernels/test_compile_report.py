@@ -3,17 +3,16 @@ constants, and ptxas gives them no spills.
 
 The interpreter runs a kernel as Python and so never meets what only the compiler checks (loop
 lowering, tensor-core dots on bf16/fp16, register allocation); this compiles for sm_90 (H100,
-H200) and sm_80 (A100) through Triton's bundled ptxas in a subprocess without TRITON_INTERPRET.
+H200) and sm_80 (A100) through Triton's bundled ptxas, running ``bench/compile_report.py`` in a
+subprocess without TRITON_INTERPRET.
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-
-from microturn.kernels.compile_report import compile_moe_kernels
+from moe_cases import BENCH, compile_report_module, compiled_env
 
 KERNELS = ["_gate_up_kernel", "_down_kernel", "_grouped_gate_up_kernel", "_grouped_down_kernel"]
 
@@ -28,18 +27,11 @@ CASES = [
 # its grouped gate/up kernel spills (416 bytes measured at D = 37), which costs speed only.
 MAY_SPILL = {3: {"_grouped_gate_up_kernel"}}
 
-SCRIPT = """
-import dataclasses, json, sys
-from microturn.kernels.compile_report import compile_moe_kernels
-print(json.dumps([[dataclasses.asdict(k) for k in compile_moe_kernels(**case)] for case in json.loads(sys.argv[1])]))
-"""
-
 
 @pytest.fixture(scope="module")
 def reports():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(BENCH / "compile_report.py"), json.dumps(CASES)], env=compiled_env(),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -60,4 +52,4 @@ def test_kernels_compile_without_spills(reports, index):
 @pytest.mark.parametrize("kwargs, match", [(dict(dtype="float64"), "dtype"), (dict(ids_dtype="i16"), "ids_dtype")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        compile_moe_kernels(**kwargs)
+        compile_report_module().compile_moe_kernels(**kwargs)

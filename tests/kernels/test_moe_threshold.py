@@ -1,22 +1,17 @@
 """The dispatcher's measured threshold: the crossover rule, a real measurement under the Triton
 interpreter, and the once-per-process cache.
 
-Shape legend: T tokens, K top-k, E experts, D model dim, F expert hidden dim.
+Shape suffixes follow microturn.schemas.legend: U tokens, J top-k, E experts, D model width,
+I expert hidden width. tests/conftest.py turns the Triton interpreter on before any import.
 """
 
-import os
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from moe_cases import bad_inputs, make_case
 
-# Must precede the first import of triton: @triton.jit picks the interpreter at decoration time.
-os.environ["TRITON_INTERPRET"] = "1"
-
-import pytest  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from moe_cases import bad_inputs, make_case  # noqa: E402
-
-from microturn.kernels import DEFAULT_THRESHOLD, crossover, dispatch, measure_threshold, moe_decode, moe_gemv  # noqa: E402
-from microturn.kernels import threshold as threshold_mod  # noqa: E402
+from microturn.kernels import DEFAULT_THRESHOLD, crossover, dispatch, measure_threshold, moe_decode, moe_gemv
+from microturn.kernels import threshold as threshold_mod
 
 GRID = (1, 2, 4, 8, 16, 32, 64)
 
@@ -37,12 +32,12 @@ def test_crossover(gemv_s, grouped_s, expected):
 
 @given(st.lists(st.tuples(st.floats(1e-6, 1.0), st.floats(1e-6, 1.0)), min_size=len(GRID), max_size=len(GRID)))
 def test_crossover_invariants(times):
-    gemv_s, grouped_s = zip(*times)
-    T = crossover(GRID, gemv_s, grouped_s)
-    assert T == 0 or T in GRID
-    upto = GRID.index(T) + 1 if T else 0
-    # gemv is no slower at every T up to the threshold, and slower at the next grid point.
-    assert all(g <= h for g, h in zip(gemv_s[:upto], grouped_s[:upto]))
+    gemv_s, grouped_s = zip(*times, strict=True)
+    U = crossover(GRID, gemv_s, grouped_s)
+    assert U == 0 or U in GRID
+    upto = GRID.index(U) + 1 if U else 0
+    # gemv is no slower at every U up to the threshold, and slower at the next grid point.
+    assert all(g <= h for g, h in zip(gemv_s[:upto], grouped_s[:upto], strict=True))
     if upto < len(GRID):
         assert grouped_s[upto] < gemv_s[upto]
 
@@ -58,23 +53,23 @@ def test_crossover_rejects_bad_grid(grid, gemv_s, grouped_s):
 
 
 def test_measure_threshold_times_both_kernels_under_the_interpreter():
-    *_, w_gate_EFD, w_up_EFD, w_down_EDF = make_case(1, 37, 53, 2, seed=3)
-    found = measure_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, 2, grid=(1, 2, 3), repeats=1)
+    *_, w_gate_EID, w_up_EID, w_down_EDI = make_case(1, 37, 53, 2, seed=3)
+    found = measure_threshold(w_gate_EID, w_up_EID, w_down_EDI, 2, grid=(1, 2, 3), repeats=1)
     assert found in (0, 1, 2, 3)
 
 
 @pytest.mark.parametrize("top_k", [0, 5, 1.5, True])
 def test_measure_threshold_rejects_bad_top_k(top_k):
-    *_, w_gate_EFD, w_up_EFD, w_down_EDF = make_case(1, 37, 53, 2, seed=3)
+    *_, w_gate_EID, w_up_EID, w_down_EDI = make_case(1, 37, 53, 2, seed=3)
     with pytest.raises(ValueError, match="top_k"):
-        measure_threshold(w_gate_EFD, w_up_EFD, w_down_EDF, top_k, grid=(1,), repeats=1)
+        measure_threshold(w_gate_EID, w_up_EID, w_down_EDI, top_k, grid=(1,), repeats=1)
 
 
 def test_measured_threshold_is_measured_once_per_shape(monkeypatch):
     calls = []
 
-    def fake_measure(w_gate_EFD, w_up_EFD, w_down_EDF, top_k):
-        calls.append((tuple(w_gate_EFD.shape), top_k))
+    def fake_measure(w_gate_EID, w_up_EID, w_down_EDI, top_k):
+        calls.append((tuple(w_gate_EID.shape), top_k))
         return 3
 
     monkeypatch.setattr(threshold_mod, "measure_threshold", fake_measure)
