@@ -32,7 +32,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from microturn.schemas.dialogue import (
-    MAX_TEXT_CHARS, Dialogue, ScriptError, SpeakerSpec, TimedSpec, TurnSpec, read_dialogues,
+    MAX_TEXT_CHARS,
+    Dialogue,
+    ScriptError,
+    SpeakerSpec,
+    TimedSpec,
+    TurnSpec,
+    read_dialogues,
 )
 from microturn.schemas.numbers import cardinal
 from microturn.synth.template_text import bundled_template_text
@@ -124,7 +130,7 @@ def _speakers(rng: np.random.Generator, roles: tuple[str | None, str | None]) ->
     return tuple(
         (name, SpeakerSpec(voice=VOICES[int(v)], pitch=_randint(rng, PITCH_RANGE),
                            rate=_randint(rng, RATE_RANGE), role=role))
-        for name, v, role in zip(("A", "B"), (first, second), roles))
+        for name, v, role in zip(("A", "B"), (first, second), roles, strict=True))
 
 
 def _swap_slots(rng: np.random.Generator, turns: list[TurnSpec]) -> list[TurnSpec]:
@@ -135,7 +141,7 @@ def _swap_slots(rng: np.random.Generator, turns: list[TurnSpec]) -> list[TurnSpe
         found = [w for w in pool if re.search(_slot_pattern(w), joined)]
         if found:
             chosen = rng.choice(len(pool), size=len(found), replace=False)
-            mapping.update({w: pool[int(j)] for w, j in zip(found, chosen)})
+            mapping.update({w: pool[int(j)] for w, j in zip(found, chosen, strict=True)})
     if not mapping:
         return turns
     # Longest first so that "a quarter past eight" wins over any shorter entry inside it.

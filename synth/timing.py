@@ -18,6 +18,7 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Any, overload
 
 import numpy as np
 from scipy import stats
@@ -41,7 +42,7 @@ def _check_rng(rng) -> None:
                         f"got {type(rng).__name__}")
 
 
-def _scipy_dist(family: str, params: tuple[float, ...]):
+def _scipy_dist(family: str, params: tuple[float, ...]) -> Any:  # scipy's frozen distributions are untyped
     a, b = params
     if family == "lognormal":
         return stats.lognorm(s=b, scale=a)
@@ -79,6 +80,11 @@ class Duration:
         if not all(math.isfinite(p) and p > 0 for p in params):
             raise ValueError(f"{self.family} params {names} must be finite and positive, got {params}")
         object.__setattr__(self, "params", params)
+
+    @overload
+    def sample(self, rng: np.random.Generator, size: None = None) -> int: ...
+    @overload
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray: ...
 
     def sample(self, rng: np.random.Generator, size: int | None = None) -> int | np.ndarray:
         """Draw durations: an ``int`` when ``size`` is None, else an int64 array of ``size``."""
@@ -156,7 +162,8 @@ def _mle(family: str, values_N: np.ndarray) -> tuple[float, float]:
             shape, _, scale = stats.gamma.fit(values_N, floc=0)
         else:
             shape, _, scale = stats.weibull_min.fit(values_N, floc=0)
-    return float(shape), float(scale)
+    # scipy's stubs type fit()'s results as optional; both are floats after a fit with floc=0.
+    return float(shape), float(scale)  # pyright: ignore[reportArgumentType]
 
 
 def _check_keys(d, expected: set[str], what: str) -> None:
@@ -249,8 +256,11 @@ class TimingModel:
     def from_dict(cls, d: Mapping) -> TimingModel:
         """Inverse of :meth:`to_dict`; ``ValueError`` on unknown or missing keys."""
         _check_keys(d, {f.name for f in fields(cls)}, "TimingModel")
-        return cls(**{k: (v if k in ("overlap_prob", "backchannel_rate") else Duration.from_dict(v))
-                      for k, v in d.items()})
+        return cls(gap=Duration.from_dict(d["gap"]), overlap_prob=d["overlap_prob"],
+                   overlap=Duration.from_dict(d["overlap"]), pause=Duration.from_dict(d["pause"]),
+                   reaction=Duration.from_dict(d["reaction"]),
+                   backchannel_delay=Duration.from_dict(d["backchannel_delay"]),
+                   backchannel_rate=d["backchannel_rate"])
 
 
 DEFAULT_TIMING = TimingModel(
@@ -293,4 +303,5 @@ def ks_statistic(a, b) -> float:
     a_N, b_N = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a_N.size == 0 or b_N.size == 0:
         raise ValueError(f"ks_statistic needs two non-empty samples, got {a_N.size} and {b_N.size} values")
-    return float(stats.ks_2samp(a_N, b_N).statistic)
+    # scipy's stubs give ks_2samp's result a generated class without its fields.
+    return float(stats.ks_2samp(a_N, b_N).statistic)  # pyright: ignore[reportAttributeAccessIssue]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -96,7 +96,7 @@ def _turns_by_conversation(segments) -> dict[str, list[Turn]]:
     out: dict[str, list[Turn]] = defaultdict(list)
     skipped = 0
     for cid, spk, s, e, ch in zip(cols["conversation_id"], cols["speaker"], cols["start_ms"],
-                                  cols["end_ms"], cols["channel"]):
+                                  cols["end_ms"], cols["channel"], strict=True):
         if cid is None or spk is None or s is None or e is None:
             skipped += 1
             continue
@@ -111,7 +111,8 @@ def _words_by_conversation(words) -> dict[str, dict[str, list[tuple[int, int]]]]
     cols = _columns(words, ("conversation_id", "speaker", "start_ms", "end_ms"), (), "words")
     out: dict[str, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     skipped = 0
-    for cid, spk, s, e in zip(cols["conversation_id"], cols["speaker"], cols["start_ms"], cols["end_ms"]):
+    for cid, spk, s, e in zip(cols["conversation_id"], cols["speaker"], cols["start_ms"], cols["end_ms"],
+                              strict=True):
         if cid is None or spk is None or s is None or e is None:
             skipped += 1  # ingest leaves speaker null where no segment covers the word
             continue
@@ -195,7 +196,7 @@ def _measure(turns: list[Turn], words: dict[str, list[tuple[int, int]]] | None, 
     return True
 
 
-def _fit_quantity(name: str, values: list[int], base: Duration, min_values: int) -> Duration:
+def _fit_quantity(name: str, values: Sequence[int], base: Duration, min_values: int) -> Duration:
     if len(values) < min_values:
         warnings.warn(f"timing fit: {name}: found {len(values)} values, need {min_values}; "
                       f"keeping the base model's {name}", stacklevel=3)

@@ -179,7 +179,7 @@ class PocketsphinxAligner:
         from pocketsphinx import Decoder, get_model_path
 
         cfg = self.config
-        kwargs = dict(
+        kwargs: dict[str, object] = dict(
             hmm=cfg.hmm or get_model_path("en-us/en-us"),
             dict=cfg.dictionary or get_model_path("en-us/cmudict-en-us.dict"),
             lm=None,
@@ -268,7 +268,7 @@ class PocketsphinxAligner:
         )
         words: list[Word] = []
         with self._lock:
-            for utt, span in zip(utterances, spans):
+            for utt, span in zip(utterances, spans, strict=True):
                 words.extend(self._align_one(pcm_N, utt, span, duration_ms))
         return self._finish(words, turns, utterances)
 
@@ -348,7 +348,7 @@ class PocketsphinxAligner:
         )
         return [
             Word(t.text, s, e, None, utt.speaker)
-            for t, (s, e) in zip(tokens, spread_words([t.text for t in tokens], lo, hi))
+            for t, (s, e) in zip(tokens, spread_words([t.text for t in tokens], lo, hi), strict=True)
         ]
 
     def _decode(
@@ -433,7 +433,7 @@ class PocketsphinxAligner:
         loglik: dict[int, float] = {}
         n_frames: dict[int, int] = {}
         oov_spans: list[tuple[list[int], int, int]] = []
-        for unit, (_, sf, ef, ascore) in zip(units, observed):
+        for unit, (_, sf, ef, ascore) in zip(units, observed, strict=True):
             if unit.word is None:
                 oov_spans.append((unit.token_ids, sf, ef))
                 continue
@@ -462,7 +462,7 @@ class PocketsphinxAligner:
             end = timed[after][0] if after in timed else lo_ms + (ef + 1) * FRAME_MS
             end = max(end, start + len(token_ids))
             for tid, (s, e) in zip(
-                token_ids, spread_words([tokens[t].text for t in token_ids], start, end)
+                token_ids, spread_words([tokens[t].text for t in token_ids], start, end), strict=True
             ):
                 timed[tid] = (s, e, None)
         out: list[Word] = []
@@ -563,7 +563,7 @@ def _padded_spans(
     ends = [u.end_ms for u in by_end]
     suffix_min_start = list(np.minimum.accumulate([u.start_ms for u in by_end][::-1]))[::-1]
     out = []
-    for u, (lo, hi) in zip(utterances, full):
+    for u, (lo, hi) in zip(utterances, full, strict=True):
         k = bisect_left(starts, u.start_ms)  # utterances starting strictly before u
         lim_lo = lo if k == 0 else max(lo, min(int(prefix_max_end[k - 1]), u.start_ms))
         j = bisect_right(ends, u.end_ms)  # utterances ending strictly after u

@@ -459,9 +459,8 @@ def _json_words(raw_words: list, utt: Utterance) -> tuple[list[Word], int]:
             start = end = None
         if start is None or end is None:
             start = end = None
-        score = w.get("score")
-        is_number = isinstance(score, (int, float)) and not isinstance(score, bool)
-        score = float(score) if is_number else None
+        raw_score = w.get("score")  # a number; a bool (an int to Python) is not a score
+        score = float(raw_score) if isinstance(raw_score, (int, float)) and not isinstance(raw_score, bool) else None
         if score is not None and not (0.0 <= score <= 1.0 and math.isfinite(score)):
             score = min(max(score, 0.0), 1.0) if math.isfinite(score) else None
         speaker = w.get("speaker", utt.speaker)
@@ -480,14 +479,16 @@ def _json_words(raw_words: list, utt: Utterance) -> tuple[list[Word], int]:
         while j < len(items) and items[j][1] is None:
             j += 1
         lo = out[-1].end_ms if out else utt.start_ms
-        hi = items[j][1] if j < len(items) else utt.end_ms
+        # items[j], where the run ends, is timed (its start is not None).
+        next_start = items[j][1] if j < len(items) else None
+        hi = utt.end_ms if next_start is None else next_start
         run = items[i:j]
         # sidecar.py re-exports this module, so a module-level import of its split would be
         # circular; by the time a JSON sidecar is parsed, both modules are loaded.
         from microturn.pipelines.backends.sidecar import spread_words
 
         spans = spread_words([r[0] for r in run], lo, max(hi, lo + len(run)))
-        out.extend(Word(t, s, e, None, spk) for (t, _, _, _, spk), (s, e) in zip(run, spans))
+        out.extend(Word(t, s, e, None, spk) for (t, _, _, _, spk), (s, e) in zip(run, spans, strict=True))
         n_untimed += len(run)
         i = j
     return out, n_untimed
