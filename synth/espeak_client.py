@@ -79,6 +79,8 @@ class _Worker:
     def close(self) -> None:
         """End the worker (it exits when its input closes)."""
         for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is None:
+                continue
             try:
                 stream.close()
             except OSError:
@@ -131,6 +133,8 @@ def _reset_after_fork() -> None:
     global _LOCK, _state
     if _state.worker is not None:
         for stream in (_state.worker.proc.stdin, _state.worker.proc.stdout):
+            if stream is None:
+                continue
             try:
                 stream.close()
             except OSError:

@@ -283,7 +283,8 @@ def word_spans(
     starts: list[int | None] = [None] * n_tok
     for k, (_, _, sample) in zip(owner, events.words, strict=True):
         s = min(max(round(sample * to_n), 0), n - 1)
-        if starts[k] is None or s < starts[k]:
+        earlier = starts[k]
+        if earlier is None or s < earlier:
             starts[k] = s
     # Starts must increase: a token whose events start no later than an earlier token's
     # (espeak reading words in another order) counts as event-less.
@@ -293,17 +294,15 @@ def word_spans(
             starts[k] = None
         elif s is not None:
             last = s
-    timed = [k for k, s in enumerate(starts) if s is not None]
+    timed = [(k, s) for k, s in enumerate(starts) if s is not None]
     # PHONEME events, pauses ("_", "_:", "_!") left out.
     phon_P = np.array(
         [round(s * to_n) for s, name in events.phonemes if not name.startswith("_")], dtype=np.int64
     )
     spans: list[tuple[int, int] | None] = [None] * n_tok
     guessed: list[int] = []
-    for j, k in enumerate(timed):
-        nxt = timed[j + 1] if j + 1 < len(timed) else n_tok
-        lo = starts[k]
-        hi = starts[nxt] if nxt < n_tok else n
+    for j, (k, lo) in enumerate(timed):
+        nxt, hi = timed[j + 1] if j + 1 < len(timed) else (n_tok, n)
         end = energy_end(x_N, lo, hi, ref)
         run = list(range(k + 1, nxt))  # event-less tokens up to the next timed one
         spoken = [i for i in run if speakable(tokens[i][2])]
@@ -320,7 +319,7 @@ def word_spans(
             gap_lo = bounds[-1]
             if hi - gap_lo < len(trailing):  # no pause: take room from the word's end
                 gap_lo = max(bounds[-2] + 1, hi - len(trailing))
-                spans[merged[-1]] = (spans[merged[-1]][0], gap_lo)
+                spans[merged[-1]] = (bounds[-2], gap_lo)
             cuts = split_span(gap_lo, hi, [1] * len(trailing))
             for i, a, b in zip(trailing, cuts[:-1], cuts[1:], strict=True):
                 spans[i] = (a, b)
@@ -355,13 +354,15 @@ def assemble(
     """The trimmed 16 kHz wave, every token's (start_ms, end_ms) in it, interpolated tokens."""
     ref = loudness(x_N)
     spans, guessed = word_spans(tokens, events, x_N, ref)
-    first = next(k for k, s in enumerate(spans) if s is not None)
-    onset = energy_onset(x_N, spans[first][0], spans[first][1], ref)
-    spans[first] = (onset, max(spans[first][1], onset + 1))
+    first, (start, end) = next((k, s) for k, s in enumerate(spans) if s is not None)
+    onset = energy_onset(x_N, start, end, ref)
+    spans[first] = (onset, max(end, onset + 1))
+    last = spans[-1]
+    assert last is not None, "every token after the first timed one has a span"
     margin = SAMPLE_RATE * EDGE_MARGIN_MS // 1000
     # The wave runs from the first word's energy onset to the last word's end with a margin
     # on both sides, padded with zeros where espeak's audio is shorter than that.
-    lo, hi = onset - margin, spans[-1][1] + margin
+    lo, hi = onset - margin, last[1] + margin
     wave_N = np.zeros(hi - lo, np.float32)
     wave_N[max(-lo, 0) : min(len(x_N), hi) - lo] = x_N[max(lo, 0) : min(len(x_N), hi)]
     shifted = [None if s is None else (s[0] - lo, s[1] - lo) for s in spans]
@@ -371,6 +372,8 @@ def assemble(
         for i, a, b in zip(range(first), cuts[:-1], cuts[1:], strict=True):
             shifted[i] = (a, b)
         guessed = [i for i in range(first) if speakable(tokens[i][2])] + guessed
-    return wave_N, to_ms(shifted, len(wave_N)), guessed
+    placed = [s for s in shifted if s is not None]
+    assert len(placed) == len(shifted), "every token has a span"
+    return wave_N, to_ms(placed, len(wave_N)), guessed
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance, Word, validate_wave
 from microturn.schemas.config import setting, validate
+from microturn.synth.word_timing import split_span
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -395,16 +396,14 @@ def _sidecar_segments(utterances: list[Utterance], media_ms: int) -> list[dict[s
 def _spread_words(seg: dict[str, Any]) -> list[dict[str, Any]]:
     """Words of a segment spread over its span in proportion to their length (no score)."""
     tokens = seg["text"].split()
-    start, end = seg["start_ms"] / 1000, seg["end_ms"] / 1000
-    # +1 per word stands for the gap after it, so short words still get some time.
-    weights = [len(t) + 1 for t in tokens]
-    total = float(sum(weights)) or 1.0
-    words, t = [], start
-    for token, weight in zip(tokens, weights):
-        step = (end - start) * weight / total
-        words.append({"word": token, "start": t, "end": t + step * len(token) / weight})
-        t += step
-    return words
+    # Each word is followed by a gap of one character's share, so short words still get some
+    # time: the span is split over (word, gap) pairs, in whole ms, and a word takes its part.
+    weights = [w for t in tokens for w in (len(t), 1)]
+    bounds = split_span(seg["start_ms"], seg["end_ms"], weights, rounding="nearest", min_part=0)
+    return [
+        {"word": token, "start": bounds[2 * k] / 1000, "end": bounds[2 * k + 1] / 1000}
+        for k, token in enumerate(tokens)
+    ]
 
 
 def _fill_missing_times(words: list[dict[str, Any]], seg_start: float, seg_end: float) -> None:

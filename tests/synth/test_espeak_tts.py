@@ -66,15 +66,16 @@ def test_voice_defaults_and_validation():
     Voice(pitch=99, rate=450)
     for bad in ({"pitch": -1}, {"pitch": 100}, {"rate": 79}, {"rate": 451}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            Voice(**bad)
+            Voice(**bad)  # pyright: ignore[reportArgumentType]  (a dict of ints meets name: str)
+    # Wrong types on purpose: Voice checks them at run time.
     for bad in ({"pitch": 50.0}, {"rate": "175"}, {"pitch": True}, {"name": 3}):
         with pytest.raises(TypeError):
-            Voice(**bad)
+            Voice(**bad)  # pyright: ignore[reportArgumentType]
     for name in ("", "en us", " en-us"):
         with pytest.raises(ValueError, match="Voice.name"):
             Voice(name=name)
     with pytest.raises(TypeError):
-        Voice("en-us")  # keyword-only
+        Voice("en-us")  # pyright: ignore[reportCallIssue]  (keyword-only, checked here)
 
 
 def test_speech_checks_its_words():
@@ -281,8 +282,10 @@ def test_concurrent_threads_match_sequential_results(tts):
 
 
 def test_a_dead_worker_is_replaced(tts, speech):
-    espeak_client._state.worker.proc.kill()
-    espeak_client._state.worker.proc.wait()
+    worker = espeak_client._state.worker
+    assert worker is not None  # started by the speech fixture
+    worker.proc.kill()
+    worker.proc.wait()
     assert np.array_equal(tts.speak(SENTENCE, Voice()).wave_N, speech.wave_N)
 
 
