@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import operator
 import re
+from typing import SupportsIndex
 
 __all__ = ["NUMBER_LIMIT", "cardinal", "cardinal_words", "number_to_words"]
 
@@ -59,7 +60,7 @@ def _parts(n: int) -> list[str]:
     return _parts(millions) + ["million"] + (_parts(rest) if rest else [])
 
 
-def _checked(n: int) -> int:
+def _checked(n: SupportsIndex) -> int:
     # operator.index takes Python and numpy integers and refuses floats, so 2.0 is a TypeError.
     if isinstance(n, bool):
         raise TypeError("cardinal takes an int, got bool")
@@ -72,7 +73,7 @@ def _checked(n: int) -> int:
     return value
 
 
-def cardinal(n: int) -> str:
+def cardinal(n: SupportsIndex) -> str:
     """English cardinal of ``0 <= n < 1,000,000,000`` as written in a script:
     ``cardinal(45) == "forty-five"``, ``cardinal(2300) == "two thousand three hundred"``.
 
@@ -82,7 +83,7 @@ def cardinal(n: int) -> str:
     return " ".join(_parts(_checked(n)))
 
 
-def cardinal_words(n: int) -> list[str]:
+def cardinal_words(n: SupportsIndex) -> list[str]:
     """The words of :func:`cardinal`, hyphenated compounds split: ``45 -> ["forty", "five"]``."""
     return [word for part in _parts(_checked(n)) for word in part.split("-")]
 

@@ -3,12 +3,13 @@
 import importlib.resources
 import json
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microturn.schemas.dialogue import Dialogue, ScriptError, parse_dialogue, read_dialogues
+from microturn.schemas.dialogue import Dialogue, ScriptError, TimedSpec, TurnSpec, parse_dialogue, read_dialogues
 from microturn.schemas.numbers import cardinal
 from microturn.synth import templates
 from microturn.synth.templates import bundled_dialogues, generate, main, write_jsonl
@@ -18,13 +19,18 @@ def _timed_turns(d: Dialogue):
     return [t for t in d.turns if t.act == "timed_request"]
 
 
+def _timed(turn: TurnSpec) -> TimedSpec:
+    assert turn.timed is not None, "a timed_request turn carries its timing"
+    return turn.timed
+
+
 @pytest.mark.parametrize("name", templates.BUNDLED_FILES)
 def test_bundled_files_parse_line_by_line(name):
     path = importlib.resources.files("microturn.synth") / "data" / name
     items = list(read_dialogues(path.read_bytes().splitlines()))
     errors = [(n, str(e)) for n, e in items if isinstance(e, ScriptError)]
     assert not errors
-    assert all(parse_dialogue(d.to_json()) == d for _, d in items)
+    assert all(isinstance(d, Dialogue) and parse_dialogue(d.to_json()) == d for _, d in items)
 
 
 def test_bundled_dialogues():
@@ -42,10 +48,10 @@ def test_bundled_dialogues():
     for d in timed:
         assert {s.role for _, s in d.speakers} == {"user", "model"}
         for t in _timed_turns(d):
-            assert d.speaker(t.speaker).role == "user" and d.speaker(t.timed.responder).role == "model"
+            assert d.speaker(t.speaker).role == "user" and d.speaker(_timed(t).responder).role == "model"
     by_id = {d.id: d for d in ds}
-    assert _timed_turns(by_id["timed-ten-seconds"])[0].timed.targets_ms == (10_000,)
-    count = _timed_turns(by_id["timed-count-threes"])[0].timed
+    assert _timed(_timed_turns(by_id["timed-ten-seconds"])[0]).targets_ms == (10_000,)
+    count = _timed(_timed_turns(by_id["timed-count-threes"])[0])
     assert count.targets_ms == (3000, 6000, 9000, 12000) and count.responses[-1] == "Twelve."
     assert bundled_dialogues() is not bundled_dialogues()  # callers may mutate their list
 
@@ -55,7 +61,7 @@ def test_generate_is_deterministic():
     assert a == [d.to_json() for d in generate(60, seed=3)]
     assert a[:20] == [d.to_json() for d in generate(20, seed=3)]  # dialogue i depends on (seed, i) only
     b = [d.to_json() for d in generate(60, seed=4)]
-    assert sum(x != y for x, y in zip(a, b)) == 60
+    assert sum(x != y for x, y in zip(a, b, strict=True)) == 60
     assert [d.id for d in generate(3, seed=7)] == ["gen-7-00000", "gen-7-00001", "gen-7-00002"]
 
 
@@ -109,9 +115,9 @@ def test_timed_dialogues_say_the_right_thing():
     kinds = set()
     for d in generate(120, seed=5, timed_share=1.0):
         (turn,) = _timed_turns(d)
-        assert (turn.speaker, turn.timed.responder) == ("A", "B")
+        assert (turn.speaker, _timed(turn).responder) == ("A", "B")
         assert d.speaker("A").role == "user" and d.speaker("B").role == "model"
-        targets, responses = turn.timed.targets_ms, turn.timed.responses
+        targets, responses = _timed(turn).targets_ms, _timed(turn).responses
         if len(targets) == 1:
             seconds = targets[0] // 1000
             assert targets[0] % 1000 == 0 and 3 <= seconds <= 20
@@ -141,7 +147,8 @@ def test_any_seed_gives_valid_round_tripping_dialogues(seed, n, share):
 
 def test_language_and_argument_checks():
     assert {d.language for d in generate(5, seed=0, language="en-GB")} == {"en-GB"}
-    for kwargs in ({"language": "fr"}, {"timed_share": 1.5}, {"seed": -1}):
+    bad: list[dict[str, Any]] = [{"language": "fr"}, {"timed_share": 1.5}, {"seed": -1}]
+    for kwargs in bad:
         with pytest.raises(ValueError):
             generate(3, **kwargs)
     with pytest.raises(ValueError):

@@ -130,7 +130,7 @@ def test_fit_recovers_parameters_and_family(truth, tolerance):
     values_N = truth.sample(np.random.default_rng(7), 5000)
     fitted = Duration.fit(values_N)
     assert fitted.family == truth.family
-    for got, want, tol in zip(fitted.params, truth.params, tolerance):
+    for got, want, tol in zip(fitted.params, truth.params, tolerance, strict=True):
         assert abs(got / want - 1) <= tol, (fitted, truth)
 
 

@@ -30,14 +30,16 @@ from microturn.pipelines.eval_words import evaluate_words
 
 # The sample call ships inside pyannote.audio; locate the package without importing it (the
 # import pulls in torch, ~10 s), which is what importlib.resources.files("pyannote.audio") does.
-SAMPLE = Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample"
+_PYANNOTE = importlib.util.find_spec("pyannote.audio")
+assert _PYANNOTE is not None and _PYANNOTE.submodule_search_locations, "pyannote.audio is a test dependency"
+SAMPLE = Path(_PYANNOTE.submodule_search_locations[0]) / "sample"
 ESPEAK = "/usr/bin/espeak-ng"
 
 
 @pytest.fixture(scope="module")
 def aligner() -> PocketsphinxAligner:
     al = PocketsphinxAligner()
-    al.decoder  # build once for the module
+    assert al.decoder is not None  # build once for the module
     return al
 
 
@@ -72,7 +74,8 @@ def test_sample_words_fall_inside_their_reference_segments(sample_words):
     # By default the transcript's segment bounds the audio searched (as whisperx does), so
     # every word of the sample (81 of 81) lands inside its segment; the check is that alignment
     # succeeds for every utterance (no fallback, see the fixture) and keeps order.
-    assert strict.total.inside_share >= 0.90
+    share = strict.total.inside_share
+    assert share is not None and share >= 0.90
 
 
 def test_padded_alignment_for_loose_transcripts(aligner, sample):
@@ -87,8 +90,10 @@ def test_padded_alignment_for_loose_transcripts(aligner, sample):
     padded = PocketsphinxAligner(PocketsphinxAlignerConfig(pad_ms=200))
     words = padded(wave_N, utterances=transcript.utterances, turns=[])
     hyp = {"sample": [(w.text, w.start_ms, w.end_ms) for w in words]}
-    assert evaluate_words(SAMPLE / "sample.stm", hyp).total.inside_share >= 0.85
-    assert evaluate_words(SAMPLE / "sample.stm", hyp, collar_ms=20).total.inside_share >= 0.90
+    share = evaluate_words(SAMPLE / "sample.stm", hyp).total.inside_share
+    assert share is not None and share >= 0.85
+    share = evaluate_words(SAMPLE / "sample.stm", hyp, collar_ms=20).total.inside_share
+    assert share is not None and share >= 0.90
 
 
 def test_sample_words_are_well_formed(sample, sample_words):
@@ -154,14 +159,14 @@ def test_turns_assign_speakers(aligner, sample):
     words = aligner(wave_N, utterances=transcript.utterances, turns=turns)
     by_label: dict[str, dict[str, int]] = {}
     for utt_speaker, w in zip(
-        (u.speaker for u in transcript.utterances for _ in u.text.split()), words
+        (u.speaker for u in transcript.utterances for _ in u.text.split()), words, strict=False
     ):
         by_label.setdefault(utt_speaker, {}).setdefault(w.speaker, 0)
         by_label[utt_speaker][w.speaker] += 1
     # Diane is speaker90, Sheila speaker91 for the large majority of words (the rest fall in
     # overlapping speech, where the turn of the other speaker is longer).
-    assert max(by_label["Diane"], key=by_label["Diane"].get) == "speaker90"
-    assert max(by_label["Sheila"], key=by_label["Sheila"].get) == "speaker91"
+    assert max(by_label["Diane"].items(), key=lambda kv: kv[1])[0] == "speaker90"
+    assert max(by_label["Sheila"].items(), key=lambda kv: kv[1])[0] == "speaker91"
     agree = by_label["Diane"]["speaker90"] + by_label["Sheila"]["speaker91"]
     assert agree / len(words) >= 0.9
 
@@ -225,7 +230,7 @@ def test_espeak_words_fall_in_their_speech_islands(aligner, espeak_scene, tmp_pa
     for _, s, e, island in truth:
         lo, hi = islands.get(island, (s, e))
         islands[island] = (min(lo, s), max(hi, e))
-    for w, (text, s, e, island) in zip(words, truth):
+    for w, (text, s, e, island) in zip(words, truth, strict=True):
         lo, hi = islands[island]
         mid = (w.start_ms + w.end_ms) / 2
         assert lo <= mid <= hi, f"{text!r} at {w.start_ms}-{w.end_ms} outside island {lo}-{hi}"
@@ -257,7 +262,8 @@ def test_espeak_words_fall_in_their_speech_islands(aligner, espeak_scene, tmp_pa
     assert report.total.inside_share == 1.0
     assert report.total.n_boundary_pairs == len(known)
     # Measured 15 ms (180 espeak words, 3 voices); frames are 10 ms.
-    assert report.total.median_abs_boundary_ms <= 40
+    median_ms = report.total.median_abs_boundary_ms
+    assert median_ms is not None and median_ms <= 40
 
 
 # ------------------------------------------------------------------------------- failures
@@ -274,7 +280,7 @@ def test_failed_alignment_spreads_words_with_a_warning(aligner, espeak_scene):
     assert words[0].start_ms == 100 and words[-1].end_ms == 400
     spans = [w.end_ms - w.start_ms for w in words]
     assert spans[words.index(next(w for w in words if w.text == "thirteen"))] > spans[0]
-    assert all(a.end_ms == b.start_ms for a, b in zip(words, words[1:]))
+    assert all(a.end_ms == b.start_ms for a, b in zip(words, words[1:], strict=False))
 
 
 def test_out_of_vocabulary_only_utterance_falls_back(aligner, espeak_scene):
@@ -329,7 +335,7 @@ def test_input_validation(aligner):
     with pytest.raises(TypeError, match="PocketsphinxAlignerConfig"):
         PocketsphinxAligner({"pad_ms": 1})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a phone"):
-        PocketsphinxAligner(PocketsphinxAlignerConfig(garbage_phones=("QQ",))).decoder
+        _ = PocketsphinxAligner(PocketsphinxAlignerConfig(garbage_phones=("QQ",))).decoder
 
 
 def test_sidecar_word_times_are_used_without_alignment():

@@ -32,7 +32,9 @@ from microturn.pipelines.backends.sidecar import (
 
 # The sample call ships inside pyannote.audio; locate the package without importing it (the
 # import pulls in torch, ~10 s), which is what importlib.resources.files("pyannote.audio") does.
-SAMPLE = Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample"
+_PYANNOTE = importlib.util.find_spec("pyannote.audio")
+assert _PYANNOTE is not None and _PYANNOTE.submodule_search_locations, "pyannote.audio is a test dependency"
+SAMPLE = Path(_PYANNOTE.submodule_search_locations[0]) / "sample"
 
 
 # ------------------------------------------------------------------------------- finding
@@ -372,6 +374,7 @@ def test_clip_to_media_counts_dropped_and_clipped():
     assert (n_dropped, n_clipped) == (2, 1)
     assert [u.text for u in out.utterances] == ["a", "b"]
     assert out.utterances[1].end_ms == 2500
+    assert out.words is not None
     assert [w.text for w in out.words] == ["a", "b"] and out.words[1].end_ms == 2500
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -444,7 +447,7 @@ def test_the_whole_sidecar_has_a_word_and_coverage_budget():
     with pytest.warns(UserWarning, match="100 timed word"):
         bounded, limits = bound_transcript(
             SidecarTranscript([Utterance(0, 10_000, "w")], words=words), 10_000)
-    assert len(bounded.words) == 300
+    assert bounded.words is not None and len(bounded.words) == 300
 
 
 def test_an_ordinary_sidecar_is_left_whole():
