@@ -61,7 +61,7 @@ class ProbeSources(beam.PTransform):
         )
         deduped = (
             probed.ok
-            | "KeyByConversation" >> beam.Map(lambda r: (r["conversation_id"], r))
+            | "KeyByConversation" >> beam.Map(lambda r: (r["conversation_id"], r)).with_output_types(tuple[str, dict])
             | "GroupCopies" >> beam.GroupByKey()
             | "KeepFirstCopy" >> beam.ParDo(dofns.KeepFirstCopy()).with_outputs(REJECTS, main="ok")
         )
@@ -117,9 +117,9 @@ class Ingest(beam.PTransform):
                 raise ValueError(f"--input {inputs.display_path(pattern)!r} is not valid UTF-8; "
                                  "match the file with a glob (it is then rejected with its "
                                  "reason) or rename it")
-        patterns = pbegin | "Patterns" >> beam.Create(sorted(set(c.inputs)))
+        patterns = pbegin | "Patterns" >> beam.Create(sorted(set(c.inputs))).with_output_types(str)
         records, probe_rejects = patterns | "ProbeSources" >> ProbeSources(c, self.licenses)
-        sources = records | "SourceRows" >> beam.Map(lambda r: r["source"])
+        sources = records | "SourceRows" >> beam.Map(lambda r: r["source"]).with_output_types(dict)
         rows, rejects = records | "Annotate" >> Annotate(c)
         rows = {"sources": sources, **rows}
         rejects = [probe_rejects, *rejects]

@@ -44,12 +44,14 @@ class ReadRecords(beam.PTransform):
             keyed = {}
             for table in ROW_TABLES:
                 if not has_table(root, table):
-                    keyed[table] = pbegin | f"No{table.title()}{i}" >> beam.Create([])
+                    keyed[table] = pbegin | f"No{table.title()}{i}" >> beam.Create([]).with_output_types(
+                        tuple[str, dict])
                     continue
                 keyed[table] = (
                     pbegin
                     | f"Read{table.title()}{i}" >> beam.io.ReadFromParquet(FileSystems.join(root, table, "*.parquet"))
-                    | f"Key{table.title()}{i}" >> beam.Map(lambda r: (r["conversation_id"], r))
+                    | f"Key{table.title()}{i}" >> beam.Map(lambda r: (r["conversation_id"], r)).with_output_types(
+                        tuple[str, dict])
                 )
             per_input.append(
                 keyed
@@ -57,6 +59,7 @@ class ReadRecords(beam.PTransform):
                 # Rows whose conversation has no conversations row still reach PickFirst and
                 # become a bad_record reject there.
                 | f"Tag{i}" >> beam.Map(lambda kv, i=i: (kv[0], (i, {t: list(v) for t, v in kv[1].items()})))
+                .with_output_types(tuple[str, tuple[int, dict]])
             )
         picked = (
             tuple(per_input)
@@ -78,13 +81,15 @@ class WriteShards(beam.PTransform):
     def expand(self, samples):
         plan = (
             samples
-            | "Sizes" >> beam.Map(lambda s: (s["split"], (s["key"], s["size"])))
+            | "Sizes" >> beam.Map(lambda s: (s["split"], (s["key"], s["size"]))).with_output_types(
+                tuple[str, tuple[str, int]])
             | "GroupSizes" >> beam.GroupByKey()
             | "PlanSplit" >> beam.ParDo(dofns.PlanSplit(self.shard_bytes))
         )
         written = (
             samples
             | "Assign" >> beam.Map(lambda s, where: ((s["split"], where[s["key"]]), s), beam.pvalue.AsDict(plan))
+            .with_output_types(tuple[tuple[str, int], dict])
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(dofns.WriteShard(self.output)).with_outputs("samples", main="shards")
         )
