@@ -17,14 +17,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+# A Voice takes the ranges of the dialogue contract: espeak's own scales (speak_lib.h), base
+# pitch 0..99 (50 normal), rate espeakRATE_MINIMUM 80 .. espeakRATE_MAXIMUM 450 words per
+# minute (175 normal).
+from microturn.schemas.dialogue import PITCH_RANGE, RATE_RANGE
 from microturn.schemas.sample import SAMPLE_RATE
 
 __all__ = ["SAMPLE_RATE", "Voice", "SpokenWord", "Speech", "TTS", "get_tts", "known_tts"]
-
-# espeak's scales (speak_lib.h): base pitch 0..99 (50 normal); rate in words per minute,
-# espeakRATE_MINIMUM 80 .. espeakRATE_MAXIMUM 450 (175 normal).
-PITCH_RANGE = (0, 99)
-RATE_RANGE = (80, 450)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> None:
