@@ -1,8 +1,7 @@
 """espeak-ng text-to-speech through its C library (``libespeak-ng.so.1``) and ctypes.
 
-Shape legend (suffixes on array names):
-    M  audio samples at espeak's native rate (22050 Hz for its voices)
-    N  audio samples at 16 kHz
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples, at 16 kHz, or at
+espeak's native rate (22050 Hz for its voices) where the name says ``native``.
 
 The code is in four modules: this one (the backend: voices, requests, resampling),
 :mod:`~microturn.synth.word_timing` (steps 2-5, pure code testable without espeak),
@@ -162,13 +161,13 @@ class EspeakTTS:
         # give it the file of the voice check_voice resolved.
         resolved = _resolve(catalogue().voices, base)
         assert resolved is not None  # check_voice passed
-        pcm_M, events = _synthesise(text, tokens, resolved.identifier + plus + variant, voice)
+        pcm_native_N, events = _synthesise(text, tokens, resolved.identifier + plus + variant, voice)
         if not events.words:
             raise ValueError(
                 f"espeak-ng spoke no word of {text[:60]!r} with voice {voice.name!r}; give "
                 "text with letters or digits in a language the voice speaks"
             )
-        wave_N, times, guessed = assemble(tokens, events, _resample(pcm_M, events.rate))
+        wave_N, times, guessed = assemble(tokens, events, _resample(pcm_native_N, events.rate))
         if guessed:
             warnings.warn(
                 f"espeak-ng gave no usable word event for {len(guessed)} token(s) "
@@ -198,10 +197,10 @@ def _synthesise(
         },
         f"speaking {text[:60]!r} with voice {voice.name!r}",
     )
-    pcm_M = np.frombuffer(payload, dtype="<i2")
-    if len(pcm_M) == 0:
+    pcm_native_N = np.frombuffer(payload, dtype="<i2")
+    if len(pcm_native_N) == 0:
         raise ValueError(f"espeak-ng produced no audio for {text[:60]!r}")
-    return pcm_M, Events(
+    return pcm_native_N, Events(
         rate=int(header["rate"]),
         words=[(int(p), int(n), int(s)) for p, n, s in header["words"]],
         phonemes=[(int(s), str(name)) for s, name in header["phonemes"]],
@@ -209,12 +208,12 @@ def _synthesise(
     )
 
 
-def _resample(pcm_M: np.ndarray, rate: int) -> np.ndarray:
+def _resample(pcm_native_N: np.ndarray, rate: int) -> np.ndarray:
     """int16 at ``rate`` to float32 at 16 kHz in [-1, 1]."""
-    x_M = pcm_M.astype(np.float32) / 32768.0
+    x_native_N = pcm_native_N.astype(np.float32) / 32768.0
     if rate == SAMPLE_RATE:
-        return x_M
-    x_N = soxr.resample(x_M, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
+        return x_native_N
+    x_N = soxr.resample(x_native_N, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
     return np.clip(x_N, -1.0, 1.0)
 
 

@@ -6,11 +6,10 @@ trimmed wave and every whitespace token's span in it. The steps, and the measure
 the constants, are told in :mod:`microturn.synth.espeak`. :func:`split_span` is also the one
 "split a span by weights" of the project (sidecar and whisperx fallbacks use it).
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz
-    F  10 ms analysis frames
-    P  PHONEME events
-    E, T  WORD events, whitespace tokens (the event-to-token cost matrix)
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz. Axes that
+have no letter there are named in words: 10 ms analysis frames (``rms_per_frame``), phoneme
+events (``phoneme_starts``), and the WORD events (rows) by whitespace tokens (columns) of the
+cost matrices of :func:`assign_events` (``dist``, ``same``, ``back``).
 """
 
 from __future__ import annotations
@@ -150,46 +149,47 @@ def assign_events(tokens: list[tuple[int, int, str]], positions: list[int]) -> l
     n_tok, n_ev = len(tokens), len(positions)
     if n_ev == 0:
         return []
-    first_T = np.array([t[0] for t in tokens])
-    end_T = np.array([t[1] for t in tokens])
-    c_E = np.asarray(positions)
+    tok_first = np.array([t[0] for t in tokens])
+    tok_end = np.array([t[1] for t in tokens])
+    ev_pos = np.asarray(positions)
     # The token each position falls in, or the next one when it falls between tokens.
-    at_E = np.clip(np.searchsorted(end_T, c_E, side="right"), 0, n_tok - 1)
-    idx_T = np.arange(n_tok)
-    ahead_ET = np.maximum(first_T[None, :] - c_E[:, None], 0).astype(np.float64)
-    pinned_E = np.array([any(ch.isdigit() for ch in tokens[k][2]) for k in at_E])
-    dist_ET = np.where(
-        idx_T[None, :] == at_E[:, None],
-        ahead_ET,
+    ev_at = np.clip(np.searchsorted(tok_end, ev_pos, side="right"), 0, n_tok - 1)
+    tok_idx = np.arange(n_tok)
+    # Matrices: one row per event, one column per token.
+    ahead = np.maximum(tok_first[None, :] - ev_pos[:, None], 0).astype(np.float64)
+    ev_pinned = np.array([any(ch.isdigit() for ch in tokens[k][2]) for k in ev_at])
+    dist = np.where(
+        tok_idx[None, :] == ev_at[:, None],
+        ahead,
         np.where(
-            (idx_T[None, :] > at_E[:, None]) & ~pinned_E[:, None], ahead_ET, _FORBIDDEN_COST
+            (tok_idx[None, :] > ev_at[:, None]) & ~ev_pinned[:, None], ahead, _FORBIDDEN_COST
         ),
     )
     if n_ev * n_tok > _MAX_CELLS:
-        return [int(k) for k in at_E]
-    speak_T = np.array([speakable(t[2]) for t in tokens])
-    extra_T = np.where(speak_T, 0.0, _UNSPOKEN_COST)
-    # before_T1[j]: cost of leaving tokens 0..j-1 without events.
-    before_T1 = np.concatenate([[0.0], np.cumsum(np.where(speak_T, _EMPTY_COST, 0.0))])
-    cost_T = dist_ET[0] + extra_T + before_T1[:n_tok]
-    same_ET = np.zeros((n_ev, n_tok), dtype=bool)
-    back_ET = np.zeros((n_ev, n_tok), dtype=np.int64)
+        return [int(k) for k in ev_at]
+    tok_speaks = np.array([speakable(t[2]) for t in tokens])
+    tok_extra = np.where(tok_speaks, 0.0, _UNSPOKEN_COST)
+    # empty_before[j]: cost of leaving tokens 0..j-1 without events.
+    empty_before = np.concatenate([[0.0], np.cumsum(np.where(tok_speaks, _EMPTY_COST, 0.0))])
+    cost = dist[0] + tok_extra + empty_before[:n_tok]
+    same = np.zeros((n_ev, n_tok), dtype=bool)
+    back = np.zeros((n_ev, n_tok), dtype=np.int64)
     for i in range(1, n_ev):
         # Coming from an earlier token j' < j leaves tokens j'+1..j-1 empty.
-        shifted_T = cost_T - before_T1[1:]
-        run_min_T = np.minimum.accumulate(shifted_T)
-        run_arg_T = np.maximum.accumulate(np.where(shifted_T == run_min_T, idx_T, -1))
-        from_before_T = np.full(n_tok, np.inf)
-        from_before_T[1:] = run_min_T[:-1] + before_T1[1:n_tok]
-        back_ET[i, 1:] = run_arg_T[:-1]
-        same_ET[i] = cost_T <= from_before_T
-        cost_T = dist_ET[i] + extra_T + np.where(same_ET[i], cost_T, from_before_T)
-    j = int(np.argmin(cost_T + before_T1[n_tok] - before_T1[1:]))
+        shifted_cost = cost - empty_before[1:]
+        run_min = np.minimum.accumulate(shifted_cost)
+        run_arg = np.maximum.accumulate(np.where(shifted_cost == run_min, tok_idx, -1))
+        from_before = np.full(n_tok, np.inf)
+        from_before[1:] = run_min[:-1] + empty_before[1:n_tok]
+        back[i, 1:] = run_arg[:-1]
+        same[i] = cost <= from_before
+        cost = dist[i] + tok_extra + np.where(same[i], cost, from_before)
+    j = int(np.argmin(cost + empty_before[n_tok] - empty_before[1:]))
     owner = [0] * n_ev
     for i in range(n_ev - 1, -1, -1):
         owner[i] = j
-        if i and not same_ET[i, j]:
-            j = int(back_ET[i, j])
+        if i and not same[i, j]:
+            j = int(back[i, j])
     return owner
 
 
@@ -204,14 +204,14 @@ def _frame_db(x_N: np.ndarray, lo: int, hi: int, ref: float) -> np.ndarray:
     n = -(-len(seg_N) // step)
     pad_N = np.zeros(n * step)
     pad_N[: len(seg_N)] = seg_N
-    rms_F = np.sqrt((pad_N.reshape(n, step) ** 2).mean(axis=1))
-    return 20.0 * np.log10(np.maximum(rms_F, 1e-10) / ref)
+    rms_per_frame = np.sqrt((pad_N.reshape(n, step) ** 2).mean(axis=1))
+    return 20.0 * np.log10(np.maximum(rms_per_frame, 1e-10) / ref)
 
 
 def loudness(x_N: np.ndarray) -> float:
     """RMS of the loudest 10 ms frame."""
-    db_F = _frame_db(x_N, 0, len(x_N), 1.0)
-    return float(10.0 ** (db_F.max() / 20.0)) if len(db_F) else 1.0
+    db_per_frame = _frame_db(x_N, 0, len(x_N), 1.0)
+    return float(10.0 ** (db_per_frame.max() / 20.0)) if len(db_per_frame) else 1.0
 
 
 def energy_end(x_N: np.ndarray, lo: int, hi: int, ref: float) -> int:
@@ -219,17 +219,17 @@ def energy_end(x_N: np.ndarray, lo: int, hi: int, ref: float) -> int:
     step = SAMPLE_RATE * FRAME_MS // 1000
     if hi <= lo + 1:
         return lo + 1
-    loud_F = np.nonzero(_frame_db(x_N, lo, hi, ref) > ENERGY_FLOOR_DB)[0]
-    if len(loud_F) == 0:
+    loud_frames = np.nonzero(_frame_db(x_N, lo, hi, ref) > ENERGY_FLOOR_DB)[0]
+    if len(loud_frames) == 0:
         return min(lo + step, hi)
-    return min(lo + (int(loud_F[-1]) + 1) * step, hi)
+    return min(lo + (int(loud_frames[-1]) + 1) * step, hi)
 
 
 def energy_onset(x_N: np.ndarray, lo: int, hi: int, ref: float) -> int:
     """Start of the first loud 10 ms frame of x_N[lo:hi] (frames from ``lo``), else ``lo``."""
     step = SAMPLE_RATE * FRAME_MS // 1000
-    loud_F = np.nonzero(_frame_db(x_N, lo, hi, ref) > ENERGY_FLOOR_DB)[0]
-    return lo + int(loud_F[0]) * step if len(loud_F) else lo
+    loud_frames = np.nonzero(_frame_db(x_N, lo, hi, ref) > ENERGY_FLOOR_DB)[0]
+    return lo + int(loud_frames[0]) * step if len(loud_frames) else lo
 
 
 
@@ -240,7 +240,7 @@ def _split_unit(
     members: list[int],
     lo: int,
     end: int,
-    phon_P: np.ndarray,
+    phoneme_starts: np.ndarray,
     counts: list[int],
     tokens: list[tuple[int, int, str]],
 ) -> tuple[list[int], bool]:
@@ -249,7 +249,7 @@ def _split_unit(
 
     espeak speaks some word pairs as one word with one WORD event ("on the", "in the",
     "for the": 4 of 183 tokens of a conversational test text). The unit's PHONEME events
-    (``phon_P``, pauses removed) are split by the phoneme count of each member spoken on its
+    (``phoneme_starts``, pauses removed) are split by the phoneme count of each member spoken on its
     own, counted from the unit's end (the unit may begin with the last phoneme of the word
     before). When the counts do not fit, the span is split by phoneme count or, failing
     that, by character length.
@@ -257,11 +257,11 @@ def _split_unit(
     if len(members) == 1:
         return [lo, end], True
     need = [counts[i] for i in members]
-    extra = len(phon_P) - sum(need)
+    extra = len(phoneme_starts) - sum(need)
     if all(c > 0 for c in need) and 0 <= extra <= 1:
         bounds = [lo]
         for k in range(1, len(members)):
-            bounds.append(int(phon_P[extra + sum(need[:k])]))
+            bounds.append(int(phoneme_starts[extra + sum(need[:k])]))
         bounds.append(end)
         if all(a < b for a, b in zip(bounds[:-1], bounds[1:], strict=True)):
             return bounds, True
@@ -296,7 +296,7 @@ def word_spans(
             last = s
     timed = [(k, s) for k, s in enumerate(starts) if s is not None]
     # PHONEME events, pauses ("_", "_:", "_!") left out.
-    phon_P = np.array(
+    phoneme_starts = np.array(
         [round(s * to_n) for s, name in events.phonemes if not name.startswith("_")], dtype=np.int64
     )
     spans: list[tuple[int, int] | None] = [None] * n_tok
@@ -307,8 +307,8 @@ def word_spans(
         run = list(range(k + 1, nxt))  # event-less tokens up to the next timed one
         spoken = [i for i in run if speakable(tokens[i][2])]
         merged = [k] + (run[: run.index(spoken[-1]) + 1] if spoken else [])
-        unit_P = phon_P[(phon_P >= lo) & (phon_P < hi)]
-        bounds, exact = _split_unit(merged, lo, end, unit_P, events.phoneme_counts, tokens)
+        unit_phonemes = phoneme_starts[(phoneme_starts >= lo) & (phoneme_starts < hi)]
+        bounds, exact = _split_unit(merged, lo, end, unit_phonemes, events.phoneme_counts, tokens)
         for i, a, b in zip(merged, bounds[:-1], bounds[1:], strict=True):
             spans[i] = (a, b)
         if not exact:
