@@ -36,6 +36,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
 # Two-parameter MLE needs some data: below 10 values a fit follows the noise, not the shape.
 MIN_FIT_VALUES = 10
 
+
 def _check_rng(rng) -> None:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
