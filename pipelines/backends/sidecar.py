@@ -205,7 +205,6 @@ def clip_to_media(
     return clipped, n_dropped, n_clipped
 
 
-
 # --------------------------------------------------------------------------------------------
 # work limits
 
