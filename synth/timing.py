@@ -9,7 +9,8 @@ often listeners backchannel. :data:`DEFAULT_TIMING` holds values from the litera
 
 All durations are integer milliseconds.
 
-Array legend: ``_N`` = one entry per value, draw or observation.
+Arrays here hold one duration per draw or observation, an axis without a letter in the
+project's shape legend (:mod:`microturn.schemas.legend`), so they are named in words.
 """
 
 from __future__ import annotations
@@ -92,13 +93,13 @@ class Duration:
         _check_rng(rng)
         a, b = self.params
         if self.family == "lognormal":
-            draws_N = rng.lognormal(mean=math.log(a), sigma=b, size=size)
+            draws = rng.lognormal(mean=math.log(a), sigma=b, size=size)
         elif self.family == "gamma":
-            draws_N = rng.gamma(a, b, size=size)
+            draws = rng.gamma(a, b, size=size)
         else:
-            draws_N = b * rng.weibull(a, size=size)
-        ms_N = np.maximum(1, np.rint(draws_N)).astype(np.int64)
-        return int(ms_N) if size is None else ms_N
+            draws = b * rng.weibull(a, size=size)
+        draws_ms = np.maximum(1, np.rint(draws)).astype(np.int64)
+        return int(draws_ms) if size is None else draws_ms
 
     def cdf(self, x_ms) -> np.ndarray:
         """P(duration <= x_ms) of the continuous distribution (before rounding to whole ms)."""
@@ -106,8 +107,8 @@ class Duration:
 
     def log_likelihood(self, values_ms) -> float:
         """Sum of the log densities of ``values_ms`` (the criterion :meth:`fit` compares)."""
-        values_N = np.asarray(values_ms, dtype=np.float64)
-        return float(np.sum(_scipy_dist(self.family, self.params).logpdf(values_N)))
+        values = np.asarray(values_ms, dtype=np.float64)
+        return float(np.sum(_scipy_dist(self.family, self.params).logpdf(values)))
 
     @property
     def median_ms(self) -> float:
@@ -134,35 +135,35 @@ class Duration:
         highest log-likelihood (all families have two parameters, so this is also the best by
         AIC). ``ValueError`` on fewer than :data:`MIN_FIT_VALUES` values, on non-positive or
         non-finite values, and on values that are all equal."""
-        values_N = np.asarray(values_ms, dtype=np.float64).ravel()
-        if values_N.size < MIN_FIT_VALUES:
+        values = np.asarray(values_ms, dtype=np.float64).ravel()
+        if values.size < MIN_FIT_VALUES:
             raise ValueError(f"fitting a duration needs at least {MIN_FIT_VALUES} values, "
-                             f"got {values_N.size}")
-        bad = int(np.sum(~np.isfinite(values_N) | (values_N <= 0)))
+                             f"got {values.size}")
+        bad = int(np.sum(~np.isfinite(values) | (values <= 0)))
         if bad:
-            raise ValueError(f"durations must be finite and positive: {bad} of the {values_N.size} "
+            raise ValueError(f"durations must be finite and positive: {bad} of the {values.size} "
                              f"values given are not (drop zeros and negatives before fitting)")
-        if np.all(values_N == values_N[0]):
-            raise ValueError(f"all {values_N.size} values equal {values_N[0]:g} ms; a distribution "
+        if np.all(values == values[0]):
+            raise ValueError(f"all {values.size} values equal {values[0]:g} ms; a distribution "
                              f"cannot be fitted without spread")
         unknown = [f for f in families if f not in FAMILIES]
         if unknown or not families:
             raise ValueError(f"families must be a non-empty choice of {', '.join(FAMILIES)}, got {families}")
-        candidates = [cls(family=f, params=_mle(f, values_N)) for f in families]
-        return max(candidates, key=lambda d: d.log_likelihood(values_N))
+        candidates = [cls(family=f, params=_mle(f, values)) for f in families]
+        return max(candidates, key=lambda d: d.log_likelihood(values))
 
 
-def _mle(family: str, values_N: np.ndarray) -> tuple[float, float]:
+def _mle(family: str, values: np.ndarray) -> tuple[float, float]:
     if family == "lognormal":
-        logs_N = np.log(values_N)
-        return float(np.exp(logs_N.mean())), float(logs_N.std())
+        logs = np.log(values)
+        return float(np.exp(logs.mean())), float(logs.std())
     with warnings.catch_warnings():
         # The optimiser may probe invalid shapes on its way to the optimum; the result is checked.
         warnings.simplefilter("ignore", RuntimeWarning)
         if family == "gamma":
-            shape, _, scale = stats.gamma.fit(values_N, floc=0)
+            shape, _, scale = stats.gamma.fit(values, floc=0)
         else:
-            shape, _, scale = stats.weibull_min.fit(values_N, floc=0)
+            shape, _, scale = stats.weibull_min.fit(values, floc=0)
     # scipy's stubs type fit()'s results as optional; both are floats after a fit with floc=0.
     return float(shape), float(scale)  # pyright: ignore[reportArgumentType]
 
@@ -223,10 +224,10 @@ class TimingModel:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
         _check_rng(rng)
-        is_overlap_N = rng.random(n) < self.overlap_prob
-        gaps_N = self.gap.sample(rng, n)
-        overlaps_N = self.overlap.sample(rng, n)
-        return np.where(is_overlap_N, -overlaps_N, gaps_N).astype(np.int64)
+        is_overlap = rng.random(n) < self.overlap_prob
+        gaps = self.gap.sample(rng, n)
+        overlaps = self.overlap.sample(rng, n)
+        return np.where(is_overlap, -overlaps, gaps).astype(np.int64)
 
     def sample_transition(self, rng: np.random.Generator) -> int:
         """One offset as in :meth:`sample_transitions`."""
@@ -301,8 +302,8 @@ DEFAULT_TIMING = TimingModel(
 
 def ks_statistic(a, b) -> float:
     """Two-sample Kolmogorov-Smirnov statistic (largest gap between the empirical CDFs)."""
-    a_N, b_N = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    if a_N.size == 0 or b_N.size == 0:
-        raise ValueError(f"ks_statistic needs two non-empty samples, got {a_N.size} and {b_N.size} values")
+    sample_a, sample_b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if sample_a.size == 0 or sample_b.size == 0:
+        raise ValueError(f"ks_statistic needs two non-empty samples, got {sample_a.size} and {sample_b.size} values")
     # scipy's stubs give ks_2samp's result a generated class without its fields.
-    return float(stats.ks_2samp(a_N, b_N).statistic)  # pyright: ignore[reportAttributeAccessIssue]
+    return float(stats.ks_2samp(sample_a, sample_b).statistic)  # pyright: ignore[reportAttributeAccessIssue]

@@ -1,7 +1,7 @@
 """Forced alignment of sidecar transcripts with pocketsphinx 5 (the offline word-timing backend).
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz (one conversation, or one utterance's padded span)
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz (one
+conversation, or one utterance's padded span).
 
 For every sidecar utterance the transcript is aligned against the audio of the utterance's
 span, padded by ``pad_ms`` on both sides (clipped to the media and, by default, to the audio

@@ -1,7 +1,8 @@
 """Tests of the turn-taking timing model: sampling invariants, serialisation, MLE recovery, and
 the fit-sample-measure loop on a corpus whose timing is not from the model's families.
 
-Array legend: ``_N`` = one entry per draw.
+Arrays hold one entry per draw, an axis without a letter in the project's shape legend
+(:mod:`microturn.schemas.legend`), so they are named in words.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ seeds = st.integers(0, 2**32 - 1)
 @given(durations, seeds, st.integers(0, 300))
 def test_samples_are_integers_of_at_least_one_ms(d, seed, n):
     rng = np.random.default_rng(seed)
-    draws_N = d.sample(rng, n)
-    assert draws_N.shape == (n,) and draws_N.dtype == np.int64 and np.all(draws_N >= 1)
+    draws = d.sample(rng, n)
+    assert draws.shape == (n,) and draws.dtype == np.int64 and np.all(draws >= 1)
     one = d.sample(rng)
     assert type(one) is int and one >= 1
 
@@ -57,10 +58,10 @@ def test_transitions_are_never_zero_and_overlap_share_tends_to_overlap_prob(p, s
     model = dataclasses.replace(DEFAULT_TIMING, overlap_prob=p,
                                 gap=Duration(family="lognormal", params=(3.0, 1.5)))
     rng = np.random.default_rng(seed)
-    offsets_N = model.sample_transitions(rng, 4000)
-    assert offsets_N.dtype == np.int64 and np.all(offsets_N != 0)
+    offsets = model.sample_transitions(rng, 4000)
+    assert offsets.dtype == np.int64 and np.all(offsets != 0)
     # 4000 draws: the share's standard error is <= 0.008, so 0.05 is over 6 standard errors.
-    assert abs(np.mean(offsets_N < 0) - p) <= 0.05
+    assert abs(np.mean(offsets < 0) - p) <= 0.05
     assert model.sample_transition(rng) != 0
 
 
@@ -127,8 +128,8 @@ def test_from_dict_rejects_missing_keys_and_bad_values():
     (Duration(family="weibull", params=(1.8, 400.0)), (0.05, 0.05)),
 ])
 def test_fit_recovers_parameters_and_family(truth, tolerance):
-    values_N = truth.sample(np.random.default_rng(7), 5000)
-    fitted = Duration.fit(values_N)
+    values = truth.sample(np.random.default_rng(7), 5000)
+    fitted = Duration.fit(values)
     assert fitted.family == truth.family
     for got, want, tol in zip(fitted.params, truth.params, tolerance, strict=True):
         assert abs(got / want - 1) <= tol, (fitted, truth)
@@ -183,16 +184,16 @@ def _parquet_round_trip(tmp_path, rows: list[dict], schema: pa.Schema, name: str
 
 def _lay_out(model: TimingModel, rng: np.random.Generator, n_turns: int) -> list[Turn]:
     """Alternating turns with sampled transitions between them."""
-    offsets_N = model.sample_transitions(rng, n_turns - 1)
-    lengths_N = rng.integers(800, 4000, n_turns)
+    offsets = model.sample_transitions(rng, n_turns - 1)
+    lengths = rng.integers(800, 4000, n_turns)
     turns, end = [], 0
     for i in range(n_turns):
-        start = 0 if i == 0 else end + int(offsets_N[i - 1])
+        start = 0 if i == 0 else end + int(offsets[i - 1])
         # A turn outlasts the overlaps at both its ends (as a synthesizer must ensure), so the
         # overlapped turn still ends first and no turn lies inside another.
-        o_in = max(0, -int(offsets_N[i - 1])) if i else 0
-        o_out = max(0, -int(offsets_N[i])) if i < n_turns - 1 else 0
-        end = start + int(lengths_N[i]) + o_in + o_out
+        o_in = max(0, -int(offsets[i - 1])) if i else 0
+        o_out = max(0, -int(offsets[i])) if i < n_turns - 1 else 0
+        end = start + int(lengths[i]) + o_in + o_out
         turns.append(Turn("A" if i % 2 == 0 else "B", start, end))
     return turns
 

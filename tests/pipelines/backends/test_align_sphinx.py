@@ -1,6 +1,6 @@
 """Tests of the pocketsphinx forced aligner on real and synthesised speech.
 
-Shape legend: N = audio samples at 16 kHz.
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 """
 
 from __future__ import annotations
