@@ -76,8 +76,8 @@ class _Worker:
             raise EOFError("the espeak-ng worker closed its output mid-answer")
         return header, payload
 
-    def close(self) -> None:
-        """End the worker (it exits when its input closes)."""
+    def close_pipes(self) -> None:
+        """Close this process's ends of the worker's pipes (the worker exits on end of input)."""
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is None:
                 continue
@@ -85,6 +85,10 @@ class _Worker:
                 stream.close()
             except OSError:
                 pass
+
+    def close(self) -> None:
+        """End the worker (it exits when its input closes)."""
+        self.close_pipes()
         if self.pid == os.getpid():
             try:
                 self.proc.wait(timeout=5)
@@ -132,13 +136,7 @@ def _reset_after_fork() -> None:
     # parent's pipes are closed here, and a lock another thread held at the fork is replaced.
     global _LOCK, _state
     if _state.worker is not None:
-        for stream in (_state.worker.proc.stdin, _state.worker.proc.stdout):
-            if stream is None:
-                continue
-            try:
-                stream.close()
-            except OSError:
-                pass
+        _state.worker.close_pipes()
         _inherited.append(_state.worker)
     _LOCK = threading.Lock()
     _state = _State()

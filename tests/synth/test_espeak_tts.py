@@ -5,9 +5,13 @@ Shape legend: N = audio samples at 16 kHz.
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import threading
 import warnings
 
@@ -287,6 +291,25 @@ def test_a_dead_worker_is_replaced(tts, speech):
     worker.proc.kill()
     worker.proc.wait()
     assert np.array_equal(tts.speak(SENTENCE, Voice()).wave_N, speech.wave_N)
+
+
+def test_the_worker_is_a_standard_library_program_run_by_path(tts):
+    # Imports: the standard library only, so it starts fast and forks safely.
+    tree = ast.parse(open(espeak_client.WORKER_PATH, encoding="utf-8").read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom)}
+    assert imported and imported <= set(sys.stdlib_module_names), imported
+    # Run by path, in isolated mode, it answers the protocol on its own.
+    proc = subprocess.run(
+        [sys.executable, "-I", espeak_client.WORKER_PATH, espeak_client._system_library()],
+        input=b'{"op": "catalogue"}\n', capture_output=True, check=True,
+    )  # it exits when its input closes
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1  # one header line, no samples
+    header = json.loads(lines[0])
+    assert header["ok"] and header["version"] == tts.version().split()[-1]
 
 
 def test_a_forked_process_starts_its_own_worker(tts, speech):
