@@ -5,8 +5,7 @@ never builds resemblyzer."""
 from __future__ import annotations
 
 from microturn.pipelines.backends.base import Diarizer, Transcriber, VoiceActivity
-from microturn.pipelines.backends.configs import (
-    EmbeddedDiarizerConfig, PocketsphinxAlignerConfig, SileroVadConfig)
+from microturn.pipelines.backends.configs import EmbeddedDiarizerConfig, PocketsphinxAlignerConfig, SileroVadConfig
 
 
 def make_vad(config: SileroVadConfig | None = None) -> VoiceActivity:
@@ -28,8 +27,7 @@ def make_diarizer(kind: str, model_dir: str | None, *,
         raise ValueError(f"embedded diarizer settings were given for diarizer {kind!r}")
     if kind == "pyannote":
         from microturn.pipelines.backends.model_dir import pyannote_pipeline_dir
-        from microturn.pipelines.backends.pyannote_diarizer import (
-            PyannoteDiarizer, PyannoteDiarizerConfig)
+        from microturn.pipelines.backends.pyannote_diarizer import PyannoteDiarizer, PyannoteDiarizerConfig
 
         return PyannoteDiarizer(PyannoteDiarizerConfig(pipeline=pyannote_pipeline_dir(model_dir)))
     raise ValueError(f"unknown diarizer {kind!r}; choose embedded or pyannote")

@@ -21,8 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from microturn.pipelines.backends.base import SpeakerCount
-from microturn.pipelines.backends.configs import (
-    EmbeddedDiarizerConfig, PocketsphinxAlignerConfig, SileroVadConfig)
+from microturn.pipelines.backends.configs import EmbeddedDiarizerConfig, PocketsphinxAlignerConfig, SileroVadConfig
 from microturn.pipelines.ingest.channels import LAYOUTS
 from microturn.schemas.config import setting, validate
 

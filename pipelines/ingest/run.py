@@ -15,12 +15,19 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, require_file, split_args
-from microturn.pipelines.outputs import (
-    NothingWritten, OutputError, OutputInUse, count_matches, finish, quiet_output_faults, stage_output)
-from microturn.pipelines.ingest.config import CLI_ONLY, DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.channels import LAYOUTS
+from microturn.pipelines.ingest.config import CLI_ONLY, DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
 from microturn.pipelines.ingest.summary import IngestSummary, summarise
+from microturn.pipelines.outputs import (
+    NothingWritten,
+    OutputError,
+    OutputInUse,
+    count_matches,
+    finish,
+    quiet_output_faults,
+    stage_output,
+)
 from microturn.schemas.config import load_toml, parse_partial
 
 log = logging.getLogger(__name__)
@@ -79,9 +86,9 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestS
     if count_matches(cfg.inputs, cfg.output) == 0:
         raise ValueError(f"--input {' '.join(cfg.inputs)}: matches no file; nothing to ingest")
     # Checked, locked and claimed before any work; published only when a conversation was made.
-    with stage_output(cfg.output, "ingest", inputs=(cfg.license_manifest,), globs=cfg.inputs):
+    with stage_output(cfg.output, "ingest", inputs=[i for i in (cfg.license_manifest,) if i], globs=cfg.inputs):
         with beam.Pipeline(options=options) as p:
-            p | "Ingest" >> Ingest(cfg, licenses)
+            _ = p | "Ingest" >> Ingest(cfg, licenses)
         finish(cfg.output, "ingest", made_table="conversations", what="conversations")
     result = p.result if hasattr(p, "result") else None
     summary = summarise(cfg.output, wall_s=time.perf_counter() - started, result=result)

@@ -20,7 +20,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import require_file, split_args
 from microturn.pipelines.outputs import (
-    NothingWritten, OutputError, OutputInUse, finish, quiet_output_faults, stage_output)
+    NothingWritten,
+    OutputError,
+    OutputInUse,
+    finish,
+    quiet_output_faults,
+    stage_output,
+)
 from microturn.pipelines.shard.config import CLI_ONLY, ShardConfig, parse_bytes
 from microturn.pipelines.shard.pipeline import Shard, has_table
 from microturn.pipelines.tables import read_table
@@ -89,7 +95,7 @@ def left_out(result) -> dict[str, int]:
     """What the run counted as left out (Beam counters of the ``shard`` namespace)."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    out = dict.fromkeys(_LEFT_OUT, 0)
+    out: dict[str, int] = dict.fromkeys(_LEFT_OUT, 0)
     try:
         counters = result.metrics().query(MetricsFilter().with_namespace("shard"))["counters"]
     except (AttributeError, NotImplementedError, KeyError):  # a runner without metrics
@@ -129,7 +135,7 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
     # Checked, locked and claimed before any work; published only when samples were made.
     with stage_output(cfg.output, "shard", inputs=cfg.inputs):
         p = beam.Pipeline(options=options)
-        p | "Shard" >> Shard(cfg)
+        _ = p | "Shard" >> Shard(cfg)
         result = p.run()
         result.wait_until_finish()
         finish(cfg.output, "shard", made_table="samples", what="samples")

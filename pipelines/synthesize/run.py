@@ -23,7 +23,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from microturn.pipelines.cli_args import finite_float, refuse_folder, require_file, require_records, split_args
 from microturn.pipelines.outputs import (
-    NothingWritten, OutputError, OutputInUse, count_matches, finish, quiet_output_faults, stage_output)
+    NothingWritten,
+    OutputError,
+    OutputInUse,
+    count_matches,
+    finish,
+    quiet_output_faults,
+    stage_output,
+)
 from microturn.pipelines.synthesize.config import CLI_ONLY, SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
 from microturn.pipelines.tables import read_table
@@ -118,10 +125,10 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
     # Checked, locked and claimed before any work; published only when a conversation was made.
-    with stage_output(cfg.output, "synthesize", inputs=(cfg.remix, cfg.fit_from),
+    with stage_output(cfg.output, "synthesize", inputs=[i for i in (cfg.remix, cfg.fit_from) if i],
                       globs=cfg.scripts or ()):
         with beam.Pipeline(options=options) as p:
-            p | "Synthesize" >> Synthesize(cfg, timing, source, generated)
+            _ = p | "Synthesize" >> Synthesize(cfg, timing, source, generated)
         finish(cfg.output, "synthesize", made_table="conversations", what="conversations")
     wall_s = time.perf_counter() - started
     stats = collect(cfg.output)

@@ -77,16 +77,22 @@ def test_non_finite_number_inside_a_list_or_under_any_config_class_is_refused():
         from_mapping(ShardConfig, {"output": "o", "inputs": [math.nan]})
 
 
+# Wrong types on purpose (the ignores): a config built in code must refuse them at run time.
 @pytest.mark.parametrize("make, message", [
     (lambda: IngestConfig(inputs=("x",), output="o", max_duration_s=math.nan), "max_duration_s must be a finite"),
     (lambda: IngestConfig(inputs=("x",), output="o", max_duration_s=math.inf), "max_duration_s must be a finite"),
-    (lambda: IngestConfig(inputs=("x",), output="o", video_max_side=math.nan), "video_max_side must be an integer"),
-    (lambda: IngestConfig(inputs=("x",), output="o", num_speakers=2.0), "num_speakers must be an integer"),
+    (lambda: IngestConfig(inputs=("x",), output="o", video_max_side=math.nan),  # pyright: ignore[reportArgumentType]
+     "video_max_side must be an integer"),
+    (lambda: IngestConfig(inputs=("x",), output="o", num_speakers=2.0),  # pyright: ignore[reportArgumentType]
+     "num_speakers must be an integer"),
     (lambda: SynthesizeConfig(generate=1, output="o", target_dbfs=math.nan), "target_dbfs must be a finite"),
     (lambda: SynthesizeConfig(generate=1, output="o", noise_snr_db=-math.inf), "noise_snr_db must be a finite"),
-    (lambda: SynthesizeConfig(generate=math.nan, output="o"), "generate must be an integer"),
-    (lambda: ShardConfig(inputs=("x",), output="o", window_chunks=math.nan), "window_chunks must be an integer"),
-    (lambda: ShardConfig(inputs=("x",), output="o", shard_bytes=math.inf), "shard_bytes must be an integer"),
+    (lambda: SynthesizeConfig(generate=math.nan, output="o"),  # pyright: ignore[reportArgumentType]
+     "generate must be an integer"),
+    (lambda: ShardConfig(inputs=("x",), output="o", window_chunks=math.nan),  # pyright: ignore[reportArgumentType]
+     "window_chunks must be an integer"),
+    (lambda: ShardConfig(inputs=("x",), output="o", shard_bytes=math.inf),  # pyright: ignore[reportArgumentType]
+     "shard_bytes must be an integer"),
     (lambda: ShardConfig(inputs=("x",), output="o", fade_ms=True), "fade_ms must be an integer"),
 ])
 def test_configs_built_in_code_refuse_non_numbers_and_non_finite_numbers(make, message):
