@@ -54,9 +54,9 @@ def measure(seconds: float = 600.0, repeats: int = 5) -> dict:
         raise ValueError(f"need seconds > 0 and repeats >= 1, got {seconds}, {repeats}")
     wave_N = sample_wave(seconds)
     frames = -(-wave_N.size // dmel.HOP)
-    padded_P = np.zeros(dmel.HOP * (frames + 1), dtype=np.float32)
-    padded_P[dmel.HOP:dmel.HOP + wave_N.size] = wave_N
-    padded = torch.from_numpy(padded_P)
+    padded_N = np.zeros(dmel.HOP * (frames + 1), dtype=np.float32)
+    padded_N[dmel.HOP:dmel.HOP + wave_N.size] = wave_N
+    padded = torch.from_numpy(padded_N)
     mel = torchaudio.transforms.MelSpectrogram(
         sample_rate=dmel.SAMPLE_RATE, n_fft=dmel.N_FFT, win_length=dmel.N_FFT, hop_length=dmel.HOP,
         center=False, power=1.0, n_mels=dmel.N_MELS, f_min=0.0, f_max=dmel.SAMPLE_RATE / 2,

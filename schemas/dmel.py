@@ -44,9 +44,10 @@ result is a tensor on the same device, so the trainer can run it on its GPU). Th
 torch in both cases, without autograd, autocast or TF32 matmuls (the last two would break the
 error bound by 1000x).
 
-Legend: N audio samples, P = 800 (T + 1) padded samples, T frames (50 ms hop), B frames of a
-block, R frames redone in float64, L = 1600 window samples, F = 801 FFT bins (F2: their real and
-imaginary parts), M = 80 mel channels, K any number of frequencies.
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples (``padded_N``: 800 (T + 1)
+causally padded samples; ``window_N`` and a frame: 1600), T frames (50 ms hop; ``block_mel_TM``
+the frames of one block, ``redo_T`` the frames redone in float64), X = 801 FFT bins (X2: their real
+and imaginary parts), M = 80 mel channels.
 """
 
 from __future__ import annotations
@@ -89,33 +90,33 @@ _TOL_FFT = 2e-6  # 4x the measured 5.0e-7
 _MAX_HOP_NORM = 1e15
 
 
-def _hz_to_mel(hz_K: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     """Slaney scale: 200/3 Hz per mel up to 1 kHz (mel 15), then 27 mel per factor 6.4."""
-    hz_K = np.asarray(hz_K, dtype=np.float64)
-    above_K = 15.0 + np.log(np.maximum(hz_K, 1000.0) / 1000.0) * (27.0 / np.log(6.4))
-    return np.where(hz_K < 1000.0, hz_K / (200.0 / 3.0), above_K)
+    hz = np.asarray(hz, dtype=np.float64)
+    above = 15.0 + np.log(np.maximum(hz, 1000.0) / 1000.0) * (27.0 / np.log(6.4))
+    return np.where(hz < 1000.0, hz / (200.0 / 3.0), above)
 
 
-def _mel_to_hz(mel_K: np.ndarray) -> np.ndarray:
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     """Inverse of :func:`_hz_to_mel`."""
-    mel_K = np.asarray(mel_K, dtype=np.float64)
-    above_K = 1000.0 * np.exp((np.maximum(mel_K, 15.0) - 15.0) * (np.log(6.4) / 27.0))
-    return np.where(mel_K < 15.0, mel_K * (200.0 / 3.0), above_K)
+    mel = np.asarray(mel, dtype=np.float64)
+    above = 1000.0 * np.exp((np.maximum(mel, 15.0) - 15.0) * (np.log(6.4) / 27.0))
+    return np.where(mel < 15.0, mel * (200.0 / 3.0), above)
 
 
 @functools.cache
-def _filters64_MF() -> np.ndarray:
-    """float64 [M, F] Slaney mel filters (see :func:`mel_filters`)."""
+def _filters64_MX() -> np.ndarray:
+    """float64 [M, X] Slaney mel filters (see :func:`mel_filters`)."""
     # M + 2 edges equally spaced in mel from 0 Hz to Nyquist; filter i rises from edge i to
     # edge i + 1 and falls to edge i + 2.
-    edges_K = _mel_to_hz(np.linspace(0.0, _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
-    freqs_F = np.arange(N_BINS_FFT, dtype=np.float64) * (SAMPLE_RATE / N_FFT)
-    lo_M1, mid_M1, hi_M1 = edges_K[:-2, None], edges_K[1:-1, None], edges_K[2:, None]
-    rise_MF = (freqs_F - lo_M1) / (mid_M1 - lo_M1)
-    fall_MF = (hi_M1 - freqs_F) / (hi_M1 - mid_M1)
-    tri_MF = np.maximum(0.0, np.minimum(rise_MF, fall_MF))
+    edges_hz = _mel_to_hz(np.linspace(0.0, _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
+    freqs_X = np.arange(N_BINS_FFT, dtype=np.float64) * (SAMPLE_RATE / N_FFT)
+    lo_M1, mid_M1, hi_M1 = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rise_MX = (freqs_X - lo_M1) / (mid_M1 - lo_M1)
+    fall_MX = (hi_M1 - freqs_X) / (hi_M1 - mid_M1)
+    tri_MX = np.maximum(0.0, np.minimum(rise_MX, fall_MX))
     # Slaney normalisation: every filter has the same area, 1 in units of Hz.
-    out = tri_MF * (2.0 / (hi_M1 - lo_M1))
+    out = tri_MX * (2.0 / (hi_M1 - lo_M1))
     out.setflags(write=False)
     return out
 
@@ -127,7 +128,7 @@ def mel_filters() -> np.ndarray:
     Numerically librosa's ``filters.mel(sr=16000, n_fft=1600, n_mels=80)`` (Slaney scale and
     normalisation), built here without librosa.
     """
-    out = _filters64_MF().astype(np.float32)
+    out = _filters64_MX().astype(np.float32)
     out.setflags(write=False)
     return out
 
@@ -144,13 +145,13 @@ def _constants(device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tens
     """Window, filters and boundaries as tensors on ``device`` in ``dtype`` (cached)."""
     import torch
 
-    fb_MF = _filters64_MF()
+    fb_MX = _filters64_MX()
     return {
-        "window_L": torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).to(device, dtype),
-        "filters_FM": torch.from_numpy(np.ascontiguousarray(fb_MF.T)).to(device, dtype),
+        "window_N": torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).to(device, dtype),
+        "filters_XM": torch.from_numpy(np.ascontiguousarray(fb_MX.T)).to(device, dtype),
         "boundaries": torch.from_numpy(_BOUNDARIES.copy()).to(device, dtype),
         # Only the float32 path uses these (see _features).
-        "fft_slack_M": torch.from_numpy(fb_MF.sum(axis=1) * _TOL_FFT).to(device, dtype),
+        "fft_slack_M": torch.from_numpy(fb_MX.sum(axis=1) * _TOL_FFT).to(device, dtype),
         "mel_bounds_low": torch.from_numpy(10.0 ** _BOUNDARIES / (1 - _TOL_REL)).to(device, dtype),
         "mel_bounds_high": torch.from_numpy(10.0 ** _BOUNDARIES / (1 + _TOL_REL)).to(device, dtype),
     }
@@ -173,9 +174,9 @@ def _check_wave(wave_N: Any) -> tuple[torch.Tensor, bool]:
                             "wave.astype(np.float32) (int16 PCM: wave.astype(np.float32) / 32768)")
         n = wave_N.shape[0]
         # One copy does the padding and gives torch a writeable, contiguous buffer.
-        padded_P = np.zeros(HOP * (_frames(n) + 1), dtype=np.float32)
-        padded_P[HOP:HOP + n] = wave_N
-        return torch.from_numpy(padded_P), True
+        padded_N = np.zeros(HOP * (_frames(n) + 1), dtype=np.float32)
+        padded_N[HOP:HOP + n] = wave_N
+        return torch.from_numpy(padded_N), True
     if isinstance(wave_N, torch.Tensor):
         if wave_N.dim() != 1:
             raise ValueError(f"wave must be 1-D mono audio, got shape {tuple(wave_N.shape)}: mix or pick a "
@@ -221,35 +222,35 @@ def _block_frames(device: torch.device, frames: int) -> int:
     return _FFT_BLOCK if device.type == "cpu" else frames
 
 
-def _magnitude(spectrum_BF: torch.Tensor, out_BF: torch.Tensor | None = None) -> torch.Tensor:
+def _magnitude(spectrum_TX: torch.Tensor, out_TX: torch.Tensor | None = None) -> torch.Tensor:
     """|X| as sqrt(re^2 + im^2) in three in-cache passes. Measured on 384-frame blocks: 2.3x
     faster than complex abs() (which writes a complex result, then copies its real part) and 3x
     faster than hypot (whose overflow guard the input check already makes moot)."""
     import torch
 
-    parts_BF2 = torch.view_as_real(spectrum_BF)
-    re_BF, im_BF = parts_BF2[..., 0], parts_BF2[..., 1]
-    out_BF = torch.mul(re_BF, re_BF, out=out_BF)
-    return out_BF.addcmul_(im_BF, im_BF).sqrt_()
+    parts_TX2 = torch.view_as_real(spectrum_TX)
+    re_TX, im_TX = parts_TX2[..., 0], parts_TX2[..., 1]
+    out_TX = torch.mul(re_TX, re_TX, out=out_TX)
+    return out_TX.addcmul_(im_TX, im_TX).sqrt_()
 
 
-def _mel_blocks(padded_P: torch.Tensor, mel_TM: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+def _mel_blocks(padded_N: torch.Tensor, mel_TM: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
     """Fill ``mel_TM`` (float32 [T, M]) with the float32 mel magnitudes of the padded wave, one
     block of frames at a time, yielding ``(first frame, the block's rows of mel_TM)`` after each
     block so that the caller can finish it while it is in cache."""
     import torch
 
-    c = _constants(padded_P.device, torch.float32)
+    c = _constants(padded_N.device, torch.float32)
     T = mel_TM.shape[0]
-    block = _block_frames(padded_P.device, T)
-    frames_TL = padded_P.unfold(0, N_FFT, HOP)  # a view: frame t starts at sample HOP t
-    windowed_BL = torch.empty((min(block, T), N_FFT), dtype=torch.float32, device=padded_P.device)
-    magnitude_BF = torch.empty((min(block, T), N_BINS_FFT), dtype=torch.float32, device=padded_P.device)
+    block = _block_frames(padded_N.device, T)
+    frames_TN = padded_N.unfold(0, N_FFT, HOP)  # a view: frame t starts at sample HOP t
+    windowed_TN = torch.empty((min(block, T), N_FFT), dtype=torch.float32, device=padded_N.device)
+    magnitude_TX = torch.empty((min(block, T), N_BINS_FFT), dtype=torch.float32, device=padded_N.device)
     for start in range(0, T, block):
         n = min(block, T - start)
-        torch.mul(frames_TL[start:start + n], c["window_L"], out=windowed_BL[:n])
-        _magnitude(torch.fft.rfft(windowed_BL[:n]), magnitude_BF[:n])
-        torch.mm(magnitude_BF[:n], c["filters_FM"], out=mel_TM[start:start + n])
+        torch.mul(frames_TN[start:start + n], c["window_N"], out=windowed_TN[:n])
+        _magnitude(torch.fft.rfft(windowed_TN[:n]), magnitude_TX[:n])
+        torch.mm(magnitude_TX[:n], c["filters_XM"], out=mel_TM[start:start + n])
         yield start, mel_TM[start:start + n]
 
 
@@ -258,39 +259,39 @@ def _log_(mel_TM: torch.Tensor) -> torch.Tensor:
     return mel_TM.clamp_min_(MEL_FLOOR).log10_().clamp_(LOG_MIN, LOG_MAX)
 
 
-def _frame_norms(padded_P: torch.Tensor) -> torch.Tensor:
+def _frame_norms(padded_N: torch.Tensor) -> torch.Tensor:
     """float32 [T]: Euclidean norm of each frame (unwindowed); ValueError on non-finite or absurdly
     large input."""
     import torch
 
-    hop_norm = torch.linalg.vector_norm(padded_P.view(-1, HOP), dim=1)
+    hop_norm = torch.linalg.vector_norm(padded_N.view(-1, HOP), dim=1)
     # NaN or inf anywhere reaches its hop's norm. A frame norm n bounds every |X| by 40 n
     # (Cauchy-Schwarz over 1600 samples), so n <= 1e15 keeps |X|^2 far from float32 overflow.
     peak = float(hop_norm.max())
     if not peak <= _MAX_HOP_NORM:
-        bad = (~torch.isfinite(padded_P)).nonzero()
+        bad = (~torch.isfinite(padded_N)).nonzero()
         if bad.numel():
             raise ValueError(f"wave has {bad.numel()} non-finite samples (first at sample {int(bad[0]) - HOP}): "
                              "replace them (e.g. numpy.nan_to_num) before featurizing")
-        raise ValueError(f"wave amplitude {float(padded_P.abs().max()):.3g} is out of range: expected audio "
+        raise ValueError(f"wave amplitude {float(padded_N.abs().max()):.3g} is out of range: expected audio "
                          "scaled to [-1, 1]")
     return torch.hypot(hop_norm[:-1], hop_norm[1:])
 
 
-def _float64_bins(padded_P: torch.Tensor, rows_R: torch.Tensor) -> torch.Tensor:
-    """uint8 [R, M] bins of frames ``rows_R`` by the recipe in float64 (blocks as in _mel_blocks)."""
+def _float64_bins(padded_N: torch.Tensor, redo_T: torch.Tensor) -> torch.Tensor:
+    """uint8 [len(redo_T), M] bins of frames ``redo_T`` by the recipe in float64 (blocks as in _mel_blocks)."""
     import torch
 
-    c = _constants(padded_P.device, torch.float64)
-    frames_TL = padded_P.unfold(0, N_FFT, HOP)
-    R = rows_R.shape[0]
-    bins_RM = torch.empty((R, N_MELS), dtype=torch.uint8, device=padded_P.device)
-    block = _block_frames(padded_P.device, R)
-    for start in range(0, R, block):
-        windowed_BL = frames_TL[rows_R[start:start + block]].double().mul_(c["window_L"])
-        mel_BM = _magnitude(torch.fft.rfft(windowed_BL)) @ c["filters_FM"]
-        bins_RM[start:start + block] = torch.bucketize(_log_(mel_BM), c["boundaries"], right=False)
-    return bins_RM
+    c = _constants(padded_N.device, torch.float64)
+    frames_TN = padded_N.unfold(0, N_FFT, HOP)
+    count = redo_T.shape[0]
+    redo_bins_TM = torch.empty((count, N_MELS), dtype=torch.uint8, device=padded_N.device)
+    block = _block_frames(padded_N.device, count)
+    for start in range(0, count, block):
+        windowed_TN = frames_TN[redo_T[start:start + block]].double().mul_(c["window_N"])
+        block_mel_TM = _magnitude(torch.fft.rfft(windowed_TN)) @ c["filters_XM"]
+        redo_bins_TM[start:start + block] = torch.bucketize(_log_(block_mel_TM), c["boundaries"], right=False)
+    return redo_bins_TM
 
 
 def _features(wave_N: Any, *, bins: bool) -> tuple[Any, Any]:
@@ -304,33 +305,33 @@ def _features(wave_N: Any, *, bins: bool) -> tuple[Any, Any]:
     """
     import torch
 
-    padded_P, was_numpy = _check_wave(wave_N)
-    device = padded_P.device
-    T = padded_P.shape[0] // HOP - 1
+    padded_N, was_numpy = _check_wave(wave_N)
+    device = padded_N.device
+    T = padded_N.shape[0] // HOP - 1
     logmel_TM = torch.empty((T, N_MELS), dtype=torch.float32, device=device)
     bins_TM = torch.empty((T, N_MELS), dtype=torch.uint8, device=device) if bins else None
     if T:
         c = _constants(device, torch.float32)
         with _plain_float(device):
-            norm_T = _frame_norms(padded_P)
+            norm_T = _frame_norms(padded_N)
             unsure_T = torch.zeros(T, dtype=torch.bool, device=device)
-            for start, mel_BM in _mel_blocks(padded_P, logmel_TM):
+            for start, block_mel_TM in _mel_blocks(padded_N, logmel_TM):
                 if bins:
-                    stop = start + mel_BM.shape[0]
-                    slack_BM = torch.outer(norm_T[start:stop], c["fft_slack_M"])
-                    low_BM = torch.bucketize(torch.sub(mel_BM, slack_BM, alpha=1 / (1 - _TOL_REL)),
+                    stop = start + block_mel_TM.shape[0]
+                    slack_TM = torch.outer(norm_T[start:stop], c["fft_slack_M"])
+                    low_TM = torch.bucketize(torch.sub(block_mel_TM, slack_TM, alpha=1 / (1 - _TOL_REL)),
                                              c["mel_bounds_low"], out_int32=True)
-                    high_BM = torch.bucketize(slack_BM.mul_(1 / (1 + _TOL_REL)).add_(mel_BM),
+                    high_TM = torch.bucketize(slack_TM.mul_(1 / (1 + _TOL_REL)).add_(block_mel_TM),
                                               c["mel_bounds_high"], out_int32=True)
                     # high >= low everywhere (its interval end is the larger, its boundaries the smaller);
                     # amax over int32 is ~5x faster here than any() over a bool comparison.
-                    torch.gt(high_BM.sub_(low_BM).amax(dim=1), 0, out=unsure_T[start:stop])
-                    bins_TM[start:stop] = low_BM
-                _log_(mel_BM)
+                    torch.gt(high_TM.sub_(low_TM).amax(dim=1), 0, out=unsure_T[start:stop])
+                    bins_TM[start:stop] = low_TM
+                _log_(block_mel_TM)
             if bins:
-                rows_R = unsure_T.nonzero().squeeze(1)
-                if rows_R.numel():
-                    bins_TM[rows_R] = _float64_bins(padded_P, rows_R)
+                redo_T = unsure_T.nonzero().squeeze(1)
+                if redo_T.numel():
+                    bins_TM[redo_T] = _float64_bins(padded_N, redo_T)
     if was_numpy:
         return logmel_TM.numpy(), None if bins_TM is None else bins_TM.numpy()
     return logmel_TM, bins_TM

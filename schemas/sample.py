@@ -22,8 +22,9 @@ Times inside a sample (words, events) are integer ms from the start of the windo
 ``offset_ms`` is where the window starts in the conversation. A word's ``chunk`` is the chunk
 (0..K-1) holding its start. Arrays are ``.npy`` written and read with ``allow_pickle=False``.
 
-Legend: K chunks, T = 4 K dMel frames, M = 80 mel channels, P video patches per chunk
-(``patches_h * patches_w``), F = 2 frames per temporal patch, H = W = 40 pixels, C = 3 colours.
+Shape suffixes follow :mod:`microturn.schemas.legend`: K chunks, T = 4 K dMel frames, M = 80 mel
+channels, P video patches per chunk (``patches_h * patches_w``), F = 2 video frames per temporal
+patch, H = W = 40 pixels, C = 3 colour channels.
 """
 
 from __future__ import annotations

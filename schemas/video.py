@@ -4,9 +4,9 @@ A sample's ``video.mp4`` holds 10 fps frames whose sides are multiples of 40 px.
 decodes it and cuts it into temporal patches of 2 frames x 40 x 40 x 3 (one per 200 ms chunk
 and grid cell), the input of the model's hMLP patch embedding.
 
-Legend: K chunks, P = patches_h * patches_w patches per chunk (row-major), F frames
-(F = 2 K), H and W frame height and width in pixels, C = 3 colours (RGB), and inside a
-patch 2 frames x 40 x 40 px.
+Shape suffixes follow :mod:`microturn.schemas.legend`: K chunks, P = patches_h * patches_w
+patches per chunk (row-major), F video frames (F = 2 K), H and W frame height and width in pixels,
+C = 3 colour channels (RGB); inside a patch 2 frames x 40 x 40 px.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """One dialogue script in, one two-stream conversation out: speak, lay out, mix, label.
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 
 :func:`synthesize_dialogue` is the whole of synthesis for one script; the Beam pipeline calls it
 once per dialogue. It is deterministic: the random generator is seeded from the run's seed and

@@ -1,7 +1,6 @@
 """Remix: two-stream dialogues built from the real, diarized turns of an ingested conversation.
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 
 The turns of a real record keep their audio and their words; what changes is the timing between
 them, drawn from a :class:`~microturn.synth.timing.TimingModel` (the defaults, or one fitted on

@@ -5,8 +5,7 @@ every whitespace-separated token of the text (:class:`SpokenWord`), which the mi
 event labels need. :func:`get_tts` builds a backend by name; the embedded default is
 ``"espeak-ng"`` (:class:`microturn.synth.espeak.EspeakTTS`).
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Word-to-speaker assignment: give each timed word the speaker of the diarization turn it
 overlaps most.
 
-Shape legend (suffixes on array names):
-    W  words of one chunk (at most ``_CHUNK`` at a time)
-    T  turns
-    U  utterances
-    K  candidate turns of one word
+Arrays here run over words (at most ``_CHUNK`` at a time), turns, utterances and a word's candidate
+turns, none of which has a letter in :mod:`microturn.schemas.legend`; they are named in words, and
+2-D ones say their axes where they are made.
 
 Rules, in order, for one word:
 
@@ -37,7 +35,7 @@ __all__ = ["NEAREST_TURN_MS", "assign_speakers"]
 # typically 100-300 ms off word edges, and 500 ms is shorter than a usual inter-turn gap.
 NEAREST_TURN_MS = 500
 
-# Words per vectorised block: a [1024, T] float64 matrix stays small (8 MB at T = 1000).
+# Words per vectorised block: a [1024 words, turns] float64 matrix stays small (8 MB at 1000 turns).
 _CHUNK = 1024
 
 
@@ -47,18 +45,18 @@ def _utterance_speakers(words: list[Word], utterances: list[Utterance] | None) -
         return [w.speaker for w in words]
     if not utterances:
         return [None] * len(words)
-    u_start_U = np.array([u.start_ms for u in utterances], dtype=np.float64)
-    u_end_U = np.array([u.end_ms for u in utterances], dtype=np.float64)
+    utt_start_ms = np.array([u.start_ms for u in utterances], dtype=np.float64)
+    utt_end_ms = np.array([u.end_ms for u in utterances], dtype=np.float64)
     labels = [u.speaker for u in utterances]
     out: list[str | None] = []
     for lo in range(0, len(words), _CHUNK):
         chunk = words[lo : lo + _CHUNK]
-        ws_W = np.array([w.start_ms for w in chunk], dtype=np.float64)[:, None]
-        we_W = np.array([max(w.end_ms, w.start_ms + 1) for w in chunk], dtype=np.float64)[:, None]
-        inter_WU = np.minimum(we_W, u_end_U) - np.maximum(ws_W, u_start_U)
+        word_start_ms = np.array([w.start_ms for w in chunk], dtype=np.float64)[:, None]
+        word_end_ms = np.array([max(w.end_ms, w.start_ms + 1) for w in chunk], dtype=np.float64)[:, None]
+        overlap_ms = np.minimum(word_end_ms, utt_end_ms) - np.maximum(word_start_ms, utt_start_ms)  # [word, utt]
         # Positive: overlap in ms; negative: minus the gap, so argmax picks most overlap, else
         # the nearest utterance.
-        out.extend(labels[k] for k in np.argmax(inter_WU, axis=1))
+        out.extend(labels[k] for k in np.argmax(overlap_ms, axis=1))
     return out
 
 
@@ -86,37 +84,38 @@ def assign_speakers(
     if not good:
         return [replace(w, speaker=s) for w, s in zip(words, utt_speakers)]
 
-    t_start_T = np.array([t.start_ms for t in good], dtype=np.float64)
-    t_end_T = np.array([t.end_ms for t in good], dtype=np.float64)
-    t_centre_T = (t_start_T + t_end_T) / 2
+    turn_start_ms = np.array([t.start_ms for t in good], dtype=np.float64)
+    turn_end_ms = np.array([t.end_ms for t in good], dtype=np.float64)
+    turn_centre_ms = (turn_start_ms + turn_end_ms) / 2
     t_speaker = [t.speaker for t in good]
-    t_speaker_T = np.array(t_speaker, dtype=object)
+    turn_speakers = np.array(t_speaker, dtype=object)
 
     out: list[Word] = []
     for lo in range(0, len(words), _CHUNK):
         chunk = words[lo : lo + _CHUNK]
-        ws_W = np.array([w.start_ms for w in chunk], dtype=np.float64)
+        word_start_ms = np.array([w.start_ms for w in chunk], dtype=np.float64)
         # A zero-length word is treated as 1 ms long so that it can overlap a turn.
-        we_W = np.array([max(w.end_ms, w.start_ms + 1) for w in chunk], dtype=np.float64)
-        inter_WT = np.minimum(we_W[:, None], t_end_T) - np.maximum(ws_W[:, None], t_start_T)
-        centre_dist_WT = np.abs((ws_W + we_W)[:, None] / 2 - t_centre_T)
-        best_W = inter_WT.max(axis=1)
+        word_end_ms = np.array([max(w.end_ms, w.start_ms + 1) for w in chunk], dtype=np.float64)
+        # [word, turn]
+        overlap_ms = np.minimum(word_end_ms[:, None], turn_end_ms) - np.maximum(word_start_ms[:, None], turn_start_ms)
+        centre_dist_ms = np.abs((word_start_ms + word_end_ms)[:, None] / 2 - turn_centre_ms)
+        best_ms = overlap_ms.max(axis=1)
         for k, word in enumerate(chunk):
             utt_speaker = utt_speakers[lo + k]
             # Positive: the longest overlap. Otherwise inter is minus the gap, so the maximum
             # is the nearest turn, used when it is close enough.
-            if best_W[k] <= 0 and -best_W[k] > NEAREST_TURN_MS:
+            if best_ms[k] <= 0 and -best_ms[k] > NEAREST_TURN_MS:
                 out.append(replace(word, speaker=utt_speaker))
                 continue
-            cand_K = np.nonzero(inter_WT[k] == best_W[k])[0]
-            if len(cand_K) > 1 and utt_speaker is not None:
-                same_K = cand_K[t_speaker_T[cand_K] == utt_speaker]
-                if len(same_K):
-                    cand_K = same_K
-            if len(cand_K) > 1:
-                dist_K = centre_dist_WT[k, cand_K]
-                cand_K = cand_K[dist_K == dist_K.min()]
+            candidates = np.nonzero(overlap_ms[k] == best_ms[k])[0]
+            if len(candidates) > 1 and utt_speaker is not None:
+                same_speaker = candidates[turn_speakers[candidates] == utt_speaker]
+                if len(same_speaker):
+                    candidates = same_speaker
+            if len(candidates) > 1:
+                dist_ms = centre_dist_ms[k, candidates]
+                candidates = candidates[dist_ms == dist_ms.min()]
             # Earliest turn among those left, so that the result never depends on input order.
-            pick = cand_K[np.argmin(t_start_T[cand_K])]
+            pick = candidates[np.argmin(turn_start_ms[candidates])]
             out.append(replace(word, speaker=t_speaker[pick]))
     return out

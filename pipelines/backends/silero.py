@@ -1,8 +1,7 @@
 """Speech activity detection with the ``silero-vad`` package (offline: weights ship in the wheel).
 
-Legend of array-name suffixes:
-    N  audio samples at 16 kHz
-    P  VAD frames of 512 samples (32 ms), one speech probability each
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz. The VAD's own
+frames (512 samples, 32 ms, one speech probability each) have no letter there: ``frame_probs``.
 
 Which silero model: the package offers a TorchScript model driven frame by frame from Python
 (~0.4-0.6 s for 30 s of audio on this 2-core machine: 938 calls of 32 ms each) and a "sequence"
@@ -85,7 +84,7 @@ class SileroVad:
             torch.set_num_threads(threads)  # loading never changes the caller's thread count
 
     def speech_probabilities(self, wave_N: np.ndarray) -> np.ndarray:
-        """Per-frame speech probabilities ``prob_P``, one per 512-sample (32 ms) frame."""
+        """Per-frame speech probabilities, one per 512-sample (32 ms) frame."""
         wave_N = validate_wave(wave_N, who=self.name)
         if self.config.engine == "sequence":
             return np.asarray(self._model.audio_forward(wave_N, sampling_rate=SAMPLE_RATE))
@@ -120,9 +119,9 @@ class SileroVad:
             max_speech_duration_s=cfg.max_speech_s,
         )
         if cfg.engine == "sequence":
-            prob_P = self.speech_probabilities(wave_N)
+            frame_probs = self.speech_probabilities(wave_N)
             stamps = get_speech_timestamps_from_probs(
-                prob_P.tolist(), audio_length_samples=wave_N.size, **options
+                frame_probs.tolist(), audio_length_samples=wave_N.size, **options
             )
         else:
             with torch.inference_mode(), torch_threads(1):

@@ -1,6 +1,6 @@
 """Deciding whether a multi-channel recording carries one speaker per channel.
 
-Array legend: ``C`` channels, ``N`` samples at 16 kHz, ``F`` 50 ms frames.
+Shape suffixes follow :mod:`microturn.schemas.legend`: C channels, N samples at 16 kHz, T 50 ms frames.
 
 A phone call recorded in stereo has each party on their own channel; a stereo podcast or a film
 mix has everyone on every channel. The first keeps its channels apart (each becomes a stream of
@@ -17,17 +17,17 @@ MIXED, PER_SPEAKER = "mixed", "per_speaker"
 LAYOUTS = ("auto", MIXED, PER_SPEAKER)
 
 
-def _active_CF(wave_CN: np.ndarray) -> np.ndarray:
+def _active_CT(wave_CN: np.ndarray) -> np.ndarray:
     c, n = wave_CN.shape
     f = n // FRAME
     if f == 0:
         return np.zeros((c, 0), dtype=bool)
-    energy_CF = np.sqrt((wave_CN[:, : f * FRAME].reshape(c, f, FRAME) ** 2).mean(axis=2) + 1e-12)
-    db_CF = 20 * np.log10(energy_CF)
+    energy_CT = np.sqrt((wave_CN[:, : f * FRAME].reshape(c, f, FRAME) ** 2).mean(axis=2) + 1e-12)
+    db_CT = 20 * np.log10(energy_CT)
     # A frame is active when it is within 30 dB of the loudest frame of the whole file and above
     # -55 dBFS; crosstalk on a per-speaker line is typically 20-40 dB down from the talker.
-    loudest = db_CF.max()
-    return (db_CF > max(loudest - 30.0, -55.0)) & (db_CF > np.median(db_CF, axis=1, keepdims=True) + 6.0)
+    loudest = db_CT.max()
+    return (db_CT > max(loudest - 30.0, -55.0)) & (db_CT > np.median(db_CT, axis=1, keepdims=True) + 6.0)
 
 
 def detect_layout(wave_CN: np.ndarray, *, max_co_activity: float = 0.35) -> str:
@@ -44,10 +44,10 @@ def detect_layout(wave_CN: np.ndarray, *, max_co_activity: float = 0.35) -> str:
     ref = wave_CN[0]
     if all(np.allclose(wave_CN[i], ref, atol=1e-3) for i in range(1, c)):
         return MIXED
-    active_CF = _active_CF(wave_CN)
-    any_active = active_CF.any(axis=0)
+    active_CT = _active_CT(wave_CN)
+    any_active = active_CT.any(axis=0)
     if not any_active.any():
         return MIXED
-    co = (active_CF.sum(axis=0) >= 2)[any_active].mean()
-    talkers = int((active_CF.sum(axis=1) > 0.02 * active_CF.shape[1]).sum())
+    co = (active_CT.sum(axis=0) >= 2)[any_active].mean()
+    talkers = int((active_CT.sum(axis=1) > 0.02 * active_CT.shape[1]).sum())
     return PER_SPEAKER if co <= max_co_activity and talkers >= 2 else MIXED

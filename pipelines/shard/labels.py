@@ -5,7 +5,7 @@ ending exactly on a chunk boundary does not mark the next chunk. Point events (w
 turn starts and ends, interruptions) mark the chunk holding their time; a turn's end is the
 chunk of its last voiced millisecond (end_ms - 1).
 
-Legend: C chunks in the conversation.
+Shape suffixes follow :mod:`microturn.schemas.legend`: K chunks of the conversation.
 """
 
 from __future__ import annotations
@@ -19,28 +19,28 @@ from microturn.schemas.sample import CHUNK_MS, Label
 from microturn.schemas.turns import Turn
 
 
-def mark_spans(bits_C: np.ndarray, spans_ms: Iterable[tuple[int, int]], flag: Label) -> None:
+def mark_spans(bits_K: np.ndarray, spans_ms: Iterable[tuple[int, int]], flag: Label) -> None:
     """Set ``flag`` on every chunk that a span intersects (in place)."""
-    c = bits_C.shape[0]
+    c = bits_K.shape[0]
     for s, e in spans_ms:
         if e <= s:
             continue
         lo, hi = s // CHUNK_MS, min(c - 1, (e - 1) // CHUNK_MS)
         if lo <= hi:
-            bits_C[lo: hi + 1] |= np.uint8(flag)
+            bits_K[lo: hi + 1] |= np.uint8(flag)
 
 
-def mark_points(bits_C: np.ndarray, times_ms: Iterable[int], flag: Label) -> None:
+def mark_points(bits_K: np.ndarray, times_ms: Iterable[int], flag: Label) -> None:
     """Set ``flag`` on the chunk holding each time (in place); times past the end are ignored."""
     idx = np.fromiter((t // CHUNK_MS for t in times_ms), dtype=np.int64)
-    idx = idx[(idx >= 0) & (idx < bits_C.shape[0])]
-    bits_C[idx] |= np.uint8(flag)
+    idx = idx[(idx >= 0) & (idx < bits_K.shape[0])]
+    bits_K[idx] |= np.uint8(flag)
 
 
 def stream_labels(chunks: int, *, speakers: frozenset[str], segments: Sequence[Turn], main_turns: Sequence[Turn],
                   backchannels: Sequence[Turn], word_starts_ms: Iterable[int], interruptions_ms: Iterable[int],
                   other_speech_ms: Sequence[tuple[int, int]], leaks_ms: Sequence[tuple[int, int]]) -> np.ndarray:
-    """uint8 [C] label bits of the stream carrying ``speakers``.
+    """uint8 [K] label bits of the stream carrying ``speakers``.
 
     ``segments`` are the conversation's diarized turns as recorded (VOICED and OVERLAP follow
     them, so a pause between two turns of one speaker stays unvoiced); ``main_turns`` and
@@ -48,16 +48,16 @@ def stream_labels(chunks: int, *, speakers: frozenset[str], segments: Sequence[T
     gives them (consecutive turns of one speaker merged); ``other_speech_ms`` is the union of
     the other stream's speech, for OVERLAP.
     """
-    bits_C = np.zeros(chunks, dtype=np.uint8)
+    bits_K = np.zeros(chunks, dtype=np.uint8)
     mine = [t for t in main_turns if t.speaker in speakers]
     my_bc = [t for t in backchannels if t.speaker in speakers]
     speech = intervals_union([(t.start_ms, t.end_ms) for t in segments if t.speaker in speakers])
-    mark_spans(bits_C, speech, Label.VOICED)
-    mark_points(bits_C, word_starts_ms, Label.WORD_START)
-    mark_points(bits_C, (t.start_ms for t in mine if t.end_ms > t.start_ms), Label.TURN_START)
-    mark_points(bits_C, (t.end_ms - 1 for t in mine if t.end_ms > t.start_ms), Label.TURN_END)
-    mark_spans(bits_C, ((t.start_ms, t.end_ms) for t in my_bc), Label.BACKCHANNEL)
-    mark_points(bits_C, interruptions_ms, Label.INTERRUPT)
-    mark_spans(bits_C, intervals_intersect(speech, intervals_union(other_speech_ms)), Label.OVERLAP)
-    mark_spans(bits_C, leaks_ms, Label.LEAK)
-    return bits_C
+    mark_spans(bits_K, speech, Label.VOICED)
+    mark_points(bits_K, word_starts_ms, Label.WORD_START)
+    mark_points(bits_K, (t.start_ms for t in mine if t.end_ms > t.start_ms), Label.TURN_START)
+    mark_points(bits_K, (t.end_ms - 1 for t in mine if t.end_ms > t.start_ms), Label.TURN_END)
+    mark_spans(bits_K, ((t.start_ms, t.end_ms) for t in my_bc), Label.BACKCHANNEL)
+    mark_points(bits_K, interruptions_ms, Label.INTERRUPT)
+    mark_spans(bits_K, intervals_intersect(speech, intervals_union(other_speech_ms)), Label.OVERLAP)
+    mark_spans(bits_K, leaks_ms, Label.LEAK)
+    return bits_K

@@ -6,8 +6,8 @@ dMel, the model stream's log-mel, label bits, words and events, and optionally a
 Features are computed once per stream over the whole conversation and sliced per window, so a
 window's first dMel frame sees the 50 ms before it, exactly as a live session would.
 
-Legend: N samples at 16 kHz, C chunks in the conversation, K chunks in a window, T = 4 K
-frames, M = 80 mel channels.
+Shape suffixes follow :mod:`microturn.schemas.legend`: N samples at 16 kHz, K chunks (of the
+conversation, or of a window), T = 4 K dMel frames, M = 80 mel channels.
 """
 
 from __future__ import annotations
@@ -182,13 +182,13 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
         if speakers not in streams:
             s = build_stream(speakers, audio=audio, segments=record.segments, fade_ms=spec.fade_ms)
             others = intervals_union([(t.start_ms, t.end_ms) for t in record.segments if t.speaker not in speakers])
-            bits_C = stream_labels(
+            bits_K = stream_labels(
                 chunks, speakers=speakers, segments=record.segments, main_turns=main, backchannels=backchannels,
                 word_starts_ms=[w[2] for w in record.words if w[0] in speakers],
                 interruptions_ms=[e["t_ms"] for e in events if e["type"] == "interruption"
                                   and e.get("speaker") in speakers],
                 other_speech_ms=others, leaks_ms=s.leaks_ms)
-            streams[speakers] = (s, _features(s, chunks), bits_C)
+            streams[speakers] = (s, _features(s, chunks), bits_K)
         return streams[speakers]
 
     clips: dict[int, tuple[bytes, dict]] = {}

@@ -7,7 +7,7 @@ stream's speakers, with short linear fades at the edges, and wherever the other 
 speakers talk while the gate is open their voice leaks in: those spans are returned so the
 LEAK label can mark them.
 
-Legend: N samples at 16 kHz, C channels.
+Shape suffixes follow :mod:`microturn.schemas.legend`: N samples at 16 kHz, C channels.
 """
 
 from __future__ import annotations
