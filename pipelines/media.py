@@ -12,7 +12,7 @@ opens another protocol either. Containers that are lists of other files (the con
 ``ffconcat`` scripts, HLS/DASH playlists) are refused by :func:`probe`: their audio would come
 from files other than the one hashed.
 
-Array legend: ``C`` audio channels, ``N`` samples at 16 kHz.
+Shape suffixes follow :mod:`microturn.schemas.legend`: C audio channels, N samples at 16 kHz.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Laying spoken turns out on one timeline: gaps, pauses, overlaps, backchannels, interruptions.
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 
 Input: the script's turns, each already spoken by the TTS (audio plus exact word times), and a
 :class:`~microturn.synth.timing.TimingModel` with a random generator. Output: for every turn the
