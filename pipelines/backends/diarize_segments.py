@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import collections
 import threading
-import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F_nn
 from scipy.optimize import linear_sum_assignment
+from torch.torch_version import TorchVersion
 
 from .base import SAMPLE_RATE, Region
 
@@ -79,12 +80,12 @@ def load_segmentation(path: Path) -> torch.nn.Module:
         omegaconf.base.ContainerMetadata,
         omegaconf.base.Metadata,
         omegaconf.nodes.AnyNode,
-        typing.Any,
+        Any,
         list,
         dict,
         int,
         collections.defaultdict,
-        torch.torch_version.TorchVersion,
+        TorchVersion,
         Introspection,
         Specifications,
         Problem,
@@ -161,7 +162,9 @@ class Segmenter:
     """
 
     def __init__(self, path: Path, *, batch_size: int) -> None:
-        model = load_segmentation(path)
+        # PyanNet builds its layers at run time from its hyper-parameters (sincnet, lstm,
+        # linear, classifier), which torch.nn.Module's static typing cannot follow.
+        model: Any = load_segmentation(path)
         self.model = model
         self.batch_size = batch_size
         specs = model.specifications

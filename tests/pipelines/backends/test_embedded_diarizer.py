@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Diarizer, Region, SpeakerCount, Turn
@@ -124,8 +123,9 @@ def test_min_and_exact_counts_above_the_truth(diarizer, wave_N, speech) -> None:
 def test_single_voice_is_one_speaker(diarizer, vad, wave_N) -> None:
     """One speaker's solo turns of the call, joined by 0.3 s pauses: the estimate is 1."""
     ref = read_rttm(SAMPLE_DIR / "sample.rttm")["sample"]
-    label = sorted(ref.labels())[0]
-    other = ref.label_timeline(sorted(ref.labels())[1]).support()
+    labels = sorted(ref.labels(), key=str)  # the RTTM's speaker names
+    label = labels[0]
+    other = ref.label_timeline(labels[1]).support()
     own = ref.label_timeline(label).support().extrude(other)  # drop overlapped speech
     pause = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
     parts = []
