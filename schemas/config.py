@@ -74,7 +74,7 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
             ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None, choices: Collection[Any] | None = None, flag: str | None = None,
             allow_inf: bool = False, parse: Callable[[Any], Any] | None = None,
-            hash: bool | None = None) -> Any:  # noqa: A002 - the name dataclasses.field uses
+            hash: bool | None = None) -> Any:  # the keyword dataclasses.field takes
     """A dataclass field whose metadata carries the rules :func:`validate` checks.
 
     Args:
@@ -269,7 +269,7 @@ def _coerce(key: str, hint: Any, value: Any, where: str, rule: Rule) -> Any:
     raise ConfigTypeError(f"{where}: {key} must be {_describe(hint)}, got {value!r}")
 
 
-def _check_keys(cls: type, data: Mapping[str, Any], where: str, allowed: Collection[str]) -> None:
+def _check_keys(data: Mapping[str, Any], where: str, allowed: Collection[str]) -> None:
     if not isinstance(data, Mapping):
         raise ConfigTypeError(f"{where}: must be a table of settings, got {data!r}")
     unknown = sorted(set(data) - set(allowed))
@@ -295,7 +295,7 @@ def parse_partial(cls: type, data: Mapping[str, Any], *, where: str = "config",
     """
     fields = _fields(cls)
     allowed = [name for name in fields if name not in exclude]
-    _check_keys(cls, data, where, allowed)
+    _check_keys(data, where, allowed)
     hints = _hints(cls)
     return {k: _coerce(k, hints[k], v, where, rule_of(fields[k])) for k, v in data.items()}
 
