@@ -1,8 +1,9 @@
 """Checkpoints that are complete or absent, and resuming only what the config can load.
 
 Layout under ``RUN/checkpoints/``: one DeepSpeed checkpoint per tag (``step{N}/``), a
-``step{N}/run_config.json`` with the model and training settings it was made with, and
-``latest`` naming the newest complete tag.
+``step{N}/run_config.json`` with the model and training settings it was made with, one
+``step{N}/loader-rank{R}.json`` per process with its loader's state (JSON: no pickle on the
+data path; see ``ShardLoader.state_dict``), and ``latest`` naming the newest complete tag.
 
 :func:`save` has DeepSpeed write into ``{tag}.partial/``, then (rank 0, after every rank has
 written) renames it to ``{tag}/`` and only then replaces ``latest`` (written to a temporary file
@@ -27,11 +28,12 @@ import signal
 
 import torch
 
-__all__ = ["FAULT_ENV", "check_resume", "clear_partial", "latest_tag", "save"]
+__all__ = ["FAULT_ENV", "check_resume", "clear_partial", "latest_tag", "load_loader_state", "save"]
 
 FAULT_ENV = "MICROTURN_FAULT_KILL_IN_CHECKPOINT"
 PARTIAL = ".partial"
 CONFIG_NAME = "run_config.json"
+LOADER_NAME = "loader-rank{rank}.json"
 
 
 def _barrier() -> None:
@@ -67,14 +69,18 @@ def _maybe_die(folder: str, tag: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def save(engine, ckpt_dir: str, tag: str, *, client_state: dict, run_config: dict, rank: int) -> None:
-    """Save ``engine`` as ``ckpt_dir/tag`` atomically (see the module docstring); every rank calls it."""
+def save(engine, ckpt_dir: str, tag: str, *, client_state: dict, run_config: dict, rank: int,
+         loader_state: dict | None = None) -> None:
+    """Save ``engine`` as ``ckpt_dir/tag`` atomically (see the module docstring); every rank calls
+    it, each with its own ``loader_state`` (``ShardLoader.state_dict``), written as JSON."""
     partial = os.path.join(ckpt_dir, tag + PARTIAL)
     if rank == 0:
         os.makedirs(ckpt_dir, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while saving this tag
     _barrier()
     engine.save_checkpoint(ckpt_dir, tag=tag + PARTIAL, client_state=client_state, save_latest=False)
+    if loader_state is not None:
+        _write_atomic(os.path.join(partial, LOADER_NAME.format(rank=rank)), json.dumps(loader_state, sort_keys=True))
     _barrier()
     _maybe_die(partial, tag)
     if rank == 0:
@@ -140,3 +146,27 @@ def check_resume(ckpt_dir: str, tag: str, run_config: dict) -> list[str]:
     train_old, train_new = _flat("train", saved.get("train", {})), _flat("train", run_config["train"])
     return [f"{k}: {train_old.get(k)!r} -> {train_new.get(k)!r}"
             for k in sorted(set(train_old) | set(train_new)) if train_old.get(k) != train_new.get(k)]
+
+
+def load_loader_state(ckpt_dir: str, tag: str, *, rank: int, world: int) -> dict | None:
+    """This rank's loader state in checkpoint ``tag``, or None when the checkpoint has none (one
+    written before loaders saved their state).
+
+    Raises ``ValueError`` when the checkpoint was saved by another number of processes (each
+    process's loader read its own part of the data) or the file does not parse."""
+    folder = os.path.join(ckpt_dir, tag)
+    saved = sorted(n for n in os.listdir(folder) if n.startswith("loader-rank") and n.endswith(".json"))
+    if not saved:
+        return None
+    if len(saved) != world:
+        raise ValueError(f"{folder} holds the loader state of {len(saved)} process(es); this run has {world}: "
+                         f"resume with {len(saved)} process(es)")
+    path = os.path.join(folder, LOADER_NAME.format(rank=rank))
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the loader state ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: the loader state is not a JSON object")
+    return state

@@ -1,6 +1,7 @@
 """The shard loader: WebDataset tars of micro-turn samples to trainer batches.
 
-Stages, each a plain generator run inside the process (or DataLoader worker) that iterates:
+Stages (``microturn.trainer.loader_stream``), run inside the process (or DataLoader worker)
+that iterates:
 
     shard list -> shuffle (seed, epoch) -> split by node -> split by worker     (or: resample)
     -> open (``shard_reader.open_shard``) -> bounded tar reader -> samples -> shuffle buffer
@@ -22,36 +23,39 @@ that alone is longer than ``max_len`` is left out (``dropped_chunks``), and text
 :meth:`ShardLoader.summary` gives them in one line. Iteration goes on in every case, except that
 a resampled stream gives up with a ``ValueError`` when no sample can be read from any shard.
 
-Every random choice draws from ``numpy.random.Generator`` seeded by (seed, epoch[, rank,
-worker]), so a loader with the same shards, seed and epoch yields the same batches in the same
-order.
+Every random choice draws from ``numpy.random.Generator`` seeded by sha256 of (seed, epoch[,
+rank, worker]), so a loader with the same shards, seed and epoch yields the same batches in the
+same order. :meth:`ShardLoader.state_dict` saves where a loader stands (shard, byte offset,
+shuffle buffer as references, generator states, counts) as JSON-ready values, and
+:meth:`ShardLoader.load_state_dict` continues from there without reading the earlier batches
+again: the trainer keeps it with each checkpoint.
 """
 
 from __future__ import annotations
 
 import glob
-import multiprocessing
+import hashlib
+import json
 import os
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import webdataset as wds
 from webdataset.shardlists import expand_urls
 
 from microturn.schemas.config import setting, validate
-from microturn.schemas.sample import decode_sample
-from microturn.trainer.batch import build_sequence, collate
-from microturn.trainer.shard_reader import (ReadLimits, ShardError, iter_samples, local_path, open_shard,
-                                            pipe_refusal, scheme_of)
+from microturn.trainer.loader_stream import COUNTERS, WORK, Counters, ShardStream
+from microturn.trainer.shard_reader import local_path, pipe_refusal, scheme_of
 
 __all__ = ["LoaderConfig", "ShardLoader", "glob_shards", "make_loader", "resolve_shards"]
 
 _GLOB_CHARS = ("*", "?", "[")
-COUNTERS = ("samples", "skipped", "shard_errors", "bad_members", "split", "pieces", "dropped_chunks", "text_cut")
+STATE_VERSION = 1
+# The settings the batches depend on: a saved state is only good for a loader with the same.
+_STATE_CONFIG = ("batch_size", "max_len", "pack", "shuffle_shards", "buffer", "resampled", "seed",
+                 "max_text_per_chunk", "max_member_bytes", "max_sample_bytes")
 
 
 def glob_shards(pattern: str) -> list[str]:
@@ -181,155 +185,11 @@ class LoaderConfig:
         validate(self)
 
 
-class _Counters:
-    """Counts shared with DataLoader workers (``multiprocessing.Value``), so that what workers
-    skip reaches the parent's ``stats``."""
-
-    def __init__(self):
-        ctx = multiprocessing.get_context()
-        self.values = {name: ctx.Value("q", 0) for name in COUNTERS}
-
-    def add(self, name: str, n: int = 1) -> None:
-        if n:
-            with self.values[name].get_lock():
-                self.values[name].value += n
-
-    def snapshot(self) -> dict[str, int]:
-        return {name: int(v.value) for name, v in self.values.items()}
-
-
-class _NoProgress:
-    """Gives up on a resampled stream that cannot yield a sample.
-
-    Every failure (a shard that does not open or read on, a shard with no sample, a sample that
-    does not decode) is recorded with its shard; a decoded sample clears the record. When the
-    failures since the last good sample have come from every shard, and there are more than
-    twice the shards plus twice the shuffle buffer of them (so that the buffer has turned over),
-    no good sample is coming: a ``ValueError`` ends the stream instead of drawing forever.
-    """
-
-    def __init__(self, shards: list[str], buffer: int, enabled: bool):
-        self.all = set(shards)
-        self.limit = 2 * len(self.all) + 2 * max(buffer, 1)
-        self.enabled = enabled
-        self.bad: set[str] = set()
-        self.count = 0
-
-    def good(self) -> None:
-        self.bad.clear()
-        self.count = 0
-
-    def failed(self, url: str, exn: BaseException) -> None:
-        self.bad.add(url)
-        self.count += 1
-        if self.enabled and self.count > self.limit and self.bad >= self.all:
-            raise ValueError(f"{self.count} failures in a row from all {len(self.all)} shard(s) and no sample read "
-                             f"(last: {type(exn).__name__}: {exn}); check that the shards are readable tars") from exn
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
-
-
-def _shard_source(shards: list[str], cfg: LoaderConfig, epoch: int, rank: int, worker: int) -> Iterator[str]:
-    if cfg.resampled:
-        rng = np.random.default_rng([cfg.seed, epoch, rank, worker, 0])
-        while True:
-            yield shards[int(rng.integers(len(shards)))]
-    order = list(shards)
-    if cfg.shuffle_shards:
-        # The same permutation on every rank (no rank in the seed), so the node split stays disjoint.
-        order = [order[i] for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(order))]
-    for item in wds.split_by_worker(wds.split_by_node({"url": u} for u in order)):
-        yield item["url"]
-
-
-def _raw_samples(urls: Iterable[str], cfg: LoaderConfig, counters: _Counters, progress: _NoProgress) -> Iterator[dict]:
-    """Raw samples of each shard in turn; every failure is counted, warned and recorded."""
-    limits = ReadLimits(max_member_bytes=cfg.max_member_bytes, max_sample_bytes=cfg.max_sample_bytes)
-
-    def bad_member(message: str) -> None:
-        counters.add("bad_members")
-        _warn(f"skipped a tar member: {message}")
-
-    def bad_sample(message: str) -> None:
-        counters.add("skipped")
-        _warn(f"skipped a sample: {message}")
-
-    for url in urls:
-        n = 0
-        try:
-            with open_shard(url, allow_pipe=cfg.allow_pipe) as stream:
-                for raw in iter_samples(stream, url, limits, on_member=bad_member, on_sample=bad_sample):
-                    n += 1
-                    yield raw
-            if n == 0:
-                raise ShardError("the shard holds no sample")
-        except GeneratorExit:
-            raise
-        except Exception as exn:  # a missing, unreadable or malformed shard must not end the epoch
-            counters.add("shard_errors")
-            _warn(f"skipped a shard: {url!r}: {type(exn).__name__}: {exn}"
-                  + (f" (after {n} sample(s))" if n else ""))
-            progress.failed(url, exn)
-
-
-def _shuffle(src: Iterable, size: int, rng: np.random.Generator) -> Iterator:
-    """Buffer shuffle: fill ``size`` items, then emit a random one for each new one."""
-    if size <= 1:
-        yield from src
-        return
-    buf: list = []
-    for item in src:
-        if len(buf) < size:
-            buf.append(item)
-            continue
-        i = int(rng.integers(size))
-        buf[i], item = item, buf[i]
-        yield item
-    for i in rng.permutation(len(buf)):
-        yield buf[int(i)]
-
-
-def _sequences(src: Iterable[dict], tokenizer, cfg: LoaderConfig, counters: _Counters,
-               progress: _NoProgress) -> Iterator[list]:
-    """Per sample, its pieces of at most ``max_len`` positions (see ``Sequence.pieces``)."""
-    for raw in src:
-        try:
-            seq = build_sequence(decode_sample(raw), tokenizer, max_text_per_chunk=cfg.max_text_per_chunk, warn=False)
-        except Exception as exn:  # untrusted bytes: npy, JSON and H.264 readers raise many types
-            counters.add("skipped")
-            _warn(f"skipped a sample: {type(exn).__name__}: {exn} (sample {raw.get('__key__')!r} of "
-                  f"{raw.get('__url__')!r})")
-            progress.failed(raw.get("__url__"), exn)
-            continue
-        progress.good()
-        pieces, dropped = seq.pieces(cfg.max_len)
-        counters.add("samples")
-        counters.add("text_cut", seq.text_cut)
-        counters.add("dropped_chunks", dropped)
-        if len(pieces) > 1 or dropped:
-            counters.add("split")
-            counters.add("pieces", len(pieces))
-        if pieces:
-            yield pieces
-
-
-def _batches(src: Iterable[list], cfg: LoaderConfig) -> Iterator[dict]:
-    batch: list = []
-    n = 0
-    for pieces in src:
-        batch += pieces
-        n += 1
-        if n == cfg.batch_size:
-            yield collate(batch, max_len=cfg.max_len, pack=cfg.pack, counts={})
-            batch, n = [], 0
-    if batch:
-        yield collate(batch, max_len=cfg.max_len, pack=cfg.pack, counts={})
-
-
 class _SampleStream(torch.utils.data.IterableDataset):
-    """The pipeline as an IterableDataset; built anew by each iteration in its own process."""
+    """The pipeline as an IterableDataset; built anew by each iteration in its own process.
+
+    ``active`` is the stream of the latest iteration in this process, ``restore`` the state the
+    next iteration starts from (:meth:`ShardLoader.load_state_dict`)."""
 
     def __init__(self, shards: list[str], tokenizer, cfg: LoaderConfig):
         super().__init__()
@@ -337,7 +197,9 @@ class _SampleStream(torch.utils.data.IterableDataset):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.epoch = cfg.epoch
-        self.counters = _Counters()
+        self.counters = Counters()
+        self.active: ShardStream | None = None
+        self.restore: dict | None = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
@@ -345,10 +207,11 @@ class _SampleStream(torch.utils.data.IterableDataset):
         if not cfg.resampled and len(self.shards) < world:
             raise ValueError(f"{len(self.shards)} shards cannot be split across {world} ranks: "
                              f"rank {rank} would get none; write more shards or use resampled=True")
-        progress = _NoProgress(self.shards, cfg.buffer, enabled=cfg.resampled)
-        src = _raw_samples(_shard_source(self.shards, cfg, self.epoch, rank, worker), cfg, self.counters, progress)
-        src = _shuffle(src, cfg.buffer, np.random.default_rng([cfg.seed, self.epoch, rank, worker, 1]))
-        yield from _batches(_sequences(src, self.tokenizer, cfg, self.counters, progress), cfg)
+        state, self.restore = self.restore, None
+        stream = ShardStream(self.shards, self.tokenizer, cfg, self.counters, epoch=self.epoch, rank=rank,
+                             worker=worker, state=state)
+        self.active = stream
+        yield from stream.batches()
 
 
 class ShardLoader:
@@ -382,7 +245,71 @@ class ShardLoader:
         ``bad_members`` (tar members skipped unread); ``split`` samples longer than ``max_len`` and
         the ``pieces`` they gave; ``dropped_chunks`` (longer than ``max_len`` alone) and
         ``text_cut`` tokens (over ``max_text_per_chunk``)."""
-        return self.dataset.counters.snapshot()
+        return self.dataset.counters.snapshot(COUNTERS)
+
+    @property
+    def work(self) -> dict[str, int]:
+        """How much the loader read, summed over workers: ``read`` raw samples taken from tars,
+        ``reread`` of them read again to refill a restored shuffle buffer, ``decoded`` samples
+        handed to the decoder (including those that failed)."""
+        return self.dataset.counters.snapshot(WORK)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        listing = json.dumps(self.shards).encode()
+        return {"shards": {"count": len(self.shards), "sha256": hashlib.sha256(listing).hexdigest()},
+                "config": {name: getattr(self.config, name) for name in _STATE_CONFIG}}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands, as JSON-ready values: after the batches taken so far from the
+        latest iteration (or where :meth:`load_state_dict` put it), the next iteration of a loader
+        given this state with :meth:`load_state_dict` yields the batches this one would have
+        yielded next, reading only its buffered samples again and decoding none of them.
+
+        Holds the shards' count and sha256, the settings the batches depend on, epoch, rank and
+        world size, the counts of :attr:`stats` (not :attr:`work`, which counts this process's work)
+        and the stream's place
+        (``loader_stream.ShardStream.state``). Only with ``num_workers=0`` (``ValueError``
+        otherwise): the state of worker processes does not reach this one.
+        """
+        if self.config.num_workers:
+            raise ValueError(f"the loader's state is kept with num_workers=0 only (this loader has "
+                             f"{self.config.num_workers}); the workers' streams live in other processes")
+        rank, world, _, _ = wds.utils.pytorch_worker_info()
+        if self.dataset.restore is not None:
+            stream = self.dataset.restore
+        else:
+            stream = None if self.dataset.active is None else self.dataset.active.state()
+        return {"version": STATE_VERSION, **self._fingerprint(), "epoch": self.epoch, "rank": rank, "world": world,
+                "counts": self.dataset.counters.snapshot(COUNTERS), "stream": stream}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (:meth:`state_dict`, possibly through JSON): the counts are
+        restored now, the stream on the next iteration. Raises ``ValueError`` when the state is
+        of another version or was saved over other shards, settings, rank or world size (the
+        batches would not be those the saved loader would give)."""
+        if self.config.num_workers:
+            raise ValueError(f"the loader's state is kept with num_workers=0 only (this loader has "
+                             f"{self.config.num_workers})")
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            found = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"loader state of version {found!r}; this loader reads version {STATE_VERSION}")
+        mine = self._fingerprint()
+        if state.get("shards") != mine["shards"]:
+            raise ValueError(f"the loader state was saved over other shards ({state.get('shards')}; this loader "
+                             f"has {mine['shards']}): give the run the shards it was started with")
+        saved = state.get("config") or {}
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in mine["config"].items() if saved.get(k) != v]
+        if changed:
+            raise ValueError("the loader state was saved with other settings (" + "; ".join(changed) + "); "
+                             "the saved place in the data means nothing with these")
+        rank, world, _, _ = wds.utils.pytorch_worker_info()
+        if (state.get("rank"), state.get("world")) != (rank, world):
+            raise ValueError(f"the loader state is rank {state.get('rank')} of {state.get('world')} processes; "
+                             f"this loader is rank {rank} of {world}")
+        self.set_epoch(state["epoch"])
+        self.dataset.counters.restore(state.get("counts") or {})
+        self.dataset.active = None
+        self.dataset.restore = state.get("stream")
 
     def summary(self) -> str:
         """One line with every count of :attr:`stats`."""

@@ -1,33 +1,42 @@
 """The training loop: DeepSpeed steps over the shard loader, metrics, checkpoints, resume.
 
-Metrics go to ``OUTPUT/metrics.jsonl`` (one JSON object per logged step, rank 0) and to the
-console with a progress bar: loss per head, tokens per second, MFU by active parameters when
-the device's peak is given, per MoE layer the expert load, drop fraction and router entropy,
-and the loader's counts (``loader/*``: samples read, skipped, split, ...), which also end the
-run as one summary line. Checkpoints are DeepSpeed's (``OUTPUT/checkpoints/step{N}``, ``latest``
-names the last one), written whole or not at all (``microturn.trainer.checkpoint``), with the
-step in the client state. A resumed run checks the checkpoint's model settings against its
-config before anything is loaded, reports changed training settings, keeps the metric lines up
-to its step and skips the batches it has already used, so with the same number of processes
-it repeats the uninterrupted run's losses exactly (fp32 on CPU).
+Metrics (``microturn.trainer.metrics``) go to ``OUTPUT/metrics.jsonl``, one JSON object per
+logged step (rank 0), and to a progress bar: the loss and loss per head as means over the step's
+micro-batches and processes, tokens per second, MFU by active parameters when the device's peak
+is given, per MoE layer the expert load, drop fraction and router entropy, and the loader's
+counts (``loader/*``: samples read, skipped, split, ...), which also end the run as one summary
+line. Only log steps reduce over processes and copy to the host; other steps only launch work.
+
+Checkpoints are DeepSpeed's (``OUTPUT/checkpoints/step{N}``, ``latest`` names the last one),
+written whole or not at all (``microturn.trainer.checkpoint``), with the step in the client
+state and each process's loader state (``ShardLoader.state_dict``) beside it as JSON. A
+resumed run checks the checkpoint's model settings against its config before anything is
+loaded, reports changed training settings, keeps the metric lines up to its step and restores
+the loader where the checkpoint left it (nothing read before is decoded again), so with the
+same number of processes it repeats the uninterrupted run's losses exactly (fp32 on CPU).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import time
+from collections import deque
+from dataclasses import dataclass
 
 import torch
 
+from microturn.schemas.seeds import seed_from
 from microturn.trainer import checkpoint
+from microturn.trainer.batch import PAD_VALUES
 from microturn.trainer.engine import build_engine, init_distributed
+from microturn.trainer.metrics import TrainMetrics
 from microturn.trainer.train_config import RunConfig, as_dict
 
 log = logging.getLogger(__name__)
 CKPT_DIR = "checkpoints"
+# Records train() keeps in memory for its caller (a few KB each); metrics.jsonl holds every one.
+KEEP_RECORDS = 1000
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -35,8 +44,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def pad_batch(batch: dict, length: int, rows: int | None = None) -> dict:
-    """``batch`` with every per-position tensor padded (PAD, segment 0, no video) to ``length``
-    positions and, with ``rows``, to that many rows.
+    """``batch`` with the per-position tensors of ``batch.PAD_VALUES`` padded with their values
+    (PAD, segment 0, no video, ...) to ``length`` positions and, with ``rows``, to that many rows.
 
     Expert parallelism needs the same token count on every process (the all-to-all exchanges
     fixed-capacity buffers computed from it), so those runs use rows of exactly ``max_len``, and
@@ -48,14 +57,13 @@ def pad_batch(batch: dict, length: int, rows: int | None = None) -> dict:
     if L >= length and B >= rows:
         return batch
     out = dict(batch)
-    for name, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.ndim >= 2 and name.endswith(("_BL", "_BLM")):
-            fill = -1 if name == "video_BL" else 0
-            if L < length:
-                value = torch.cat([value, value.new_full((B, length - L, *value.shape[2:]), fill)], dim=1)
-            if B < rows:
-                value = torch.cat([value, value.new_full((rows - B, *value.shape[1:]), fill)], dim=0)
-            out[name] = value
+    for name, fill in PAD_VALUES.items():
+        value = batch[name]
+        if L < length:
+            value = torch.cat([value, value.new_full((B, length - L, *value.shape[2:]), fill)], dim=1)
+        if B < rows:
+            value = torch.cat([value, value.new_full((rows - B, *value.shape[1:]), fill)], dim=0)
+        out[name] = value
     return out
 
 
@@ -79,40 +87,41 @@ def _keep_metrics_until(path: str, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _scalar(v) -> float:
-    return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+def flow_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """Seed of the flow head's noise for one micro-batch (step counted from 0) of one process: a
+    pure function of its place in the run, so a resumed run draws the noise again."""
+    return seed_from(seed, "flow", step, micro, rank)
 
 
-def step_record(step: int, out, *, tokens: int, seconds: float, lr: float, flops_per_token: float,
-                peak_tflops: float) -> dict:
-    """One metrics line: losses per head, throughput, MFU, MoE statistics per layer."""
-    rec = {"step": step, "lr": lr, "loss": _scalar(out.loss),
-           **{f"loss/{k}": _scalar(v) for k, v in sorted(out.losses.items())},
-           "tokens": tokens, "tokens_per_s": tokens / max(seconds, 1e-9), "step_s": seconds}
-    if peak_tflops > 0:
-        rec["mfu"] = rec["tokens_per_s"] * flops_per_token / (peak_tflops * 1e12)
-    for n, st in enumerate(out.moe_stats or []):
-        i = int(st.get("layer", n))  # the block's depth, so the keys name the real layer
-        flat = {k: v for k, v in st.items() if k not in ("layer", "by_modality")}
-        for modality, sub in (st.get("by_modality") or {}).items():
-            flat.update({f"{modality}/{k}": v for k, v in sub.items()})
-        for k, v in flat.items():
-            if isinstance(v, torch.Tensor):
-                v = v.detach().float().cpu()
-                rec[f"moe/{i}/{k}"] = v.tolist() if v.ndim else float(v)
-            else:
-                rec[f"moe/{i}/{k}"] = v
-    return rec
+def _is_log_step(step: int, t) -> bool:
+    return bool(t.log_every and step % t.log_every == 0) or step == t.steps or step == 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """What :func:`train` did in this invocation.
+
+    Attributes:
+        start: the step it resumed from (0 for a fresh run).
+        step: the last step it finished.
+        records: the metric records it logged (the lines it added to ``metrics.jsonl``), the last
+            :data:`KEEP_RECORDS` of them; the file holds them all.
+    """
+
+    start: int
+    step: int
+    records: list[dict]
 
 
 def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_after: int | None = None,
-          allow_pipe: bool = False) -> list[dict]:
+          allow_pipe: bool = False) -> TrainResult:
     """Train ``cfg`` on ``shards`` into ``output``; resume from ``output``'s latest checkpoint.
 
     ``stop_after`` ends the run after that many optimiser steps of this invocation (as if the
     job were killed there, after its checkpoint). ``allow_pipe`` lets ``pipe:`` shard URLs run
     their shell command. Raises ``ValueError`` before any work when the latest checkpoint has
-    another model shape. Returns the metric records of this invocation.
+    another model shape or its loader state does not fit this run's shards and settings, and
+    ``FloatingPointError`` when a loss is not finite.
     """
     from microturn.trainer.data import make_loader
     from microturn.trainer.model import InteractionModel, count_params, flops_per_token
@@ -124,13 +133,13 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     run_config = as_dict(cfg)
     # Before any model is built or any file loaded: a checkpoint of another model shape is an error.
     tag = checkpoint.latest_tag(ckpt)
+    loader_state = None
     if tag is not None:
         changed = checkpoint.check_resume(ckpt, tag, run_config)
         if changed and rank == 0:
             log.warning("resuming %s with changed training settings: %s", os.path.join(ckpt, tag), "; ".join(changed))
+        loader_state = checkpoint.load_loader_state(ckpt, tag, rank=rank, world=world)
     torch.manual_seed(t.seed)
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
-        else torch.device("cpu")
     tokenizer = get_tokenizer(t.tokenizer)
     if cfg.model.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's "
@@ -138,6 +147,8 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     # Resolved (and a pipe: URL refused) before the engine is built.
     loader = make_loader(shards, tokenizer=tokenizer, batch_size=t.micro_batch, max_len=t.max_len, pack=t.pack,
                          buffer=t.shuffle_buffer, resampled=True, seed=t.seed, allow_pipe=allow_pipe)
+    if loader_state is not None:
+        loader.load_state_dict(loader_state)  # a mismatch with these shards or settings: ValueError, before work
     model = InteractionModel(cfg.model, ep_size=t.ep_size, seed=t.seed)
     engine = build_engine(model, t, world_size=world)
     fpt = flops_per_token(cfg.model, seq_len=t.max_len)
@@ -161,20 +172,25 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     if rank == 0:
         _keep_metrics_until(metrics_path, start)
     batches = iter(loader)
-    # Batches already consumed by the steps before the checkpoint: the loader is deterministic,
-    # so skipping them puts the resumed run on the same batches as an uninterrupted one.
-    for _ in range(start * t.grad_accum):
-        next(batches)
-    records: list[dict] = []
+    if tag is not None and loader_state is None:
+        # A checkpoint written before loaders saved their state: the loader is deterministic, so
+        # reading (and decoding) the batches the earlier steps used again puts this run on the
+        # uninterrupted run's batches; exact, but it costs as much loading as those steps did.
+        log.warning("%s holds no loader state (written by an older version): reading the %d batch(es) of steps "
+                    "1-%d again to reach step %d", os.path.join(ckpt, tag), start * t.grad_accum, start, start + 1)
+        for _ in range(start * t.grad_accum):
+            next(batches)
+    records: deque[dict] = deque(maxlen=KEEP_RECORDS)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.name}", unit="step", dynamic_ncols=True)
     engine.train()
+    metrics = TrainMetrics(engine.device)
     step = start
     while step < t.steps and (stop_after is None or step - start < stop_after):
-        began, tokens = time.perf_counter(), 0
+        logging_step = _is_log_step(step + 1, t)
         for micro in range(t.grad_accum):
             batch = next(batches)
             if t.ep_size > 1:
@@ -182,33 +198,34 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
             batch = _to_device(batch, engine.device)
             # The flow head's noise comes from a generator seeded by (seed, step, micro-batch, rank),
             # not the global random state, so a resumed run draws the same noise.
-            gen = torch.Generator(device=engine.device).manual_seed(
-                hash((t.seed, step, micro, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+            gen = torch.Generator(device=engine.device).manual_seed(flow_seed(t.seed, step, micro, rank))
             out = engine(batch, generator=gen)
             engine.backward(out.loss)
             engine.step()
-            tokens += int(out.tokens["positions"])
+            metrics.add(out, step=step + 1, detail=logging_step)
         step += 1
-        seconds = time.perf_counter() - began
-        if not math.isfinite(_scalar(out.loss)):
-            raise FloatingPointError(f"loss is {_scalar(out.loss)} at step {step}; lower train.lr or check the data")
-        rec = step_record(step, out, tokens=tokens * world, seconds=seconds, lr=engine.get_lr()[0],
-                          flops_per_token=fpt, peak_tflops=t.peak_tflops)
-        rec.update({f"loader/{k}": v for k, v in loader.stats.items()})
-        records.append(rec)
-        if rank == 0 and (t.log_every and step % t.log_every == 0 or step == t.steps or step == 1):
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(rec, sort_keys=True) + "\n")
+        metrics.end_step()
+        saving = bool(t.ckpt_every and step % t.ckpt_every == 0) or step == t.steps or \
+            (stop_after is not None and step - start == stop_after)
+        if logging_step or saving:
+            metrics.check_finite()  # before a checkpoint could keep weights a nan reached
+        if logging_step:
+            rec = metrics.record(step, lr=engine.get_lr()[0], loader_stats={**loader.stats, **loader.work}, flops_per_token=fpt,
+                                 peak_tflops=t.peak_tflops)
+            records.append(rec)
+            if rank == 0:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(rec, sort_keys=True) + "\n")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-        if (t.ckpt_every and step % t.ckpt_every == 0) or step == t.steps or \
-                (stop_after is not None and step - start == stop_after):
+        if saving:
             checkpoint.save(engine, ckpt, f"step{step}", client_state={"step": step}, run_config=run_config,
-                            rank=rank)
+                            rank=rank, loader_state=loader.state_dict())
     if bar is not None:
         bar.close()
     if rank == 0:
         # One line for everything the loader read, split, skipped or cut (no line per sample).
         (log.warning if loader.losses() else log.info)("%s", loader.summary())
-    return records
+    return TrainResult(start=start, step=step, records=list(records))

@@ -58,16 +58,16 @@ def main(argv: list[str] | None = None) -> int:
 
         shards = [s for pattern in args.shards for s in glob_shards(pattern)]
         resolve_shards(shards, allow_pipe=args.allow_pipe)  # a pipe: URL without --allow-pipe: before any work
-        records = train(cfg, shards=shards, output=args.output, progress=args.progress, allow_pipe=args.allow_pipe)
+        result = train(cfg, shards=shards, output=args.output, progress=args.progress, allow_pipe=args.allow_pipe)
     except ValueError as exc:
         raise SystemExit(f"microturn train: error: {exc}") from None
     import os
 
-    if records and int(os.environ.get("RANK", "0")) == 0:
-        last = records[-1]
+    if result.records and int(os.environ.get("RANK", "0")) == 0:
+        last = result.records[-1]
         lost = {k.split("/", 1)[1]: v for k, v in last.items()
                 if k in ("loader/skipped", "loader/shard_errors", "loader/bad_members", "loader/dropped_chunks") and v}
-        print(f"train: {len(records)} step(s) to step {last['step']}, loss {last['loss']:.4f}; "
+        print(f"train: {result.step - result.start} step(s) to step {result.step}, loss {last['loss']:.4f} at step {last['step']}; "
               f"metrics in {args.output}/metrics.jsonl; {last.get('loader/samples', 0)} sample(s) read"
               + (f", lost: {lost}" if lost else ", none skipped"))
     return 0

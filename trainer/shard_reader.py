@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-__all__ = ["ReadLimits", "ShardError", "compression_of", "is_url", "iter_samples", "local_path", "open_shard",
-           "scheme_of"]
+__all__ = ["ReadLimits", "SamplePosition", "ShardError", "compression_of", "is_url", "iter_samples", "local_path",
+           "open_shard", "open_shard_at", "scheme_of", "seekable"]
 
 BLOCK = 512
 # A pax header or GNU long name holds a few path and time records; 64 KiB is 16x the longest
@@ -108,6 +108,32 @@ def open_shard(url: str, *, allow_pipe: bool = False) -> BinaryIO:
         raise ValueError(f"shard {url!r}: install fsspec with the filesystem driver for "
                          f"{scheme_of(url)}:// to read it") from None
     return fsspec.open(url, "rb").open()
+
+
+def seekable(stream: BinaryIO) -> bool:
+    """Whether ``stream`` can seek (files and most fsspec files can; a pipe cannot)."""
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def open_shard_at(url: str, offset: int, *, allow_pipe: bool = False) -> BinaryIO:
+    """:func:`open_shard` positioned at byte ``offset``: a seek where the stream can, otherwise
+    the bytes before it are read and dropped. Raises :class:`ShardError` when the shard ends
+    before ``offset``."""
+    stream = open_shard(url, allow_pipe=allow_pipe)
+    if not offset:
+        return stream
+    try:
+        if seekable(stream):
+            stream.seek(offset)
+        elif _skip(stream, offset) < offset:
+            raise ShardError(f"the shard ends before byte {offset}")
+    except BaseException:
+        stream.close()
+        raise
+    return stream
 
 
 def pipe_refusal(url: str) -> str:
@@ -218,41 +244,65 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), field
 
 
+@dataclass
+class SamplePosition:
+    """Where the sample :func:`iter_samples` yielded last lies in its tar: ``start``, the byte of
+    its first header (a pax or long-name header before it included), and ``end``, the byte
+    where whatever follows it begins (the next sample's first header, or the end of the
+    archive). Reading again from ``end`` gives the samples after it; from ``start``, it again."""
+
+    start: int = 0
+    end: int = 0
+
+
 def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: Callable[[str], None],
-                 on_sample: Callable[[str], None]) -> Iterator[dict]:
+                 on_sample: Callable[[str], None], start: int = 0,
+                 position: SamplePosition | None = None) -> Iterator[dict]:
     """Raw samples (``{"__key__", "__url__", FIELD: bytes, ...}``) of the tar on ``stream``.
 
     ``on_member(message)`` is called for each member skipped unread, ``on_sample(message)`` for
     each sample dropped whole (over ``max_sample_bytes``, or cut off by the end of a truncated
     shard). Raises :class:`ShardError` for a shard that cannot be read on, after yielding the
     samples before the problem; a stream with no tar header at all is a ``ShardError`` too.
+
+    ``start`` is the byte of the tar that ``stream`` is at: a ``SamplePosition`` of an earlier
+    reading, to go on from there (the compression and empty-file checks are those of byte 0,
+    so they are not made again). ``position``, when given, is set before each sample is yielded.
     """
-    offset = 0
+    offset = start
+    resumed = start > 0
+    member_start: int | None = None  # first header of the member being read (its pax header's, if any)
+    sample_start = start
     pending: dict[str, str] = {}  # path/size from a pax header or GNU long name, for the next member
     current: dict | None = None
     current_bytes = 0
     dropped_key: str | None = None  # a sample over the size cap: its later members are skipped
     headers = 0
 
-    def finish():
+    def finish(end: int):
         nonlocal current, current_bytes
         sample, current, current_bytes = current, None, 0
+        if position is not None:
+            position.start, position.end = sample_start, end
         return sample
 
     while True:
+        if member_start is None:
+            member_start = offset
         header = _read_exact(stream, BLOCK)
         if offset == 0:
             kind = compression_of(header)
             if kind:
                 raise ShardError(f"{kind}-compressed stream; shards are plain tars and never compressed")
         if len(header) < BLOCK:
-            if header or headers == 0:
+            if header or (headers == 0 and not resumed):
                 if current is not None:
                     on_sample(f"sample {current['__key__']!r} of {url!r} cut off by the end of the shard")
-                raise ShardError(f"truncated at byte {offset + len(header)}" if headers else
+                raise ShardError(f"truncated at byte {offset + len(header)}" if headers or resumed else
                                  ("empty file" if not header else "not a tar (shorter than one header)"))
             break  # no end blocks: tolerated, as tarfile does, when the data ended on a header
         if header == bytes(BLOCK):
+            member_start = offset
             break  # end of archive
         if not _checksum_ok(header, offset):
             if current is not None:
@@ -278,6 +328,7 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
             elif kind == b"L":
                 pending["path_bytes"] = data.split(b"\0", 1)[0].decode("latin-1")
             continue
+        this_start, member_start = member_start, None
         if "size" in pending:
             try:
                 size = int(pending["size"])
@@ -303,13 +354,14 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
         if size > limits.max_member_bytes:
             if current is not None:
                 if name is not None and not _bad_name(name) and _split_name(name)[0] != current["__key__"]:
-                    yield finish()  # the oversized member belongs to the next sample: this one is complete
+                    yield finish(this_start)  # the oversized member belongs to the next sample: this one is complete
                 else:
                     on_sample(f"sample {current['__key__']!r} of {url!r} cut off by an oversized member")
             raise ShardError(f"member {name or raw_name!r} claims {size} bytes, over max_member_bytes="
                              f"{limits.max_member_bytes}; the rest of the shard is not read")
 
-        def skip(reason: str) -> None:
+        # Defined per member and called only for it: the defaults bind this member's values.
+        def skip(reason: str, name=name, raw_name=raw_name, padded=padded, data_at=data_at) -> None:
             on_member(f"member {name if name is not None else raw_name!r} of {url!r}: {reason}; skipped")
             got = _skip(stream, padded)
             if got < padded:
@@ -334,7 +386,7 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
             continue
         key, field = _split_name(name)
         if current is not None and key != current["__key__"]:
-            yield finish()
+            yield finish(this_start)
         if key == dropped_key:
             skip(f"sample {key!r} already dropped")
             continue
@@ -355,11 +407,12 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
             raise ShardError(f"truncated at byte {data_at + got}")
         if current is None:
             current = {"__key__": key, "__url__": url}
+            sample_start = this_start
             dropped_key = None
         current[field] = data
         current_bytes += size
     if current is not None:
-        yield finish()
+        yield finish(member_start if member_start is not None else offset)
 
 
 def read_all(data: bytes, url: str, limits: ReadLimits) -> tuple[list[dict], list[str]]:

@@ -1,16 +1,23 @@
-"""The DeepSpeed training loop on CPU: the loss falls, a killed run resumes to the same losses,
-metrics and plots are written, configs and overrides are checked."""
+"""The DeepSpeed training loop on CPU: the loss falls, a killed run resumes to the same losses
+without reading its data again, the logged loss is the mean over micro-batches, metrics and
+plots are written, configs and overrides are checked."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 
 import pytest
+import torch
 
+from microturn.trainer.data import make_loader
 from microturn.trainer.evaluate import evaluate
-from microturn.trainer.loop import train
+from microturn.trainer.loop import flow_seed, train
+from microturn.trainer.model import InteractionModel
 from microturn.trainer.plot import plot_run
+from microturn.trainer.tokenizer import get_tokenizer
 from microturn.trainer.train_config import load_named
 from trainer_shards import train_shards
 
@@ -27,8 +34,8 @@ def _losses(records):
 
 
 def test_tiny_cpu_loss_falls_by_a_third(shards, tmp_path):
-    cfg = load_named("tiny-cpu")
-    records = train(cfg, shards=shards, output=str(tmp_path / "run"), progress=False)
+    cfg = load_named("tiny-cpu", ["train.log_every=1"])
+    records = train(cfg, shards=shards, output=str(tmp_path / "run"), progress=False).records
     assert len(records) == cfg.train.steps
     first = sum(_losses(records[:3])) / 3
     last = sum(_losses(records[-3:])) / 3
@@ -48,14 +55,70 @@ def test_tiny_cpu_loss_falls_by_a_third(shards, tmp_path):
     assert held_out["text"] < math.log(256)  # better than a uniform guess over the bytes
 
 
-def test_a_killed_run_resumes_to_the_same_losses(shards, tmp_path):
-    cfg = load_named("tiny-cpu", ["train.steps=8", "train.zero_stage=2"])
-    whole = train(cfg, shards=shards, output=str(tmp_path / "whole"), progress=False)
-    first = train(cfg, shards=shards, output=str(tmp_path / "cut"), progress=False, stop_after=4)
+def test_a_killed_run_resumes_to_the_same_losses_decoding_only_what_it_trains_on(shards, tmp_path, caplog):
+    cfg = load_named("tiny-cpu", ["train.steps=8", "train.zero_stage=2", "train.log_every=1"])
+    per_step = cfg.train.micro_batch * cfg.train.grad_accum  # samples a step takes from the loader
+    whole = train(cfg, shards=shards, output=str(tmp_path / "whole"), progress=False).records
+    first = train(cfg, shards=shards, output=str(tmp_path / "cut"), progress=False, stop_after=4).records
     assert [r["step"] for r in first] == [1, 2, 3, 4]
+    saved = json.loads((tmp_path / "cut" / "checkpoints" / "step4" / "loader-rank0.json").read_text())
+    refs = saved["stream"]["buffer"]["samples"]  # (shard, byte) of each buffered sample
+    assert 0 < len(refs) <= cfg.train.shuffle_buffer
+    buffered = len({tuple(ref) for ref in refs})  # resampling can buffer one sample twice: read once
     rest = train(cfg, shards=shards, output=str(tmp_path / "cut"), progress=False)
-    assert [r["step"] for r in rest] == [5, 6, 7, 8]
-    assert _losses(first + rest) == _losses(whole)  # fp32 on CPU: identical
+    assert rest.start == 4 and rest.step == 8
+    assert [r["step"] for r in rest.records] == [5, 6, 7, 8]
+    assert _losses(first + rest.records) == _losses(whole)  # fp32 on CPU: identical
+    # No replay: the resumed process decodes exactly the samples of the steps it trains (the
+    # shards hold no bad sample), and reads from the tars those plus the distinct samples of
+    # the shuffle buffer it refills from the saved references.
+    for n, rec in enumerate(rest.records, start=1):
+        assert rec["loader/decoded"] == n * per_step
+        assert rec["loader/reread"] == buffered
+        assert rec["loader/read"] == buffered + n * per_step
+    # The loader's counts (samples, losses) carry on from the checkpoint.
+    assert rest.records[-1]["loader/samples"] == whole[-1]["loader/samples"]
+
+    # A checkpoint without loader state (as written before loaders kept one) still resumes
+    # exactly, by reading the earlier batches again, and says so.
+    os.remove(tmp_path / "cut" / "checkpoints" / "step4" / "loader-rank0.json")
+    (tmp_path / "cut" / "checkpoints" / "latest").write_text("step4")
+    with caplog.at_level(logging.WARNING, logger="microturn.trainer.loop"):
+        again = train(cfg, shards=shards, output=str(tmp_path / "cut"), progress=False, stop_after=1).records
+    assert "holds no loader state" in caplog.text and "reading the 4 batch(es) of steps 1-4 again" in caplog.text
+    assert _losses(again) == _losses(whole[4:5])
+    assert again[0]["loader/decoded"] == 5 * per_step
+
+
+def test_the_logged_loss_is_the_mean_over_micro_batches_and_only_log_steps_are_logged(shards, tmp_path):
+    # No token dropped at the expert capacity, so routing does not depend on DeepSpeed's random
+    # tie-breaking and a plain forward pass repeats the engine's.
+    cfg = load_named("tiny-cpu", ["train.steps=5", "train.grad_accum=3", "train.log_every=2",
+                                  "model.capacity_factor=16.0"])
+    t = cfg.train
+    result = train(cfg, shards=shards, output=str(tmp_path / "run"), progress=False)
+    assert [r["step"] for r in result.records] == [1, 2, 4, 5]  # step 1, every 2nd, the last
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert rows == json.loads(json.dumps(result.records))
+    # Step 1's micro-batches all see the initial weights: compute their losses apart.
+    loader = make_loader(shards, tokenizer=get_tokenizer(t.tokenizer), batch_size=t.micro_batch, max_len=t.max_len,
+                         pack=t.pack, buffer=t.shuffle_buffer, resampled=True, seed=t.seed)
+    model = InteractionModel(cfg.model, ep_size=1, seed=t.seed).train()
+    batches = iter(loader)
+    outs, tokens = [], 0
+    with torch.no_grad():
+        for micro in range(t.grad_accum):
+            batch = next(batches)
+            tokens += int((batch["segment_BL"] > 0).sum())
+            outs.append(model(batch, generator=torch.Generator().manual_seed(flow_seed(t.seed, 0, micro, 0))))
+    first = result.records[0]
+    assert len({round(float(o.loss), 6) for o in outs}) == t.grad_accum  # three different losses
+    assert first["loss"] == pytest.approx(sum(float(o.loss) for o in outs) / t.grad_accum, rel=1e-6)
+    for head in ("text", "dmel", "flow", "aux", "z"):
+        assert first[f"loss/{head}"] == pytest.approx(sum(float(o.losses[head]) for o in outs) / t.grad_accum,
+                                                      rel=1e-5, abs=1e-9)
+    assert first["tokens"] == tokens
+    assert first["loader/decoded"] == t.micro_batch * t.grad_accum
 
 
 def test_named_configs_and_overrides():
@@ -72,8 +135,8 @@ def test_named_configs_and_overrides():
 
 
 def test_zero_stage_0_with_gradient_accumulation(shards, tmp_path):
-    cfg = load_named("tiny-cpu", ["train.steps=3", "train.zero_stage=0", "train.grad_accum=2"])
-    records = train(cfg, shards=shards, output=str(tmp_path / "run"), progress=False)
+    cfg = load_named("tiny-cpu", ["train.steps=3", "train.zero_stage=0", "train.grad_accum=2", "train.log_every=1"])
+    records = train(cfg, shards=shards, output=str(tmp_path / "run"), progress=False).records
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) for r in records)
     assert records[0]["tokens"] > 0
