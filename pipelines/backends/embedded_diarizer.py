@@ -28,7 +28,8 @@ that need no download:
 
 Each step has its module beside this one: 1 and 2 in ``diarize_segments``, 3 in
 ``diarize_embed``, 4 in ``diarize_cluster`` (numpy only), 5 in ``diarize_turns``; this module
-holds the settings and composes the steps.
+composes them. Its settings, ``EmbeddedDiarizerConfig``, are declared in ``configs`` (no torch
+needed to read or check them) and re-exported here. The letters below serve all five modules.
 
 Legend of array-name suffixes:
     N  audio samples at 16 kHz
