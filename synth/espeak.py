@@ -63,13 +63,14 @@ import warnings
 import numpy as np
 import soxr
 
+from microturn.schemas.sample import SAMPLE_RATE
 from microturn.synth.espeak_client import (
     EspeakUnavailableError,
     VoiceInfo,
     catalogue,
     request,
 )
-from microturn.synth.tts import SAMPLE_RATE, Speech, SpokenWord, Voice
+from microturn.synth.tts import Speech, SpokenWord, Voice
 from microturn.synth.word_timing import (
     EDGE_MARGIN_MS,
     ENERGY_FLOOR_DB,

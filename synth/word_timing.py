@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from microturn.synth.tts import SAMPLE_RATE
+from microturn.schemas.sample import SAMPLE_RATE
 
 __all__ = [
     "EDGE_MARGIN_MS",
@@ -104,7 +104,8 @@ def split_span(
     sum(weights[:k]) / sum(weights)``, rounded down (``"floor"``, exact integer arithmetic)
     or to the nearest integer (``"nearest"``: Python's ``round`` of the float quotient, ties
     to even), then raised to at least ``min_part`` past the boundary before it, so the last
-    one passes ``hi`` when the span has too little room. All-zero weights split evenly.
+    one may pass ``hi`` when the span has too little room. All-zero weights split evenly.
+    espeak's word timing rounds down; the sidecar and whisperx fallbacks round to nearest.
     """
     if rounding not in ("floor", "nearest"):
         raise ValueError(f"rounding must be 'floor' or 'nearest', got {rounding!r}")
