@@ -34,18 +34,12 @@ def check_kernel_device(x_UD: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} needs CUDA tensors (got {x_UD.device}); set TRITON_INTERPRET=1 to run on CPU")
 
 
-def checked_sizes(
-    name: str,
-    x_UD: torch.Tensor,
-    topk_ids_UJ: torch.Tensor,
-    topk_weights_UJ: torch.Tensor,
-    w_gate_EID: torch.Tensor,
-    w_up_EID: torch.Tensor,
-    w_down_EDI: torch.Tensor,
-) -> MoeSizes:
-    """Validate a call of the kernel wrapper ``name`` (``check_moe_inputs`` and the device) and
-    return its sizes; raises the ``TypeError``/``ValueError`` that ``check_moe_inputs`` documents."""
-    check_moe_inputs(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+def checked_sizes(name: str, *moe_args: torch.Tensor) -> MoeSizes:
+    """Validate the six arguments of a call of the kernel wrapper ``name`` (``check_moe_inputs``,
+    in its order, and the device) and return its sizes; raises the ``TypeError``/``ValueError``
+    that ``check_moe_inputs`` documents."""
+    check_moe_inputs(*moe_args)
+    x_UD, topk_ids_UJ, _, w_gate_EID, _, _ = moe_args
     check_kernel_device(x_UD, name)
     experts, hidden, model_dim = w_gate_EID.shape
     return MoeSizes(tokens=x_UD.shape[0], top_k=topk_ids_UJ.shape[1], experts=experts, hidden=hidden,

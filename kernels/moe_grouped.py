@@ -74,6 +74,15 @@ def _expert_run(offsets_ptr):
 
 
 @triton.jit
+def _route_tile(pairs_ptr, tile_start, route_end, BLOCK_R: tl.constexpr):
+    """BLOCK_R of an expert's sorted routes from ``tile_start``: (mask, route p of each as loaded
+    (int64), sorted position s of each as int32)."""
+    offs_s = tile_start + tl.arange(0, BLOCK_R)
+    mask_s = offs_s < route_end
+    return mask_s, tl.load(pairs_ptr + offs_s, mask=mask_s, other=0), offs_s.to(tl.int32)
+
+
+@triton.jit
 def _grouped_gate_up_kernel(
     x_ptr,
     pairs_ptr,
@@ -90,7 +99,8 @@ def _grouped_gate_up_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """h[s, i_tile] = silu(x[t] W_gate[e]^T) * (x[t] W_up[e]^T) for the sorted routes s of expert e."""
-    # A jitted function called outside a kernel raises, so pyright types its result NoReturn.
+    # Calling a jitted function outside a kernel raises, so pyright types the helpers' results
+    # NoReturn and reports unpacking them.
     expert, tile_start, route_end = _expert_run(offsets_ptr)  # pyright: ignore[reportGeneralTypeIssues]
     i_block = tl.program_id(1)
 
@@ -103,10 +113,8 @@ def _grouped_gate_up_kernel(
     w_up_e = w_up_ptr + expert * HIDDEN * D
 
     while tile_start < route_end:
-        offs_s = tile_start + tl.arange(0, BLOCK_R)
-        mask_s = offs_s < route_end
-        tokens = (tl.load(pairs_ptr + offs_s, mask=mask_s, other=0) // J).to(tl.int32)
-        rows_s = offs_s.to(tl.int32)
+        mask_s, pairs, rows_s = _route_tile(pairs_ptr, tile_start, route_end, BLOCK_R)  # pyright: ignore[reportGeneralTypeIssues]
+        tokens = (pairs // J).to(tl.int32)
 
         gate_acc = tl.zeros([BLOCK_R, BLOCK_I], dtype=tl.float32)
         up_acc = tl.zeros([BLOCK_R, BLOCK_I], dtype=tl.float32)
@@ -144,7 +152,7 @@ def _grouped_down_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """out[p, d_tile] = weights[p] * h[s] W_down[e]^T for the sorted routes s (route p) of expert e."""
-    # A jitted function called outside a kernel raises, so pyright types its result NoReturn.
+    # (pyright: see _grouped_gate_up_kernel.)
     expert, tile_start, route_end = _expert_run(offsets_ptr)  # pyright: ignore[reportGeneralTypeIssues]
     d_block = tl.program_id(1)
 
@@ -154,10 +162,8 @@ def _grouped_down_kernel(
     w_down_e = w_down_ptr + expert * D * HIDDEN
 
     while tile_start < route_end:
-        offs_s = tile_start + tl.arange(0, BLOCK_R)
-        mask_s = offs_s < route_end
-        pairs = tl.load(pairs_ptr + offs_s, mask=mask_s, other=0).to(tl.int32)
-        rows_s = offs_s.to(tl.int32)
+        mask_s, pairs, rows_s = _route_tile(pairs_ptr, tile_start, route_end, BLOCK_R)  # pyright: ignore[reportGeneralTypeIssues]
+        pairs = pairs.to(tl.int32)
         route_weights = tl.load(weights_ptr + pairs, mask=mask_s, other=0.0).to(tl.float32)
 
         acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)

@@ -124,17 +124,12 @@ def measure_threshold(
     return crossover(list(grid), gemv_s, grouped_s)
 
 
-def measured_threshold(
-    x_UD: torch.Tensor,
-    topk_ids_UJ: torch.Tensor,
-    topk_weights_UJ: torch.Tensor,
-    w_gate_EID: torch.Tensor,
-    w_up_EID: torch.Tensor,
-    w_down_EDI: torch.Tensor,
-) -> int:
-    """``measure_threshold`` for the device, shape and dtype of this MoE call, measured once per
-    process. The call's inputs are validated before a measurement only: the kernel that then
-    runs validates them on every call, and the id check costs a device-to-host copy."""
+def measured_threshold(*moe_args: torch.Tensor) -> int:
+    """``measure_threshold`` for the device, shape and dtype of an MoE call (its six arguments, in
+    ``check_moe_inputs``' order), measured once per process. The inputs are validated before a
+    measurement only: the kernel that then runs validates them on every call, and the id check
+    costs a device-to-host copy."""
+    _, topk_ids_UJ, _, w_gate_EID, w_up_EID, w_down_EDI = moe_args
     key = None
     if isinstance(w_gate_EID, torch.Tensor) and w_gate_EID.dim() == 3 and isinstance(topk_ids_UJ, torch.Tensor) \
             and topk_ids_UJ.dim() == 2:
@@ -143,7 +138,7 @@ def measured_threshold(
         E, hidden, D = w_gate_EID.shape
         key = (name, str(device), E, hidden, D, topk_ids_UJ.shape[1], w_gate_EID.dtype)
     if key not in _MEASURED:
-        check_moe_inputs(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+        check_moe_inputs(*moe_args)
         assert key is not None
         _MEASURED[key] = measure_threshold(w_gate_EID, w_up_EID, w_down_EDI, topk_ids_UJ.shape[1])
     return _MEASURED[key]
