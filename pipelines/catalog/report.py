@@ -8,7 +8,7 @@ catalog is HTML-escaped, its control and format characters shown as visible esca
 A plot with nothing to show becomes a note; every file is written under a temporary name and
 renamed when complete.
 
-Arrays: ``ms_N`` values in milliseconds, ``minutes_N`` durations in minutes.
+Arrays of values (one per row) are named in words: ``all_ms``, ``all_minutes``, ``hours`` (one per split).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def durations_plot(con) -> Figure:
     by_origin: dict[str, list[float]] = {}
     for origin, ms in rows:
         by_origin.setdefault(origin, []).append(ms / 60_000)
-    minutes_N = np.array([m for v in by_origin.values() for m in v])
-    edges = np.histogram_bin_edges(minutes_N, bins=int(np.clip(minutes_N.size, 5, 30)))
+    all_minutes = np.array([m for v in by_origin.values() for m in v])
+    edges = np.histogram_bin_edges(all_minutes, bins=int(np.clip(all_minutes.size, 5, 30)))
     fig = _new_figure(7, 3.6)
     ax = fig.add_subplot()
     for origin, values in by_origin.items():
@@ -97,8 +97,8 @@ def values_plot(con, kind: str) -> Figure:
     series = {origin: np.asarray(values, dtype=np.float64) for origin, values in rows if values}
     if not series:
         return Figure(name=name, title=title, png=None, note=f"No {kind} values in the catalog.")
-    ms_N = np.concatenate(list(series.values()))
-    top = max(float(np.percentile(ms_N, _HIST_PERCENTILE)), 100.0)
+    all_ms = np.concatenate(list(series.values()))
+    top = max(float(np.percentile(all_ms, _HIST_PERCENTILE)), 100.0)
     edges = np.linspace(0.0, top, _HIST_BINS + 1)
     fig = _new_figure(7, 3.6)
     ax = fig.add_subplot()
@@ -131,11 +131,11 @@ def splits_plot(con) -> Figure:
     hours = {(s, o): h for s, o, h in rows}
     fig = _new_figure(7, 3.6)
     ax = fig.add_subplot()
-    bottom_S = np.zeros(len(splits))
+    bottom_hours = np.zeros(len(splits))
     for origin in origins:
-        h_S = np.array([hours.get((s, origin), 0.0) for s in splits])
-        ax.bar(splits, h_S, bottom=bottom_S, color=_color(origin), label=origin)
-        bottom_S += h_S
+        hours = np.array([hours.get((s, origin), 0.0) for s in splits])
+        ax.bar(splits, hours, bottom=bottom_hours, color=_color(origin), label=origin)
+        bottom_hours += hours
     ax.set_ylabel("hours")
     ax.set_xlabel("split (from samples when sharded)")
     ax.legend(fontsize=8)
