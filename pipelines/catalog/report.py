@@ -8,7 +8,7 @@ catalog is HTML-escaped, its control and format characters shown as visible esca
 A plot with nothing to show becomes a note; every file is written under a temporary name and
 renamed when complete.
 
-Arrays of values (one per row) are named in words: ``all_ms``, ``all_minutes``, ``hours`` (one per split).
+Arrays of values (one per row) are named in words: ``all_ms``, ``all_minutes``, ``split_hours``.
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ def splits_plot(con) -> Figure:
     ax = fig.add_subplot()
     bottom_hours = np.zeros(len(splits))
     for origin in origins:
-        hours = np.array([hours.get((s, origin), 0.0) for s in splits])
-        ax.bar(splits, hours, bottom=bottom_hours, color=_color(origin), label=origin)
-        bottom_hours += hours
+        split_hours = np.array([hours.get((s, origin), 0.0) for s in splits])
+        ax.bar(splits, split_hours, bottom=bottom_hours, color=_color(origin), label=origin)
+        bottom_hours += split_hours
     ax.set_ylabel("hours")
     ax.set_xlabel("split (from samples when sharded)")
     ax.legend(fontsize=8)
