@@ -4,8 +4,8 @@ Arrays and tensors carry their axes as a suffix of capitals, one letter per axis
 ``dmel_TM`` is (dMel frames, mel channels), ``w_gate_EID`` is (experts, expert hidden width,
 feature width). A letter means the same axis in every package (data contract, pipelines,
 synth, trainer, kernels); a module's docstring may list the letters it uses, but only with these
-meanings. A digit is an axis of that literal size (``weight_N1`` broadcasts over its last axis,
-``spec_QF2`` holds a real and an imaginary part).
+meanings. A digit is an axis of that literal size (``weight_R1`` broadcasts over its last axis,
+``parts_TX2`` holds a real and an imaginary part).
 
 ====== ==========================================================================================
 letter axis
