@@ -1,8 +1,7 @@
 """Mixing placed turns into one audio stream per speaker, with loudness and room degradation.
 
-Shape legend (suffixes on array names):
-    N  audio samples at 16 kHz
-    H  impulse-response taps at 16 kHz
+Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz (an impulse
+response too: its taps are samples).
 
 Each speaker's stream holds that speaker's voice and nothing else (no leakage: the other
 speaker's turns are never added, not even attenuated). Streams are normalised to one active
@@ -91,16 +90,16 @@ def normalise(wave_N: np.ndarray, target_dbfs: float) -> np.ndarray:
 
 
 def room_response(rt60_s: float, rng: np.random.Generator) -> np.ndarray:
-    """A synthetic room impulse response ``h_H``: a direct path, then Gaussian noise decaying by
+    """A synthetic room impulse response ``ir_N``: a direct path, then Gaussian noise decaying by
     60 dB over ``rt60_s`` (the exponential model of a diffuse reverberant field)."""
     n = int(rt60_s * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
-    h_H = rng.standard_normal(n) * np.exp(-6.907755 * t / rt60_s)  # ln(1000) = 60 dB in amplitude
+    ir_N = rng.standard_normal(n) * np.exp(-6.907755 * t / rt60_s)  # ln(1000) = 60 dB in amplitude
     # A 2.5 ms initial delay gap before the diffuse tail, as between a direct path and first reflections.
-    h_H[: int(0.0025 * SAMPLE_RATE)] = 0.0
-    h_H *= 0.3 / np.sqrt(np.sum(h_H ** 2))  # direct-to-reverberant ratio ~ +10 dB
-    h_H[0] = 1.0
-    return h_H
+    ir_N[: int(0.0025 * SAMPLE_RATE)] = 0.0
+    ir_N *= 0.3 / np.sqrt(np.sum(ir_N ** 2))  # direct-to-reverberant ratio ~ +10 dB
+    ir_N[0] = 1.0
+    return ir_N
 
 
 def reverberate(wave_N: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
