@@ -103,7 +103,6 @@ PENDING = {
     "pipelines/backends/diarize_segments.py",
     "pipelines/backends/diarize_turns.py",
     "pipelines/backends/embedded_diarizer.py",
-    "synth/mix.py",
 }
 
 
