@@ -142,7 +142,7 @@ def annotation_from_rows(rows: HypothesisRows, *, uri: str = "") -> Annotation:
     return annotation
 
 
-def _score(uri: str, der_components: dict[str, float], der: float, jer: float) -> DiarizationScore:
+def _score(uri: str, der_components: Mapping[str, float], der: float, jer: float) -> DiarizationScore:
     return DiarizationScore(
         uri=uri,
         der=float(der),
@@ -209,6 +209,8 @@ def evaluate_diarization(
         uem = Timeline(segments=[extent] if extent else [], uri=uri)
         components = der_metric(ref, hyp, uem=uem, detailed=True)
         jer = jer_metric(ref, hyp, uem=uem)
+        # pyannote returns the components (a dict) when detailed, the rate (a float) otherwise.
+        assert isinstance(components, dict) and not isinstance(jer, dict)
         files.append(_score(uri, components, components["diarization error rate"], jer))
 
     total_components = {

@@ -19,7 +19,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from microturn.pipelines.outputs import pending_name, publish
 from microturn.pipelines.parquet_bytes import read_parquet_bytes
@@ -70,7 +71,7 @@ class _Validate(beam.DoFn):
         except RowError as exc:
             self.bad.inc()
             key = row.get("conversation_id") or row.get("uri") or row.get("input") or "?"
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(str(key), "validate", exc))
+            yield TaggedOutput(REJECTS, reject(str(key), "validate", exc))
 
 
 class ValidateRows(beam.PTransform):
@@ -173,10 +174,11 @@ def store_tables(rows: dict, rejects: list, *, output: str, num_shards: int) -> 
             pcolls = pcolls | f"Merge{table.title()}" >> beam.Flatten()
         checked = pcolls | f"Check{table.title()}" >> ValidateRows(table)
         rejects.append(checked[REJECTS])
-        checked.valid | f"Store{table.title()}" >> WriteSortedTable(output, table, num_shards=num_shards, pending=True)
+        _ = checked.valid | f"Store{table.title()}" >> WriteSortedTable(output, table, num_shards=num_shards,
+                                                                         pending=True)
     all_rejects = tuple(rejects) | "FlattenRejects" >> beam.Flatten()
     checked = all_rejects | "CheckRejects" >> ValidateRows(REJECTS)
-    checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards, pending=True)
+    _ = checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards, pending=True)
 
 
 def read_table(output: str, table: str) -> pa.Table:

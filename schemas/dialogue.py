@@ -637,7 +637,7 @@ def _read_lines(lines: Iterable[str | bytes | None]) -> Iterator[tuple[int, Dial
             yield number, too_long_line(number)
             continue
         if number == 1:
-            line = line.removeprefix(b"\xef\xbb\xbf" if isinstance(line, bytes) else "\ufeff")
+            line = line.removeprefix(b"\xef\xbb\xbf") if isinstance(line, bytes) else line.removeprefix("\ufeff")
         if not line.strip():
             continue
         try:

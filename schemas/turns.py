@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -57,7 +58,8 @@ class TurnStats:
 
 
 def _union_ms(intervals: list[tuple[int, int]]) -> int:
-    total, cur_s, cur_e = 0, None, None
+    total, cur_s = 0, 0
+    cur_e: int | None = None  # the end of the union run being measured; cur_s is its start
     for s, e in sorted(intervals):
         if cur_e is None or s > cur_e:
             if cur_e is not None:
@@ -101,7 +103,7 @@ def _analyse(turns: Sequence[Turn], backchannel_max_ms: int) -> tuple[list[Turn]
         flags.append(t.end_ms - t.start_ms < backchannel_max_ms and inside)
         furthest[t.speaker] = max(furthest.get(t.speaker, 0), t.end_ms)
     merged: list[Turn] = []
-    for t, bc in zip(turns, flags):
+    for t, bc in zip(turns, flags, strict=True):
         if bc:
             continue
         if merged and merged[-1].speaker == t.speaker:
@@ -117,7 +119,7 @@ def split_backchannels(turns: Sequence[Turn], *, backchannel_max_ms: int = BACKC
     """(main turns with consecutive turns of one speaker merged, backchannel turns), both sorted
     by start: the two kinds of turn that the statistics above distinguish."""
     turns, flags, merged = _analyse(turns, backchannel_max_ms)
-    return merged, [t for t, bc in zip(turns, flags) if bc]
+    return merged, [t for t, bc in zip(turns, flags, strict=True) if bc]
 
 
 def turn_stats(turns: Sequence[Turn], duration_ms: int, *,
@@ -129,7 +131,7 @@ def turn_stats(turns: Sequence[Turn], duration_ms: int, *,
     speech = _union_ms([(t.start_ms, t.end_ms) for t in turns])
     overlap = _overlap_ms(turns)
     gaps, overlaps = [], []
-    for prev, nxt in zip(merged, merged[1:]):
+    for prev, nxt in pairwise(merged):
         delta = nxt.start_ms - prev.end_ms
         (gaps if delta >= 0 else overlaps).append(int(abs(delta)))
     return TurnStats(
@@ -163,8 +165,8 @@ def turn_events(turns: Sequence[Turn], *, backchannel_max_ms: int = BACKCHANNEL_
     turns, backchannel, main = _analyse(turns, backchannel_max_ms)
     events = [TurnEvent(type="backchannel", speaker=t.speaker, t_ms=t.start_ms,
                         payload={"duration_ms": t.end_ms - t.start_ms})
-              for t, bc in zip(turns, backchannel) if bc]
-    for prev, nxt in zip(main, main[1:]):
+              for t, bc in zip(turns, backchannel, strict=True) if bc]
+    for prev, nxt in pairwise(main):
         delta = nxt.start_ms - prev.end_ms
         events.append(TurnEvent(type="turn_end", speaker=prev.speaker, t_ms=prev.end_ms,
                                 payload={"gap_ms": delta, "next_speaker": nxt.speaker}))

@@ -27,6 +27,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class PlacedTurn:
     def pauses(self) -> list[tuple[int, int]]:
         """Silences between the pieces of this turn, as (start_ms, end_ms)."""
         out = []
-        for (s0, w0), (s1, _) in zip(self.pieces, self.pieces[1:]):
+        for (s0, w0), (s1, _) in pairwise(self.pieces):
             out.append((s0 + w0.size // SAMPLES_PER_MS, s1))
         return out
 
@@ -159,7 +160,7 @@ def phrases(speech: Speech, *, break_ms: int = PHRASE_BREAK_MS) -> list[Phrase]:
     if not words:
         raise ValueError("a spoken turn without words cannot be laid out")
     groups: list[list] = [[words[0]]]
-    for prev, word in zip(words, words[1:]):
+    for prev, word in pairwise(words):
         if word.start_ms - prev.end_ms >= break_ms:
             groups.append([])
         groups[-1].append(word)
@@ -267,6 +268,7 @@ class _Planner:
         if not cands:
             # Nothing to cut into: an ordinary (overlapping when the model says so) transition.
             return self.main_turn(spec, parts, [])
+        assert prev is not None  # candidates are only found among prev's words
         onset = int(cands[int(self.rng.integers(len(cands)))])
         reaction = self.timing.sample_reaction(self.rng)
         later_ends = [w[2] for w in prev.words if w[2] >= onset + reaction]
@@ -286,7 +288,7 @@ class _Planner:
         timed = spec.timed
         assert timed is not None
         said_at = request.end_ms
-        for k, (target, text, parts) in enumerate(zip(timed.targets_ms, timed.responses, responses)):
+        for k, (target, text, parts) in enumerate(zip(timed.targets_ms, timed.responses, responses, strict=True)):
             due = said_at + target
             start = max(due, self.earliest(timed.responder))
             if start != due:

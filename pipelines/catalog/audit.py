@@ -206,7 +206,7 @@ def render_table(result: QueryResult, *, max_width: int = 80) -> str:
     right = [bool(_NUMERIC.match(t)) for t in result.types]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
+        parts = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)]
         return "  ".join(parts).rstrip()
 
     if result.columns == ("explain_key", "explain_value"):
@@ -258,7 +258,7 @@ def render_json(result: QueryResult) -> str:
     """One JSON array of objects (a repeated column name gets a suffix: a, a_1); nested values
     stay JSON, NaN and infinities become null; control and format characters are JSON escapes."""
     names = _unique_names(result.columns)
-    records = [dict(zip(names, (plain(v) for v in row))) for row in result.rows]
+    records = [dict(zip(names, (plain(v) for v in row), strict=True)) for row in result.rows]
     return visible_json(json.dumps(records, ensure_ascii=False, indent=2)) + "\n"
 
 

@@ -80,7 +80,7 @@ def durations_plot(con) -> Figure:
     fig = _new_figure(7, 3.6)
     ax = fig.add_subplot()
     for origin, values in by_origin.items():
-        ax.hist(values, bins=edges, histtype="step", linewidth=1.8, color=_color(origin),
+        ax.hist(values, bins=edges.tolist(), histtype="step", linewidth=1.8, color=_color(origin),
                 label=f"{origin} (n={len(values)})")
     ax.set_xlabel("duration (minutes)")
     ax.set_ylabel("conversations")
@@ -103,7 +103,7 @@ def values_plot(con, kind: str) -> Figure:
     fig = _new_figure(7, 3.6)
     ax = fig.add_subplot()
     for origin, values in series.items():
-        ax.hist(np.clip(values, 0, top), bins=edges, density=True, histtype="stepfilled", alpha=0.45,
+        ax.hist(np.clip(values, 0, top), bins=edges.tolist(), density=True, histtype="stepfilled", alpha=0.45,
                 color=_color(origin), edgecolor=_color(origin),
                 label=f"{origin} (n={values.size}, median {np.median(values):.0f} ms)")
     ax.set_xlabel(f"{kind} (ms; the last bin holds everything above {top:.0f} ms)")

@@ -64,7 +64,8 @@ class RemixRecords(beam.PTransform):
             keyed[table] = (
                 pbegin
                 | f"Read{table.title()}" >> beam.io.ReadFromParquet(pattern)
-                | f"Key{table.title()}" >> beam.Map(lambda r: (r["conversation_id"], r))
+                | f"Key{table.title()}" >> beam.Map(lambda r: (r["conversation_id"], r)).with_output_types(
+                    tuple[str, dict])
             )
         made = (
             keyed
@@ -93,13 +94,15 @@ class Synthesize(beam.PTransform):
             sources = []
             if c.scripts:
                 read = (pbegin
-                        | "Patterns" >> beam.Create(sorted(set(c.scripts)))
-                        | "ReadScripts" >> beam.ParDo(dofns.ReadScripts(exclude=c.output)).with_outputs(REJECTS, main="ok"))
+                        | "Patterns" >> beam.Create(sorted(set(c.scripts))).with_output_types(str)
+                        | "ReadScripts" >> beam.ParDo(dofns.ReadScripts(exclude=c.output)).with_outputs(
+                            REJECTS, main="ok"))
                 sources.append(read.ok)
                 rejects.append(read[REJECTS])
             if self.generated:
                 sources.append(pbegin | "Generated" >> beam.Create(
-                    [{"input": f"generated:{i}", "line": line} for i, line in enumerate(self.generated)]))
+                    [{"input": f"generated:{i}", "line": line} for i, line in enumerate(self.generated)])
+                    .with_output_types(dict[str, str]))
             lines = tuple(sources) | "AllScripts" >> beam.Flatten()
             rows, rej = lines | "Scripts" >> SynthesizeScripts(c, self.timing, self.timing_source)
             outputs.append(rows)

@@ -11,10 +11,10 @@ import os
 
 import duckdb
 import pytest
-from catalog_fixtures import write_fixture_outputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from catalog_fixtures import write_fixture_outputs
 from microturn.pipelines.catalog.audit import (
     QueryResult,
     check_read_only,
@@ -179,7 +179,7 @@ def test_csv_parses_back(catalog, capsys):
     got = list(csv.DictReader(io.StringIO(out, newline="")))
     want = run_query(catalog, "SELECT * FROM hours_by_split").rows
     assert len(got) == len(want) == 7
-    for row, (split, origin, license_, n, hours) in zip(got, want):
+    for row, (split, origin, license_, n, hours) in zip(got, want, strict=True):
         assert (row["split"], row["origin"], row["license"] or None) == (split, origin, license_)
         assert int(row["conversations"]) == n and float(row["hours"]) == hours
     status, out, _ = audit(capsys, "--catalog", catalog, "SELECT conversation_id, stats FROM conversations "
@@ -219,8 +219,8 @@ def test_json_and_csv_round_trip(rows):
     assert json.loads(render_json(result)) == [{"x": x, "y": y} for x, y in rows]
     parsed = list(csv.reader(io.StringIO(render_csv(result), newline="")))
     assert parsed[0] == ["x", "y"] and len(parsed) == len(rows) + 1
-    for got, want in zip(parsed[1:], rows):
-        for text, value in zip(got, want):
+    for got, want in zip(parsed[1:], rows, strict=True):
+        for text, value in zip(got, want, strict=True):
             if value is None:
                 assert text == ""
             elif isinstance(value, (dict, list)):
@@ -247,7 +247,6 @@ _DRIVING = [bytes([b]) for b in range(0x20) if b not in (0x0A,)] + [b"\x7f"] + [
 @pytest.fixture(scope="module")
 def hostile_catalog(tmp_path_factory):
     from catalog_fixtures import write_table
-
     from microturn.schemas import TABLE_NAMES
 
     out = str(tmp_path_factory.mktemp("hostile") / "out")

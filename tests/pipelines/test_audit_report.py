@@ -6,8 +6,8 @@ import os
 from html.parser import HTMLParser
 
 import pytest
-from catalog_fixtures import SCRIPT_LICENSE, catalog, outputs  # noqa: F401 (fixtures)
 
+from catalog_fixtures import SCRIPT_LICENSE  # the fixtures outputs and catalog come from conftest.py
 from microturn.pipelines.catalog.build import build_catalog
 from microturn.pipelines.catalog.run import audit_main
 
@@ -27,10 +27,10 @@ class Page(HTMLParser):
         self.tags.append(tag)
         attrs = dict(attrs)
         if tag == "img":
-            self.images.append(attrs["src"])
+            self.images.append(attrs["src"] or "")
         for key in ("href", "src"):
             if key in attrs and tag != "img":
-                self.links.append(attrs[key])
+                self.links.append(attrs[key] or "")
 
 
 def parse(path) -> tuple[str, Page]:

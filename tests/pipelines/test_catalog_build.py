@@ -9,9 +9,9 @@ import warnings
 import duckdb
 import numpy as np
 import pytest
-from catalog_fixtures import (C1, C2, C3, R1, S1, S2, SCRIPT_LICENSE, catalog, outputs,  # noqa: F401 (fixtures)
-                              write_fixture_outputs, write_table)
 
+# The fixtures outputs and catalog come from conftest.py.
+from catalog_fixtures import C1, C2, C3, R1, S1, S2, SCRIPT_LICENSE, write_table
 from microturn.pipelines.catalog.build import DEFAULT_ALLOWED_LICENSES, build_catalog, normalise_output
 from microturn.pipelines.catalog.run import catalog_main
 from microturn.pipelines.catalog.views import VIEW_NAMES

@@ -134,7 +134,7 @@ def test_directory_of_stm_files_and_errors(tmp_path):
     with pytest.raises(TypeError, match="hypothesis_words"):
         evaluate_words(tmp_path, [("hi", 0, 1)])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"\(text, start_ms, end_ms\)"):
-        evaluate_words(tmp_path, {"rec2": [("bye", 0)]})
+        evaluate_words(tmp_path, {"rec2": [("bye", 0)]})  # pyright: ignore[reportArgumentType]  # deliberately malformed
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no .stm file"):

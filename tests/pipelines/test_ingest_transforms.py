@@ -5,9 +5,9 @@ import shutil
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
+from beam_testing import in_memory
 from media_corpus import speech
 from microturn.pipelines.ingest import dofns
 from microturn.pipelines.ingest.config import IngestConfig
@@ -27,7 +27,7 @@ def folder(tmp_path_factory):
 
 def test_probe_sources_dedupes_and_rejects(folder):
     cfg = IngestConfig(inputs=(f"{folder}/*", f"{folder}/a.wav", f"{folder}/nothing-*.mp4"), output="unused")
-    with TestPipeline() as p:
+    with in_memory() as p:
         records, rejects = (p | beam.Create(sorted(cfg.inputs)) | ProbeSources(cfg, {"a.wav": ("CC0", "lab")}))
         assert_that(records | "Uris" >> beam.Map(lambda r: os.path.basename(r["uri"])),
                     equal_to(["a.wav"]), label="one record per distinct content")
@@ -42,7 +42,7 @@ def test_probe_sources_dedupes_and_rejects(folder):
 
 def test_keep_first_copy_is_order_independent():
     recs = [{"uri": "b", "conversation_id": "c"}, {"uri": "a", "conversation_id": "c"}]
-    with TestPipeline() as p:
+    with in_memory() as p:
         out = (p | beam.Create([("c", recs)])
                | beam.ParDo(dofns.KeepFirstCopy()).with_outputs(REJECTS, main="ok"))
         assert_that(out.ok | beam.Map(lambda r: r["uri"]), equal_to(["a"]))
@@ -52,7 +52,7 @@ def test_keep_first_copy_is_order_independent():
 def test_invalid_rows_go_to_rejects_not_the_table():
     good = {"conversation_id": "c", "speaker": "S", "start_ms": 0, "end_ms": 5, "channel": 0}
     bad = {**good, "start_ms": 9}
-    with TestPipeline() as p:
+    with in_memory() as p:
         res = p | beam.Create([good, bad]) | ValidateRows("segments")
         assert_that(res.valid, equal_to([good]))
         assert_that(res[REJECTS] | beam.Map(lambda r: (r["stage"], "before start_ms" in r["message"])),
@@ -63,13 +63,13 @@ def test_write_table_then_read_back(tmp_path):
     rows = [{"conversation_id": "c", "type": "turn_end", "speaker": "A", "t_ms": i, "payload": "{}"}
             for i in range(5)]
     out = str(tmp_path)
-    with TestPipeline() as p:
+    with in_memory() as p:
         _ = p | beam.Create(rows[::-1]) | WriteSortedTable(out, "events")
     back = read_table(out, "events")
     assert back.to_pylist() == rows  # sorted by (conversation, time) whatever order came in
     assert back.schema.metadata[b"microturn.schema_version"] == b"1"
     assert os.listdir(tmp_path / "events") == ["part-00000-of-00001.parquet"]
-    with TestPipeline() as p:  # an empty PCollection still writes a readable, empty table
+    with in_memory() as p:  # an empty PCollection still writes a readable, empty table
         _ = p | beam.Create([]).with_output_types(dict) | WriteSortedTable(out, "rejects")
     assert read_table(out, "rejects").num_rows == 0
 
@@ -80,7 +80,7 @@ def test_sorted_writes_are_byte_identical_and_replace_old_files(tmp_path):
     digests = []
     for order in (rows, rows[::-1], rows[1::2] + rows[::2]):
         out = str(tmp_path / f"o{len(digests)}")
-        with TestPipeline() as p:
+        with in_memory() as p:
             _ = p | beam.Create(order) | WriteSortedTable(out, "segments", num_shards=3)
         files = sorted(os.listdir(os.path.join(out, "segments")))
         assert files == [f"part-{i:05d}-of-00003.parquet" for i in range(3)]
@@ -89,14 +89,14 @@ def test_sorted_writes_are_byte_identical_and_replace_old_files(tmp_path):
         assert sorted(back, key=lambda r: (r["conversation_id"], r["start_ms"])) == sorted(
             rows, key=lambda r: (r["conversation_id"], r["start_ms"]))
     assert digests[0] == digests[1] == digests[2]
-    with TestPipeline() as p:  # a rerun with fewer rows leaves no stale rows behind
+    with in_memory() as p:  # a rerun with fewer rows leaves no stale rows behind
         _ = p | beam.Create(rows[:3]) | WriteSortedTable(out, "segments", num_shards=3)
     assert read_table(out, "segments").num_rows == 3
     assert not [f for f in os.listdir(os.path.join(out, "segments")) if f.endswith(".tmp")]
 
 
 def test_match_pattern_skips_sidecars(folder):
-    with TestPipeline() as p:
+    with in_memory() as p:
         out = (p | beam.Create([f"{folder}/a.*"])
                | beam.ParDo(dofns.MatchPattern()).with_outputs(REJECTS, main="files"))
         assert_that(out.files | beam.Map(os.path.basename), equal_to(["a.wav"]))
@@ -130,6 +130,7 @@ def test_local_matching_agrees_with_beam_and_classifies_what_it_cannot_read(tmp_
                        "gone.wav": "BrokenSymlink", "\\xff\\xfe.wav": "NotUtf8Name"}
     # A folder given by name is refused as one.
     (only,) = inputs.match(str(tmp_path / "folder.wav"))
+    assert isinstance(only, inputs.Skipped)
     assert only.error_type == "NotARegularFile" and "directory" in only.reason
 
 
@@ -142,7 +143,7 @@ def test_summarise_emits_rows_of_every_table():
         "turns": [["A", 0, 3000, 0], ["B", 1000, 1400, 0], ["B", 3200, 5000, 0]],
         "words": [["hello", 100, 400, 0.9, "A"]],
     }
-    with TestPipeline() as p:
+    with in_memory() as p:
         out = p | beam.Create([rec]) | beam.ParDo(dofns.Summarise(output="unused")).with_outputs(
             REJECTS, *dofns.Summarise.OUTPUTS, main="conversations")
         assert_that(out.conversations | beam.Map(lambda c: (c["num_speakers"], c["stats"]["backchannels"],

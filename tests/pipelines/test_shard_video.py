@@ -36,7 +36,9 @@ def video(tmp_path_factory):
     # yuv444p lets x264 keep the odd height
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "7", "-vf", "scale=322:181",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p", src)
-    media.normalise_video(src, norm, stream=media.probe(src).video)
+    stream = media.probe(src).video
+    assert stream is not None
+    media.normalise_video(src, norm, stream=stream)
     width, height, duration_ms, frames = probe_video(norm)
     ph, pw = patch_grid(width, height, patch_budget=VideoSpec().patch_budget)
     raw = _ffmpeg("-i", norm, "-vf", f"scale={40 * pw}:{40 * ph}:flags=bicubic", "-pix_fmt", "rgb24",
@@ -150,15 +152,15 @@ def test_video_spec_defaults_and_validation():
     spec = VideoSpec()
     assert (spec.patch_budget, spec.crf) == (48, 23)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        spec.crf = 20
+        spec.crf = 20  # pyright: ignore[reportAttributeAccessIssue]  # the write a frozen spec refuses
     with pytest.raises(TypeError):
-        VideoSpec(48)  # keyword-only
+        VideoSpec(48)  # pyright: ignore[reportCallIssue]  # keyword-only
     with pytest.raises(ValueError, match="patch_budget"):
         VideoSpec(patch_budget=0)
     with pytest.raises(ValueError, match="crf"):
         VideoSpec(crf=-1)
     with pytest.raises(TypeError, match="integer"):
-        VideoSpec(crf=23.0)
+        VideoSpec(crf=23.0)  # pyright: ignore[reportArgumentType]  # the float it refuses
 
 
 @pytest.mark.parametrize("folder, name", [("concat:x", "video.mp4"), ("-report", "video.mp4"),

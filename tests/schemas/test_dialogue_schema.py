@@ -8,8 +8,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import (
-    ACTS, MAX_DIALOGUE_CHARS, MAX_LINE_BYTES, MAX_TEXT_CHARS, MAX_TURNS, MAX_WORD_CHARS, REASONS, Dialogue,
-    ScriptError, SpeakerSpec, TimedSpec, TurnSpec, bounded_lines, parse_dialogue, read_dialogues,
+    ACTS,
+    MAX_DIALOGUE_CHARS,
+    MAX_LINE_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_TURNS,
+    MAX_WORD_CHARS,
+    REASONS,
+    Dialogue,
+    ScriptError,
+    SpeakerSpec,
+    TimedSpec,
+    TurnSpec,
+    bounded_lines,
+    parse_dialogue,
+    read_dialogues,
 )
 from microturn.schemas.text import refused_char, visible
 
@@ -49,13 +62,14 @@ def test_bytes_dict_and_str_give_the_same_dialogue():
     line = json.dumps(EXAMPLE)
     assert parse_dialogue(line) == parse_dialogue(line.encode()) == parse_dialogue(EXAMPLE)
     with pytest.raises(TypeError):
-        parse_dialogue(42)
+        parse_dialogue(42)  # pyright: ignore[reportArgumentType]  # the type it refuses
 
 
 def test_responder_defaults_to_the_other_of_two_speakers():
     obj = _base()
     del obj["turns"][4]["responder"]
-    assert parse_dialogue(obj).turns[4].timed.responder == "B"
+    timed = parse_dialogue(obj).turns[4].timed
+    assert timed is not None and timed.responder == "B"
 
 
 def test_text_is_whitespace_normalised():
@@ -64,7 +78,8 @@ def test_text_is_whitespace_normalised():
     obj["turns"][4]["responses"] = ["  ten   seconds "]
     d = parse_dialogue(obj)
     assert d.turns[0].text == "So I was thinking"
-    assert d.turns[4].timed.responses == ("ten seconds",)
+    timed = d.turns[4].timed
+    assert timed is not None and timed.responses == ("ten seconds",)
 
 
 def test_roles_language_and_license():
@@ -202,7 +217,7 @@ def test_each_bad_input_has_its_reason(reason, mutate):
     with pytest.raises(ScriptError) as info:
         if bad is None:  # a line longer than MAX_LINE_BYTES, through the reader
             (_, err), = read_dialogues([b" " * (MAX_LINE_BYTES + 1)])
-            raise err
+            raise _err(err)
         parse_dialogue(bad if isinstance(bad, (str, bytes)) else json.dumps(bad))
     assert info.value.reason == reason, str(info.value)
     assert isinstance(info.value, ValueError)
@@ -246,9 +261,11 @@ def test_hand_built_dialogues_are_checked_too():
     with pytest.raises(ScriptError, match="missing_field"):
         TurnSpec(speaker="A", text="count", act="timed_request")
     # lists and mappings are accepted and stored as tuples
-    d = Dialogue(id="x", speakers={"A": a, "B": b}, turns=[TurnSpec(speaker="A", text="hi")])
+    d = Dialogue(id="x", speakers={"A": a, "B": b},  # pyright: ignore[reportArgumentType]  # a mapping on purpose
+                 turns=[TurnSpec(speaker="A", text="hi")])  # pyright: ignore[reportArgumentType]  # a list on purpose
     assert d.speakers == (("A", a), ("B", b)) and isinstance(d.turns, tuple)
-    t = TimedSpec(targets_ms=[1000, 2000], responses=["one", "two"], responder="B")
+    t = TimedSpec(targets_ms=[1000, 2000], responses=["one", "two"],  # pyright: ignore[reportArgumentType]  # lists
+                  responder="B")
     same = TimedSpec(targets_ms=(1000, 2000), responses=("one", "two"), responder="B")
     assert t.targets_ms == (1000, 2000) and t == same and hash(t) == hash(same)
 
@@ -285,12 +302,13 @@ _VOICE = st.from_regex(r"[a-z]{2,3}(-[a-z0-9]{1,4}){0,2}(\+[A-Za-z0-9_]{1,5})?",
 @st.composite
 def dialogues(draw):
     names = draw(st.lists(_NAME, min_size=2, max_size=4, unique=True))
-    roles = [None] * len(names)
+    roles: list[str | None] = [None] * len(names)
     if draw(st.booleans()):
         roles[0] = "model"
         roles[1:] = ["user"] * (len(names) - 1)
     speakers = tuple((n, SpeakerSpec(voice=draw(_VOICE), pitch=draw(st.integers(0, 99)),
-                                     rate=draw(st.integers(80, 450)), role=r)) for n, r in zip(names, roles))
+                                     rate=draw(st.integers(80, 450)), role=r))
+                     for n, r in zip(names, roles, strict=True))
     turns = []
     for i in range(draw(st.integers(1, 10))):
         speaker = draw(st.sampled_from(names))
@@ -321,6 +339,16 @@ def test_canonical_round_trip(d):
     assert list(read_dialogues([text])) == [(1, d)]
 
 
+def _err(item: Dialogue | ScriptError) -> ScriptError:
+    assert isinstance(item, ScriptError), item
+    return item
+
+
+def _dlg(item: Dialogue | ScriptError) -> Dialogue:
+    assert isinstance(item, Dialogue), item
+    return item
+
+
 def test_read_dialogues_numbers_lines_and_keeps_going():
     good = json.dumps(EXAMPLE)
     other = json.dumps(EXAMPLE | {"id": "d2"})
@@ -328,10 +356,10 @@ def test_read_dialogues_numbers_lines_and_keeps_going():
     out = list(read_dialogues(lines))
     assert [n for n, _ in out] == [1, 4, 5, 6, 7]
     assert isinstance(out[0][1], Dialogue) and isinstance(out[2][1], Dialogue)
-    assert out[1][1].reason == "invalid_json" and out[1][1].line == 4
+    assert _err(out[1][1]).reason == "invalid_json" and _err(out[1][1]).line == 4
     assert str(out[1][1]).startswith("line 4: ")
-    assert out[3][1].reason == "bad_id" and "line 1" in str(out[3][1])  # d1 again
-    assert out[4][1].reason == "bad_type" and out[4][1].dialogue_id == "d3"
+    assert _err(out[3][1]).reason == "bad_id" and "line 1" in str(out[3][1])  # d1 again
+    assert _err(out[4][1]).reason == "bad_type" and _err(out[4][1]).dialogue_id == "d3"
 
 
 def test_read_dialogues_from_a_file(tmp_path):
@@ -342,8 +370,8 @@ def test_read_dialogues_from_a_file(tmp_path):
     out = list(read_dialogues(path))
     assert [n for n, _ in out] == [1, 3, 4]
     assert out[0][1] == parse_dialogue(EXAMPLE)
-    assert out[1][1].reason == "invalid_json" and "UTF-8" in str(out[1][1])
-    assert out[2][1].id == "d2"
+    assert _err(out[1][1]).reason == "invalid_json" and "UTF-8" in str(out[1][1])
+    assert _dlg(out[2][1]).id == "d2"
     assert [n for n, _ in read_dialogues(str(path))] == [1, 3, 4]
 
 
@@ -371,7 +399,7 @@ def test_read_dialogues_skips_an_oversized_line_and_keeps_going(tmp_path):
     path.write_bytes(good + b"\n" + b"[" * (MAX_LINE_BYTES + 10) + b"\n" + json.dumps(EXAMPLE | {"id": "d2"}).encode())
     out = list(read_dialogues(path))
     assert [n for n, _ in out] == [1, 2, 3]
-    assert out[1][1].reason == "line_too_long" and out[2][1].id == "d2"
+    assert _err(out[1][1]).reason == "line_too_long" and _dlg(out[2][1]).id == "d2"
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,10 +1,17 @@
-import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microturn.schemas import (SCHEMA_VERSION, TABLE_NAMES, RowError, conversation_id, schema_for,
-                               split_of, validate_row, validate_rows)
+from microturn.schemas import (
+    SCHEMA_VERSION,
+    TABLE_NAMES,
+    RowError,
+    conversation_id,
+    schema_for,
+    split_of,
+    validate_row,
+    validate_rows,
+)
 from microturn.schemas.ids import DEFAULT_SPLITS, is_conversation_id
 
 

@@ -40,7 +40,7 @@ def test_patch_grid_rejects_non_positive_values(kwargs):
 
 def test_patch_grid_rejects_non_integers():
     with pytest.raises(TypeError, match="integer"):
-        patch_grid(320.0, 240, patch_budget=48)
+        patch_grid(320.0, 240, patch_budget=48)  # pyright: ignore[reportArgumentType]  # the float it refuses
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,5 +1,8 @@
 """The layout of spoken turns on one timeline, on hand-made speech with known word times."""
 
+from itertools import pairwise
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,8 +36,8 @@ def fixed(ms: float) -> Duration:
 
 
 def model(**kw) -> TimingModel:
-    base = dict(gap=fixed(200), overlap_prob=0.0, overlap=fixed(300), pause=fixed(500), reaction=fixed(400),
-                backchannel_delay=fixed(150), backchannel_rate=6.0)
+    base: dict[str, Any] = dict(gap=fixed(200), overlap_prob=0.0, overlap=fixed(300), pause=fixed(500),
+                                reaction=fixed(400), backchannel_delay=fixed(150), backchannel_rate=6.0)
     base.update(kw)
     return TimingModel(**base)
 
@@ -140,7 +143,7 @@ def test_no_speaker_ever_overlaps_their_own_voice(script, seed):
     assert [(t.start_ms, t.end_ms) for t in lay.turns] == [(t.start_ms, t.end_ms) for t in again.turns]
     for spk in "AB":
         spans = sorted((s, s + w.size // SPMS) for t in lay.turns if t.speaker == spk for s, w in t.pieces)
-        assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:])), spans
+        assert all(e0 <= s1 for (_, e0), (s1, _) in pairwise(spans)), spans
     for t in lay.turns:
         assert t.start_ms >= 0 and t.words == sorted(t.words, key=lambda w: w[1])
         assert all(s < e for _, s, e in t.words)
@@ -177,7 +180,7 @@ def test_layout_realises_a_fitted_model(tmp_path):
         real_overlaps += s.overlaps_ms
     rng = np.random.default_rng(5)
     gaps, overlaps = [], []
-    for k in range(160):
+    for _ in range(160):
         turns, spoken, spk = [], [], "A"
         for _ in range(14):
             turns.append({"speaker": spk, "text": "x"})
