@@ -4,8 +4,8 @@ Written from DESIGN.md ("The micro-turn sample") alone, sharing no code with
 ``microturn.schemas.dmel``: NumPy only, ``np.fft.rfft``, every step in float64, filters built one
 triangle at a time with ``np.interp``, quantisation by the smallest distance to a centre.
 
-Legend: N samples (16 kHz), T = ceil(N / 800) frames, L = 1600 window samples,
-F = 801 FFT bins, M = 80 mel channels, B = 16 bins.
+Shape suffixes follow microturn.schemas.legend: N samples (16 kHz; a window: 1600), T = ceil(N / 800)
+frames, X = 801 FFT bins, M = 80 mel channels, S = 16 bins.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ SR = 16_000
 HOP = 800
 WIN = 1600
 N_MELS = 80
-CENTRES_B = np.linspace(-7.0, 2.0, 16)
+CENTRES_S = np.linspace(-7.0, 2.0, 16)
 
 
 def hz_to_slaney_mel(hz: float) -> float:
@@ -36,16 +36,16 @@ def slaney_mel_to_hz(mel: float) -> float:
     return 1000.0 * 6.4 ** ((mel - 15.0) / 27.0)
 
 
-def filters_MF() -> np.ndarray:
+def filters_MX() -> np.ndarray:
     """float64 [M, F]: triangles between consecutive mel-spaced edges, each of area-normalising
     height 2 / (upper edge - lower edge) in Hz."""
     top = hz_to_slaney_mel(SR / 2)
     edges = [slaney_mel_to_hz(top * i / (N_MELS + 1)) for i in range(N_MELS + 2)]
-    freqs_F = np.arange(WIN // 2 + 1, dtype=np.float64) * SR / WIN
-    out = np.zeros((N_MELS, freqs_F.size), dtype=np.float64)
+    freqs_X = np.arange(WIN // 2 + 1, dtype=np.float64) * SR / WIN
+    out = np.zeros((N_MELS, freqs_X.size), dtype=np.float64)
     for m in range(N_MELS):
         lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
-        out[m] = np.interp(freqs_F, [lo, mid, hi], [0.0, 1.0, 0.0], left=0.0, right=0.0) * (2.0 / (hi - lo))
+        out[m] = np.interp(freqs_X, [lo, mid, hi], [0.0, 1.0, 0.0], left=0.0, right=0.0) * (2.0 / (hi - lo))
     return out
 
 
@@ -57,17 +57,17 @@ def reference_log_mel(wave_N: np.ndarray) -> np.ndarray:
     # Causal: HOP zeros in front, zeros behind up to a whole number of hops.
     padded = np.zeros(HOP * (frames + 1), dtype=np.float64)
     padded[HOP:HOP + n] = x_N
-    hann_L = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
+    hann_N = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
     out_TM = np.empty((frames, N_MELS), dtype=np.float64)
-    fb_MF = filters_MF()
+    fb_MX = filters_MX()
     for t in range(frames):
-        spectrum_F = np.abs(np.fft.rfft(padded[t * HOP:t * HOP + WIN] * hann_L))
-        out_TM[t] = fb_MF @ spectrum_F
+        spectrum_X = np.abs(np.fft.rfft(padded[t * HOP:t * HOP + WIN] * hann_N))
+        out_TM[t] = fb_MX @ spectrum_X
     return np.clip(np.log10(np.maximum(out_TM, 1e-10)), -7.0, 2.0)
 
 
 def reference_bins(wave_N: np.ndarray) -> np.ndarray:
-    """uint8 [T, M]: index of the nearest centre of :data:`CENTRES_B` (the first on a tie)."""
+    """uint8 [T, M]: index of the nearest centre of :data:`CENTRES_S` (the first on a tie)."""
     logmel_TM = reference_log_mel(wave_N)
-    dist_TMB = np.abs(logmel_TM[..., None] - CENTRES_B)
-    return np.argmin(dist_TMB, axis=-1).astype(np.uint8)
+    dist_TMS = np.abs(logmel_TM[..., None] - CENTRES_S)
+    return np.argmin(dist_TMS, axis=-1).astype(np.uint8)

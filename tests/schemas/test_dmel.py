@@ -1,7 +1,7 @@
 """Tests of the dMel featurizer (``microturn.schemas.dmel``) against the independent float64
 reference in ``dmel_reference.py``, plus its invariants as hypothesis properties.
 
-Legend: N audio samples, T frames, M = 80 mel channels.
+Shape suffixes follow microturn.schemas.legend: N audio samples, T frames, M = 80 mel channels.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ def speech_like(seconds: float, seed: int) -> np.ndarray:
         length = int(rng.integers(800, 6000))
         kind = rng.integers(0, 4)
         gain = 10 ** rng.uniform(-4.5, 0)
-        env_K = np.hanning(min(length, n - start))
+        env_N = np.hanning(min(length, n - start))
         if kind == 0:
             out_N[start:start + length] = 0.0  # exact silence, noise floor included
         elif kind == 1:
-            out_N[start:start + length] += 0.3 * gain * env_K * voiced_N[start:start + length]
+            out_N[start:start + length] += 0.3 * gain * env_N * voiced_N[start:start + length]
         else:
-            out_N[start:start + length] += 0.3 * gain * env_K * fricative_N[start:start + length]
+            out_N[start:start + length] += 0.3 * gain * env_N * fricative_N[start:start + length]
         start += length
     return out_N.astype(np.float32)
 
@@ -134,7 +134,7 @@ def test_log_mel_error_within_the_documented_bound():
     tones_N = sum(10.0 ** -k * np.sin(2 * np.pi * (150 + 731 * k) * t_N) for k in range(7)).astype(np.float32)
     high_tone_N = (0.5 * np.sin(2 * np.pi * 7777 * t_N)).astype(np.float32)  # the worst measured
     band_limited_N = np.convolve(speech_like(3.0, 11), np.hanning(9) / 4.5, mode="same").astype(np.float32)
-    w1_M = ref.filters_MF().sum(axis=1)
+    w1_M = ref.filters_MX().sum(axis=1)
     for wave_N in (tones_N, high_tone_N, band_limited_N, sample_recording()):
         exact_TM = ref.reference_log_mel(wave_N)
         got_TM = dmel.log_mel(wave_N).astype(np.float64)
@@ -149,12 +149,12 @@ def test_log_mel_error_within_the_documented_bound():
 
 def test_filters_match_librosa_and_reference():
     librosa = pytest.importorskip("librosa")
-    fb_MF = dmel.mel_filters()
-    assert fb_MF.dtype == np.float32 and fb_MF.shape == (N_MELS, 801) and not fb_MF.flags.writeable
-    assert dmel.mel_filters() is fb_MF
+    fb_MX = dmel.mel_filters()
+    assert fb_MX.dtype == np.float32 and fb_MX.shape == (N_MELS, 801) and not fb_MX.flags.writeable
+    assert dmel.mel_filters() is fb_MX
     expected = librosa.filters.mel(sr=SR, n_fft=1600, n_mels=N_MELS)
-    np.testing.assert_allclose(fb_MF, expected, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(dmel._filters64_MX(), ref.filters_MF(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(fb_MX, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(dmel._filters64_MX(), ref.filters_MX(), rtol=1e-12, atol=1e-15)
 
 
 # -- properties -----------------------------------------------------------------------------------
@@ -183,19 +183,19 @@ def test_silence_is_bin_zero(n):
 @PROPS
 @given(bins=st.lists(st.integers(0, DMEL_BINS - 1), min_size=0, max_size=200))
 def test_quantize_dequantize_round_trip(bins):
-    bins_K = np.array(bins, dtype=np.uint8)
-    centres_K = dmel.dequantize(bins_K)
-    assert centres_K.dtype == np.float32
-    np.testing.assert_array_equal(dmel.quantize(centres_K), bins_K)
-    np.testing.assert_array_equal(dmel.quantize(torch.from_numpy(centres_K)).numpy(), bins_K)
+    bins = np.array(bins, dtype=np.uint8)
+    centres = dmel.dequantize(bins)
+    assert centres.dtype == np.float32
+    np.testing.assert_array_equal(dmel.quantize(centres), bins)
+    np.testing.assert_array_equal(dmel.quantize(torch.from_numpy(centres)).numpy(), bins)
 
 
 @PROPS
 @given(values=st.lists(st.floats(-12.0, 5.0, allow_nan=False), min_size=1, max_size=100))
 def test_quantize_is_nearest_centre(values):
-    x_K = np.array(values, dtype=np.float64)
-    expected_K = np.argmin(np.abs(np.clip(x_K, -7, 2)[:, None] - ref.CENTRES_B), axis=1)
-    np.testing.assert_array_equal(dmel.quantize(x_K), expected_K)
+    x = np.array(values, dtype=np.float64)
+    expected = np.argmin(np.abs(np.clip(x, -7, 2)[:, None] - ref.CENTRES_S), axis=1)
+    np.testing.assert_array_equal(dmel.quantize(x), expected)
 
 
 @PROPS
@@ -220,11 +220,11 @@ def test_prefix_gives_the_same_frames(n, seed):
 
 
 def test_quantize_ties_go_to_the_lower_bin_and_clamps():
-    boundaries_K = (ref.CENTRES_B[:-1] + ref.CENTRES_B[1:]) / 2
-    np.testing.assert_array_equal(dmel.quantize(boundaries_K), np.arange(DMEL_BINS - 1))
-    np.testing.assert_array_equal(dmel.quantize(np.nextafter(boundaries_K, np.inf)), np.arange(1, DMEL_BINS))
+    boundaries = (ref.CENTRES_S[:-1] + ref.CENTRES_S[1:]) / 2
+    np.testing.assert_array_equal(dmel.quantize(boundaries), np.arange(DMEL_BINS - 1))
+    np.testing.assert_array_equal(dmel.quantize(np.nextafter(boundaries, np.inf)), np.arange(1, DMEL_BINS))
     np.testing.assert_array_equal(dmel.quantize(np.array([-1e9, -7.0, 2.0, 1e9])), [0, 0, 15, 15])
-    np.testing.assert_array_equal(dmel.dequantize(np.arange(DMEL_BINS)), ref.CENTRES_B.astype(np.float32))
+    np.testing.assert_array_equal(dmel.dequantize(np.arange(DMEL_BINS)), ref.CENTRES_S.astype(np.float32))
     np.testing.assert_array_equal(dmel.BIN_CENTRES, np.linspace(-7, 2, 16))
 
 
