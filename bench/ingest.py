@@ -42,10 +42,10 @@ def _ffmpeg(*args: str) -> None:
 
 
 def _looped_stm(loops: int, stem: str) -> str:
-    lines = [line.split() for line in open(SAMPLE / "sample.stm") if line.strip()]
+    lines = [line.split() for line in (SAMPLE / "sample.stm").read_text().splitlines() if line.strip()]
     out = []
     for k in range(loops):
-        for f, ch, spk, s, e, *text in lines:
+        for _, ch, spk, s, e, *text in lines:
             out.append(f"{stem} {ch} {spk} {float(s) + 30 * k:.3f} {float(e) + 30 * k:.3f} {' '.join(text)}")
     return "\n".join(out) + "\n"
 
@@ -81,7 +81,7 @@ def baseline_decode(paths: list[str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--loops", type=int, default=6, help="30 s loops of the call per file")
     ap.add_argument("--audio-only", action="store_true", help="FLAC inputs instead of mp4 videos")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(sample_in)
         _ffmpeg("-i", str(SAMPLE / "sample.wav"), os.path.join(sample_in, "sample.flac"))
         with open(os.path.join(sample_in, "sample.stm"), "w") as f:
-            f.write(open(SAMPLE / "sample.stm").read())
+            f.write((SAMPLE / "sample.stm").read_text())
         quality = {}
         for label, extra in (("num_speakers=2", ["--num-speakers", "2"]), ("estimated", [])):
             out = os.path.join(tmp, f"sample-out-{len(extra)}")

@@ -54,7 +54,7 @@ def make_video(wav: str, out_mp4: str, *, size: str = "640x360", fps: int = 25) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="microturn demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="microturn demo", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--output", default="demo-out", help="working folder (default: demo-out)")
     p.add_argument("--dialogues", type=int, default=6, help="dialogues to synthesize (default: 6)")
     args, beam_args = p.parse_known_args(argv)

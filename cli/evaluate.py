@@ -83,7 +83,8 @@ def _hypothesis(out: str, table: str, fields: tuple[str, ...]) -> dict[str, list
     stems = _stems(out)
     rows: dict[str, list] = defaultdict(list)
     for r in read_table(out, table).to_pylist():
-        rows[stems.get(r["conversation_id"], r["conversation_id"])].append(tuple(r[f] for f in fields))
+        cid: str = r["conversation_id"]
+        rows[stems.get(cid, cid)].append(tuple(r[f] for f in fields))
     for stem in stems.values():
         rows.setdefault(stem, [])
     return dict(rows)
@@ -143,7 +144,8 @@ def _model(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     # No abbreviations: `--hyp` must not silently mean `--hypothesis`, nor a typo of a future flag.
-    p = argparse.ArgumentParser(prog="microturn eval", description=__doc__.splitlines()[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="microturn eval", description=(__doc__ or "").partition("\n")[0],
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="what", required=True)
     d = sub.add_parser("diarization", help="DER and JER against RTTM references", allow_abbrev=False)
     d.add_argument("--reference", required=True, help="an RTTM file or a folder of them")

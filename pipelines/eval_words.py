@@ -218,7 +218,7 @@ class _Acc:
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
 
-    def add(self, other: "_Acc") -> None:
+    def add(self, other: _Acc) -> None:
         self.n_hyp += other.n_hyp
         self.n_ref += other.n_ref
         self.n_matched += other.n_matched

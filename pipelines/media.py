@@ -26,9 +26,9 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any, BinaryIO
 
 import ffmpeg
 import numpy as np
@@ -139,7 +139,7 @@ def _parse_stream(s: dict) -> StreamInfo | None:
     kind = s.get("codec_type", "unknown")
     if kind == "video" and s.get("disposition", {}).get("attached_pic"):
         return None
-    info = dict(index=int(s.get("index", 0)), codec_type=kind, codec_name=s.get("codec_name"))
+    info: dict[str, Any] = dict(index=int(s.get("index", 0)), codec_type=kind, codec_name=s.get("codec_name"))
     if kind == "audio":
         info.update(sample_rate=int(s.get("sample_rate") or 0) or None, channels=s.get("channels"))
     elif kind == "video":

@@ -425,7 +425,7 @@ class OutputLock:
         self.path = os.path.join(_os_path(output), LOCK) if _local(output) else None
         self.fd: int | None = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         if self.path is None:
             log.warning("%s is not a local folder: concurrent runs into it are not detected", self.output)
             return self
@@ -440,7 +440,7 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.fd is not None:
+        if self.fd is not None and self.path is not None:  # a lock is only taken on a path
             release_lock(self.fd, self.path)
             self.fd = None
 

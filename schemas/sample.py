@@ -195,7 +195,8 @@ def _field(fields: Mapping[str, Any], name: str) -> bytes:
         raise SampleError(f"sample has no {name!r} field; fields: {sorted(fields)}")
     value = fields[name]
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise SampleError(f"field {name!r} must be raw bytes (read the tar without decoders), got {type(value).__name__}")
+        raise SampleError(f"field {name!r} must be raw bytes (read the tar without decoders), "
+                          f"got {type(value).__name__}")
     return bytes(value)
 
 

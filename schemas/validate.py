@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import re
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -119,7 +119,8 @@ def validate_row(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
         for col, ok in checks:
             value = out[col]
             if value is not None and not ok(value):
-                raise RowError(f"{table}.{col}: {value!r} does not match the schema (column type {schema.field(col).type})")
+                raise RowError(f"{table}.{col}: {value!r} does not match the schema "
+                               f"(column type {schema.field(col).type})")
     else:
         try:
             pa.Table.from_pylist([out], schema=schema)

@@ -114,6 +114,7 @@ def decode_patches(clip: bytes, *, patches_h: int, patches_w: int, chunks: int) 
     :class:`~microturn.schemas.sample.SampleError`.
     """
     import av  # PyAV: only the loader decodes, so the schemas import without it
+    from av.error import FFmpegError
 
     ph, pw = _positive_int("patches_h", patches_h), _positive_int("patches_w", patches_w)
     K = _positive_int("chunks", chunks)
@@ -141,7 +142,7 @@ def decode_patches(clip: bytes, *, patches_h: int, patches_w: int, chunks: int) 
                     slots.reshape(ph, pw, PATCH_PX, PATCH_PX, 3)[...] = \
                         rgb_HWC.reshape(ph, PATCH_PX, pw, PATCH_PX, 3).transpose(0, 2, 1, 3, 4)
                 count += 1
-    except av.FFmpegError as exc:
+    except FFmpegError as exc:
         raise SampleError(f"video.mp4 does not decode: {exc}") from None
     if count != n_frames:
         raise SampleError(f"video.mp4 has {count} frames; {K} chunks need exactly {n_frames} "

@@ -73,16 +73,18 @@ def _stage_rtf(result) -> dict[str, float]:
 def summarise(output: str, *, wall_s: float, result=None) -> IngestSummary:
     conv = read_table(output, "conversations").to_pylist()
     rejects = read_table(output, "rejects").to_pylist()
-    stats = [c["stats"] for c in conv if c["stats"]]
-    speech = sum(c["duration_ms"] * s["speech_ratio"] for c, s in zip(conv, stats))
-    overlap = sum(c["duration_ms"] * s["speech_ratio"] * s["overlap_ratio"] for c, s in zip(conv, stats))
+    # Each conversation with its own statistics (zipping all conversations with the non-empty
+    # statistics would pair a conversation with the next one's after one without).
+    with_stats = [(c, c["stats"]) for c in conv if c["stats"]]
+    speech = sum(c["duration_ms"] * s["speech_ratio"] for c, s in with_stats)
+    overlap = sum(c["duration_ms"] * s["speech_ratio"] * s["overlap_ratio"] for c, s in with_stats)
     return IngestSummary(
         output=output,
         sources=read_table(output, "sources").num_rows,
         conversations=len(conv),
         audio_s=sum(c["duration_ms"] for c in conv) / 1000,
         speakers=sum(c["num_speakers"] for c in conv),
-        turns=sum(s["turns"] for s in stats),
+        turns=sum(s["turns"] for _, s in with_stats),
         words=read_table(output, "words").num_rows,
         overlap_ratio=(overlap / speech) if speech else None,
         rejects=dict(Counter(f"{r['stage']}/{r['error_type']}" for r in rejects)),

@@ -25,8 +25,7 @@ from microturn.pipelines.shard.labels import stream_labels
 from microturn.pipelines.shard.streams import Stream, build_stream, intervals_union
 from microturn.schemas import dmel
 from microturn.schemas.ids import split_of
-from microturn.schemas.sample import (CHUNK_MS, FRAMES_PER_CHUNK, Label, Sample, make_meta, sample_key,
-                                      validate_sample)
+from microturn.schemas.sample import CHUNK_MS, FRAMES_PER_CHUNK, Label, Sample, make_meta, sample_key, validate_sample
 from microturn.schemas.turns import Turn, split_backchannels
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def check_record(record: Record, audio: Mapping[int, np.ndarray], spec: WindowSp
             raise RecordError("duration_mismatch", f"audio file {ch} lasts {media_ms} ms but the record says "
                                                    f"{dur} ms (tolerance {spec.tolerance_ms} ms)")
     limit = dur + spec.tolerance_ms
-    for spk, text, s, e in record.words:
+    for _, text, s, e in record.words:
         if s < 0 or e > limit:
             raise RecordError("words_outside_media", f"word {text!r} at [{s}, {e}] ms lies outside the "
                                                      f"{dur} ms of media")

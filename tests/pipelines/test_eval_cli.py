@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from catalog_fixtures import conversation, segment, write_table
 
+from catalog_fixtures import conversation, segment, write_table
 from microturn.cli.evaluate import main
 
 RTTM = "SPEAKER call1 1 0.000 2.000 <NA> <NA> alice <NA> <NA>\nSPEAKER call1 1 2.000 2.000 <NA> <NA> bob <NA> <NA>\n"
@@ -33,6 +33,7 @@ def run_eval(capsys, *argv) -> tuple[int, str, str]:
     try:
         status = main(list(argv))
     except SystemExit as exc:  # argparse
+        assert isinstance(exc.code, int), exc.code
         status = exc.code
     captured = capsys.readouterr()
     return status, captured.out, captured.err

@@ -129,7 +129,7 @@ def test_sample_call_quality(tmp_path, count, capsys):
     assert der <= (0.15 if count else 0.20), der
     words = {"sample": [(w["text"], w["start_ms"], w["end_ms"]) for w in table_rows(out, "words")]}
     report = evaluate_words(SAMPLE_STM, words)
-    assert report.total.inside_share >= 0.90
+    assert report.total.inside_share is not None and report.total.inside_share >= 0.90
     # the same figures through the command line (file ids paired with the only conversation)
     capsys.readouterr()
     assert cli_main(["eval", "diarization", "--reference", SAMPLE_RTTM, "--hypothesis", out]) == 0

@@ -4,24 +4,34 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from microturn.pipelines import media
 from media_corpus import SAMPLE_WAV, ffmpeg, ffmpeg_stdout, lying_mp3, speech, video_with_audio
+from microturn.pipelines import media
+
+
+def _audio(info: media.ProbeInfo) -> media.StreamInfo:
+    assert info.audio is not None, "the test media here all have audio"
+    return info.audio
+
+
+def _video(info: media.ProbeInfo) -> media.StreamInfo:
+    assert info.video is not None, "the test media here all have video"
+    return info.video
 
 
 def test_probe_and_decode_resample_to_16k(tmp_path):
     path = speech(str(tmp_path / "x.mp3"), ar=44100, ac=2, dur=3, codec=["-c:a", "libmp3lame"])
     info = media.probe(path)
-    assert info.audio.sample_rate == 44100 and info.audio.channels == 2 and info.video is None
-    wave_CN = media.decode_audio(path, stream=info.audio)
+    assert _audio(info).sample_rate == 44100 and _audio(info).channels == 2 and info.video is None
+    wave_CN = media.decode_audio(path, stream=_audio(info))
     assert wave_CN.shape[0] == 2 and wave_CN.dtype == np.float32
     assert abs(wave_CN.shape[1] - 3 * 16000) < 1600  # mp3 priming/padding is under 100 ms
-    mono = media.decode_audio(path, stream=info.audio, keep_channels=False)
+    mono = media.decode_audio(path, stream=_audio(info), keep_channels=False)
     assert mono.shape[0] == 1
 
 
 def test_decode_matches_the_source_samples():
     info = media.probe(SAMPLE_WAV)
-    wave = media.decode_audio(SAMPLE_WAV, stream=info.audio)[0]
+    wave = media.decode_audio(SAMPLE_WAV, stream=_audio(info))[0]
     ref, sr = sf.read(SAMPLE_WAV, dtype="float32")
     assert sr == 16000 and wave.shape == ref.shape
     assert np.max(np.abs(wave - ref)) < 1e-6  # 16 kHz in, 16 kHz out: no resampling
@@ -43,14 +53,14 @@ def test_vfr_video_is_normalised_to_10fps_and_recorded(tmp_path):
            "-vf", "select='not(mod(n\\,3))+not(mod(n\\,7))',setpts=PTS", "-fps_mode", "vfr",
            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", src)
     info = media.probe(src)
-    assert info.video.variable_frame_rate and (info.video.width, info.video.height) == (330, 250)
+    assert _video(info).variable_frame_rate and (_video(info).width, _video(info).height) == (330, 250)
     out = str(tmp_path / "v10.mp4")
-    media.normalise_video(src, out, stream=info.video)
-    norm = media.probe(out).video
+    media.normalise_video(src, out, stream=_video(info))
+    norm = _video(media.probe(out))
     assert norm.fps == 10.0 and not norm.variable_frame_rate
     assert (norm.width, norm.height) == (330, 250)
     first = open(out, "rb").read()
-    media.normalise_video(src, out, stream=info.video)
+    media.normalise_video(src, out, stream=_video(info))
     assert open(out, "rb").read() == first  # byte-identical reruns
 
 
@@ -58,8 +68,8 @@ def test_large_video_is_scaled_down_keeping_aspect(tmp_path):
     src = video_with_audio(str(tmp_path / "big.mp4"), dur=1, rate="10")
     info = media.probe(src)
     out = str(tmp_path / "small.mp4")
-    media.normalise_video(src, out, stream=info.video, max_side=160)
-    v = media.probe(out).video
+    media.normalise_video(src, out, stream=_video(info), max_side=160)
+    v = _video(media.probe(out))
     assert (v.width, v.height) == (160, 120)
 
 
@@ -105,7 +115,7 @@ def test_names_never_select_a_protocol_or_an_option(tmp_path, monkeypatch):
     for name, _ in TRICKY_NAMES:
         info = media.probe(name)
         assert info.container == "wav" and info.duration_ms == 500, name
-        wave = media.decode_audio(name, stream=info.audio)[0]
+        wave = media.decode_audio(name, stream=_audio(info))[0]
         own, _ = sf.read(name, dtype="float32")  # the file's own bytes
         assert wave.shape == own.shape and np.max(np.abs(wave - own)) < 1e-6, name
     # -report, read as an option, wrote ffmpeg-YYYYMMDD-HHMMSS.log into the working folder.
@@ -115,8 +125,8 @@ def test_names_never_select_a_protocol_or_an_option(tmp_path, monkeypatch):
 def test_the_normalised_video_goes_to_its_own_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     src = video_with_audio("src.mp4", dur=1, rate="10")
-    media.normalise_video(src, "-out.mp4", stream=media.probe(src).video)
-    assert media.probe("-out.mp4").video.fps == 10.0
+    media.normalise_video(src, "-out.mp4", stream=_video(media.probe(src)))
+    assert _video(media.probe("-out.mp4")).fps == 10.0
     assert sorted(os.listdir(tmp_path)) == ["-out.mp4", "src.mp4"]
 
 
@@ -139,7 +149,7 @@ def test_files_that_list_other_files_are_refused(tmp_path, monkeypatch, name, co
     (tmp_path / name).write_text(content)
     with pytest.raises(media.MediaError):
         info = media.probe(name)
-        media.decode_audio(name, stream=info.audio)
+        media.decode_audio(name, stream=info.audio)  # pyright: ignore[reportArgumentType]  # probe raises first
 
 
 # ---------------------------------------------------------------- what is decoded is what counts
@@ -160,7 +170,7 @@ def test_streaming_wav_decodes_whole(tmp_path, size_field):
     path.write_bytes(bytes(data))
     info = media.probe(str(path))
     assert info.duration_ms == 1300
-    wave = media.decode_audio(str(path), stream=info.audio, max_ms=1300)[0]
+    wave = media.decode_audio(str(path), stream=_audio(info), max_ms=1300)[0]
     ref, _ = sf.read(SAMPLE_WAV, dtype="float32", start=7 * 16000, frames=int(1.3 * 16000))
     assert wave.shape == ref.shape and np.max(np.abs(wave - ref)) < 1e-6
 
@@ -173,7 +183,7 @@ def test_a_frame_that_does_not_decode_still_fails(tmp_path, codec, ext):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(media.MediaError, match="cannot decode"):
-        media.decode_audio(str(path), stream=media.probe(str(path)).audio)
+        media.decode_audio(str(path), stream=_audio(media.probe(str(path))))
 
 
 def test_the_duration_limit_holds_on_the_decoded_audio(tmp_path):
@@ -181,12 +191,12 @@ def test_the_duration_limit_holds_on_the_decoded_audio(tmp_path):
     info = media.probe(path)
     assert info.duration_ms < 1500  # what the header claims
     with pytest.raises(media.TooLongError, match="more than 4 s"):
-        media.decode_audio(path, stream=info.audio, max_ms=4000)
-    whole = media.decode_audio(path, stream=info.audio, max_ms=12_000)
+        media.decode_audio(path, stream=_audio(info), max_ms=4000)
+    whole = media.decode_audio(path, stream=_audio(info), max_ms=12_000)
     assert 9.5 * 16000 < whole.shape[1] < 10.5 * 16000  # all of it, under a limit it fits
     # A file that fits exactly passes: the limit counts samples, not the 100 ms looked past it.
     exact = speech(str(tmp_path / "exact.wav"), dur=2)
-    assert media.decode_audio(exact, stream=media.probe(exact).audio, max_ms=2000).shape[1] == 32000
+    assert media.decode_audio(exact, stream=_audio(media.probe(exact)), max_ms=2000).shape[1] == 32000
 
 
 # ---------------------------------------------------------------- only regular files are read

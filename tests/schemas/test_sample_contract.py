@@ -5,14 +5,24 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microturn.schemas.sample import (Label, Sample, SampleError, decode_sample, encode_sample, make_meta, npy_bytes,
-                                      sample_key, validate_sample)
+from microturn.schemas.sample import (
+    Label,
+    Sample,
+    SampleError,
+    decode_sample,
+    encode_sample,
+    make_meta,
+    npy_bytes,
+    sample_key,
+    validate_sample,
+)
 
 
 def _sample(k: int = 3, **kw) -> Sample:
@@ -20,7 +30,7 @@ def _sample(k: int = 3, **kw) -> Sample:
     rng = np.random.default_rng(0)
     labels = {"user": np.zeros(k, np.uint8), "model": np.zeros(k, np.uint8)}
     labels["model"][1] |= Label.WORD_START | Label.VOICED
-    base = dict(
+    base: dict[str, Any] = dict(
         key=key,
         meta=make_meta(key=key, conversation_id="c-0123456789abcdef", window=2, chunks=k, window_chunks=150,
                        model_speaker="SPEAKER_00", user_speakers=["SPEAKER_01"], origin="real", license="CC0-1.0",

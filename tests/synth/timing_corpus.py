@@ -18,6 +18,7 @@ Array legend: ``_N`` = one entry per draw.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -129,10 +130,10 @@ def _conversation(rng, cid: str, segments: list, words: list, pauses: list, dela
         # Backchannels of the listener, clear of the listener's own turns by 100 ms.
         lo = prev_turn_end_of.get(listener, -1) + 100
         hi = end - o_out - 100
-        for s, e, seg_phrases in segs:
+        for _, e, seg_phrases in segs:
             if rng.random() < 0.5:
                 continue
-            bridged = [(a[-1][1], b[0][0]) for a, b in zip(seg_phrases, seg_phrases[1:])]
+            bridged = [(a[-1][1], b[0][0]) for a, b in pairwise(seg_phrases)]
             if bridged and rng.random() < 0.7:
                 p_start, p_end = bridged[int(rng.integers(len(bridged)))]
                 bc_start = p_start + GRID_MS * int(rng.integers(1, (p_end - p_start) // GRID_MS))
