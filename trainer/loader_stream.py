@@ -31,20 +31,54 @@ from __future__ import annotations
 import multiprocessing
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
-import webdataset as wds
+from webdataset.shardlists import split_by_node, split_by_worker
 
 from microturn.schemas.sample import decode_sample
 from microturn.schemas.seeds import seed_from
 from microturn.trainer.batch import build_sequence, collate
 from microturn.trainer.shard_reader import ReadLimits, SamplePosition, ShardError, iter_samples, open_shard_at, seekable
 
-if TYPE_CHECKING:
-    from microturn.trainer.data import LoaderConfig
 
-__all__ = ["COUNTERS", "WORK", "Counters", "NoProgress", "ShardStream"]
+class StreamConfig(Protocol):
+    """The settings a stream reads, read-only (``data.LoaderConfig`` has them all)."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def max_len(self) -> int: ...
+
+    @property
+    def pack(self) -> bool: ...
+
+    @property
+    def shuffle_shards(self) -> bool: ...
+
+    @property
+    def buffer(self) -> int: ...
+
+    @property
+    def resampled(self) -> bool: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def max_text_per_chunk(self) -> int: ...
+
+    @property
+    def allow_pipe(self) -> bool: ...
+
+    @property
+    def max_member_bytes(self) -> int: ...
+
+    @property
+    def max_sample_bytes(self) -> int: ...
+
+__all__ = ["COUNTERS", "WORK", "Counters", "NoProgress", "ShardStream", "StreamConfig"]
 
 # What ``ShardLoader.stats`` reports: decoded samples and every kind of loss.
 COUNTERS = ("samples", "skipped", "shard_errors", "bad_members", "split", "pieces", "dropped_chunks", "text_cut")
@@ -120,7 +154,7 @@ class ShardStream:
     """One pass (or, resampled, an endless stream) of batches in one process (see the module
     docstring); ``state`` continues a saved stream."""
 
-    def __init__(self, shards: list[str], tokenizer, cfg: LoaderConfig, counters: Counters, *, epoch: int,
+    def __init__(self, shards: list[str], tokenizer, cfg: StreamConfig, counters: Counters, *, epoch: int,
                  rank: int, worker: int, state: dict | None = None):
         self.shards, self.tokenizer, self.cfg, self.counters = shards, tokenizer, cfg, counters
         self.limits = ReadLimits(max_member_bytes=cfg.max_member_bytes, max_sample_bytes=cfg.max_sample_bytes)
@@ -135,7 +169,7 @@ class ShardStream:
                 # The same permutation on every rank (no rank in the seed), so the node split stays disjoint.
                 perm = np.random.default_rng(seed_from("loader/shard-order", cfg.seed, epoch)).permutation(len(order))
                 order = [order[int(i)] for i in perm]
-            self.order = [item["url"] for item in wds.split_by_worker(wds.split_by_node({"url": u} for u in order))]
+            self.order = [item["url"] for item in split_by_worker(split_by_node({"url": u} for u in order))]
         self.index = 0  # next shard of ``order``
         self.url: str | None = None  # the shard being read
         self.offset = 0  # where its next sample begins
@@ -291,7 +325,7 @@ class ShardStream:
             counters.add("skipped")
             _warn(f"skipped a sample: {type(exn).__name__}: {exn} (sample {raw.get('__key__')!r} of "
                   f"{raw.get('__url__')!r})")
-            self.progress.failed(raw.get("__url__"), exn)
+            self.progress.failed(str(raw.get("__url__")), exn)
             return []
         self.progress.good()
         pieces, dropped = seq.pieces(cfg.max_len)

@@ -187,18 +187,20 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
 
         bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.name}", unit="step", dynamic_ncols=True)
     engine.train()
-    metrics = TrainMetrics(engine.device)
+    device = engine.device
+    assert device is not None  # set by deepspeed.initialize
+    metrics = TrainMetrics(device)
     step = start
     while step < t.steps and (stop_after is None or step - start < stop_after):
         logging_step = _is_log_step(step + 1, t)
         for micro in range(t.grad_accum):
             batch = next(batches)
             if t.ep_size > 1:
-                batch = pad_batch(batch, t.max_len, rows=_max_rows(batch, engine.device))
-            batch = _to_device(batch, engine.device)
+                batch = pad_batch(batch, t.max_len, rows=_max_rows(batch, device))
+            batch = _to_device(batch, device)
             # The flow head's noise comes from a generator seeded by (seed, step, micro-batch, rank),
             # not the global random state, so a resumed run draws the same noise.
-            gen = torch.Generator(device=engine.device).manual_seed(flow_seed(t.seed, step, micro, rank))
+            gen = torch.Generator(device=device).manual_seed(flow_seed(t.seed, step, micro, rank))
             out = engine(batch, generator=gen)
             engine.backward(out.loss)
             engine.step()
@@ -208,10 +210,10 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
         saving = bool(t.ckpt_every and step % t.ckpt_every == 0) or step == t.steps or \
             (stop_after is not None and step - start == stop_after)
         if logging_step or saving:
-            metrics.check_finite()  # before a checkpoint could keep weights a nan reached
+            metrics.check_finite()  # before a checkpoint could keep weights that a nan reached
         if logging_step:
-            rec = metrics.record(step, lr=engine.get_lr()[0], loader_stats={**loader.stats, **loader.work}, flops_per_token=fpt,
-                                 peak_tflops=t.peak_tflops)
+            rec = metrics.record(step, lr=engine.get_lr()[0], loader_stats={**loader.stats, **loader.work},
+                                 flops_per_token=fpt, peak_tflops=t.peak_tflops)
             records.append(rec)
             if rank == 0:
                 with open(metrics_path, "a") as f:

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         last = result.records[-1]
         lost = {k.split("/", 1)[1]: v for k, v in last.items()
                 if k in ("loader/skipped", "loader/shard_errors", "loader/bad_members", "loader/dropped_chunks") and v}
-        print(f"train: {result.step - result.start} step(s) to step {result.step}, loss {last['loss']:.4f} at step {last['step']}; "
+        print(f"train: {result.step - result.start} step(s) to step {result.step}, loss {last['loss']:.4f} at step "
+              f"{last['step']}; "
               f"metrics in {args.output}/metrics.jsonl; {last.get('loader/samples', 0)} sample(s) read"
               + (f", lost: {lost}" if lost else ", none skipped"))
     return 0

@@ -99,15 +99,16 @@ def open_shard(url: str, *, allow_pipe: bool = False) -> BinaryIO:
     if scheme_of(url) == "pipe":
         if not allow_pipe:
             raise ValueError(pipe_refusal(url))
-        import webdataset as wds
+        from webdataset.gopen import gopen
 
-        return wds.gopen(url, "rb")
+        return gopen(url, "rb")  # pyright: ignore[reportReturnType]  (its Pipe is a binary stream)
     try:
         import fsspec
     except ImportError:
         raise ValueError(f"shard {url!r}: install fsspec with the filesystem driver for "
                          f"{scheme_of(url)}:// to read it") from None
-    return fsspec.open(url, "rb").open()
+    # One URL gives one OpenFile; fsspec's annotation covers the list form (OpenFiles) too.
+    return fsspec.open(url, "rb").open()  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def seekable(stream: BinaryIO) -> bool:
@@ -171,6 +172,15 @@ def _skip(stream: BinaryIO, n: int) -> int:
             break
         done += len(data)
     return done
+
+
+def _skip_member(stream: BinaryIO, on_member: Callable[[str], None], what: str, reason: str, padded: int,
+                 data_at: int) -> None:
+    """Report ``what`` (a member) as skipped for ``reason`` and read past its ``padded`` bytes."""
+    on_member(f"{what}: {reason}; skipped")
+    got = _skip(stream, padded)
+    if got < padded:
+        raise ShardError(f"truncated at byte {data_at + got}")
 
 
 def _octal(field: bytes, what: str, offset: int) -> int:
@@ -282,6 +292,7 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
     def finish(end: int):
         nonlocal current, current_bytes
         sample, current, current_bytes = current, None, 0
+        assert sample is not None  # called only with a sample under way
         if position is not None:
             position.start, position.end = sample_start, end
         return sample
@@ -360,38 +371,33 @@ def iter_samples(stream: BinaryIO, url: str, limits: ReadLimits, *, on_member: C
             raise ShardError(f"member {name or raw_name!r} claims {size} bytes, over max_member_bytes="
                              f"{limits.max_member_bytes}; the rest of the shard is not read")
 
-        # Defined per member and called only for it: the defaults bind this member's values.
-        def skip(reason: str, name=name, raw_name=raw_name, padded=padded, data_at=data_at) -> None:
-            on_member(f"member {name if name is not None else raw_name!r} of {url!r}: {reason}; skipped")
-            got = _skip(stream, padded)
-            if got < padded:
-                raise ShardError(f"truncated at byte {data_at + got}")
-
+        what = f"member {name if name is not None else raw_name!r} of {url!r}"
         if kind in _REFUSED_TYPES:
-            skip(f"a {_REFUSED_TYPES[kind]}, which a shard never holds")
+            _skip_member(stream, on_member, what, f"a {_REFUSED_TYPES[kind]}, which a shard never holds", padded,
+                         data_at)
             continue
         if kind == b"5":
             if size:
-                skip("a directory with content")
+                _skip_member(stream, on_member, what, "a directory with content", padded, data_at)
             continue  # an empty directory entry holds nothing: nothing is lost
         if kind not in (b"0", b"\0"):
-            skip(f"unknown member type {kind!r}")
+            _skip_member(stream, on_member, what, f"unknown member type {kind!r}", padded, data_at)
             continue
         if name is None:
-            skip("a name that is not UTF-8")
+            _skip_member(stream, on_member, what, "a name that is not UTF-8", padded, data_at)
             continue
         bad = _bad_name(name)
         if bad:
-            skip(f"{bad} in its name")
+            _skip_member(stream, on_member, what, f"{bad} in its name", padded, data_at)
             continue
         key, field = _split_name(name)
         if current is not None and key != current["__key__"]:
             yield finish(this_start)
         if key == dropped_key:
-            skip(f"sample {key!r} already dropped")
+            _skip_member(stream, on_member, what, f"sample {key!r} already dropped", padded, data_at)
             continue
         if current is not None and field in current:
-            skip(f"a second {field!r} field of sample {key!r}")
+            _skip_member(stream, on_member, what, f"a second {field!r} field of sample {key!r}", padded, data_at)
             continue
         if current_bytes + size > limits.max_sample_bytes:
             on_sample(f"sample {key!r} of {url!r} is over max_sample_bytes={limits.max_sample_bytes}")

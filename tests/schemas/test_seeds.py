@@ -33,7 +33,7 @@ def test_types_and_boundaries_are_kept():
     assert seed_from(0, "flow", 3) != seed_from(0, "flow", "3")
     for bad in (1.0, True, None, (1,)):
         with pytest.raises(TypeError, match="ints or strings"):
-            seed_from(0, bad)
+            seed_from(0, bad)  # pyright: ignore[reportArgumentType]  (the wrong type is the point)
 
 
 def test_the_same_in_processes_with_other_hash_salts():
