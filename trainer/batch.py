@@ -9,9 +9,10 @@ and the audio positions carry the stream's dMel frames 4k..4k+3. :func:`collate`
 into the batch dict of the trainer (packed several to a row, or one per row) and
 :func:`attention_mask` / :func:`loss_positions` derive what the model needs from it.
 
-Legend: K chunks, P video patches per chunk, N video patches (all chunks), F = 2 frames per
-patch, H = W = 40 pixels, C = 3 colours, M = 80 mel channels, L positions of a sequence or a
-batch row, B rows, S = L - 1 shifted (next-item) target positions.
+Shape suffixes follow :mod:`microturn.schemas.legend`: K chunks, P video patches (of one chunk in
+``video_KPFHWC``, of every chunk in ``video_PFHWC``), F = 2 frames per patch, H = W = 40 pixels,
+C = 3 colours, T dMel frames, M = 80 mel channels, L positions of a sequence or a batch row,
+B rows. Loss masks are [B, L - 1]: the positions that have a next item.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ class Sequence:
         text_L: int64 token id at USER_TEXT / MODEL_TEXT positions, 0 elsewhere.
         dmel_LM: uint8 dMel bins at USER_AUDIO / MODEL_AUDIO positions, 0 elsewhere.
         logmel_LM: float16 model-stream log-mel at MODEL_AUDIO positions, 0 elsewhere.
-        video_L: int64 index into ``video_NFHWC`` at VIDEO positions, -1 elsewhere.
+        video_L: int64 index into ``video_PFHWC`` at VIDEO positions, -1 elsewhere.
         time_L: int64 chunk index of each position.
-        video_NFHWC: uint8 patches of the sample, chunk-major (patch p of chunk k is row k P + p);
-            N = 0 without video.
+        video_PFHWC: uint8 patches of the sample, chunk-major (patch p of chunk k is row k P + p);
+            none without video.
         text_cut: text tokens dropped because a chunk held more than the per-chunk limit.
     """
 
@@ -69,7 +70,7 @@ class Sequence:
     logmel_LM: np.ndarray
     video_L: np.ndarray
     time_L: np.ndarray
-    video_NFHWC: np.ndarray
+    video_PFHWC: np.ndarray
     text_cut: int = 0
 
     def __len__(self) -> int:
@@ -89,7 +90,7 @@ class Sequence:
         return Sequence(key=self.key, kind_L=self.kind_L[start:end], text_L=self.text_L[start:end],
                         dmel_LM=self.dmel_LM[start:end], logmel_LM=self.logmel_LM[start:end],
                         video_L=np.where(video_L >= 0, video_L - first, -1), time_L=self.time_L[start:end],
-                        video_NFHWC=self.video_NFHWC[first:first + n_video], text_cut=self.text_cut)
+                        video_PFHWC=self.video_PFHWC[first:first + n_video], text_cut=self.text_cut)
 
     def chunk_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends): the position range of every chunk."""
@@ -125,7 +126,7 @@ class Sequence:
         out: list[Sequence] = []
         dropped = 0
         begin = None  # start of the piece being grown
-        for start, end in zip(starts.tolist(), ends.tolist()):
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             if end - start > max_len:
                 if begin is not None:
                     out.append(self._slice(begin, start))
@@ -186,11 +187,11 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, war
     logmel_TM = _array(sample, "logmel_TM", sample["logmel_TM"], "float16", (T, N_MELS))
     video_KPFHWC = sample.get("video_KPFHWC")
     if video_KPFHWC is None:
-        P, video_NFHWC = 0, np.zeros((0, *_PATCH_SHAPE), np.uint8)
+        P, video_PFHWC = 0, np.zeros((0, *_PATCH_SHAPE), np.uint8)
     else:
         P = video_KPFHWC.shape[1] if isinstance(video_KPFHWC, np.ndarray) and video_KPFHWC.ndim == 6 else 0
         _array(sample, "video_KPFHWC", video_KPFHWC, "uint8", (K, P, *_PATCH_SHAPE))
-        video_NFHWC = video_KPFHWC.reshape(K * P, *_PATCH_SHAPE)
+        video_PFHWC = video_KPFHWC.reshape(K * P, *_PATCH_SHAPE)
 
     texts = {role: _chunk_texts(sample["words"][role], K, role, key) for role in ("user", "model")}
     tokens: dict[str, list[list[int]]] = {"user": [], "model": []}
@@ -231,7 +232,7 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, war
     video_L[kind_L == Kind.VIDEO] = np.arange(K * P)
     time_L = np.repeat(np.arange(K, dtype=np.int64), [len(c) for c in chunk_kinds])
     return Sequence(key=key, kind_L=kind_L, text_L=text_L, dmel_LM=dmel_LM, logmel_LM=logmel_LM, video_L=video_L,
-                    time_L=time_L, video_NFHWC=video_NFHWC, text_cut=cut)
+                    time_L=time_L, video_PFHWC=video_PFHWC, text_cut=cut)
 
 
 def _rows(seqs: list[Sequence], max_len: int, pack: bool) -> list[list[Sequence]]:
@@ -310,20 +311,20 @@ def collate(seqs: list[Sequence], *, max_len: int, pack: bool, counts: dict[str,
             video[b, at:end] = np.where(s.video_L >= 0, s.video_L + n_patches, -1)
             time[b, at:end] = s.time_L
             segment[b, at:end] = seg
-            patches.append(s.video_NFHWC)
-            n_patches += s.video_NFHWC.shape[0]
+            patches.append(s.video_PFHWC)
+            n_patches += s.video_PFHWC.shape[0]
             keys.append(s.key)
             at = end
-    video_NFHWC = np.concatenate(patches) if n_patches else np.zeros((0, *_PATCH_SHAPE), np.uint8)
+    video_PFHWC = np.concatenate(patches) if n_patches else np.zeros((0, *_PATCH_SHAPE), np.uint8)
     return {"kind_BL": torch.from_numpy(kind), "text_BL": torch.from_numpy(text), "dmel_BLM": torch.from_numpy(dmel),
-            "logmel_BLM": torch.from_numpy(logmel), "video_NFHWC": torch.from_numpy(video_NFHWC),
+            "logmel_BLM": torch.from_numpy(logmel), "video_PFHWC": torch.from_numpy(video_PFHWC),
             "video_BL": torch.from_numpy(video), "time_BL": torch.from_numpy(time),
             "segment_BL": torch.from_numpy(segment), "keys": keys}
 
 
 # Every per-position tensor of :func:`collate`'s batch (rows first, positions second) and the
 # value of its PAD positions: what padding a batch to more positions or rows must fill in.
-# ``video_NFHWC`` (indexed by ``video_BL``) and ``keys`` have no position axis.
+# ``video_PFHWC`` (indexed by ``video_BL``) and ``keys`` have no position axis.
 PAD_VALUES: dict[str, int] = {"kind_BL": int(Kind.PAD), "text_BL": 0, "dmel_BLM": 0, "logmel_BLM": 0,
                               "video_BL": -1, "time_BL": 0, "segment_BL": 0}
 
@@ -345,8 +346,8 @@ class LossMasks(NamedTuple):
     """Where the next-item targets are: entry ``[b, i]`` is position i + 1 of the batch, predicted
     from the hidden state at position i."""
 
-    text_BS: torch.Tensor  # bool [B, L - 1]: MODEL_TEXT targets (text_BL[:, 1:])
-    audio_BS: torch.Tensor  # bool [B, L - 1]: MODEL_AUDIO targets (dmel_BLM[:, 1:], logmel_BLM[:, 1:])
+    text_BL: torch.Tensor  # bool [B, L - 1]: MODEL_TEXT targets (text_BL[:, 1:])
+    audio_BL: torch.Tensor  # bool [B, L - 1]: MODEL_AUDIO targets (dmel_BLM[:, 1:], logmel_BLM[:, 1:])
 
 
 def loss_positions(kind_BL: torch.Tensor | np.ndarray) -> LossMasks:
@@ -359,4 +360,4 @@ def loss_positions(kind_BL: torch.Tensor | np.ndarray) -> LossMasks:
     if kind.ndim != 2:
         raise ValueError(f"kind_BL must be [B, L], got shape {tuple(kind.shape)}")
     nxt = kind[:, 1:]
-    return LossMasks(text_BS=nxt == Kind.MODEL_TEXT, audio_BS=nxt == Kind.MODEL_AUDIO)
+    return LossMasks(text_BL=nxt == Kind.MODEL_TEXT, audio_BL=nxt == Kind.MODEL_AUDIO)

@@ -12,9 +12,10 @@ of the residual stream, the sum of
     ``16 c + b`` for bin b of mel channel c) summed over the 80 channels of the frame;
   - video (VIDEO): the :class:`HMLPStem` of the position's temporal patch.
 
-Legend: B batch rows, L positions, D model width, M = 80 mel channels, N video patches,
-F = 2 frames per patch, H = W = 40 pixels, C = 3 colours, G sub-patch grid side, P pixels of a
-sub-patch (flattened), V vocabulary.
+Shape suffixes follow :mod:`microturn.schemas.legend`: B batch rows, L positions, U = B L
+positions flattened, D model width, M = 80 mel channels, P video patches, F = 2 frames per patch,
+H = W = 40 pixels, C = 3 colours, Z side of the grid of sub-patches, Y values of one sub-patch
+(flattened), V vocabulary.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class DmelEmbedding(nn.Module):
     never materialised.
     """
 
+    offsets_M: torch.Tensor  # a registered buffer (pyright sees Module attributes as Tensor | Module)
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.table = nn.Embedding(N_MELS * DMEL_BINS, dim)
@@ -56,9 +59,9 @@ class DmelEmbedding(nn.Module):
         """uint8 [B, L, 80] bins (0..15) -> [B, L, D]."""
         if dmel_BLM.shape[-1] != N_MELS:
             raise ValueError(f"dMel frames must have {N_MELS} channels, got shape {tuple(dmel_BLM.shape)}")
-        rows_RM = (dmel_BLM.reshape(-1, N_MELS).long() + self.offsets_M)
-        x_RD = F.embedding_bag(rows_RM, self.table.weight, mode="sum")
-        return x_RD.reshape(*dmel_BLM.shape[:-1], -1)
+        rows_UM = (dmel_BLM.reshape(-1, N_MELS).long() + self.offsets_M)
+        x_UD = F.embedding_bag(rows_UM, self.table.weight, mode="sum")
+        return x_UD.reshape(*dmel_BLM.shape[:-1], -1)
 
 
 class HMLPStem(nn.Module):
@@ -87,25 +90,25 @@ class HMLPStem(nn.Module):
         self.stage3 = nn.Linear(4 * width, dim)
 
     @staticmethod
-    def _merge(x_NGGD: torch.Tensor) -> torch.Tensor:
-        """Concatenate 2 x 2 neighbours: [N, G, G, D] -> [N, G / 2, G / 2, 4 D]."""
-        n, g, _, d = x_NGGD.shape
-        x = x_NGGD.reshape(n, g // 2, 2, g // 2, 2, d).permute(0, 1, 3, 2, 4, 5)
+    def _merge(x_PZZD: torch.Tensor) -> torch.Tensor:
+        """Concatenate 2 x 2 neighbours: [P, Z, Z, D] -> [P, Z / 2, Z / 2, 4 D]."""
+        n, g, _, d = x_PZZD.shape
+        x = x_PZZD.reshape(n, g // 2, 2, g // 2, 2, d).permute(0, 1, 3, 2, 4, 5)
         return x.reshape(n, g // 2, g // 2, 4 * d)
 
-    def forward(self, video_NFHWC: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 2, 40, 40, 3] -> [N, D]."""
+    def forward(self, video_PFHWC: torch.Tensor) -> torch.Tensor:
+        """uint8 [P, 2, 40, 40, 3] -> [P, D]."""
         expected = (FRAMES_PER_PATCH, PATCH_PX, PATCH_PX, 3)
-        if video_NFHWC.dim() != 5 or tuple(video_NFHWC.shape[1:]) != expected:
-            raise ValueError(f"video patches must be [N, {', '.join(map(str, expected))}], got "
-                             f"{tuple(video_NFHWC.shape)}")
-        n = video_NFHWC.shape[0]
+        if video_PFHWC.dim() != 5 or tuple(video_PFHWC.shape[1:]) != expected:
+            raise ValueError(f"video patches must be [P, {', '.join(map(str, expected))}], got "
+                             f"{tuple(video_PFHWC.shape)}")
+        n = video_PFHWC.shape[0]
         grid = PATCH_PX // _SUB_PX
-        pixels = video_NFHWC.to(self.stage1.weight.dtype) / 127.5 - 1.0
+        pixels = video_PFHWC.to(self.stage1.weight.dtype) / 127.5 - 1.0
         x = pixels.reshape(n, FRAMES_PER_PATCH, grid, _SUB_PX, grid, _SUB_PX, 3)
-        # flatten, not reshape(..., -1): the stem also runs on N = 0 patches (see InputEmbedding).
-        x_NGGP = x.permute(0, 2, 4, 1, 3, 5, 6).flatten(3)
-        x = F.gelu(self.norm1(self.stage1(x_NGGP)))
+        # flatten, not reshape(..., -1): the stem also runs on P = 0 patches (see InputEmbedding).
+        x_PZZY = x.permute(0, 2, 4, 1, 3, 5, 6).flatten(3)
+        x = F.gelu(self.norm1(self.stage1(x_PZZY)))
         x = F.gelu(self.norm2(self.stage2(self._merge(x))))
         return self.stage3(self._merge(x).flatten(1))
 
@@ -129,7 +132,7 @@ class InputEmbedding(nn.Module):
         self.video = HMLPStem(cfg.dim)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``batch`` with kind_BL, text_BL, dmel_BLM, video_NFHWC, video_BL -> [B, L, D]."""
+        """``batch`` with kind_BL, text_BL, dmel_BLM, video_PFHWC, video_BL -> [B, L, D]."""
         k = self.kinds
         kind_BL = batch["kind_BL"]
         if kind_BL.dim() != 2:
@@ -140,18 +143,18 @@ class InputEmbedding(nn.Module):
         x_BLD = x_BLD + torch.where(is_text_BL1, self.text(batch["text_BL"]), zero)
         is_audio_BL1 = ((kind_BL == k["USER_AUDIO"]) | (kind_BL == k["MODEL_AUDIO"])).unsqueeze(-1)
         x_BLD = x_BLD + torch.where(is_audio_BL1, self.dmel(batch["dmel_BLM"]), zero)
-        video_NFHWC = batch["video_NFHWC"]
+        video_PFHWC = batch["video_PFHWC"]
         is_video_BL = kind_BL == k["VIDEO"]
         # The stem runs even on no patches, so that its parameters get (zero) gradients on every
         # rank: ZeRO 1/2 fill their reduction buckets from backward hooks, and a rank whose batch
         # has no video would otherwise send smaller buckets than a rank with video (gloo:
         # "Received data size doesn't match expected size").
-        patches_ND = self.video(video_NFHWC)
-        if video_NFHWC.shape[0] > 0:
+        patches_PD = self.video(video_PFHWC)
+        if video_PFHWC.shape[0] > 0:
             index_BL = batch["video_BL"].clamp(min=0)
-            x_BLD = x_BLD + torch.where(is_video_BL.unsqueeze(-1), patches_ND[index_BL], zero)
+            x_BLD = x_BLD + torch.where(is_video_BL.unsqueeze(-1), patches_PD[index_BL], zero)
         elif bool(is_video_BL.any()):
-            raise ValueError("the batch has VIDEO positions but video_NFHWC holds no patches")
+            raise ValueError("the batch has VIDEO positions but video_PFHWC holds no patches")
         else:
-            x_BLD = x_BLD + patches_ND.sum()  # a 0 with the stem in its graph
+            x_BLD = x_BLD + patches_PD.sum()  # a 0 with the stem in its graph
         return x_BLD

@@ -13,8 +13,8 @@ positions (``trainer_spec``: the target at position i is read from the hidden at
 Each loss is a mean over its targets and 0 (still in the graph) when a batch has none, so a
 batch without model speech or text does not make the total NaN.
 
-Legend: N target positions, D model width, V vocabulary, M = 80 mel channels, S = 16 dMel bins,
-W flow MLP width.
+Shape suffixes follow :mod:`microturn.schemas.legend`: U target positions, D model width,
+V vocabulary, M = 80 mel channels, S = 16 dMel bins, I the flow MLP's width.
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ class TextHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
 
-    def logits(self, h_ND: torch.Tensor) -> torch.Tensor:
-        """[N, D] -> float32 [N, V]."""
-        return self.proj(h_ND).float()
+    def logits(self, h_UD: torch.Tensor) -> torch.Tensor:
+        """[U, D] -> float32 [U, V]."""
+        return self.proj(h_UD).float()
 
-    def loss(self, h_ND: torch.Tensor, target_N: torch.Tensor) -> torch.Tensor:
-        """Mean cross entropy of int64 token ids ``target_N``."""
-        total = F.cross_entropy(self.logits(h_ND), target_N, reduction="sum")
-        return _mean_or_zero(total, target_N.numel())
+    def loss(self, h_UD: torch.Tensor, target_U: torch.Tensor) -> torch.Tensor:
+        """Mean cross entropy of int64 token ids ``target_U``."""
+        total = F.cross_entropy(self.logits(h_UD), target_U, reduction="sum")
+        return _mean_or_zero(total, target_U.numel())
 
 
 class DmelHead(nn.Module):
@@ -67,29 +67,29 @@ class DmelHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(cfg.dim, N_MELS * DMEL_BINS, bias=False)
 
-    def logits(self, h_ND: torch.Tensor) -> torch.Tensor:
-        """[N, D] -> float32 [N, 80, 16]."""
-        return self.proj(h_ND).float().view(-1, N_MELS, DMEL_BINS)
+    def logits(self, h_UD: torch.Tensor) -> torch.Tensor:
+        """[U, D] -> float32 [U, 80, 16]."""
+        return self.proj(h_UD).float().view(-1, N_MELS, DMEL_BINS)
 
-    def loss(self, h_ND: torch.Tensor, target_NM: torch.Tensor) -> torch.Tensor:
-        """Mean cross entropy over frames and channels of the bins ``target_NM`` (uint8 or int)."""
-        logits_NMS = self.logits(h_ND)
-        total = F.cross_entropy(logits_NMS.reshape(-1, DMEL_BINS), target_NM.reshape(-1).long(),
+    def loss(self, h_UD: torch.Tensor, target_UM: torch.Tensor) -> torch.Tensor:
+        """Mean cross entropy over frames and channels of the bins ``target_UM`` (uint8 or int)."""
+        logits_UMS = self.logits(h_UD)
+        total = F.cross_entropy(logits_UMS.reshape(-1, DMEL_BINS), target_UM.reshape(-1).long(),
                                 reduction="sum")
-        return _mean_or_zero(total, target_NM.numel())
+        return _mean_or_zero(total, target_UM.numel())
 
-    def predict(self, h_ND: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 80]: the most likely bin of every channel."""
-        return self.logits(h_ND).argmax(-1).to(torch.uint8)
+    def predict(self, h_UD: torch.Tensor) -> torch.Tensor:
+        """uint8 [U, 80]: the most likely bin of every channel."""
+        return self.logits(h_UD).argmax(-1).to(torch.uint8)
 
 
-def time_features(t_N: torch.Tensor, width: int) -> torch.Tensor:
-    """Sinusoidal features [N, width] of flow times t in [0, 1] (cos half, sin half)."""
+def time_features(t_U: torch.Tensor, width: int) -> torch.Tensor:
+    """Sinusoidal features [U, width] of flow times t in [0, 1] (cos half, sin half)."""
     half = width // 2
-    freq = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t_N.device,
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t_U.device,
                                                          dtype=torch.float32) / half)
-    angle_NW = (t_N.float() * _TIME_SCALE).unsqueeze(-1) * freq
-    out = torch.cat([angle_NW.cos(), angle_NW.sin()], dim=-1)
+    angle_UI = (t_U.float() * _TIME_SCALE).unsqueeze(-1) * freq
+    out = torch.cat([angle_UI.cos(), angle_UI.sin()], dim=-1)
     return F.pad(out, (0, width - 2 * half))
 
 
@@ -104,10 +104,10 @@ class _FlowBlock(nn.Module):
         self.fc1 = nn.Linear(width, 4 * width)
         self.fc2 = nn.Linear(4 * width, width)
 
-    def forward(self, z_NW: torch.Tensor, c_NW: torch.Tensor) -> torch.Tensor:
-        shift_NW, scale_NW = self.ada(F.silu(c_NW)).chunk(2, dim=-1)
-        u_NW = self.norm(z_NW) * (1 + scale_NW) + shift_NW
-        return z_NW + self.fc2(F.gelu(self.fc1(u_NW)))
+    def forward(self, z_UI: torch.Tensor, c_UI: torch.Tensor) -> torch.Tensor:
+        shift_UI, scale_UI = self.ada(F.silu(c_UI)).chunk(2, dim=-1)
+        u_UI = self.norm(z_UI) * (1 + scale_UI) + shift_UI
+        return z_UI + self.fc2(F.gelu(self.fc1(u_UI)))
 
 
 class FlowHead(nn.Module):
@@ -125,54 +125,54 @@ class FlowHead(nn.Module):
         self.out = nn.Linear(width, N_MELS)
 
     @staticmethod
-    def normalise(logmel_NM: torch.Tensor) -> torch.Tensor:
+    def normalise(logmel_UM: torch.Tensor) -> torch.Tensor:
         """Log-mel in [-7, 2] -> flow space [-1, 1] (float32)."""
-        return (logmel_NM.float() - _LOGMEL_CENTRE) / _LOGMEL_HALF_RANGE
+        return (logmel_UM.float() - _LOGMEL_CENTRE) / _LOGMEL_HALF_RANGE
 
     @staticmethod
-    def denormalise(x_NM: torch.Tensor) -> torch.Tensor:
+    def denormalise(x_UM: torch.Tensor) -> torch.Tensor:
         """Flow space -> log-mel units."""
-        return x_NM.float() * _LOGMEL_HALF_RANGE + _LOGMEL_CENTRE
+        return x_UM.float() * _LOGMEL_HALF_RANGE + _LOGMEL_CENTRE
 
-    def velocity(self, x_NM: torch.Tensor, h_ND: torch.Tensor, t_N: torch.Tensor) -> torch.Tensor:
-        """Predicted velocity (flow space, float32 [N, 80]) at the point ``x_NM`` and time
-        ``t_N``, conditioned on the hidden states ``h_ND``."""
+    def velocity(self, x_UM: torch.Tensor, h_UD: torch.Tensor, t_U: torch.Tensor) -> torch.Tensor:
+        """Predicted velocity (flow space, float32 [U, 80]) at the point ``x_UM`` and time
+        ``t_U``, conditioned on the hidden states ``h_UD``."""
         dtype = self.inp.weight.dtype
-        c_NW = self.cond(h_ND.to(dtype)) + self.time(time_features(t_N, self.width).to(dtype))
-        z_NW = self.inp(x_NM.to(dtype)) + c_NW
+        c_UI = self.cond(h_UD.to(dtype)) + self.time(time_features(t_U, self.width).to(dtype))
+        z_UI = self.inp(x_UM.to(dtype)) + c_UI
         for block in self.blocks:
-            z_NW = block(z_NW, c_NW)
-        return self.out(self.out_norm(z_NW)).float()
+            z_UI = block(z_UI, c_UI)
+        return self.out(self.out_norm(z_UI)).float()
 
-    def loss(self, h_ND: torch.Tensor, logmel_NM: torch.Tensor, *,
+    def loss(self, h_UD: torch.Tensor, logmel_UM: torch.Tensor, *,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean squared error of the velocity for one draw of (x0, t) per target frame.
 
-        ``generator`` (on the device of ``h_ND``) makes the draw reproducible; None uses the
+        ``generator`` (on the device of ``h_UD``) makes the draw reproducible; None uses the
         global torch generator.
         """
-        x1_NM = self.normalise(logmel_NM)
-        n = x1_NM.shape[0]
-        x0_NM = torch.randn(x1_NM.shape, generator=generator, device=x1_NM.device)
-        t_N = torch.rand((n,), generator=generator, device=x1_NM.device)
-        t_N1 = t_N.unsqueeze(-1)
-        xt_NM = (1 - t_N1) * x0_NM + t_N1 * x1_NM
-        err_NM = self.velocity(xt_NM, h_ND, t_N) - (x1_NM - x0_NM)
-        return _mean_or_zero(err_NM.square().sum(), err_NM.numel())
+        x1_UM = self.normalise(logmel_UM)
+        n = x1_UM.shape[0]
+        x0_UM = torch.randn(x1_UM.shape, generator=generator, device=x1_UM.device)
+        t_U = torch.rand((n,), generator=generator, device=x1_UM.device)
+        t_U1 = t_U.unsqueeze(-1)
+        xt_UM = (1 - t_U1) * x0_UM + t_U1 * x1_UM
+        err_UM = self.velocity(xt_UM, h_UD, t_U) - (x1_UM - x0_UM)
+        return _mean_or_zero(err_UM.square().sum(), err_UM.numel())
 
     @torch.no_grad()
-    def sample(self, h_ND: torch.Tensor, steps: int | None = None, *,
+    def sample(self, h_UD: torch.Tensor, steps: int | None = None, *,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """float32 [N, 80] log-mel frames: Euler integration of the velocity from x0 ~ N(0, I)
+        """float32 [U, 80] log-mel frames: Euler integration of the velocity from x0 ~ N(0, I)
         at t = 0 to t = 1 in ``steps`` equal steps (``cfg.flow_steps`` when None). Values are not
         clamped to the data range."""
         steps = self.steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        n = h_ND.shape[0]
-        x_NM = torch.randn((n, N_MELS), generator=generator, device=h_ND.device)
+        n = h_UD.shape[0]
+        x_UM = torch.randn((n, N_MELS), generator=generator, device=h_UD.device)
         dt = 1.0 / steps
         for i in range(steps):
-            t_N = torch.full((n,), i * dt, device=h_ND.device)
-            x_NM = x_NM + dt * self.velocity(x_NM, h_ND, t_N)
-        return self.denormalise(x_NM)
+            t_U = torch.full((n,), i * dt, device=h_UD.device)
+            x_UM = x_UM + dt * self.velocity(x_UM, h_UD, t_U)
+        return self.denormalise(x_UM)

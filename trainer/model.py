@@ -14,8 +14,8 @@ expert is named by its global index (ep rank x local experts + local index), so 
 the same weights whatever ``ep_size`` (DeepSpeed deep-copies one expert module into all slots;
 without this every expert would start identical).
 
-Legend: B batch rows, L positions, D model width, N target positions, M = 80 mel channels,
-E experts.
+Shape suffixes follow :mod:`microturn.schemas.legend`: B batch rows, L positions, D model width,
+U target positions, M = 80 mel channels, E experts.
 """
 
 from __future__ import annotations
@@ -34,8 +34,14 @@ from microturn.schemas.sample import N_MELS
 from microturn.trainer.config import ModelConfig
 from microturn.trainer.embed import DmelEmbedding, InputEmbedding, kind_enum
 from microturn.trainer.heads import DmelHead, FlowHead, TextHead
-from microturn.trainer.transformer import (MODALITIES, Block, MoEFeedForward, attention_mask, rotary_positions,
-                                           rotary_tables)
+from microturn.trainer.transformer import (
+    MODALITIES,
+    Block,
+    MoEFeedForward,
+    attention_mask,
+    rotary_positions,
+    rotary_tables,
+)
 
 _EXPERT_RE = re.compile(r"deepspeed_experts\.(\d+)\.")
 _RESIDUAL_OUT = ("attn.wo.weight", ".w2.weight")  # projections writing into the residual stream
@@ -98,7 +104,7 @@ def init_parameters(model: nn.Module, *, cfg: ModelConfig, seed: int = 0, ep_ran
             moe = _owning_moe(model, full)
             if moe is not None:
                 local = cfg.n_experts // moe.moe.ep_size
-                name = _EXPERT_RE.sub(lambda m: f"expert{ep_rank * local + int(m.group(1))}.", full)
+                name = _EXPERT_RE.sub(lambda m, local=local: f"expert{ep_rank * local + int(m.group(1))}.", full)
             if isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
                 with torch.no_grad():
                     param.fill_(1.0 if pname == "weight" else 0.0)
@@ -113,7 +119,7 @@ def init_parameters(model: nn.Module, *, cfg: ModelConfig, seed: int = 0, ep_ran
                 _fill(param, seed, name, std / depth)
             else:
                 warnings.warn(f"init_parameters: {full} ({type(module).__name__}) is not a "
-                              "known layer type; left as constructed")
+                              "known layer type; left as constructed", stacklevel=2)
 
 
 def _owning_moe(model: nn.Module, full_name: str) -> MoEFeedForward | None:
@@ -167,6 +173,7 @@ class InteractionModel(nn.Module):
         table = torch.zeros(max(self.kinds.values()) + 1, dtype=torch.long)
         for kind, value in self.kinds.items():
             table[value] = MODALITIES.index(names[kind])
+        self._modality: torch.Tensor
         self.register_buffer("_modality", table, persistent=False)
         self.embed = InputEmbedding(cfg)
         self.blocks = nn.ModuleList(Block(cfg, moe=cfg.is_moe_layer(i), ep_size=ep_size, layer=i)
@@ -177,12 +184,16 @@ class InteractionModel(nn.Module):
         self.flow_head = FlowHead(cfg)
         init_parameters(self, cfg=cfg, seed=seed, ep_rank=ep_rank)
 
+    def _blocks(self) -> list[Block]:
+        """The transformer blocks, typed (``nn.ModuleList`` yields plain modules)."""
+        return [block for block in self.blocks if isinstance(block, Block)]
+
     def set_moe_kernel(self, name: str) -> None:
         """The seam of the decode path: run every MoE layer in eval mode through a kernel of
         :mod:`microturn.kernels` (``"gemv"``, ``"grouped"``, ``"auto"``) or DeepSpeed's layer
         (``"deepspeed"``, the default). Training always uses DeepSpeed's layer."""
-        for block in self.blocks:
-            if block.is_moe:
+        for block in self._blocks():
+            if isinstance(block.ffn, MoEFeedForward):
                 block.ffn.set_kernel(name)
 
     def hidden(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
@@ -215,9 +226,9 @@ class InteractionModel(nn.Module):
         text_BL = (kind_BL[:, 1:] == k["MODEL_TEXT"]) & same_BL
         audio_BL = (kind_BL[:, 1:] == k["MODEL_AUDIO"]) & same_BL
         text_loss = self.text_head.loss(prev_BLD[text_BL], batch["text_BL"][:, 1:][text_BL])
-        h_audio_ND = prev_BLD[audio_BL]
-        dmel_loss = self.dmel_head.loss(h_audio_ND, batch["dmel_BLM"][:, 1:][audio_BL])
-        flow_loss = self.flow_head.loss(h_audio_ND, batch["logmel_BLM"][:, 1:][audio_BL],
+        h_audio_UD = prev_BLD[audio_BL]
+        dmel_loss = self.dmel_head.loss(h_audio_UD, batch["dmel_BLM"][:, 1:][audio_BL])
+        flow_loss = self.flow_head.loss(h_audio_UD, batch["logmel_BLM"][:, 1:][audio_BL],
                                         generator=generator)
         zero = h_BLD.new_zeros((), dtype=torch.float32)
         aux = sum((o.aux_loss.float() for o in moe_outputs), zero)
@@ -283,7 +294,7 @@ def flops_per_token(cfg: ModelConfig, *, seq_len: int | None = None) -> float:
     dense = 6.0 * block_params(cfg)["active"]
     if seq_len is None:
         warnings.warn("flops_per_token without seq_len leaves out the attention term; pass the "
-                      "padded row length (train.max_len)")
+                      "padded row length (train.max_len)", stacklevel=2)
         return dense
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")

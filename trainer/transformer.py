@@ -25,17 +25,19 @@ The router z-loss (ST-MoE, Zoph et al. 2022: mean over tokens of logsumexp(logit
 router logits, which DeepSpeed does not return. Its gate computes them as
 ``F.linear(input.float(), wg.weight.float())`` without calling ``wg`` (DeepSpeed 0.19), so a
 forward hook on ``gate.wg`` never fires; the hook sits on the gate module instead, takes the
-gate's input and recomputes the same logits (T x D x E multiply-adds, about E / (6 F) of the
+gate's input and recomputes the same logits (U x D x E multiply-adds, about E / (6 I) of the
 experts' cost). The gate's output also names the routes dropped at capacity.
 
-Legend: B batch rows, L positions, D model width, H query heads, G key/value heads, K head
-width, T routed tokens (B L), E experts, Q = top-k routes per token.
+Shape suffixes follow :mod:`microturn.schemas.legend`: B batch rows, L positions, D model width,
+A query heads, G key/value heads, Q head width (q its half, the rotary pairs), U routed tokens
+(B L flattened), E experts, J experts chosen per token (top-k), I expert hidden width.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,21 +77,21 @@ def rotary_positions(time_BL: torch.Tensor, segment_BL: torch.Tensor, *, chunk_s
 
 def rotary_tables(positions_BL: torch.Tensor, *, head_dim: int,
                   base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 cos and sin [B, 1, L, K / 2] of the angles ``position * base^(-2 i / K)``
+    """float32 cos and sin [B, 1, L, Q / 2] of the angles ``position * base^(-2 i / Q)``
     (angles in float64, see the module notes)."""
     exponent = torch.arange(0, head_dim, 2, device=positions_BL.device, dtype=torch.float64) / head_dim
     inv_freq = base ** -exponent
-    angles_BLk = positions_BL.to(torch.float64).unsqueeze(-1) * inv_freq
-    return (angles_BLk.cos().to(torch.float32).unsqueeze(1),
-            angles_BLk.sin().to(torch.float32).unsqueeze(1))
+    angles_BLq = positions_BL.to(torch.float64).unsqueeze(-1) * inv_freq
+    return (angles_BLq.cos().to(torch.float32).unsqueeze(1),
+            angles_BLq.sin().to(torch.float32).unsqueeze(1))
 
 
-def apply_rotary(x_BHLK: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor) -> torch.Tensor:
-    """Rotate feature pairs (i, i + K / 2) of every head by the position's angles; computed in
+def apply_rotary(x_BALQ: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs (i, i + Q / 2) of every head by the position's angles; computed in
     float32 (bf16 cos/sin would carry 3 significant digits) and returned in x's dtype."""
-    x1, x2 = x_BHLK.float().chunk(2, dim=-1)
-    out = torch.cat([x1 * cos_B1Lk - x2 * sin_B1Lk, x1 * sin_B1Lk + x2 * cos_B1Lk], dim=-1)
-    return out.to(x_BHLK.dtype)
+    x1, x2 = x_BALQ.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos_B1Lq - x2 * sin_B1Lq, x1 * sin_B1Lq + x2 * cos_B1Lq], dim=-1)
+    return out.to(x_BALQ.dtype)
 
 
 def attention_mask(segment_BL: torch.Tensor) -> torch.Tensor:
@@ -114,20 +116,20 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x_BLD: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor,
+    def forward(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor,
                 mask_B1LL: torch.Tensor) -> torch.Tensor:
         b, length, _ = x_BLD.shape
-        q_BHLK = self.wq(x_BLD).view(b, length, self.heads, self.head_dim).transpose(1, 2)
-        k_BGLK = self.wk(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v_BGLK = self.wv(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q_BHLK = apply_rotary(q_BHLK, cos_B1Lk, sin_B1Lk)
-        k_BGLK = apply_rotary(k_BGLK, cos_B1Lk, sin_B1Lk)
+        q_BALQ = self.wq(x_BLD).view(b, length, self.heads, self.head_dim).transpose(1, 2)
+        k_BGLQ = self.wk(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v_BGLQ = self.wv(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q_BALQ = apply_rotary(q_BALQ, cos_B1Lq, sin_B1Lq)
+        k_BGLQ = apply_rotary(k_BGLQ, cos_B1Lq, sin_B1Lq)
         group = self.heads // self.kv_heads
         if group > 1:
-            k_BGLK = k_BGLK.repeat_interleave(group, dim=1)
-            v_BGLK = v_BGLK.repeat_interleave(group, dim=1)
-        out_BHLK = F.scaled_dot_product_attention(q_BHLK, k_BGLK, v_BGLK, attn_mask=mask_B1LL)
-        return self.wo(out_BHLK.transpose(1, 2).reshape(b, length, -1))
+            k_BGLQ = k_BGLQ.repeat_interleave(group, dim=1)
+            v_BGLQ = v_BGLQ.repeat_interleave(group, dim=1)
+        out_BALQ = F.scaled_dot_product_attention(q_BALQ, k_BGLQ, v_BGLQ, attn_mask=mask_B1LL)
+        return self.wo(out_BALQ.transpose(1, 2).reshape(b, length, -1))
 
 
 class SwiGLU(nn.Module):
@@ -159,7 +161,7 @@ class MoEOutput:
             - ``load`` [E]: share of the routes that chose each expert before the capacity cut
               (sums to 1; 1 / E is balanced); counts every routed token, PAD included
               (DeepSpeed routes all B L tokens);
-            - ``drop_fraction``: share of the T top_k routes dropped at the expert capacity;
+            - ``drop_fraction``: share of the U top_k routes dropped at the expert capacity;
             - ``router_entropy``: mean entropy (nats) of softmax(router logits) over real tokens
               (ln E is a uniform router);
             - ``capacity``: tokens per expert in this pass;
@@ -169,7 +171,7 @@ class MoEOutput:
     y_BLD: torch.Tensor
     aux_loss: torch.Tensor
     z_loss: torch.Tensor
-    stats: dict[str, torch.Tensor | int]
+    stats: dict[str, Any]  # tensors, the int layer, the kernel's name, by_modality's dicts
 
 
 class MoEFeedForward(nn.Module):
@@ -199,7 +201,7 @@ class MoEFeedForward(nn.Module):
         self.gate.register_forward_hook(self._capture)
 
     @property
-    def gate(self) -> nn.Module:
+    def gate(self) -> Any:  # DeepSpeed's modules are untyped; pyright would see Tensor | Module
         """DeepSpeed's router (``TopKGate``; its linear is ``gate.wg``). A property, not an
         attribute, so that the router is not registered twice in the state dict."""
         return self.moe.deepspeed_moe.gate
@@ -207,47 +209,52 @@ class MoEFeedForward(nn.Module):
     def _capture(self, module: nn.Module, args: tuple, output: tuple) -> None:
         self._seen = (args[0], output)
 
+    def _take_seen(self) -> tuple[torch.Tensor, tuple] | None:
+        """What the gate's hook captured since it was last taken (and forget it)."""
+        seen, self._seen = self._seen, None
+        return seen
+
     @staticmethod
     def _kept_routes(gate_output: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept routes, capacity) from the gate's output, in either of DeepSpeed's layouts."""
-        if len(gate_output) == 7:  # sparse routes: (l_aux, C, E, indices_QT, ..., exp_counts)
+        if len(gate_output) == 7:  # sparse routes: (l_aux, capacity, E, indices [J, U], ..., exp_counts)
             return (gate_output[3] >= 0).sum(), torch.as_tensor(gate_output[1])
-        if len(gate_output) == 4:  # dense: (l_aux, combine_TEC, dispatch_TEC, exp_counts)
+        if len(gate_output) == 4:  # dense: (l_aux, combine, dispatch [U, E, capacity], exp_counts)
             dispatch = gate_output[2]
             return dispatch.sum(), torch.tensor(dispatch.shape[-1])
         warnings.warn(f"unknown DeepSpeed gate output ({len(gate_output)} items): drop fraction "
-                      "and capacity are reported as NaN / -1")
+                      "and capacity are reported as NaN / -1", stacklevel=2)
         return torch.tensor(float("nan")), torch.tensor(-1)
 
     @staticmethod
     def _kept_per_token(gate_output: tuple, n_tokens: int) -> torch.Tensor | None:
-        """Routes of each token that survived the capacity cut [T], or None for an unknown layout."""
+        """Routes of each token that survived the capacity cut [U], or None for an unknown layout."""
         if len(gate_output) == 7:
             indices = torch.as_tensor(gate_output[3])
-            indices_KT = indices if indices.shape[-1] == n_tokens else indices.T
-            return (indices_KT >= 0).sum(0)
+            indices_JU = indices if indices.shape[-1] == n_tokens else indices.T
+            return (indices_JU >= 0).sum(0)
         if len(gate_output) == 4:
             return gate_output[2].reshape(n_tokens, -1).sum(-1)
         return None
 
-    def _by_modality(self, logp_TE: torch.Tensor, kept_T: torch.Tensor | None,
-                     modality_T: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    def _by_modality(self, logp_UE: torch.Tensor, kept_U: torch.Tensor | None,
+                     modality_U: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         """Expert load (top-k choices before the capacity cut), drop fraction and router entropy
         over the tokens of each modality present in the batch."""
         out = {}
-        chosen_TK = logp_TE.topk(self.top_k, dim=-1).indices
+        chosen_UJ = logp_UE.topk(self.top_k, dim=-1).indices
         for code, name in enumerate(MODALITIES):
             if code == 0:
                 continue
-            sel_T = modality_T == code
-            n = int(sel_T.sum())
+            sel_U = modality_U == code
+            n = int(sel_U.sum())
             if not n:
                 continue
-            counts_E = torch.bincount(chosen_TK[sel_T].reshape(-1), minlength=self.n_experts).float()
+            counts_E = torch.bincount(chosen_UJ[sel_U].reshape(-1), minlength=self.n_experts).float()
             entry = {"tokens": torch.tensor(n), "load": counts_E / counts_E.sum(),
-                     "router_entropy": -(logp_TE[sel_T].exp() * logp_TE[sel_T]).sum(-1).mean()}
-            if kept_T is not None:
-                entry["drop_fraction"] = 1.0 - kept_T[sel_T].float().sum() / float(n * self.top_k)
+                     "router_entropy": -(logp_UE[sel_U].exp() * logp_UE[sel_U]).sum(-1).mean()}
+            if kept_U is not None:
+                entry["drop_fraction"] = 1.0 - kept_U[sel_U].float().sum() / float(n * self.top_k)
             out[name] = entry
         return out
 
@@ -267,20 +274,20 @@ class MoEFeedForward(nn.Module):
             raise ValueError("MoE kernels need every expert in this process (ep_size 1)")
         self.kernel = name
 
-    def route(self, x_TD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(expert ids [T, K], routing weights [T, K]) as DeepSpeed's gate chooses them before its
+    def route(self, x_UD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(expert ids [U, J], routing weights [U, J]) as DeepSpeed's gate chooses them before its
         capacity cut: softmax over the router logits in fp32, top-k, and for k > 1 the weights
         renormalised over the chosen experts (DeepSpeed's top-2 and top-k gates; top-1 keeps
         the probability)."""
-        probs_TE = F.linear(x_TD.float(), self.gate.wg.weight.float()).softmax(dim=-1)
-        weights_TK, ids_TK = probs_TE.topk(self.top_k, dim=-1)
+        probs_UE = F.linear(x_UD.float(), self.gate.wg.weight.float()).softmax(dim=-1)
+        weights_UJ, ids_UJ = probs_UE.topk(self.top_k, dim=-1)
         if self.top_k > 1:
-            weights_TK = weights_TK / weights_TK.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).eps)
-        return ids_TK, weights_TK
+            weights_UJ = weights_UJ / weights_UJ.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).eps)
+        return ids_UJ, weights_UJ
 
     def expert_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The local experts' SwiGLU weights stacked for the kernels: gate and up [E, F, D],
-        down [E, D, F].
+        """The local experts' SwiGLU weights stacked for the kernels: gate and up [E, I, D],
+        down [E, D, I].
 
         DeepSpeed keeps one Linear per expert, so the stacks are copies (the experts' memory
         twice). They are made once and kept until a weight changes: restacking on every decode
@@ -288,7 +295,7 @@ class MoEFeedForward(nn.Module):
         Any in-place change (an optimizer step, ``load_state_dict``) bumps a tensor's version
         counter, which is what the cache is keyed on.
         """
-        experts = self.moe.deepspeed_moe.experts.deepspeed_experts
+        experts: Any = self.moe.deepspeed_moe.experts.deepspeed_experts  # a ModuleList of DeepSpeed experts
         groups = ([e.w1.weight for e in experts], [e.w3.weight for e in experts], [e.w2.weight for e in experts])
         key = tuple((w.data_ptr(), w._version) for group in groups for w in group)
         if self._stacked is None or self._stacked[0] != key:
@@ -300,11 +307,11 @@ class MoEFeedForward(nn.Module):
         from microturn import kernels
 
         fn = {"gemv": kernels.moe_gemv, "grouped": kernels.moe_grouped, "auto": kernels.moe_decode}[self.kernel]
-        x_TD = x_BLD.reshape(-1, x_BLD.shape[-1])
-        ids_TK, weights_TK = self.route(x_TD)
-        y_TD = fn(x_TD.contiguous(), ids_TK, weights_TK.to(x_TD.dtype), *self.expert_weights())
+        x_UD = x_BLD.reshape(-1, x_BLD.shape[-1])
+        ids_UJ, weights_UJ = self.route(x_UD)
+        y_UD = fn(x_UD.contiguous(), ids_UJ, weights_UJ.to(x_UD.dtype), *self.expert_weights())
         zero = x_BLD.new_zeros(())
-        return MoEOutput(y_BLD=y_TD.reshape(x_BLD.shape), aux_loss=zero, z_loss=zero,
+        return MoEOutput(y_BLD=y_UD.reshape(x_BLD.shape), aux_loss=zero, z_loss=zero,
                          stats={"layer": self.layer, "kernel": self.kernel})
 
     def forward(self, x_BLD: torch.Tensor, real_BL: torch.Tensor,
@@ -316,23 +323,23 @@ class MoEFeedForward(nn.Module):
             return self._kernel_forward(x_BLD)
         self._seen = None
         y_BLD, aux_loss, counts_E = self.moe(x_BLD)
-        if self._seen is None:
+        seen = self._take_seen()  # set by the gate's hook during the call above
+        if seen is None:
             raise RuntimeError("the DeepSpeed gate hook did not fire; the MoE layer's layout changed")
-        tokens_TD, gate_output = self._seen
-        self._seen = None
-        logits_TE = F.linear(tokens_TD.float(), self.gate.wg.weight.float())
-        real_T = real_BL.reshape(-1).to(logits_TE.dtype)
-        n_real = real_T.sum().clamp(min=1.0)
-        z_loss = (torch.logsumexp(logits_TE, dim=-1).square() * real_T).sum() / n_real
+        tokens_UD, gate_output = seen
+        logits_UE = F.linear(tokens_UD.float(), self.gate.wg.weight.float())
+        real_U = real_BL.reshape(-1).to(logits_UE.dtype)
+        n_real = real_U.sum().clamp(min=1.0)
+        z_loss = (torch.logsumexp(logits_UE, dim=-1).square() * real_U).sum() / n_real
         with torch.no_grad():
-            logp_TE = logits_TE.log_softmax(dim=-1)
-            entropy = (-(logp_TE.exp() * logp_TE).sum(-1) * real_T).sum() / n_real
+            logp_UE = logits_UE.log_softmax(dim=-1)
+            entropy = (-(logp_UE.exp() * logp_UE).sum(-1) * real_U).sum() / n_real
             kept, capacity = self._kept_routes(gate_output)
-            drop = 1.0 - kept.float() / float(tokens_TD.shape[0] * self.top_k)
+            drop = 1.0 - kept.float() / float(tokens_UD.shape[0] * self.top_k)
             counts_E = counts_E.float()
             load_E = counts_E / counts_E.sum().clamp(min=1.0)
             by_modality = {} if modality_BL is None else self._by_modality(
-                logp_TE, self._kept_per_token(gate_output, tokens_TD.shape[0]), modality_BL.reshape(-1))
+                logp_UE, self._kept_per_token(gate_output, tokens_UD.shape[0]), modality_BL.reshape(-1))
         stats = {"layer": self.layer, "load": load_E, "drop_fraction": drop,
                  "router_entropy": entropy, "capacity": capacity,
                  "aux_loss": aux_loss.detach(), "z_loss": z_loss.detach(), "by_modality": by_modality}
@@ -355,12 +362,12 @@ class Block(nn.Module):
         self.ffn = (MoEFeedForward(cfg, ep_size=ep_size, layer=layer) if moe
                     else SwiGLU(cfg.dim, cfg.ffn_dim))
 
-    def forward(self, x_BLD: torch.Tensor, cos_B1Lk: torch.Tensor, sin_B1Lk: torch.Tensor,
+    def forward(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor,
                 mask_B1LL: torch.Tensor, real_BL: torch.Tensor,
                 modality_BL: torch.Tensor | None = None) -> tuple[torch.Tensor, MoEOutput | None]:
         """Returns the new residual stream and, for an MoE block, its :class:`MoEOutput` (whose
         ``y_BLD`` is already added)."""
-        x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), cos_B1Lk, sin_B1Lk, mask_B1LL)
+        x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), cos_B1Lq, sin_B1Lq, mask_B1LL)
         if not self.is_moe:
             return x_BLD + self.ffn(self.ffn_norm(x_BLD)), None
         out = self.ffn(self.ffn_norm(x_BLD), real_BL, modality_BL)

@@ -86,9 +86,9 @@ def test_sequence_layout_audio_video_and_text(sample):
     assert not seq.text_L[~text].any()
     # Video: patch p of chunk k at the p-th VIDEO position of chunk k.
     assert np.array_equal(seq.video_L[kind == Kind.VIDEO], np.arange(K * P))
-    assert np.all(seq.video_L[kind != Kind.VIDEO] == -1) and seq.video_NFHWC.shape == (K * P, 2, 40, 40, 3)
+    assert np.all(seq.video_L[kind != Kind.VIDEO] == -1) and seq.video_PFHWC.shape == (K * P, 2, 40, 40, 3)
     if P:
-        assert np.array_equal(seq.video_NFHWC.reshape(K, P, 2, 40, 40, 3), sample["video_KPFHWC"])
+        assert np.array_equal(seq.video_PFHWC.reshape(K, P, 2, 40, 40, 3), sample["video_KPFHWC"])
 
 
 def test_words_join_with_a_leading_space_in_start_order_and_long_text_is_cut_and_counted():
@@ -140,12 +140,12 @@ def test_bad_samples_raise_value_errors():
 def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
     B, L = batch["kind_BL"].shape
     dtypes = {"kind_BL": torch.int64, "text_BL": torch.int64, "dmel_BLM": torch.uint8, "logmel_BLM": torch.float16,
-              "video_NFHWC": torch.uint8, "video_BL": torch.int64, "time_BL": torch.int64, "segment_BL": torch.int64}
+              "video_PFHWC": torch.uint8, "video_BL": torch.int64, "time_BL": torch.int64, "segment_BL": torch.int64}
     assert set(batch) == set(dtypes) | {"keys"}
     for name, dtype in dtypes.items():
         assert batch[name].dtype == dtype, name
     assert batch["dmel_BLM"].shape == batch["logmel_BLM"].shape == (B, L, 80)
-    assert batch["video_NFHWC"].shape[1:] == (2, 40, 40, 3)
+    assert batch["video_PFHWC"].shape[1:] == (2, 40, 40, 3)
     assert all(batch[n].shape == (B, L) for n in ("text_BL", "video_BL", "time_BL", "segment_BL"))
     # Every sequence arrives whole or as pieces of whole chunks, each piece once.
     pieces = {(p.key, int(p.time_L[0])): p for s in seqs for p in s.pieces(max_len)[0]}
@@ -157,7 +157,7 @@ def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
     if not pack:
         assert B == len(pieces) and seg.max() == 1
     keys = iter(batch["keys"])
-    video = batch["video_NFHWC"].numpy()
+    video = batch["video_PFHWC"].numpy()
     for b in range(B):
         row_segments = [int(x) for x in np.unique(seg[b]) if x]
         assert row_segments == list(range(1, len(row_segments) + 1))
@@ -173,9 +173,9 @@ def _check_batch(batch: dict, seqs: list, max_len: int, pack: bool) -> None:
             assert np.array_equal(batch["time_BL"][b, at].numpy(), s.time_L)
             v = batch["video_BL"][b, at].numpy()
             assert np.array_equal(v >= 0, s.video_L >= 0)
-            assert np.array_equal(video[v[v >= 0]], s.video_NFHWC[s.video_L[s.video_L >= 0]])
+            assert np.array_equal(video[v[v >= 0]], s.video_PFHWC[s.video_L[s.video_L >= 0]])
     assert sum(len(s) for s in pieces.values()) == int((~pad).sum())
-    assert video.shape[0] == sum(s.video_NFHWC.shape[0] for s in pieces.values())
+    assert video.shape[0] == sum(s.video_PFHWC.shape[0] for s in pieces.values())
 
 
 def _chunk_lengths(seq) -> np.ndarray:
@@ -229,8 +229,8 @@ def test_a_long_sequence_is_split_at_chunk_boundaries_with_its_times():
     assert batch["kind_BL"].shape == (2, 36) and batch["keys"] == ["long", "long"]
     assert batch["time_BL"][0].tolist() == np.repeat([0, 1, 2], per_chunk).tolist()
     assert batch["time_BL"][1, :24].tolist() == np.repeat([3, 4], per_chunk).tolist()
-    assert batch["video_NFHWC"].shape[0] == 10  # every patch, in order
-    assert np.array_equal(batch["video_NFHWC"].numpy(), seq.video_NFHWC)
+    assert batch["video_PFHWC"].shape[0] == 10  # every patch, in order
+    assert np.array_equal(batch["video_PFHWC"].numpy(), seq.video_PFHWC)
 
 
 def test_packing_is_first_fit_in_order():
@@ -262,10 +262,10 @@ def test_attention_mask_and_loss_positions_on_a_small_row():
     kind = torch.tensor([[K_.CHUNK_MARK, K_.USER_AUDIO, K_.MODEL_MARK, K_.MODEL_TEXT, K_.MODEL_AUDIO, K_.CHUNK_MARK,
                           K_.MODEL_MARK, K_.MODEL_AUDIO, K_.PAD]])
     masks = loss_positions(kind)
-    text_BS, audio_BS = masks
-    assert text_BS.tolist() == [[False, False, True, False, False, False, False, False]]
-    assert audio_BS.tolist() == [[False, False, False, True, False, False, True, False]]
-    assert masks.text_BS.shape == (1, 8)
+    text_BL, audio_BL = masks
+    assert text_BL.tolist() == [[False, False, True, False, False, False, False, False]]
+    assert audio_BL.tolist() == [[False, False, False, True, False, False, True, False]]
+    assert masks.text_BL.shape == (1, 8)
     with pytest.raises(ValueError, match=r"\[B, L\]"):
         attention_mask(torch.zeros(3, dtype=torch.int64))
 
@@ -295,21 +295,22 @@ def test_a_150_chunk_video_window_under_tiny_cpu_max_len_keeps_every_chunk():
     # Laid end to end by their first chunk, the pieces are the whole sequence, position for position.
     pos = rotary_positions(batch["time_BL"], seg, chunk_stride=stride)
     pos_whole = rotary_positions(whole["time_BL"], whole["segment_BL"], chunk_stride=stride)[0]
-    parts = sorted(((int(batch["time_BL"][b, seg[b] == s][0]), b, s) for b in range(seg.shape[0])
-                    for s in range(1, int(seg[b].max()) + 1)))
+    parts = sorted((int(batch["time_BL"][b, seg[b] == s][0]), b, s) for b in range(seg.shape[0])
+                    for s in range(1, int(seg[b].max()) + 1))
     joined = {name: torch.cat([batch[name][b, seg[b] == s] for _, b, s in parts])
               for name in ("kind_BL", "text_BL", "dmel_BLM", "logmel_BLM", "time_BL")}
     assert torch.equal(torch.cat([pos[b, seg[b] == s] for _, b, s in parts]), pos_whole)
     for name, value in joined.items():
         assert torch.equal(value, whole[name][0]), name
-    assert torch.equal(torch.cat([batch["video_NFHWC"][batch["video_BL"][b, seg[b] == s][
-        batch["video_BL"][b, seg[b] == s] >= 0]] for _, b, s in parts]), torch.from_numpy(seq.video_NFHWC))
+    assert torch.equal(torch.cat([batch["video_PFHWC"][batch["video_BL"][b, seg[b] == s][
+        batch["video_BL"][b, seg[b] == s] >= 0]] for _, b, s in parts]), torch.from_numpy(seq.video_PFHWC))
     # Every model-side position is a next-item target in its piece, as in the whole sequence.
     masks, masks_whole = loss_positions(kind), loss_positions(whole["kind_BL"])
-    assert int(masks.text_BS.sum()) == int(masks_whole.text_BS.sum()) == int((seq.kind_L == Kind.MODEL_TEXT).sum())
-    assert int(masks.audio_BS.sum()) == int(masks_whole.audio_BS.sum()) == 4 * K
-    targets = sorted((int(t), int(d.sum())) for t, d in zip(batch["time_BL"][:, 1:][masks.audio_BS],
-                                                               batch["dmel_BLM"][:, 1:][masks.audio_BS]))
-    targets_whole = sorted((int(t), int(d.sum())) for t, d in zip(whole["time_BL"][:, 1:][masks_whole.audio_BS],
-                                                                   whole["dmel_BLM"][:, 1:][masks_whole.audio_BS]))
+    assert int(masks.text_BL.sum()) == int(masks_whole.text_BL.sum()) == int((seq.kind_L == Kind.MODEL_TEXT).sum())
+    assert int(masks.audio_BL.sum()) == int(masks_whole.audio_BL.sum()) == 4 * K
+    targets = sorted((int(t), int(d.sum())) for t, d in zip(batch["time_BL"][:, 1:][masks.audio_BL],
+                                                               batch["dmel_BLM"][:, 1:][masks.audio_BL], strict=True))
+    targets_whole = sorted((int(t), int(d.sum())) for t, d in zip(whole["time_BL"][:, 1:][masks_whole.audio_BL],
+                                                                   whole["dmel_BLM"][:, 1:][masks_whole.audio_BL],
+                                                                   strict=True))
     assert targets == targets_whole

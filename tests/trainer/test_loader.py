@@ -64,7 +64,7 @@ def test_an_epoch_gives_every_sample_once_in_batches_of_the_spec():
         assert L <= MAX_LEN and B <= 4
         assert b["dmel_BLM"].dtype == torch.uint8 and b["dmel_BLM"].shape == (B, L, 80)
         assert b["logmel_BLM"].dtype == torch.float16 and b["logmel_BLM"].shape == (B, L, 80)
-        assert b["video_NFHWC"].dtype == torch.uint8 and b["video_NFHWC"].shape[1:] == (2, 40, 40, 3)
+        assert b["video_PFHWC"].dtype == torch.uint8 and b["video_PFHWC"].shape[1:] == (2, 40, 40, 3)
         for name in ("kind_BL", "text_BL", "video_BL", "time_BL", "segment_BL"):
             assert b[name].dtype == torch.int64 and b[name].shape == (B, L)
         # Each segment carries its sample: audio frames, text, time and video patches, in order.
@@ -86,7 +86,7 @@ def test_an_epoch_gives_every_sample_once_in_batches_of_the_spec():
                     assert not (v >= 0).any()
                 else:
                     seen_video += 1
-                    patches = b["video_NFHWC"][v[v >= 0]].numpy()
+                    patches = b["video_PFHWC"][v[v >= 0]].numpy()
                     assert np.array_equal(patches, s["video_KPFHWC"].reshape(-1, 2, 40, 40, 3))
     assert seen_video == sum(r["video_KPFHWC"] is not None for r in ref.values())
 

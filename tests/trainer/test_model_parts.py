@@ -1,8 +1,9 @@
 """Tests of the interaction model's parts (``microturn.trainer`` config, embed, transformer,
 heads, model) on CPU in fp32, with batch dicts built by hand after the trainer spec.
 
-Legend: B batch rows, L positions, D model width, M = 80 mel channels, N video patches or
-target positions, F = 2 frames, H = W = 40 pixels, C = 3 colours.
+Shape suffixes follow microturn.schemas.legend: B batch rows, L positions, D model width,
+M = 80 mel channels, P video patches, U target positions, F = 2 frames, H = W = 40 pixels,
+C = 3 colours.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from hypothesis import strategies as st
 from microturn.trainer.config import ModelConfig
 from microturn.trainer.embed import DmelEmbedding, HMLPStem, InputEmbedding
 from microturn.trainer.heads import FlowHead
-from microturn.trainer.model import (InteractionModel, block_params, count_params, flops_per_token,
-                                     init_parameters)
+from microturn.trainer.model import InteractionModel, block_params, count_params, flops_per_token, init_parameters
 from microturn.trainer.transformer import attention_mask, rotary_positions
 
 # Kind values of the trainer spec (trainer/batch.py's Kind).
@@ -80,7 +80,7 @@ def make_batch(seed: int = 0, rows: tuple[tuple[tuple[int, int], ...], ...] = ((
             n += len(s["pixels"])
             at += len(s["kind"])
     out = {k: torch.from_numpy(v) for k, v in batch.items()}
-    out["video_NFHWC"] = torch.from_numpy(np.concatenate(pixels))
+    out["video_PFHWC"] = torch.from_numpy(np.concatenate(pixels))
     out["keys"] = [f"k{i}" for i in range(sum(len(r) for r in rows))]
     return out
 
@@ -127,21 +127,21 @@ def test_hmlp_shape_and_patch_independence():
     init_parameters(stem, cfg=tiny(), seed=0)
     g = torch.Generator().manual_seed(0)
     video = torch.randint(0, 256, (5, 2, 40, 40, 3), dtype=torch.uint8, generator=g)
-    out_ND = stem(video)
-    assert out_ND.shape == (5, 32)
+    out_PD = stem(video)
+    assert out_PD.shape == (5, 32)
     changed = video.clone()
     changed[2] = torch.randint(0, 256, (2, 40, 40, 3), dtype=torch.uint8, generator=g)
-    out2_ND = stem(changed)
+    out2_PD = stem(changed)
     keep = [0, 1, 3, 4]
-    torch.testing.assert_close(out2_ND[keep], out_ND[keep], rtol=0, atol=1e-6)
-    assert (out2_ND[2] - out_ND[2]).abs().max() > 1e-3
+    torch.testing.assert_close(out2_PD[keep], out_PD[keep], rtol=0, atol=1e-6)
+    assert (out2_PD[2] - out_PD[2]).abs().max() > 1e-3
     # Alone or in a batch: the same vector (no batch statistics).
-    torch.testing.assert_close(stem(video[3:4])[0], out_ND[3], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stem(video[3:4])[0], out_PD[3], rtol=1e-5, atol=1e-6)
     # Both frames and every 10 x 10 sub-patch reach the output.
     for frame, y, x in [(0, 0, 0), (1, 39, 39), (1, 15, 25)]:
         poked = video.clone()
         poked[0, frame, y, x] ^= 0x80
-        assert (stem(poked)[0] - out_ND[0]).abs().max() > 0
+        assert (stem(poked)[0] - out_PD[0]).abs().max() > 0
     with pytest.raises(ValueError):
         stem(torch.zeros(1, 2, 40, 40, dtype=torch.uint8))
 
@@ -154,10 +154,10 @@ def test_input_embedding_scatters_each_modality():
     x_BLD = emb(batch)
     kind_BL = batch["kind_BL"]
     assert x_BLD.shape == (*kind_BL.shape, cfg.dim)
-    patches_ND = emb.video(batch["video_NFHWC"])
+    patches_PD = emb.video(batch["video_PFHWC"])
     dmel_BLD = emb.dmel(batch["dmel_BLM"])
     seen = set()
-    for b, i in zip(*torch.nonzero(torch.ones_like(kind_BL)).T.tolist()):
+    for b, i in zip(*torch.nonzero(torch.ones_like(kind_BL)).T.tolist(), strict=True):
         kind = int(kind_BL[b, i])
         expected = emb.kind.weight[kind].clone()
         if kind in (USER_TEXT, MODEL_TEXT):
@@ -165,11 +165,11 @@ def test_input_embedding_scatters_each_modality():
         elif kind in (USER_AUDIO, MODEL_AUDIO):
             expected += dmel_BLD[b, i]
         elif kind == VIDEO:
-            expected += patches_ND[batch["video_BL"][b, i]]
+            expected += patches_PD[batch["video_BL"][b, i]]
         torch.testing.assert_close(x_BLD[b, i], expected, rtol=1e-5, atol=1e-6)
         seen.add(kind)
     assert seen == set(range(8))
-    no_video = dict(batch, video_NFHWC=batch["video_NFHWC"][:0])
+    no_video = dict(batch, video_PFHWC=batch["video_PFHWC"][:0])
     with pytest.raises(ValueError, match="VIDEO"):
         emb(no_video)
 
@@ -272,20 +272,20 @@ def test_flow_head_samples_approach_conditional_targets():
     head = FlowHead(cfg)
     init_parameters(head, cfg=cfg, seed=0)
     g = torch.Generator().manual_seed(0)
-    cond_ND = torch.randn(4, cfg.dim, generator=g)
-    target_NM = torch.rand(4, 80, generator=g) * 9 - 7  # in [-7, 2]
+    cond_UD = torch.randn(4, cfg.dim, generator=g)
+    target_UM = torch.rand(4, 80, generator=g) * 9 - 7  # in [-7, 2]
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     for _ in range(400):
         idx = torch.randint(0, 4, (64,), generator=g)
-        loss = head.loss(cond_ND[idx], target_NM[idx], generator=g)
+        loss = head.loss(cond_UD[idx], target_UM[idx], generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    h_ND = cond_ND.repeat_interleave(8, 0)
-    goal_NM = target_NM.repeat_interleave(8, 0)
-    err = {steps: (head.sample(h_ND, steps, generator=torch.Generator().manual_seed(1)) - goal_NM)
+    h_UD = cond_UD.repeat_interleave(8, 0)
+    goal_UM = target_UM.repeat_interleave(8, 0)
+    err = {steps: (head.sample(h_UD, steps, generator=torch.Generator().manual_seed(1)) - goal_UM)
            .abs().mean().item() for steps in (1, 8, 32, 128)}
-    spread = (target_NM - target_NM.mean(0)).abs().mean().item()  # error of ignoring the condition
+    spread = (target_UM - target_UM.mean(0)).abs().mean().item()  # error of ignoring the condition
     assert err[32] < 0.3 * spread, (err, spread)  # measured 0.19
     assert err[128] < 1.25 * err[32] + 0.05, err  # more steps do not diverge
     assert err[8] < err[1], err
@@ -311,7 +311,7 @@ def test_every_parameter_gets_a_gradient(patches):
     # batch leaves out of the graph (the hMLP stem without video) desynchronises the collectives.
     model = InteractionModel(tiny(), seed=0)
     batch = make_batch(5, rows=(((2, patches), (1, patches)), ((3, patches),)))
-    assert batch["video_NFHWC"].shape[0] == 6 * patches
+    assert batch["video_PFHWC"].shape[0] == 6 * patches
     model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
     missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
@@ -368,7 +368,7 @@ def test_loss_decreases_on_a_fixed_batch():
 def test_initialisation_is_seeded_and_experts_differ():
     cfg = tiny()
     a, b, c = (InteractionModel(cfg, seed=s) for s in (7, 7, 8))
-    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters(), strict=True):
         assert torch.equal(pa, pb), name
         if pa.numel() > 1 and pa.std() > 0:
             assert not torch.equal(pa, pc), name

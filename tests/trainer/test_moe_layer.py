@@ -2,7 +2,8 @@
 CPU in fp32: gradients, the router z-loss against logits hooked independently, routing
 statistics against a manual recount, and expert parallelism over two gloo processes.
 
-Legend: B batch rows, L positions, D model width, T = B L routed tokens, E experts.
+Shape suffixes follow microturn.schemas.legend: B batch rows, L positions, D model width,
+U = B L routed tokens, E experts, J experts chosen per token.
 """
 
 from __future__ import annotations
@@ -98,19 +99,19 @@ def test_z_loss_and_stats_match_a_manual_recount(distributed, top_k, factor):
     real_BL = torch.ones(3, 20, dtype=torch.bool)
     real_BL[2, 12:] = False  # PAD tail: routed, but not in the z-loss or the entropy
     out = moe(x_BLD, real_BL)
-    (tokens_TD,) = tap.inputs
-    logits_TE = tokens_TD.float() @ moe.gate.wg.weight.float().T
-    real_T = real_BL.reshape(-1)
-    z = torch.logsumexp(logits_TE[real_T], dim=-1).square().mean()
+    (tokens_UD,) = tap.inputs
+    logits_UE = tokens_UD.float() @ moe.gate.wg.weight.float().T
+    real_U = real_BL.reshape(-1)
+    z = torch.logsumexp(logits_UE[real_U], dim=-1).square().mean()
     torch.testing.assert_close(out.z_loss, z, rtol=1e-5, atol=1e-6)
-    p_TE = logits_TE[real_T].softmax(-1)
-    entropy = -(p_TE * p_TE.log()).sum(-1).mean()
+    p_UE = logits_UE[real_U].softmax(-1)
+    entropy = -(p_UE * p_UE.log()).sum(-1).mean()
     torch.testing.assert_close(out.stats["router_entropy"], entropy, rtol=1e-5, atol=1e-6)
     # Routes: the top-k experts of every token (no second-expert sampling), capacity
-    # max(ceil(T / E * factor * k), min_capacity) per expert.
-    t, e = logits_TE.shape
-    chosen_TK = logits_TE.topk(top_k, dim=-1).indices
-    counts_E = torch.bincount(chosen_TK.reshape(-1), minlength=e)
+    # max(ceil(U / E * factor * k), min_capacity) per expert.
+    t, e = logits_UE.shape
+    chosen_UJ = logits_UE.topk(top_k, dim=-1).indices
+    counts_E = torch.bincount(chosen_UJ.reshape(-1), minlength=e)
     torch.testing.assert_close(out.stats["load"], counts_E.float() / (t * top_k))
     capacity = max(math.ceil(t / e * factor * top_k), 1)
     assert int(out.stats["capacity"]) == capacity
@@ -131,7 +132,7 @@ def test_eval_mode_uses_the_eval_capacity(distributed):
     moe.eval()
     with torch.no_grad():
         first, again = moe(x_BLD, real_BL), moe(x_BLD, real_BL)
-    # ceil(T / E * factor * k): 32 / 4 * 0.5 * 2 = 8 and 32 / 4 * 8 * 2 = 128 (not capped at T)
+    # ceil(U / E * factor * k): 32 / 4 * 0.5 * 2 = 8 and 32 / 4 * 8 * 2 = 128 (not capped at U)
     assert int(train["capacity"]) == 8 and int(first.stats["capacity"]) == 128
     assert first.stats["drop_fraction"].item() == 0.0
     torch.testing.assert_close(first.y_BLD, again.y_BLD, rtol=0, atol=0)  # no sampling in eval
