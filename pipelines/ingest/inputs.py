@@ -75,7 +75,9 @@ def _match_local(pattern: str) -> list[str | Skipped]:
     """Local paths matching ``pattern`` with Beam's syntax, broken links and FIFOs included."""
     if pattern.endswith(("/", "\\")):
         pattern += "*"
-    prefix = _GLOB_CHARS.match(pattern).group(0)
+    found = _GLOB_CHARS.match(pattern)
+    assert found is not None  # the pattern's part before any glob character, empty included
+    prefix = found.group(0)
     if prefix == pattern:
         return [pattern] if os.path.lexists(pattern) else []
     candidates, unlisted = _walk(os.path.dirname(prefix), recursive="**" in pattern)

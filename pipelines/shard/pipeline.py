@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadFromParquet
+from apache_beam.pvalue import AsDict
 
 from microturn.pipelines.shard import dofns
 from microturn.pipelines.shard.config import ShardConfig
@@ -49,7 +51,7 @@ class ReadRecords(beam.PTransform):
                     continue
                 keyed[table] = (
                     pbegin
-                    | f"Read{table.title()}{i}" >> beam.io.ReadFromParquet(FileSystems.join(root, table, "*.parquet"))
+                    | f"Read{table.title()}{i}" >> ReadFromParquet(FileSystems.join(root, table, "*.parquet"))
                     | f"Key{table.title()}{i}" >> beam.Map(lambda r: (r["conversation_id"], r)).with_output_types(
                         tuple[str, dict])
                 )
@@ -88,7 +90,7 @@ class WriteShards(beam.PTransform):
         )
         written = (
             samples
-            | "Assign" >> beam.Map(lambda s, where: ((s["split"], where[s["key"]]), s), beam.pvalue.AsDict(plan))
+            | "Assign" >> beam.Map(lambda s, where: ((s["split"], where[s["key"]]), s), AsDict(plan))
             .with_output_types(tuple[tuple[str, int], dict])
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(dofns.WriteShard(self.output)).with_outputs("samples", main="shards")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadFromParquet
 
 from microturn.pipelines.synthesize import dofns
 from microturn.pipelines.synthesize.config import SynthesizeConfig
@@ -54,23 +55,26 @@ class RemixRecords(beam.PTransform):
 
     def __init__(self, cfg: SynthesizeConfig, timing: TimingModel, timing_source: str):
         super().__init__()
+        if not cfg.remix:
+            raise ValueError("RemixRecords reads the ingest output named by remix, and the config names none")
         self.cfg, self.timing, self.timing_source = cfg, timing, timing_source
+        self.source: str = cfg.remix
 
     def expand(self, pbegin):
         c = self.cfg
         keyed = {}
         for table in ("conversations", "segments", "words"):
-            pattern = FileSystems.join(c.remix, table, "*.parquet")
+            pattern = FileSystems.join(self.source, table, "*.parquet")
             keyed[table] = (
                 pbegin
-                | f"Read{table.title()}" >> beam.io.ReadFromParquet(pattern)
+                | f"Read{table.title()}" >> ReadFromParquet(pattern)
                 | f"Key{table.title()}" >> beam.Map(lambda r: (r["conversation_id"], r)).with_output_types(
                     tuple[str, dict])
             )
         made = (
             keyed
             | "GroupByConversation" >> beam.CoGroupByKey()
-            | "Remix" >> beam.ParDo(dofns.Remix(source=c.remix, output=c.output, seed=c.seed, timing=self.timing,
+            | "Remix" >> beam.ParDo(dofns.Remix(source=self.source, output=c.output, seed=c.seed, timing=self.timing,
                                                 timing_source=self.timing_source, mix=c.mix)).with_outputs(
                 REJECTS, *dofns.ROW_OUTPUTS, main="conversations")
         )
