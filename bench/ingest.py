@@ -17,15 +17,13 @@ the DER and word check on the 30 s sample call. Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-SAMPLE = importlib.resources.files("pyannote.audio") / "sample"
-
+from microturn.testing.sample_call import SAMPLE_DIR as SAMPLE
 
 # The in-process DirectRunner uses one worker; multi_threading and multi_processing with 2 workers
 # use both cores of this machine (each process loads its own models; threads share one process,

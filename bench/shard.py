@@ -6,7 +6,8 @@ Corpus: the real two-person call shipped with pyannote.audio, looped to ``--seco
 conversation with a different gain each, its reference diarization (RTTM) and transcript (STM,
 words spread over each utterance) looped with it. Half the conversations are mixed recordings
 (one channel, gated by the diarization in the shard stage), half per-speaker (the call split
-into two channels by the RTTM). Written straight to disk as an ingest output is laid out.
+into two channels by the RTTM). Written straight to disk as an ingest output is laid out
+(:func:`microturn.testing.records.real_call`, :func:`~microturn.testing.records.write_records`).
 
 1. Shard throughput (audio only): ``microturn shard`` end to end (Beam start included) in
    conversation seconds per wall second and tar MB/s, best of ``--repeats``. Baseline in the
@@ -23,9 +24,7 @@ into two channels by the RTTM). Written straight to disk as an ingest output is 
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import io
-import json
 import os
 import subprocess
 import sys
@@ -34,88 +33,19 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
-import pyarrow.parquet as pq
-import soundfile as sf
-
 from microturn.pipelines import media
 from microturn.pipelines.shard.run import run as shard
 from microturn.pipelines.shard.tar import TarWriter, sample_blob
-from microturn.schemas import validate_rows
-from microturn.schemas.turns import Turn, turn_events, turn_stats
+from microturn.testing.records import real_call, write_records
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from shard_dmel import measure as measure_dmel  # noqa: E402
 
-SAMPLE = importlib.resources.files("pyannote.audio") / "sample"
-
-
-def _call():
-    wave, sr = sf.read(str(SAMPLE / "sample.wav"), dtype="float32")
-    names, turns, words = {}, [], []
-    with open(str(SAMPLE / "sample.rttm")) as f:
-        for line in f:
-            p = line.split()
-            spk = names.setdefault(p[7], f"SPEAKER_{len(names):02d}")
-            s = int(round(float(p[3]) * 1000))
-            turns.append((spk, s, s + int(round(float(p[4]) * 1000))))
-    stm = {"Diane": "SPEAKER_00", "Sheila": "SPEAKER_01"}
-    with open(str(SAMPLE / "sample.stm")) as f:
-        for line in f:
-            p = line.split(maxsplit=5)
-            s, e = int(float(p[3]) * 1000), int(float(p[4]) * 1000)
-            toks = p[5].split() if len(p) > 5 else []
-            words += [(stm.get(p[2]), t, s + (e - s) * i // len(toks), s + (e - s) * (i + 1) // len(toks))
-                      for i, t in enumerate(toks)]
-    return wave, turns, words
-
 
 def build_corpus(root: str, *, conversations: int, seconds: int) -> float:
     """Write the corpus under ``root``; returns its hours of conversation."""
-    wave, turns, words = _call()
-    period_ms = len(wave) * 1000 // 16000
-    tables = {t: [] for t in ("conversations", "segments", "words", "events")}
-    for c in range(conversations):
-        cid = f"c-{c:016x}"
-        reps = -(-seconds * 1000 // period_ms)
-        audio = np.tile(wave, reps)[: seconds * 16000] * (0.5 + 0.4 * c / max(1, conversations - 1))
-        segs = [Turn(s, a + r * period_ms, min(b + r * period_ms, seconds * 1000), 0)
-                for r in range(reps) for s, a, b in turns if a + r * period_ms < seconds * 1000]
-        per_speaker = c % 2 == 1
-        media_dir = os.path.join(root, "media", cid)
-        os.makedirs(media_dir, exist_ok=True)
-        speakers = ["SPEAKER_00", "SPEAKER_01"]
-        if per_speaker:
-            files = []
-            for ch, spk in enumerate(speakers):
-                mask = np.zeros(audio.shape[0], np.float32)
-                for t in segs:
-                    if t.speaker == spk:
-                        mask[t.start_ms * 16: t.end_ms * 16] = 1
-                files.append(f"{spk}.flac")
-                with open(os.path.join(media_dir, files[-1]), "wb") as f:
-                    f.write(media.encode_flac((audio * mask).astype(np.float32)))
-            segs = [Turn(t.speaker, t.start_ms, t.end_ms, speakers.index(t.speaker)) for t in segs]
-        else:
-            files = ["mix.flac"]
-            with open(os.path.join(media_dir, "mix.flac"), "wb") as f:
-                f.write(media.encode_flac(audio.astype(np.float32)))
-        tables["conversations"].append({
-            "conversation_id": cid, "source_uri": f"bench://{cid}", "origin": "real", "duration_ms": seconds * 1000,
-            "channels": len(files), "channel_layout": "per_speaker" if per_speaker else "mixed", "has_video": False,
-            "media_dir": f"media/{cid}", "audio_files": files, "video_file": None, "speakers": speakers,
-            "num_speakers": 2, "backends": [], "license": "CC-BY-4.0", "split": "train",
-            "stats": turn_stats(segs, seconds * 1000).as_row(), "provenance": None})
-        tables["segments"] += [{"conversation_id": cid, "speaker": t.speaker, "start_ms": t.start_ms,
-                                "end_ms": t.end_ms, "channel": t.channel} for t in segs]
-        tables["words"] += [{"conversation_id": cid, "speaker": spk, "text": text, "start_ms": s + r * period_ms,
-                             "end_ms": e + r * period_ms, "score": 1.0}
-                            for r in range(reps) for spk, text, s, e in words if e + r * period_ms <= seconds * 1000]
-        tables["events"] += [{"conversation_id": cid, "type": e.type, "speaker": e.speaker, "t_ms": e.t_ms,
-                              "payload": json.dumps(e.payload, sort_keys=True)} for e in turn_events(segs)]
-    for table, rows in tables.items():
-        os.makedirs(os.path.join(root, table), exist_ok=True)
-        pq.write_table(validate_rows(table, rows), os.path.join(root, table, "part-00000-of-00001.parquet"))
+    write_records(root, (real_call(f"c-{c:016x}", seconds=seconds, gain=0.5 + 0.4 * c / max(1, conversations - 1),
+                                   per_speaker=c % 2 == 1) for c in range(conversations)))
     return conversations * seconds / 3600
 
 
@@ -184,19 +114,14 @@ def time_writers(samples, tmp: str, repeats: int) -> dict:
 
 def video_bytes(tmp: str) -> dict:
     """Bytes per hour with video: one 120 s record with a normalised 640x360 test-pattern video."""
-    root = os.path.join(tmp, "video_rec")
-    build_corpus(root, conversations=1, seconds=120)
-    src = os.path.join(tmp, "pattern.mp4")
+    src, normalised = os.path.join(tmp, "pattern.mp4"), os.path.join(tmp, "pattern-10fps.mp4")
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc2=size=640x360:rate=25", "-t", "120", "-c:v", "libx264", "-preset", "ultrafast",
                     "-pix_fmt", "yuv420p", src], check=True)
+    media.normalise_video(src, normalised, stream=media.probe(src).video)
     cid = "c-0000000000000000"
-    dest = os.path.join(root, "media", cid, "video.mp4")
-    media.normalise_video(src, dest, stream=media.probe(src).video)
-    table = pq.read_table(os.path.join(root, "conversations")).to_pylist()
-    table[0].update(has_video=True, video_file="video.mp4")
-    pq.write_table(validate_rows("conversations", table), os.path.join(root, "conversations",
-                                                                      "part-00000-of-00001.parquet"))
+    root = write_records(os.path.join(tmp, "video_rec"), [real_call(cid, seconds=120, gain=0.5)],
+                         video={cid: normalised})
     out = os.path.join(tmp, "video_shards")
     started = time.perf_counter()
     shard(["--input", root, "--output", out, "--splits", "train=1"], print_summary=False)
@@ -248,9 +173,9 @@ def main() -> int:
         print(f"\n3. bytes per hour of conversation\n   audio only: shards {tar_bytes / 1e6 / hours:7.1f} MB/h, "
               f"its 16 kHz FLAC {flac_h:7.1f} MB/h -> {tar_bytes / 1e6 / hours / flac_h:.2f}x")
         v = video_bytes(tmp)
-        print(f"   with video: shards {v['tar_mb_per_h']:7.1f} MB/h, FLAC + normalised video {v['media_mb_per_h']:7.1f} "
-              f"MB/h -> {v['tar_mb_per_h'] / v['media_mb_per_h']:.2f}x (shard stage {v['realtime']:.0f}x realtime "
-              "with video)")
+        print(f"   with video: shards {v['tar_mb_per_h']:7.1f} MB/h, FLAC + normalised video "
+              f"{v['media_mb_per_h']:7.1f} MB/h -> {v['tar_mb_per_h'] / v['media_mb_per_h']:.2f}x "
+              f"(shard stage {v['realtime']:.0f}x realtime with video)")
     return 0
 
 

@@ -18,28 +18,18 @@ between 0.7 and 1.25 from run to run; with ``--threads 1`` the 600 s figure stay
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import time
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from microturn.schemas import dmel
+from microturn.testing.sample_call import sample_wave as call_wave
 
 
 def sample_wave(seconds: float) -> np.ndarray:
     """float32 [N]: the pyannote sample recording (16 kHz mono) tiled to ``seconds``."""
-    spec = importlib.util.find_spec("pyannote.audio")  # locates the package without its slow import
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("pyannote.audio is not installed: its sample recording is the benchmark audio")
-    path = os.path.join(spec.submodule_search_locations[0], "sample", "sample.wav")
-    wave_N, rate = sf.read(path, dtype="float32")
-    if rate != dmel.SAMPLE_RATE or wave_N.ndim != 1:
-        raise ValueError(f"{path}: expected 16 kHz mono, got {rate} Hz, shape {wave_N.shape}")
-    n = int(round(seconds * dmel.SAMPLE_RATE))
-    return np.resize(wave_N, n)
+    return np.resize(call_wave(), int(round(seconds * dmel.SAMPLE_RATE)))
 
 
 def measure(seconds: float = 600.0, repeats: int = 5) -> dict:

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from conftest import SHARD_ARGS, error_lines, leftovers, make_records, run_stage, start_stage, tree
 from microturn.pipelines.outputs import LOCK
+from microturn.testing.files import tree
+from stage_runs import SHARD_ARGS, error_lines, leftovers, make_records, run_stage, start_stage
 
 pytestmark = pytest.mark.slow
 

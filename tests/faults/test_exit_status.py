@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARD_ARGS
+from stage_runs import SHARD_ARGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 from catalog_fixtures import write_fixture_outputs  # noqa: E402

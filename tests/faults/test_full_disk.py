@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 
-from conftest import SHARD_ARGS, error_lines, leftovers, make_records, run_stage, tree
+from microturn.testing.files import tree
+from stage_runs import SHARD_ARGS, error_lines, leftovers, make_records, run_stage
 
 pytestmark = pytest.mark.slow
 

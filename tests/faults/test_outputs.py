@@ -29,12 +29,14 @@ import sys
 import apache_beam as beam
 import pytest
 
-from conftest import SHARD_ARGS, error_lines, leftovers, make_records, run_stage, tree
 from microturn.pipelines import outputs
 from microturn.pipelines.outputs import MARKER, OutputError, OutputLock, OutputInUse, find_output_fault
 from microturn.pipelines.shard.run import main as shard_main
 from microturn.pipelines.shard.run import run as shard_run
 from microturn.pipelines.tables import WriteSortedTable, read_table, reject, scrub
+from microturn.testing.files import tree
+from microturn.testing.records import write_records
+from stage_runs import SHARD_ARGS, error_lines, leftovers, make_records, run_stage
 
 
 def shard(records, out, *extra):
@@ -235,8 +237,6 @@ def test_inputs_that_match_nothing_fail_and_keep_the_earlier_output(tmp_path, sc
 
 
 def test_records_with_no_rows_give_an_error_not_empty_tables(tmp_path, records):
-    from shard_corpus import write_records
-
     out = tmp_path / "out"
     shard(records, out)
     before = tree(out)

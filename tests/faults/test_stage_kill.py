@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SHARD_ARGS, leftovers, make_records, run_stage, tree
+from microturn.testing.files import tree
+from stage_runs import SHARD_ARGS, leftovers, make_records, run_stage
 
 pytestmark = pytest.mark.slow
 

@@ -6,15 +6,13 @@ sources), so the good ones carry real speech. ``build_corpus`` returns what each
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import struct
 import subprocess
-from pathlib import Path
 
-# Located without importing pyannote.audio (which imports torch, about 10 s).
-SAMPLE = Path(importlib.util.find_spec("pyannote.audio").submodule_search_locations[0]) / "sample"
+from microturn.testing.sample_call import SAMPLE_DIR as SAMPLE
+
 SAMPLE_WAV = str(SAMPLE / "sample.wav")
 SAMPLE_STM = str(SAMPLE / "sample.stm")
 SAMPLE_RTTM = str(SAMPLE / "sample.rttm")

@@ -19,23 +19,14 @@ from microturn.pipelines.shard.run import run
 from microturn.pipelines.tables import read_table
 from microturn.schemas import split_of, validate_rows
 from microturn.schemas.sample import CHUNK_MS, Label, decode_sample
-from shard_corpus import real_call, two_streams, write_records
+from microturn.testing.files import tree
+from microturn.testing.records import real_call, two_streams, write_records
 
 
 
 def shard(inputs, out, *extra):
     argv = [a for i in inputs for a in ("--input", str(i))]
     return run([*argv, "--output", str(out), "--window-chunks", "50", *extra], print_summary=False)
-
-
-def files(root) -> dict[str, bytes]:
-    out = {}
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +48,7 @@ def sharded(records, tmp_path_factory):
 
 def test_every_sample_reads_back_with_webdataset_and_decodes(sharded):
     out, summary = sharded
-    tars = sorted(p for p in files(out) if p.endswith(".tar"))
+    tars = sorted(p for p in tree(out) if p.endswith(".tar"))
     assert tars and all(p.split("/")[1].startswith(p.split("/")[0] + "-") for p in tars)
     seen = {}
     for rel in tars:
@@ -78,7 +69,7 @@ def test_every_sample_reads_back_with_webdataset_and_decodes(sharded):
 
 def test_plain_tar_lists_the_members(sharded):
     out, _ = sharded
-    rel = sorted(p for p in files(out) if p.endswith(".tar"))[0]
+    rel = sorted(p for p in tree(out) if p.endswith(".tar"))[0]
     names = subprocess.run(["tar", "tf", str(out / rel)], check=True, capture_output=True, text=True).stdout.split()
     assert names[0].endswith(".json") and all("/" not in n and n.count(".") >= 1 for n in names)
     assert {n.split(".", 1)[1] for n in names} >= {"json", "user.dmel.npy", "model.dmel.npy", "model.logmel.npy",
@@ -117,10 +108,10 @@ def test_same_inputs_give_identical_bytes_on_every_run_and_runner(records, shard
     shard([records], tmp_path / "again")
     shard([records], tmp_path / "threads", "--direct_num_workers=2", "--direct_running_mode=multi_threading")
     shard([records], tmp_path / "processes", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
-    reference = files(out)
-    assert files(tmp_path / "again") == reference
-    assert files(tmp_path / "threads") == reference
-    assert files(tmp_path / "processes") == reference
+    reference = tree(out)
+    assert tree(tmp_path / "again") == reference
+    assert tree(tmp_path / "threads") == reference
+    assert tree(tmp_path / "processes") == reference
 
 
 def scatter(records, root, groups: dict[str, set[str]], seed: int) -> list[str]:
@@ -152,14 +143,14 @@ def test_shuffled_rows_and_inputs_give_identical_bytes_and_a_record_alone_its_ba
     from pathlib import Path
 
     out, _ = sharded
-    reference = files(out)
+    reference = tree(out)
     rec = Path(records)
     roots = scatter(rec, tmp_path / "in", {"x": {"c-00000000000000a1"},
                                            "y": {"s-00000000000000b2", "r-00000000000000c3"}}, seed=7)
     shard(roots[::-1], tmp_path / "shuffled")
     shard(roots, tmp_path / "shuffled2", "--direct_num_workers=2", "--direct_running_mode=multi_processing")
-    assert files(tmp_path / "shuffled") == reference
-    assert files(tmp_path / "shuffled2") == reference
+    assert tree(tmp_path / "shuffled") == reference
+    assert tree(tmp_path / "shuffled2") == reference
     (alone,) = scatter(rec, tmp_path / "alone_in", {"z": {"s-00000000000000b2"}}, seed=8)
     shard([alone], tmp_path / "alone")
     mine = {s["key"]: s["sha256"] for s in read_table(str(tmp_path / "alone"), "samples").to_pylist()}
@@ -171,14 +162,14 @@ def test_shuffled_rows_and_inputs_give_identical_bytes_and_a_record_alone_its_ba
 def test_shards_rotate_at_the_target_size_and_stale_shards_go(records, tmp_path):
     out = tmp_path / "small"
     shard([records], out, "--splits", "train=1", "--shard-bytes", "300KiB")
-    tars = sorted(p for p in files(out) if p.endswith(".tar"))
+    tars = sorted(p for p in tree(out) if p.endswith(".tar"))
     assert len(tars) >= 3
     assert tars == [f"train/train-{i:06d}.tar" for i in range(len(tars))]
     for rel in tars:
         n = sum(1 for _ in wds.WebDataset(str(out / rel), shardshuffle=False))
         assert os.path.getsize(out / rel) <= 300 * 1024 or n == 1
     shard([records], out, "--splits", "train=1")  # the default 512 MiB: one shard
-    assert sorted(p for p in files(out) if p.endswith((".tar", ".parquet")) and p.startswith("train/")) == [
+    assert sorted(p for p in tree(out) if p.endswith((".tar", ".parquet")) and p.startswith("train/")) == [
         "train/train-000000.parquet", "train/train-000000.tar"]
 
 
@@ -212,20 +203,20 @@ def test_a_killed_run_leaves_the_earlier_output_and_a_rerun_gives_the_same_bytes
     args = ["--input", str(records), "--window-chunks", "50", "--splits", "train=1", "--shard-bytes", "300KiB"]
     reference = tmp_path / "reference"
     shard([records], reference, "--splits", "train=1", "--shard-bytes", "300KiB")
-    ref = files(reference)
+    ref = tree(reference)
     out = tmp_path / "killed"
     shard([records], out, "--splits", "train=1")  # an earlier run with other settings: one big shard
-    earlier = files(out)
+    earlier = tree(out)
     # SIGKILLed after its 3rd file (2 shards and a manifest of the 3 or more this run writes).
     env = {**os.environ, "MICROTURN_FAULT": "kill_after_writes:3"}
     proc = subprocess.run([sys.executable, "-m", "microturn.pipelines.shard", *args, "--output", str(out)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    left = files(out)
+    left = tree(out)
     assert {k: v for k, v in left.items() if not k.endswith((".pending", ".tmp", ".lock"))} == earlier
     assert any(p.endswith(".pending") for p in left)  # what it wrote is invisible to readers
     shard([records], out, "--splits", "train=1", "--shard-bytes", "300KiB")
-    assert files(out) == ref
+    assert tree(out) == ref
 
 
 def test_catalog_over_records_and_shards(records, sharded, tmp_path):

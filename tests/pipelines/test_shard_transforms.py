@@ -1,7 +1,7 @@
 """In-memory tests of the shard PTransforms and DoFns (TestPipeline + assert_that), dead letters included.
 
-Records are tiny two-speaker conversations written by ``shard_corpus``: 6 s of noise bursts where A,
-then B talk, cut into two windows of 15 chunks for each of the 2 role assignments (4 samples).
+Records are tiny two-speaker conversations written by ``microturn.testing.records``: 6 s of noise
+bursts where A, then B talk, cut into two windows of 15 chunks for each of the 2 role assignments (4 samples).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from microturn.pipelines.shard.config import ShardConfig
 from microturn.pipelines.shard.pipeline import ReadRecords, Shard, WriteShards
 from microturn.pipelines.shard.samples import WindowSpec
 from microturn.pipelines.tables import REJECTS, read_table
-from shard_corpus import two_streams, write_records
+from microturn.testing.records import two_streams, write_records
 
 GOOD, DUP, ORPHAN = "s-00000000000000e1", "s-00000000000000e2", "s-00000000000000e3"
 WINDOW = WindowSpec(window_chunks=15, min_chunks=5)

@@ -14,7 +14,7 @@ from microturn.pipelines.shard.run import run
 from microturn.pipelines.tables import read_table
 from microturn.schemas.sample import decode_sample
 from microturn.schemas.video import patch_grid
-from shard_corpus import two_streams, write_records
+from microturn.testing.records import two_streams, write_records
 
 
 

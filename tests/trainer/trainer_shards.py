@@ -14,13 +14,9 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "pipelines"))
-
-from shard_corpus import real_call, two_streams, write_records  # noqa: E402
+from microturn.testing.records import real_call, two_streams, write_records
 
 VIDEO_CONVERSATION = "s-00000000000000e1"
 WINDOW_CHUNKS = 25
