@@ -65,7 +65,9 @@ def read_members(tars: list[str]) -> list[list[tuple[str, bytes]]]:
                     samples.append(current)
                     current = []
                 key = k
-                current.append((m.name, tar.extractfile(m).read()))
+                member = tar.extractfile(m)
+                assert member is not None, m.name  # the shard writer writes regular files only
+                current.append((m.name, member.read()))
     if current:
         samples.append(current)
     return samples
@@ -118,7 +120,9 @@ def video_bytes(tmp: str) -> dict:
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc2=size=640x360:rate=25", "-t", "120", "-c:v", "libx264", "-preset", "ultrafast",
                     "-pix_fmt", "yuv420p", src], check=True)
-    media.normalise_video(src, normalised, stream=media.probe(src).video)
+    stream = media.probe(src).video
+    assert stream is not None, "ffmpeg's test pattern has a video stream"
+    media.normalise_video(src, normalised, stream=stream)
     cid = "c-0000000000000000"
     root = write_records(os.path.join(tmp, "video_rec"), [real_call(cid, seconds=120, gain=0.5)],
                          video={cid: normalised})

@@ -16,7 +16,8 @@ import logging
 from typing import ClassVar
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from microturn.pipelines.outputs import raise_if_output_fault
 from microturn.pipelines.tables import REJECTS, reject
@@ -44,7 +45,7 @@ class RejectingStep(beam.DoFn):
         self.rejected = Metrics.counter(self.namespace, self.rejected_metric or f"{self.stage}_rejected")
         self.done = Metrics.counter(self.namespace, f"{self.stage}_ok")
 
-    def _reject(self, key: str, exc: BaseException | str, error_type: str | None = None) -> beam.pvalue.TaggedOutput:
+    def _reject(self, key: str, exc: BaseException | str, error_type: str | None = None) -> TaggedOutput:
         """The ``rejects`` row of input ``key`` (tagged output), counted and logged.
 
         ``exc`` is the exception (its type names the error unless ``error_type`` does) or a
@@ -56,4 +57,4 @@ class RejectingStep(beam.DoFn):
         self.rejected.inc()
         row = reject(key, self.stage, exc, error_type)
         log.warning("%s rejected %s (%s): %s", self.stage, key, row["error_type"], row["message"])
-        return beam.pvalue.TaggedOutput(REJECTS, row)
+        return TaggedOutput(REJECTS, row)

@@ -90,14 +90,14 @@ _TOL_FFT = 2e-6  # 4x the measured 5.0e-7
 _MAX_HOP_NORM = 1e15
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney scale: 200/3 Hz per mel up to 1 kHz (mel 15), then 27 mel per factor 6.4."""
     hz = np.asarray(hz, dtype=np.float64)
     above = 15.0 + np.log(np.maximum(hz, 1000.0) / 1000.0) * (27.0 / np.log(6.4))
     return np.where(hz < 1000.0, hz / (200.0 / 3.0), above)
 
 
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def _mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`_hz_to_mel`."""
     mel = np.asarray(mel, dtype=np.float64)
     above = 1000.0 * np.exp((np.maximum(mel, 15.0) - 15.0) * (np.log(6.4) / 27.0))
@@ -316,7 +316,7 @@ def _features(wave_N: Any, *, bins: bool) -> tuple[Any, Any]:
             norm_T = _frame_norms(padded_N)
             unsure_T = torch.zeros(T, dtype=torch.bool, device=device)
             for start, block_mel_TM in _mel_blocks(padded_N, logmel_TM):
-                if bins:
+                if bins_TM is not None:
                     stop = start + block_mel_TM.shape[0]
                     slack_TM = torch.outer(norm_T[start:stop], c["fft_slack_M"])
                     low_TM = torch.bucketize(torch.sub(block_mel_TM, slack_TM, alpha=1 / (1 - _TOL_REL)),
@@ -328,7 +328,7 @@ def _features(wave_N: Any, *, bins: bool) -> tuple[Any, Any]:
                     torch.gt(high_TM.sub_(low_TM).amax(dim=1), 0, out=unsure_T[start:stop])
                     bins_TM[start:stop] = low_TM
                 _log_(block_mel_TM)
-            if bins:
+            if bins_TM is not None:
                 redo_T = unsure_T.nonzero().squeeze(1)
                 if redo_T.numel():
                     bins_TM[redo_T] = _float64_bins(padded_N, redo_T)

@@ -79,7 +79,9 @@ def sample_call() -> SampleCall:
 
     names: dict[str, str] = {}
     turns = []
-    for segment, _, label in read_rttm(sample_path("rttm"))["sample"].itertracks(yield_label=True):
+    reference = read_rttm(sample_path("rttm"))["sample"]
+    for entry in reference.itertracks(yield_label=True):  # (segment, track, label)
+        segment, label = entry[0], entry[-1]
         speaker = names.setdefault(str(label), f"SPEAKER_{len(names):02d}")
         turns.append(Turn(speaker, round(segment.start * 1000), round(segment.end * 1000), 0))
     utterances = read_stm(sample_path("stm"))["sample"]

@@ -8,9 +8,9 @@ import os
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_testing import in_memory
 from microturn.pipelines.dead_letter import RejectingStep
 from microturn.pipelines.outputs import OutputError
 from microturn.pipelines.tables import REJECTS
@@ -19,6 +19,10 @@ from microturn.pipelines.tables import REJECTS
 class _Halve(RejectingStep):
     namespace = "test_stage"
     stage = "halve"
+
+    def __init__(self, output: str | None = None):
+        super().__init__()
+        self.output = output  # the run's output folder: a fault there is raised, not rejected
 
     def process(self, n: int):
         if n % 2:
@@ -41,7 +45,7 @@ def _counters(result, namespace: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("step, rejected", [(_Halve, "halve_rejected"), (_Renamed, "odd_numbers")])
 def test_failed_inputs_become_rows_of_the_rejects_output_and_are_counted(step, rejected):
-    p = TestPipeline()
+    p = in_memory()
     out = p | beam.Create([4, 3, -2, 7]) | beam.ParDo(step()).with_outputs(REJECTS, main="ok")
     assert_that(out.ok, equal_to([2]), label="ok")
     assert_that(out[REJECTS], equal_to([
@@ -55,8 +59,7 @@ def test_failed_inputs_become_rows_of_the_rejects_output_and_are_counted(step, r
 
 
 def test_a_fault_of_the_output_is_raised_not_rejected(tmp_path):
-    step = _Halve()
-    step.output = str(tmp_path)
+    step = _Halve(str(tmp_path))
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "media" / "x.flac"))
     with pytest.raises(OutputError):
         step._reject("in.wav", full)
