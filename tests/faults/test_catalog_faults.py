@@ -19,7 +19,6 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pipelines"))
 from catalog_fixtures import write_fixture_outputs  # noqa: E402
-
 from microturn.pipelines.catalog.build import build_catalog  # noqa: E402
 from microturn.pipelines.catalog.run import catalog_main  # noqa: E402
 from microturn.pipelines.catalog.views import VIEW_NAMES  # noqa: E402
@@ -90,6 +89,7 @@ def test_a_second_build_is_refused_while_one_holds_the_lock_and_a_dead_holder_bl
         [sys.executable, "-c", "import sys\nfrom microturn.pipelines.catalog.build import build_lock\n"
          "with build_lock(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()\n", catalog],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout is not None  # stdout=PIPE
     try:
         assert holder.stdout.readline() == b"locked\n"
         assert catalog_main(["build", *outputs.all, "--catalog", catalog]) == 2
@@ -109,10 +109,10 @@ def test_two_concurrent_builds_never_interleave(outputs, clean, tmp_path):
     catalog = str(tmp_path / "catalog.duckdb")
     procs = [subprocess.Popen(build_cmd(outputs.all, catalog), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(2)]
-    results = [(p.wait(timeout=600), p.stderr.read().decode()) for p in procs]
+    results = []
     for p in procs:
-        p.stdout.close()
-        p.stderr.close()
+        _, err = p.communicate(timeout=600)  # waits, reads the pipes and closes them
+        results.append((p.returncode, err.decode()))
     # Each either built the catalog or was refused with the lock message: never a mixed file.
     assert all(code == 0 or (code == 2 and "is building it" in err) for code, err in results), results
     assert any(code == 0 for code, _ in results)

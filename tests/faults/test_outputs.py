@@ -30,7 +30,7 @@ import apache_beam as beam
 import pytest
 
 from microturn.pipelines import outputs
-from microturn.pipelines.outputs import MARKER, OutputError, OutputLock, OutputInUse, find_output_fault
+from microturn.pipelines.outputs import MARKER, OutputError, OutputInUse, OutputLock, find_output_fault
 from microturn.pipelines.shard.run import main as shard_main
 from microturn.pipelines.shard.run import run as shard_run
 from microturn.pipelines.tables import WriteSortedTable, read_table, reject, scrub
@@ -255,6 +255,7 @@ HOLD = ("import sys, time\nfrom microturn.pipelines.outputs import OutputLock\n"
 def test_a_locked_output_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_lock(tmp_path, records):
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None  # stdout=PIPE
     try:
         assert holder.stdout.readline().strip() == "held"
         msg = refused(shard_main, ["--input", records, "--output", out])
@@ -307,7 +308,8 @@ def test_output_faults_are_told_from_input_faults(tmp_path):
         except OSError as exc:
             raise RuntimeError("while running 'WriteSorted'") from exc
     except RuntimeError as wrapped:
-        assert find_output_fault(wrapped, out).errno == errno.ENOSPC
+        fault = find_output_fault(wrapped, out)
+        assert fault is not None and fault.errno == errno.ENOSPC
     # As Beam's multi-process runners report it: the text of a remote traceback.
     remote = RuntimeError("Traceback ...\nmicroturn.pipelines.outputs.OutputError: cannot write the output "
                           "/o/t/p: No space left on device [while running 'WriteSortedRejects']\n")

@@ -29,9 +29,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
-from trainer_shards import train_shards  # noqa: E402
-
 from microturn.trainer.checkpoint import FAULT_ENV  # noqa: E402
+from trainer_shards import train_shards  # noqa: E402
 
 # Only a hang reaches this: each run here takes well under a minute.
 HANG_GUARD_S = 600
@@ -117,7 +116,9 @@ def _garble_samples(src: str, dst: Path, *, every: bool = True) -> None:
     garbled = 0
     with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
         for info in tin.getmembers():
-            data = tin.extractfile(info).read()
+            member = tin.extractfile(info)
+            assert member is not None, info.name  # a shard holds regular files only
+            data = member.read()
             if info.name.endswith(".model.dmel.npy") and (every or not garbled):
                 data = rng.integers(0, 256, len(data), dtype=np.uint8).tobytes()
                 garbled += 1

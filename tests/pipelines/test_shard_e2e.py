@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import webdataset as wds
+from webdataset.compat import WebDataset  # its own module: pyright does not follow the package re-export
 
 from microturn.pipelines.shard.run import run
 from microturn.pipelines.tables import read_table
@@ -21,7 +21,6 @@ from microturn.schemas import split_of, validate_rows
 from microturn.schemas.sample import CHUNK_MS, Label, decode_sample
 from microturn.testing.files import tree
 from microturn.testing.records import real_call, two_streams, write_records
-
 
 
 def shard(inputs, out, *extra):
@@ -52,7 +51,7 @@ def test_every_sample_reads_back_with_webdataset_and_decodes(sharded):
     assert tars and all(p.split("/")[1].startswith(p.split("/")[0] + "-") for p in tars)
     seen = {}
     for rel in tars:
-        for s in wds.WebDataset(str(out / rel), shardshuffle=False):
+        for s in WebDataset(str(out / rel), shardshuffle=False):
             d = decode_sample(s)
             seen[d["key"]] = d
     # 30 s call: 150 chunks → 3 windows of 50, 2 roles; 41.3 s: 207 chunks → 4 full + 7 (< 10, left out);
@@ -166,7 +165,7 @@ def test_shards_rotate_at_the_target_size_and_stale_shards_go(records, tmp_path)
     assert len(tars) >= 3
     assert tars == [f"train/train-{i:06d}.tar" for i in range(len(tars))]
     for rel in tars:
-        n = sum(1 for _ in wds.WebDataset(str(out / rel), shardshuffle=False))
+        n = sum(1 for _ in WebDataset(str(out / rel), shardshuffle=False))
         assert os.path.getsize(out / rel) <= 300 * 1024 or n == 1
     shard([records], out, "--splits", "train=1")  # the default 512 MiB: one shard
     assert sorted(p for p in tree(out) if p.endswith((".tar", ".parquet")) and p.startswith("train/")) == [

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import numpy as np
-import webdataset as wds
+from webdataset.compat import WebDataset  # its own module: pyright does not follow the package re-export
 
 from microturn.pipelines import media
 from microturn.pipelines.shard.run import run
@@ -17,13 +17,14 @@ from microturn.schemas.video import patch_grid
 from microturn.testing.records import two_streams, write_records
 
 
-
 def _normalised_video(tmp, seconds: float) -> str:
     src, out = str(tmp / "src.mp4"), str(tmp / "norm.mp4")
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc2=size=426x240:rate=25", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
                     "-pix_fmt", "yuv420p", src], check=True)
-    media.normalise_video(src, out, stream=media.probe(src).video)
+    stream = media.probe(src).video
+    assert stream is not None
+    media.normalise_video(src, out, stream=stream)
     return out
 
 
@@ -41,7 +42,7 @@ def test_video_samples_carry_clips_of_the_planned_grid_and_bad_video_is_rejected
                   print_summary=False)
     ph, pw = patch_grid(426, 240, patch_budget=12)
     decoded = [decode_sample(s) for rel in sorted(os.listdir(out / "train"))
-               if rel.endswith(".tar") for s in wds.WebDataset(str(out / "train" / rel), shardshuffle=False)]
+               if rel.endswith(".tar") for s in WebDataset(str(out / "train" / rel), shardshuffle=False)]
     assert len(decoded) == summary["samples"] == 2 * 3  # 60 chunks: windows of 25, 25, 10; two roles
     for d in decoded:
         k = d["meta"]["chunks"]
