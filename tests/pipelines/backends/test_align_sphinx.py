@@ -6,7 +6,6 @@ Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz
 from __future__ import annotations
 
 import copy
-import importlib.util
 import subprocess
 import time
 import warnings
@@ -27,12 +26,10 @@ from microturn.pipelines.backends.align_sphinx import (
 from microturn.pipelines.backends.base import SAMPLE_RATE, Transcriber, Turn, Utterance, Word
 from microturn.pipelines.backends.sidecar import SidecarTranscript, parse_sidecar
 from microturn.pipelines.eval_words import evaluate_words
+from microturn.testing.sample_call import SAMPLE_DIR
 
-# The sample call ships inside pyannote.audio; locate the package without importing it (the
-# import pulls in torch, ~10 s), which is what importlib.resources.files("pyannote.audio") does.
-_PYANNOTE = importlib.util.find_spec("pyannote.audio")
-assert _PYANNOTE is not None and _PYANNOTE.submodule_search_locations, "pyannote.audio is a test dependency"
-SAMPLE = Path(_PYANNOTE.submodule_search_locations[0]) / "sample"
+# The sample call that ships inside pyannote.audio (located without importing it).
+SAMPLE = SAMPLE_DIR
 ESPEAK = "/usr/bin/espeak-ng"
 
 

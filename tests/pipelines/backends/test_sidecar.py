@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import warnings
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -29,12 +27,10 @@ from microturn.pipelines.backends.sidecar import (
     read_sidecar,
     read_sidecar_bytes,
 )
+from microturn.testing.sample_call import SAMPLE_DIR
 
-# The sample call ships inside pyannote.audio; locate the package without importing it (the
-# import pulls in torch, ~10 s), which is what importlib.resources.files("pyannote.audio") does.
-_PYANNOTE = importlib.util.find_spec("pyannote.audio")
-assert _PYANNOTE is not None and _PYANNOTE.submodule_search_locations, "pyannote.audio is a test dependency"
-SAMPLE = Path(_PYANNOTE.submodule_search_locations[0]) / "sample"
+# The sample call that ships inside pyannote.audio (located without importing it).
+SAMPLE = SAMPLE_DIR
 
 
 # ------------------------------------------------------------------------------- finding
