@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from microturn.pipelines.eval_diarization import (
     evaluate_diarization,
     read_rttm,
 )
+from microturn.testing.sample_call import sample_path
 
 # Two speakers, 10 s each, back to back: 20 s of reference speech.
 TINY_RTTM = """\
@@ -155,7 +155,7 @@ def test_annotations_accepted_on_both_sides() -> None:
 
 
 def test_pyannote_sample_reference_reads() -> None:
-    path = Path(str(importlib.resources.files("pyannote.audio") / "sample" / "sample.rttm"))
+    path = sample_path("rttm")
     refs = read_rttm(path)
     ann = refs["sample"]
     assert len(ann.labels()) == 2

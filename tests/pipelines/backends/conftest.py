@@ -3,7 +3,6 @@ built once per session, and an offline guard that turns any network access into 
 
 from __future__ import annotations
 
-import importlib.resources
 import socket
 import sys
 from pathlib import Path
@@ -11,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from microturn.pipelines.backends.base import SAMPLE_RATE, Turn, Utterance
+from microturn.pipelines.backends.base import Turn, Utterance
 from microturn.pipelines.backends.model_dir import (
     NLTK_SUBDIR,
     PYANNOTE_SUBDIR,
     WHISPER_SUBDIR,
     align_subdir,
 )
+from microturn.testing.sample_call import sample_path
+from microturn.testing.sample_call import sample_wave as call_wave
 
 if __package__:  # collected as a package (tests/.../__init__.py present)
     from .tiny_models import (
@@ -133,44 +134,29 @@ def tiny_model_dir(
     return tiny_models_root
 
 
-# pyannote.audio ships a real 30 s two-person phone call with its references.
-SAMPLE_NAME = "sample"
-
-
-def sample_path(suffix: str) -> Path:
-    """``pyannote/audio/sample/sample.<suffix>`` (wav, rttm or stm)."""
-    return Path(str(importlib.resources.files("pyannote.audio") / "sample" / f"{SAMPLE_NAME}.{suffix}"))
-
-
 @pytest.fixture(scope="session")
 def sample_wave() -> np.ndarray:
-    """The sample call as 16 kHz mono float32, shape [N]."""
-    import soundfile as sf
-
-    wave, rate = sf.read(sample_path("wav"), dtype="float32", always_2d=False)
-    assert rate == SAMPLE_RATE and wave.ndim == 1, (rate, wave.shape)
-    return wave
+    """pyannote.audio's 30 s two-person phone call as 16 kHz mono float32, shape [N]."""
+    return np.array(call_wave())  # a writeable copy of the cached, read-only recording
 
 
 @pytest.fixture(scope="session")
 def sample_utterances() -> list[Utterance]:
-    """The sample's STM transcript (``name channel speaker start end text``) as utterances."""
-    utterances = []
-    for line in sample_path("stm").read_text(encoding="utf-8").splitlines():
-        _name, _channel, speaker, start, end, text = line.split(maxsplit=5)
-        utterances.append(Utterance(round(float(start) * 1000), round(float(end) * 1000), text, speaker))
-    return utterances
+    """The sample's STM transcript as utterances (read with the package's STM reader)."""
+    from microturn.pipelines.eval_words import read_stm
+
+    return [Utterance(s.start_ms, s.end_ms, s.text, s.speaker) for s in read_stm(sample_path("stm"))["sample"]]
 
 
 @pytest.fixture(scope="session")
 def sample_turns() -> list[Turn]:
-    """The sample's reference diarization (RTTM: onset and duration in seconds) as turns."""
-    turns = []
-    for line in sample_path("rttm").read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        onset, duration, speaker = float(fields[3]), float(fields[4]), fields[7]
-        turns.append(Turn(speaker, round(onset * 1000), round((onset + duration) * 1000)))
-    return turns
+    """The sample's reference diarization as turns, speakers named as the RTTM names them (read with
+    the package's RTTM reader)."""
+    from microturn.pipelines.eval_diarization import read_rttm
+
+    reference = read_rttm(sample_path("rttm"))["sample"]
+    return [Turn(str(entry[-1]), round(entry[0].start * 1000), round(entry[0].end * 1000))
+            for entry in reference.itertracks(yield_label=True)]  # (segment, track, label)
 
 
 @pytest.fixture(scope="session")

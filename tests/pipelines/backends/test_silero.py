@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from microturn.pipelines.backends.base import SAMPLE_RATE, Region, VoiceActivity
+from microturn.pipelines.backends.base import SAMPLE_RATE, Region, Turn, VoiceActivity
 from microturn.pipelines.backends.silero import SileroVad, SileroVadConfig, torch_threads
-
-SAMPLE_DIR = Path(str(importlib.resources.files("pyannote.audio") / "sample"))
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +21,11 @@ def wave_N(sample_wave: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference_speech_ms() -> np.ndarray:
+def reference_speech_ms(sample_turns: list[Turn]) -> np.ndarray:
     """Reference speech (any speaker) of the sample as a boolean per millisecond."""
     speech = np.zeros(30_000, dtype=bool)
-    for line in (SAMPLE_DIR / "sample.rttm").read_text().splitlines():
-        f = line.split()
-        onset, duration = float(f[3]), float(f[4])
-        speech[round(onset * 1000) : round((onset + duration) * 1000)] = True
+    for t in sample_turns:  # the RTTM's turns, from conftest.py
+        speech[t.start_ms : t.end_ms] = True
     return speech
 
 
