@@ -6,16 +6,9 @@ at the requested number of speakers, weakly supported clusters folded into large
 per-window assignment of every active local speaker to a cluster. No model runs here, so every
 function can be tested on synthetic embeddings.
 
-Legend of array-name suffixes (the diarizer's, see :mod:`.embedded_diarizer`):
-    C  windows of the sliding segmentation
-    F  segmentation frames per window
-    L  local speakers per window
-    A  active (window, local speaker) pairs
-    T  tracks (chains of pairs)
-    E  tracks used for clustering
-    D  embedding dimension
-    K  global speakers (clusters)
-    X  an axis named where it is used
+Suffixes follow :mod:`microturn.schemas.legend` (D embedding width); the other axes (windows,
+segmentation frames, local speakers, active pairs, tracks, the tracks being clustered, clusters)
+have no letter there, so arrays over them are named in words and each function states their axes.
 """
 
 from __future__ import annotations
@@ -44,48 +37,52 @@ CANNOT_LINK = 2.0
 """Penalty of a cannot-link: the largest cosine distance, so it outweighs any similarity."""
 
 
-def unit_rows(x_XD: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
-    return x_XD / np.maximum(np.linalg.norm(x_XD, axis=1, keepdims=True), 1e-12)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def track_constraints(
-    on_CFL: np.ndarray,
-    pairs_A: np.ndarray,
-    track_A: np.ndarray,
+    on: np.ndarray,
+    pairs: np.ndarray,
+    track_of_pair: np.ndarray,
     *,
     frame_s: float,
     cooccur_penalty: float,
     cannot_link_s: float,
 ) -> np.ndarray:
-    """Distance penalty ``penalty_TT`` between tracks.
+    """Distance penalty between tracks, [track, track].
 
     ``cooccur_penalty`` for two local speakers of one window, :data:`CANNOT_LINK` when they
     also talk at the same time there for ``cannot_link_s`` or more (``frame_s`` seconds per
-    frame). ``pairs_A`` are sorted by window; the result is symmetric with a zero diagonal.
+    frame). ``on`` is the binarised activity [window, frame, local speaker]; ``pairs`` holds the
+    (window, local speaker) of each active pair, sorted by window, and ``track_of_pair`` its
+    track. The result is symmetric with a zero diagonal.
     """
-    T = int(track_A.max()) + 1
-    penalty_TT = np.zeros((T, T))
-    windows, first_A = np.unique(pairs_A[:, 0], return_index=True)
-    bounds = list(first_A) + [len(pairs_A)]
+    num_tracks = int(track_of_pair.max()) + 1
+    penalty = np.zeros((num_tracks, num_tracks))
+    windows, first = np.unique(pairs[:, 0], return_index=True)
+    bounds = list(first) + [len(pairs)]
     for w in range(len(windows)):
         rows = np.arange(bounds[w], bounds[w + 1])
         if len(rows) < 2:
             continue
-        on_FX = on_CFL[windows[w]][:, pairs_A[rows, 1]].astype(np.int32)
-        both_XX = (on_FX.T @ on_FX) * frame_s  # seconds of simultaneous speech
-        value_XX = np.where(both_XX >= cannot_link_s, CANNOT_LINK, cooccur_penalty)
-        tracks = track_A[rows]
+        on_here = on[windows[w]][:, pairs[rows, 1]].astype(np.int32)  # [frame, pair of this window]
+        both_s = (on_here.T @ on_here) * frame_s  # seconds of simultaneous speech
+        value = np.where(both_s >= cannot_link_s, CANNOT_LINK, cooccur_penalty)
+        tracks = track_of_pair[rows]
         for i in range(len(rows)):
             for j in range(len(rows)):
                 if i != j:
                     a, b = tracks[i], tracks[j]
-                    penalty_TT[a, b] = max(penalty_TT[a, b], value_XX[i, j])
-    return penalty_TT
+                    penalty[a, b] = max(penalty[a, b], value[i, j])
+    return penalty
 
 
-def constrained_average_linkage(dist_EE: np.ndarray, penalty_EE: np.ndarray) -> list[Merge]:
-    """Agglomerative clustering down to one cluster; returns the ``E - 1`` merges ``(i, j, height)``.
+def constrained_average_linkage(dist: np.ndarray, penalty: np.ndarray) -> list[Merge]:
+    """Agglomerative clustering down to one cluster; returns the ``n - 1`` merges ``(i, j, height)``.
+
+    ``dist`` and ``penalty`` are [item, item] for ``n`` items.
 
     The height of two clusters is their average pairwise distance (average linkage) plus the
     largest penalty between their members (complete linkage on the constraints). Unlike a
@@ -93,49 +90,49 @@ def constrained_average_linkage(dist_EE: np.ndarray, penalty_EE: np.ndarray) -> 
     weight however many members the clusters have (on a 10 min call, 96 cannot-linked pairs
     among 8 100 were averaged away and the two speakers merged). The height stays monotone
     (both parts are reducible), so cutting at a threshold is a prefix of the merges. Nearest
-    neighbours are cached per row: ~O(E^2) time overall. Ties go to the lower index, so the
+    neighbours are cached per row: ~O(n^2) time overall. Ties go to the lower index, so the
     result is deterministic. A cluster is named by its lowest member.
     """
-    E = len(dist_EE)
-    sum_EE = dist_EE.astype(np.float64).copy()  # sum of member distances between clusters
-    pen_EE = penalty_EE.astype(np.float64).copy()
-    size_E = np.ones(E)
-    active_E = np.ones(E, dtype=bool)
-    height_EE = sum_EE + pen_EE
-    np.fill_diagonal(height_EE, np.inf)
-    nn_E = height_EE.argmin(axis=1)
-    nd_E = height_EE[np.arange(E), nn_E]
+    n = len(dist)
+    dist_sum = dist.astype(np.float64).copy()  # sum of member distances between clusters
+    cluster_penalty = penalty.astype(np.float64).copy()
+    size = np.ones(n)
+    active = np.ones(n, dtype=bool)
+    height = dist_sum + cluster_penalty
+    np.fill_diagonal(height, np.inf)
+    nearest = height.argmin(axis=1)
+    nearest_height = height[np.arange(n), nearest]
     merges: list[Merge] = []
-    for _ in range(E - 1):
-        a = int(np.argmin(nd_E))
-        i, j = sorted((a, int(nn_E[a])))
-        merges.append((i, j, float(nd_E[a])))
-        sum_EE[i] += sum_EE[j]
-        sum_EE[:, i] = sum_EE[i]
-        pen_EE[i] = np.maximum(pen_EE[i], pen_EE[j])
-        pen_EE[:, i] = pen_EE[i]
-        size_E[i] += size_E[j]
-        active_E[j] = False
-        row = sum_EE[i] / (size_E[i] * size_E) + pen_EE[i]
-        row[~active_E] = np.inf
+    for _ in range(n - 1):
+        a = int(np.argmin(nearest_height))
+        i, j = sorted((a, int(nearest[a])))
+        merges.append((i, j, float(nearest_height[a])))
+        dist_sum[i] += dist_sum[j]
+        dist_sum[:, i] = dist_sum[i]
+        cluster_penalty[i] = np.maximum(cluster_penalty[i], cluster_penalty[j])
+        cluster_penalty[:, i] = cluster_penalty[i]
+        size[i] += size[j]
+        active[j] = False
+        row = dist_sum[i] / (size[i] * size) + cluster_penalty[i]
+        row[~active] = np.inf
         row[i] = np.inf
-        height_EE[i], height_EE[:, i] = row, row
-        height_EE[j], height_EE[:, j] = np.inf, np.inf
-        nd_E[j] = np.inf
-        stale = np.flatnonzero(active_E & ((nn_E == i) | (nn_E == j)))
+        height[i], height[:, i] = row, row
+        height[j], height[:, j] = np.inf, np.inf
+        nearest_height[j] = np.inf
+        stale = np.flatnonzero(active & ((nearest == i) | (nearest == j)))
         for k in np.union1d(stale, [i]):
-            nn_E[k] = int(np.argmin(height_EE[k]))
-            nd_E[k] = height_EE[k, nn_E[k]]
-        closer = active_E & (row < nd_E)
-        nn_E[closer] = i
-        nd_E[closer] = row[closer]
+            nearest[k] = int(np.argmin(height[k]))
+            nearest_height[k] = height[k, nearest[k]]
+        closer = active & (row < nearest_height)
+        nearest[closer] = i
+        nearest_height[closer] = row[closer]
     return merges
 
 
-def cut_tree(merges: list[Merge], E: int, num_merges: int) -> np.ndarray:
-    """Cluster id of each of the ``E`` items after the first ``num_merges`` merges (a cluster's
+def cut_tree(merges: list[Merge], n: int, num_merges: int) -> np.ndarray:
+    """Cluster id of each of the ``n`` items after the first ``num_merges`` merges (a cluster's
     id is its lowest member, as in the merges)."""
-    parent = np.arange(E)
+    parent = np.arange(n)
 
     def root(x: int) -> int:
         while parent[x] != x:
@@ -145,92 +142,96 @@ def cut_tree(merges: list[Merge], E: int, num_merges: int) -> np.ndarray:
 
     for i, j, _ in merges[: max(0, num_merges)]:
         parent[root(j)] = root(i)
-    return np.array([root(x) for x in range(E)])
+    return np.array([root(x) for x in range(n)])
 
 
 def merge_small_clusters(
-    emb_ED: np.ndarray, labels_E: np.ndarray, support_E: np.ndarray, *, min_support: float, min_k: int
+    embeddings: np.ndarray, labels: np.ndarray, support: np.ndarray, *, min_support: float, min_k: int
 ) -> np.ndarray:
     """Move clusters with less than ``min_support`` seconds of clean speech into the most similar
     large cluster (centroid cosine).
 
+    ``embeddings`` is [item, D]; ``labels`` and ``support`` (seconds) have one entry per item.
+
     Small clusters never merge with each other: two stray embeddings must not add up to a
     speaker. Without enough large clusters, the best supported ones are promoted (at least
-    ``max(1, min_k)``). Returns labels ``0 .. K-1`` ordered by the input's cluster ids, where
-    only large clusters' labels remain.
+    ``max(1, min_k)``). Returns labels ``0 .. k - 1`` (k clusters) ordered by the input's cluster
+    ids, where only large clusters' labels remain.
     """
-    ids, labels_E = np.unique(labels_E, return_inverse=True)
-    K = len(ids)
-    support_K = np.bincount(labels_E, weights=support_E, minlength=K)
-    large_K = support_K >= min_support
-    for k in np.argsort(-support_K, kind="stable"):
-        if large_K.sum() >= max(1, min_k):
+    ids, labels = np.unique(labels, return_inverse=True)
+    num_clusters = len(ids)
+    cluster_support = np.bincount(labels, weights=support, minlength=num_clusters)
+    large = cluster_support >= min_support
+    for k in np.argsort(-cluster_support, kind="stable"):
+        if large.sum() >= max(1, min_k):
             break
-        large_K[k] = True
-    if large_K.all():
-        return labels_E
-    centroid_KD = unit_rows(np.stack([emb_ED[labels_E == k].mean(axis=0) for k in range(K)]))
-    sim_KK = centroid_KD @ centroid_KD.T
-    sim_KK[:, ~large_K] = -np.inf
-    target_K = np.where(large_K, np.arange(K), sim_KK.argmax(axis=1))
-    return target_K[labels_E]
+        large[k] = True
+    if large.all():
+        return labels
+    centroids = unit_rows(np.stack([embeddings[labels == k].mean(axis=0) for k in range(num_clusters)]))
+    sim = centroids @ centroids.T  # [cluster, cluster]
+    sim[:, ~large] = -np.inf
+    target = np.where(large, np.arange(num_clusters), sim.argmax(axis=1))
+    return target[labels]
 
 
 def cluster_tracks(
-    emb_ED: np.ndarray,
-    penalty_EE: np.ndarray,
-    support_E: np.ndarray,
+    embeddings: np.ndarray,
+    penalty: np.ndarray,
+    support: np.ndarray,
     count: SpeakerCount,
     *,
     threshold: float,
     min_cluster_s: float,
 ) -> np.ndarray:
-    """Cluster label ``0 .. K-1`` of every track, from unit-norm embeddings ``emb_ED``.
+    """Cluster label ``0 .. k - 1`` (k clusters) of every track, from unit-norm ``embeddings``
+    [track, D] and the window ``penalty`` [track, track] of ``n`` tracks.
 
-    With ``count.num_speakers`` the tree is cut at that many clusters (at most E). Otherwise it
+    With ``count.num_speakers`` the tree is cut at that many clusters (at most n). Otherwise it
     is cut at ``threshold``, clusters with less than ``min_cluster_s`` of clean speech
-    (``support_E``, seconds) join large ones, and a result outside ``count``'s min / max is
+    (``support``, seconds) join large ones, and a result outside ``count``'s min / max is
     re-cut at the nearest allowed count. Labels are numbered in the order of each cluster's
     lowest member after the cut.
     """
-    E = len(emb_ED)
+    n = len(embeddings)
     lo = count.num_speakers or count.min_speakers or 1
-    hi = count.num_speakers or count.max_speakers or E
-    dist_EE = np.clip(1.0 - emb_ED.astype(np.float64) @ emb_ED.T, 0.0, 2.0)
-    merges = constrained_average_linkage(dist_EE, penalty_EE)
+    hi = count.num_speakers or count.max_speakers or n
+    dist = np.clip(1.0 - embeddings.astype(np.float64) @ embeddings.T, 0.0, 2.0)
+    merges = constrained_average_linkage(dist, penalty)
     if count.num_speakers is not None:
-        labels_E = cut_tree(merges, E, E - min(count.num_speakers, E))
+        labels = cut_tree(merges, n, n - min(count.num_speakers, n))
     else:
         below = 0
         while below < len(merges) and merges[below][2] <= threshold:
             below += 1
-        labels_E = merge_small_clusters(
-            emb_ED, cut_tree(merges, E, below), support_E, min_support=min_cluster_s, min_k=lo
+        labels = merge_small_clusters(
+            embeddings, cut_tree(merges, n, below), support, min_support=min_cluster_s, min_k=lo
         )
-        k = len(np.unique(labels_E))
+        k = len(np.unique(labels))
         if k < lo or k > hi:
-            labels_E = cut_tree(merges, E, E - min(max(k, lo), hi, E))
-    return np.unique(labels_E, return_inverse=True)[1]
+            labels = cut_tree(merges, n, n - min(max(k, lo), hi, n))
+    return np.unique(labels, return_inverse=True)[1]
 
 
-def cluster_centroids(emb_ED: np.ndarray, labels_E: np.ndarray) -> np.ndarray:
-    """Unit-norm mean embedding ``centroid_KD`` of each label ``0 .. K-1``."""
-    K = int(labels_E.max()) + 1
-    return unit_rows(np.stack([emb_ED[labels_E == k].mean(axis=0) for k in range(K)]))
+def cluster_centroids(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Unit-norm mean embedding of each label ``0 .. k - 1``, [cluster, D]."""
+    num_clusters = int(labels.max()) + 1
+    return unit_rows(np.stack([embeddings[labels == k].mean(axis=0) for k in range(num_clusters)]))
 
 
-def assign_pairs(sim_AK: np.ndarray, window_A: np.ndarray) -> np.ndarray:
-    """Cluster of every active pair, from its similarity ``sim_AK`` to each cluster.
+def assign_pairs(similarity: np.ndarray, window_of_pair: np.ndarray) -> np.ndarray:
+    """Cluster of every active pair, from its ``similarity`` to each cluster [pair, cluster]
+    and its window ``window_of_pair``.
 
     One-to-one within a window (optimal assignment on the similarities): two local speakers of
     one window are two global speakers. Local speakers left over when a window has more local
     speakers than there are clusters join their most similar cluster.
     """
-    cluster_A = sim_AK.argmax(axis=1)
-    windows, first_A = np.unique(window_A, return_index=True)
-    bounds = list(first_A) + [len(window_A)]
+    cluster_of_pair = similarity.argmax(axis=1)
+    windows, first = np.unique(window_of_pair, return_index=True)
+    bounds = list(first) + [len(window_of_pair)]
     for w in range(len(windows)):
         rows = np.arange(bounds[w], bounds[w + 1])
-        r, k = linear_sum_assignment(-sim_AK[rows])
-        cluster_A[rows[r]] = k
-    return cluster_A
+        r, k = linear_sum_assignment(-similarity[rows])
+        cluster_of_pair[rows[r]] = k
+    return cluster_of_pair

@@ -5,18 +5,10 @@ Steps 1 and 2 of :mod:`.embedded_diarizer`'s recipe: where the 5 s windows go (e
 whisperx wheel run on them (loaded without unpickling, with a faster shared filterbank), and the
 chaining of consecutive windows' local speakers into tracks.
 
-Legend of array-name suffixes (the diarizer's, see :mod:`.embedded_diarizer`):
-    N  audio samples at 16 kHz
-    W  samples of one segmentation window (80 000 = 5 s)
-    C  windows ("chunks") of the sliding segmentation
-    F  segmentation frames per window (293)
-    L  local speakers per window (3)
-    P  filterbank outputs (stride 10 samples)
-    S  a subset of local speakers
-    H  filterbank channels of the segmentation model's first layer (80), J their taps (251)
-    X  shared frames of two windows
-    A  active (window, local speaker) pairs
-    R  speech regions
+Only ``wave_N`` (audio samples) carries a suffix of :mod:`microturn.schemas.legend`; the other
+arrays have axes the legend has no letter for (windows, segmentation frames of a window, local
+speakers, active pairs, filterbank filters and outputs, speech regions), so they are named in
+words and their axes are stated where they are made.
 """
 
 from __future__ import annotations
@@ -125,7 +117,7 @@ def load_segmentation(path: Path) -> torch.nn.Module:
 class FrameGrid:
     """Geometry of the segmentation frames, read from the model.
 
-    Window ``c`` starting at global frame ``start_C[c]`` covers samples
+    Window ``c`` starting at global frame ``starts[c]`` covers samples
     ``[start * step, start * step + window_samples)``; its frame ``f`` is global frame
     ``start + f``, centred ``start * step + f * step + centre`` samples into the audio.
     """
@@ -142,7 +134,8 @@ class FrameGrid:
 
 
 def merged_regions(speech: list[Region]) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted, merged region bounds ``start_R``, ``end_R`` in ms (empty regions dropped)."""
+    """Sorted, merged region bounds in ms, ``(starts, ends)`` with one entry per region (empty
+    regions dropped)."""
     spans = sorted((r.start_ms, r.end_ms) for r in speech if r.end_ms > r.start_ms)
     merged: list[list[int]] = []
     for s, e in spans:
@@ -183,33 +176,33 @@ class Segmenter:
         if not model.hparams.lstm["monolithic"] or self.grid.step % self._sinc_stride:
             raise RuntimeError(f"{path}: unsupported PyanNet layout")
         with torch.inference_mode():
-            self._sinc_filters_H1J = sinc.conv1d[0].get_filters().detach().clone()  # [80,1,251]
-        self._sinc_sums_H = self._sinc_filters_H1J.sum(dim=(1, 2))
+            self._sinc_filters = sinc.conv1d[0].get_filters().detach().clone()  # [filter 80, 1, tap 251]
+        self._sinc_sums = self._sinc_filters.sum(dim=(1, 2))  # [filter]
 
     def window_starts(
         self, num_samples: int, regions: tuple[np.ndarray, np.ndarray], *, step_s: float
     ) -> np.ndarray:
-        """Start frames (global grid) of the windows to segment, ``start_C``: every
+        """Start frames (global grid) of the windows to segment, one per window: every
         ``step_s``, plus one flush with the end of the audio, minus those without speech
         (``regions`` as from :func:`merged_regions`). ``num_samples`` is at least one window."""
         step, window = self.grid.step, self.grid.window_samples
         step_frames = max(1, round(step_s * SAMPLE_RATE / step))
         last = (num_samples - window) // step
-        starts = list(range(0, last + 1, step_frames))
-        if starts[-1] != last:
-            starts.append(last)
-        start_C = np.asarray(starts, dtype=np.int64)
-        begin_ms = start_C * step * 1000 / SAMPLE_RATE
+        every_step = list(range(0, last + 1, step_frames))
+        if every_step[-1] != last:
+            every_step.append(last)
+        starts = np.asarray(every_step, dtype=np.int64)
+        begin_ms = starts * step * 1000 / SAMPLE_RATE
         end_ms = begin_ms + window * 1000 / SAMPLE_RATE
-        region_start_R, region_end_R = regions
+        region_starts, region_ends = regions
         # The last region starting before a window's end overlaps it iff it ends after the
         # window's start (merged regions have increasing ends).
-        i_C = np.searchsorted(region_start_R, end_ms, side="left") - 1
-        keep_C = (i_C >= 0) & (region_end_R[np.maximum(i_C, 0)] > begin_ms)
-        return start_C[keep_C]
+        last_region = np.searchsorted(region_starts, end_ms, side="left") - 1
+        keep = (last_region >= 0) & (region_ends[np.maximum(last_region, 0)] > begin_ms)
+        return starts[keep]
 
-    def __call__(self, wave_N: np.ndarray, start_C: np.ndarray) -> np.ndarray:
-        """Local speaker activations ``act_CFL`` (sigmoid probabilities) of every window.
+    def __call__(self, wave_N: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Local speaker activations (sigmoid probabilities), [window, frame, local speaker].
 
         Same result as the model applied to each window (to ~3e-4, float rounding), faster:
         PyanNet starts with an instance norm of the waveform (an affine map per window) and a
@@ -220,32 +213,32 @@ class Segmenter:
         """
         model = self.model
         sinc = model.sincnet
-        step, W = self.grid.step, self.grid.window_samples
+        step, window = self.grid.step, self.grid.window_samples
         stride = self._sinc_stride
-        conv_frames = (W - self._sinc_filters_H1J.shape[-1]) // stride + 1
+        conv_frames = (window - self._sinc_filters.shape[-1]) // stride + 1
         norm = sinc.wav_norm1d
         gamma, beta, eps = float(norm.weight), float(norm.bias), float(norm.eps)
         out = []
-        for i in range(0, len(start_C), self.batch_size):
-            s_C = start_C[i : i + self.batch_size] * step
-            windows_CW = np.stack([wave_N[s : s + W] for s in s_C])
-            mean_C = windows_CW.mean(axis=1, dtype=np.float64)
-            std_C = np.sqrt(windows_CW.var(axis=1, dtype=np.float64) + eps)
-            scale_C11 = torch.from_numpy(gamma / std_C).float()[:, None, None]
-            shift_C11 = torch.from_numpy(beta - gamma * mean_C / std_C).float()[:, None, None]
+        for i in range(0, len(starts), self.batch_size):
+            offsets = starts[i : i + self.batch_size] * step  # first sample of each window
+            windows = np.stack([wave_N[s : s + window] for s in offsets])  # [window, sample]
+            mean = windows.mean(axis=1, dtype=np.float64)
+            std = np.sqrt(windows.var(axis=1, dtype=np.float64) + eps)
+            scale = torch.from_numpy(gamma / std).float()[:, None, None]
+            shift = torch.from_numpy(beta - gamma * mean / std).float()[:, None, None]
             # One filterbank pass per run of overlapping windows (a run never spans a long
             # silence, whose windows were skipped), each window then sliced out of it.
             pieces = []
-            run_starts = [0] + [k for k in range(1, len(s_C)) if s_C[k] >= s_C[k - 1] + W]
-            for a, b in zip(run_starts, run_starts[1:] + [len(s_C)], strict=True):
-                lo, hi = int(s_C[a]), int(s_C[b - 1]) + W
-                conv_HP = F_nn.conv1d(
-                    torch.from_numpy(wave_N[lo:hi])[None, None], self._sinc_filters_H1J,
+            run_starts = [0] + [k for k in range(1, len(offsets)) if offsets[k] >= offsets[k - 1] + window]
+            for a, b in zip(run_starts, run_starts[1:] + [len(offsets)], strict=True):
+                lo, hi = int(offsets[a]), int(offsets[b - 1]) + window
+                filtered = F_nn.conv1d(  # [filter, output]
+                    torch.from_numpy(wave_N[lo:hi])[None, None], self._sinc_filters,
                     stride=stride,
                 )[0]
-                pieces += [conv_HP[:, o : o + conv_frames] for o in ((s_C[a:b] - lo) // stride)]
-            x = torch.stack(pieces)  # [C, 80, P], contiguous: the in-place ops below are cheap
-            x.mul_(scale_C11).add_(shift_C11 * self._sinc_sums_H[None, :, None]).abs_()
+                pieces += [filtered[:, o : o + conv_frames] for o in ((offsets[a:b] - lo) // stride)]
+            x = torch.stack(pieces)  # [window, filter 80, output], contiguous: the in-place ops below are cheap
+            x.mul_(scale).add_(shift * self._sinc_sums[None, :, None]).abs_()
             x = F_nn.leaky_relu(sinc.norm1d[0](sinc.pool1d[0](x)))
             for conv, pool, inorm in zip(sinc.conv1d[1:], sinc.pool1d[1:], sinc.norm1d[1:], strict=True):
                 x = F_nn.leaky_relu(inorm(pool(conv(x))))
@@ -257,24 +250,25 @@ class Segmenter:
 
 
 def link_tracks(
-    on_CFL: np.ndarray,
-    start_C: np.ndarray,
-    pairs_A: np.ndarray,
+    on: np.ndarray,
+    starts: np.ndarray,
+    pairs: np.ndarray,
     *,
     grid: FrameGrid,
     link_iou: float,
     link_min_s: float,
 ) -> np.ndarray:
-    """Track id ``track_A`` of every active pair (0 .. T-1, in order of first window).
+    """Track id of every active pair (0 .. tracks - 1, in order of first window).
 
-    Consecutive windows' local speakers are chained when their binarised activity ``on_CFL`` on
-    the shared frames has ``link_iou`` intersection over union and ``link_min_s`` of common
-    speech; links are one-to-one (optimal assignment on the IoU), so a track holds at most one
-    local speaker per window.
+    ``pairs`` holds the (window, local speaker) of each active pair and ``on`` the binarised
+    activity, [window, frame, local speaker]. Consecutive windows' local speakers are chained
+    when their activity on the shared frames has ``link_iou`` intersection over union and
+    ``link_min_s`` of common speech; links are one-to-one (optimal assignment on the IoU), so a
+    track holds at most one local speaker per window.
     """
-    F = grid.per_window
+    per_window = grid.per_window
     frame_s = grid.frame_s
-    parent = list(range(len(pairs_A)))
+    parent = list(range(len(pairs)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -282,26 +276,27 @@ def link_tracks(
             i = parent[i]
         return i
 
-    index = {(int(c), int(local)): a for a, (c, local) in enumerate(pairs_A)}
+    index = {(int(c), int(local)): a for a, (c, local) in enumerate(pairs)}
     by_window: dict[int, list[int]] = collections.defaultdict(list)
     for c, local in index:
         by_window[c].append(local)
-    for c in range(len(start_C) - 1):
-        shift = int(start_C[c + 1] - start_C[c])
-        if shift >= F or c not in by_window or c + 1 not in by_window:
+    for c in range(len(starts) - 1):
+        shift = int(starts[c + 1] - starts[c])
+        if shift >= per_window or c not in by_window or c + 1 not in by_window:
             continue
         left, right = by_window[c], by_window[c + 1]
-        a_XS = on_CFL[c, shift:][:, left].astype(np.int32)  # shared frames, seen by c
-        b_XS = on_CFL[c + 1, : F - shift][:, right].astype(np.int32)  # ... and by c + 1
-        inter = a_XS.T @ b_XS
-        union = a_XS.sum(0)[:, None] + b_XS.sum(0)[None, :] - inter
+        # [shared frame, local speaker of that window]
+        seen_by_left = on[c, shift:][:, left].astype(np.int32)  # shared frames, seen by c
+        seen_by_right = on[c + 1, : per_window - shift][:, right].astype(np.int32)  # ... and by c + 1
+        inter = seen_by_left.T @ seen_by_right
+        union = seen_by_left.sum(0)[:, None] + seen_by_right.sum(0)[None, :] - inter
         iou = inter / np.maximum(union, 1)
         ok = (iou >= link_iou) & (inter * frame_s >= link_min_s)
         rows, cols = linear_sum_assignment(-np.where(ok, iou, -1.0))
         for r, k in zip(rows, cols, strict=True):
             if ok[r, k]:
                 parent[root(index[(c, left[r])])] = root(index[(c + 1, right[k])])
-    roots = np.array([root(a) for a in range(len(pairs_A))])
-    _, first_A, inverse = np.unique(roots, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first_A, kind="stable"), kind="stable")
+    roots = np.array([root(a) for a in range(len(pairs))])
+    _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")
     return rank[inverse]

@@ -29,28 +29,15 @@ that need no download:
 Each step has its module beside this one: 1 and 2 in ``diarize_segments``, 3 in
 ``diarize_embed``, 4 in ``diarize_cluster`` (numpy only), 5 in ``diarize_turns``; this module
 composes them. Its settings, ``EmbeddedDiarizerConfig``, are declared in ``configs`` (no torch
-needed to read or check them) and re-exported here. The letters below serve all five modules.
+needed to read or check them) and re-exported here.
 
-Legend of array-name suffixes:
-    N  audio samples at 16 kHz
-    W  samples of one segmentation window (80 000 = 5 s)
-    C  windows ("chunks") of the sliding segmentation
-    F  segmentation frames per window (293)
-    L  local speakers per window (3)
-    P  filterbank outputs (stride 10 samples) / partials of 160 mel frames, as noted
-    S  a subset of local speakers
-    H  filterbank channels of the segmentation model's first layer (80), J their taps (251)
-    Q  FFT bins of the 400-sample mel frames (201)
-    X  an axis named where it is used (shared frames, a track's span, a block of rows)
-    G  segmentation frames of the whole file (global frame grid, 270-sample step)
-    M  mel frames (160-sample = 10 ms step)
-    B  mel bands (40)
-    A  active (window, local speaker) pairs
-    T  tracks (chains of pairs)
-    E  tracks used for clustering
-    D  embedding dimension (256)
-    K  global speakers (clusters)
-    R  speech regions
+Array names in these five modules follow :mod:`microturn.schemas.legend`: a suffix only where
+every axis is a legend axis (``wave_N`` audio samples; D the 256-wide embeddings, M and X the
+mel channels and frequency bins of the embedder's front end). The diarizer's own axes have no
+letter there and are named in words: the sliding windows (5 s), the segmentation frames of a
+window (293, 270-sample step) and of the whole file (the global frame grid), the local speakers
+of a window (3), the active (window, local speaker) pairs, the tracks (chains of pairs), the
+clusters (global speakers) and the speech regions; each function states the axes of its arrays.
 """
 
 from __future__ import annotations
@@ -137,63 +124,65 @@ class EmbeddedDiarizer:
         cfg = self.config
         grid = self._segmenter.grid
         frame_s = grid.frame_s
-        start_C = self._segmenter.window_starts(wave_N.size, regions, step_s=cfg.step_s)
-        if len(start_C) == 0:
+        starts = self._segmenter.window_starts(wave_N.size, regions, step_s=cfg.step_s)
+        if len(starts) == 0:
             warnings.warn(f"{self.name}: no segmentation window overlaps speech", stacklevel=3)
             return []
 
-        # 1. local segmentation
-        act_CFL = self._segmenter(wave_N, start_C)
-        on_CFL = act_CFL >= cfg.onset
-        active_CL = on_CFL.sum(axis=1) * frame_s >= cfg.min_active_s
-        on_CFL &= active_CL[:, None, :]  # blips are not speakers, not even for the count
-        local_count_CF = on_CFL.sum(axis=-1)
-        clean_CFL = on_CFL & (local_count_CF == 1)[:, :, None]
-        pairs_A = np.argwhere(active_CL)  # (window, local speaker), in window order
-        if len(pairs_A) == 0:
+        # 1. local segmentation: activation, on and clean are [window, frame, local speaker],
+        # active_local [window, local speaker], local_count [window, frame]
+        activation = self._segmenter(wave_N, starts)
+        on = activation >= cfg.onset
+        active_local = on.sum(axis=1) * frame_s >= cfg.min_active_s
+        on &= active_local[:, None, :]  # blips are not speakers, not even for the count
+        local_count = on.sum(axis=-1)
+        clean = on & (local_count == 1)[:, :, None]
+        pairs = np.argwhere(active_local)  # (window, local speaker), in window order
+        if len(pairs) == 0:
             warnings.warn(f"{self.name}: the segmentation found no speaker", stacklevel=3)
             return []
 
-        # 2. tracks, 3. their embeddings
-        track_A = link_tracks(
-            on_CFL, start_C, pairs_A, grid=grid, link_iou=cfg.link_iou, link_min_s=cfg.link_min_s
+        # 2. tracks (one per pair), 3. their embeddings [track, D] and clean seconds [track]
+        track_of_pair = link_tracks(
+            on, starts, pairs, grid=grid, link_iou=cfg.link_iou, link_min_s=cfg.link_min_s
         )
-        emb_TD, support_T = self._embedder.embed_tracks(
-            wave_N, start_C, on_CFL, clean_CFL, pairs_A, track_A,
+        track_embeddings, track_support = self._embedder.embed_tracks(
+            wave_N, starts, on, clean, pairs, track_of_pair,
             grid=grid, min_clean_s=cfg.min_clean_s, max_embed_s=cfg.max_embed_s,
         )
 
-        # 4. clustering and assignment
-        penalty_TT = track_constraints(
-            on_CFL, pairs_A, track_A,
+        # 4. clustering and assignment: penalty [track, track], embeddings of the selected
+        # tracks [selected, D], centroids [cluster, D], one cluster per pair
+        track_penalty = track_constraints(
+            on, pairs, track_of_pair,
             frame_s=frame_s, cooccur_penalty=cfg.cooccur_penalty, cannot_link_s=cfg.cannot_link_s,
         )
-        strong_T = support_T >= cfg.min_clean_s
+        strong = track_support >= cfg.min_clean_s
         wanted = count.num_speakers or count.min_speakers or 1
-        if strong_T.sum() < wanted:
-            if not strong_T.any():
+        if strong.sum() < wanted:
+            if not strong.any():
                 warnings.warn(
                     f"{self.name}: no voice has {cfg.min_clean_s} s of clean speech; clustering "
                     "short or overlapped speech, the speaker count is less reliable",
                     stacklevel=3,
                 )
-            strong_T[:] = True  # too few reliable tracks for the requested count: use all
-        sel_E = np.flatnonzero(strong_T)
-        emb_ED = emb_TD[sel_E]
-        labels_E = cluster_tracks(
-            emb_ED, penalty_TT[np.ix_(sel_E, sel_E)], support_T[sel_E], count,
+            strong[:] = True  # too few reliable tracks for the requested count: use all
+        selected = np.flatnonzero(strong)
+        embeddings = track_embeddings[selected]
+        labels = cluster_tracks(
+            embeddings, track_penalty[np.ix_(selected, selected)], track_support[selected], count,
             threshold=cfg.cluster_threshold, min_cluster_s=cfg.min_cluster_s,
         )
-        centroid_KD = cluster_centroids(emb_ED, labels_E)
-        cluster_A = assign_pairs(emb_TD[track_A] @ centroid_KD.T, pairs_A[:, 0])
+        centroids = cluster_centroids(embeddings, labels)
+        cluster_of_pair = assign_pairs(track_embeddings[track_of_pair] @ centroids.T, pairs[:, 0])
 
-        # 5. reconstruction
-        binary_GK = global_activity(
-            act_CFL, local_count_CF, start_C, pairs_A, cluster_A, len(centroid_KD),
+        # 5. reconstruction: speaking [global frame, cluster]
+        speaking = global_activity(
+            activation, local_count, starts, pairs, cluster_of_pair, len(centroids),
             regions if cfg.vad_mask else None, grid=grid, warm_up_s=cfg.warm_up_s,
         )
         turns = to_turns(
-            binary_GK, wave_N.size, grid=grid, min_gap_ms=cfg.min_gap_ms, min_turn_ms=cfg.min_turn_ms
+            speaking, wave_N.size, grid=grid, min_gap_ms=cfg.min_gap_ms, min_turn_ms=cfg.min_turn_ms
         )
         found = len({t.speaker for t in turns})
         if found < wanted:

@@ -93,29 +93,13 @@ def test_every_suffixed_name_uses_legend_letters():
 LOCAL_LEGEND = re.compile(r"^\s*(?:Shape |Array )?legend\b[^\n]*:", re.IGNORECASE | re.MULTILINE)
 
 
-# Modules whose own letters still disagree with the legend (each lists its meanings in its
-# docstring); a module leaves this set when its names are renamed and its docstring points at the
-# legend. The test fails both for a module outside the set that defines letters and for one in
-# the set that no longer does, so the set only shrinks.
-PENDING = {
-    "pipelines/backends/diarize_cluster.py",
-    "pipelines/backends/diarize_embed.py",
-    "pipelines/backends/diarize_segments.py",
-    "pipelines/backends/diarize_turns.py",
-    "pipelines/backends/embedded_diarizer.py",
-}
-
-
 def test_no_module_defines_its_own_legend():
-    bad, defining = [], set()
+    bad = []
     for path in _python_files():
         text = path.read_text(encoding="utf-8")
         name = path.relative_to(ROOT).as_posix()
         for match in LOCAL_LEGEND.finditer(text):
-            defining.add(name)
-            if name not in PENDING:
-                number = text.count("\n", 0, match.start()) + 1
-                bad.append(f"{name}:{number}: {match.group(0).strip()}")
+            number = text.count("\n", 0, match.start()) + 1
+            bad.append(f"{name}:{number}: {match.group(0).strip()}")
     assert not bad, ("module docstrings that define their own letters (point at microturn.schemas.legend "
                      "instead):\n" + "\n".join(bad))
-    assert PENDING <= defining, f"no longer defining their own letters, drop from PENDING: {sorted(PENDING - defining)}"
