@@ -6,25 +6,24 @@ Shape suffixes follow microturn.schemas.legend: N audio samples, T frames, M = 8
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microturn.schemas import dmel
-from microturn.schemas.sample import DMEL_BINS, N_MELS
+from microturn.schemas.sample import DMEL_BINS, N_MELS, SAMPLE_RATE
+from microturn.testing.sample_call import sample_wave
 
 sys.path.insert(0, os.path.dirname(__file__))
 import dmel_reference as ref  # noqa: E402
 
-SR = 16_000
+SR = SAMPLE_RATE
 # float32 log-mel against float64 on the sample recording: measured 1.4e-4 (module notes).
 LOG_MEL_TOL_SPEECH = 2e-4
 PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -62,13 +61,7 @@ def speech_like(seconds: float, seed: int) -> np.ndarray:
 
 
 def sample_recording() -> np.ndarray:
-    spec = importlib.util.find_spec("pyannote.audio")  # the package's path without its slow import
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("pyannote.audio is not installed: its sample recording is the real-audio fixture")
-    path = os.path.join(spec.submodule_search_locations[0], "sample", "sample.wav")
-    wave_N, rate = sf.read(path, dtype="float32")
-    assert rate == SR and wave_N.ndim == 1
-    return wave_N
+    return np.array(sample_wave())  # pyannote.audio's 30 s call, a writeable copy
 
 
 def frame_norms(wave_N: np.ndarray) -> np.ndarray:
