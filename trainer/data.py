@@ -49,7 +49,7 @@ from microturn.schemas.config import setting, validate
 from microturn.trainer.loader_stream import COUNTERS, WORK, Counters, ShardStream
 from microturn.trainer.shard_reader import local_path, pipe_refusal, scheme_of
 
-__all__ = ["LoaderConfig", "ShardLoader", "glob_shards", "make_loader", "resolve_shards"]
+__all__ = ["LoaderConfig", "LoaderStateMismatch", "ShardLoader", "glob_shards", "make_loader", "resolve_shards"]
 
 _GLOB_CHARS = ("*", "?", "[")
 STATE_VERSION = 1
@@ -185,6 +185,11 @@ class LoaderConfig:
         validate(self)
 
 
+class LoaderStateMismatch(ValueError):
+    """A loader state saved over other shards or with other settings: the place it names in the
+    data means nothing to this loader."""
+
+
 class _SampleStream(torch.utils.data.IterableDataset):
     """The pipeline as an IterableDataset; built anew by each iteration in its own process.
 
@@ -284,9 +289,9 @@ class ShardLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (:meth:`state_dict`, possibly through JSON): the counts are
-        restored now, the stream on the next iteration. Raises ``ValueError`` when the state is
-        of another version or was saved over other shards, settings, rank or world size (the
-        batches would not be those the saved loader would give)."""
+        restored now, the stream on the next iteration. Raises :class:`LoaderStateMismatch` (a
+        ``ValueError``) when the state was saved over other shards or with other settings, and
+        ``ValueError`` when it is of another version, rank or world size."""
         if self.config.num_workers:
             raise ValueError(f"the loader's state is kept with num_workers=0 only (this loader has "
                              f"{self.config.num_workers})")
@@ -295,13 +300,13 @@ class ShardLoader:
             raise ValueError(f"loader state of version {found!r}; this loader reads version {STATE_VERSION}")
         mine = self._fingerprint()
         if state.get("shards") != mine["shards"]:
-            raise ValueError(f"the loader state was saved over other shards ({state.get('shards')}; this loader "
-                             f"has {mine['shards']}): give the run the shards it was started with")
+            raise LoaderStateMismatch(f"the loader state was saved over other shards ({state.get('shards')}; "
+                                      f"this loader has {mine['shards']})")
         saved = state.get("config") or {}
         changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in mine["config"].items() if saved.get(k) != v]
         if changed:
-            raise ValueError("the loader state was saved with other settings (" + "; ".join(changed) + "); "
-                             "the saved place in the data means nothing with these")
+            raise LoaderStateMismatch("the loader state was saved with other settings (" + "; ".join(changed) + "); "
+                                      "the saved place in the data means nothing with these")
         rank, world, _, _ = wds.utils.pytorch_worker_info()
         if (state.get("rank"), state.get("world")) != (rank, world):
             raise ValueError(f"the loader state is rank {state.get('rank')} of {state.get('world')} processes; "

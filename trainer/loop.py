@@ -123,7 +123,7 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     another model shape or its loader state does not fit this run's shards and settings, and
     ``FloatingPointError`` when a loss is not finite.
     """
-    from microturn.trainer.data import make_loader
+    from microturn.trainer.data import LoaderStateMismatch, make_loader
     from microturn.trainer.model import InteractionModel, count_params, flops_per_token
     from microturn.trainer.tokenizer import get_tokenizer
 
@@ -147,8 +147,16 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     # Resolved (and a pipe: URL refused) before the engine is built.
     loader = make_loader(shards, tokenizer=tokenizer, batch_size=t.micro_batch, max_len=t.max_len, pack=t.pack,
                          buffer=t.shuffle_buffer, resampled=True, seed=t.seed, allow_pipe=allow_pipe)
+    new_stream = False
     if loader_state is not None:
-        loader.load_state_dict(loader_state)  # a mismatch with these shards or settings: ValueError, before work
+        try:
+            loader.load_state_dict(loader_state)  # another version, rank or world size: ValueError, before work
+        except LoaderStateMismatch as exc:
+            # Other shards or loader settings, as changed training settings are allowed: the run
+            # goes on, on a stream of its own (see below) rather than the one it started.
+            new_stream = True
+            if rank == 0:
+                log.warning("%s: the loader starts a new stream", exc)
     model = InteractionModel(cfg.model, ep_size=t.ep_size, seed=t.seed)
     engine = build_engine(model, t, world_size=world)
     fpt = flops_per_token(cfg.model, seq_len=t.max_len)
@@ -171,13 +179,16 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
             log.warning("resumed from %s at step %d", os.path.join(ckpt, tag), start)
     if rank == 0:
         _keep_metrics_until(metrics_path, start)
+    if new_stream:
+        loader.set_epoch(start)  # the epoch is in every loader seed: not the stream of step 1 again
     batches = iter(loader)
     if tag is not None and loader_state is None:
         # A checkpoint written before loaders saved their state: the loader is deterministic, so
         # reading (and decoding) the batches the earlier steps used again puts this run on the
         # uninterrupted run's batches; exact, but it costs as much loading as those steps did.
-        log.warning("%s holds no loader state (written by an older version): reading the %d batch(es) of steps "
-                    "1-%d again to reach step %d", os.path.join(ckpt, tag), start * t.grad_accum, start, start + 1)
+        if rank == 0:
+            log.warning("%s holds no loader state (written by an older version): reading the %d batch(es) of steps "
+                        "1-%d again to reach step %d", os.path.join(ckpt, tag), start * t.grad_accum, start, start + 1)
         for _ in range(start * t.grad_accum):
             next(batches)
     records: deque[dict] = deque(maxlen=KEEP_RECORDS)

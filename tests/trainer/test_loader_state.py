@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from microturn.trainer.data import make_loader
+from microturn.trainer.data import LoaderStateMismatch, make_loader
 from microturn.trainer.tokenizer import ByteTokenizer
 from trainer_shards import train_shards
 
@@ -75,12 +75,18 @@ def test_a_state_that_does_not_fit_is_refused_naming_why(tmp_path):
     saved = _loader(resampled=True)
     _take(iter(saved), 2)
     state = json.loads(json.dumps(saved.state_dict()))
-    with pytest.raises(ValueError, match=r"other settings \(seed: 5 -> 6\)"):
+    # Other shards or settings: a mismatch the trainer survives (it warns and starts a new stream).
+    with pytest.raises(LoaderStateMismatch, match=r"other settings \(seed: 5 -> 6\)"):
         _loader(resampled=True, seed=6).load_state_dict(state)
-    with pytest.raises(ValueError, match="other settings.*buffer: 8 -> 9"):
+    with pytest.raises(LoaderStateMismatch, match="other settings.*buffer: 8 -> 9"):
         _loader(resampled=True, buffer=9).load_state_dict(state)
-    with pytest.raises(ValueError, match="other shards"):
+    with pytest.raises(LoaderStateMismatch, match="other shards"):
         _loader(list(train_shards())[1:], resampled=True).load_state_dict(state)
+    # Another version, rank or world size, or worker processes: errors.
+    for bad in ({**state, "version": 99}, {**state, "world": 2}):
+        with pytest.raises(ValueError) as info:
+            _loader(resampled=True).load_state_dict(bad)
+        assert not isinstance(info.value, LoaderStateMismatch)
     with pytest.raises(ValueError, match="version"):
         _loader(resampled=True).load_state_dict({**state, "version": 99})
     with pytest.raises(ValueError, match="rank 0 of 2"):

@@ -89,6 +89,17 @@ def test_a_killed_run_resumes_to_the_same_losses_decoding_only_what_it_trains_on
     assert _losses(again) == _losses(whole[4:5])
     assert again[0]["loader/decoded"] == 5 * per_step
 
+    # Another shuffle buffer: the saved place in the data does not apply, so the run goes on
+    # from its weights on a stream of its own, and says so.
+    caplog.clear()
+    other = load_named("tiny-cpu", ["train.steps=8", "train.zero_stage=2", "train.log_every=1",
+                                    "train.shuffle_buffer=16"])
+    with caplog.at_level(logging.WARNING, logger="microturn.trainer.loop"):
+        moved = train(other, shards=shards, output=str(tmp_path / "cut"), progress=False, stop_after=1).records
+    assert "saved with other settings (buffer: 64 -> 16)" in caplog.text and "starts a new stream" in caplog.text
+    assert [r["step"] for r in moved] == [6] and math.isfinite(moved[0]["loss"])
+    assert moved[0]["loader/decoded"] == per_step
+
 
 def test_the_logged_loss_is_the_mean_over_micro_batches_and_only_log_steps_are_logged(shards, tmp_path):
     # No token dropped at the expert capacity, so routing does not depend on DeepSpeed's random
