@@ -17,22 +17,22 @@ GRID = FrameGrid(window_samples=80_000, step=270, centre=495.5, per_window=293) 
 @PROPS
 @given(st.lists(st.booleans(), max_size=60))
 def test_runs_are_the_true_stretches(mask: list[bool]) -> None:
-    mask_X = np.array(mask, dtype=bool)
-    rebuilt_X = np.zeros_like(mask_X)
+    flags = np.array(mask, dtype=bool)
+    rebuilt = np.zeros_like(flags)
     previous_end = -1
-    for a, b in runs(mask_X):
+    for a, b in runs(flags):
         assert previous_end < a < b, "runs are sorted, non-empty and separated by a False"
-        rebuilt_X[a:b] = True
+        rebuilt[a:b] = True
         previous_end = b
-    assert np.array_equal(rebuilt_X, mask_X)
+    assert np.array_equal(rebuilt, flags)
 
 
-def inside(ms_X: np.ndarray, own: list[Turn]) -> np.ndarray:
+def inside(times_ms: np.ndarray, own: list[Turn]) -> np.ndarray:
     """Which times lie in one of ``own``, one speaker's sorted, disjoint turns (ends included)."""
     start = np.array([t.start_ms for t in own])
     end = np.array([t.end_ms for t in own])
-    i_X = np.searchsorted(start, ms_X, side="right") - 1
-    return (i_X >= 0) & (ms_X <= end[np.maximum(i_X, 0)])
+    last = np.searchsorted(start, times_ms, side="right") - 1
+    return (last >= 0) & (times_ms <= end[np.maximum(last, 0)])
 
 
 @PROPS
@@ -41,15 +41,15 @@ def inside(ms_X: np.ndarray, own: list[Turn]) -> np.ndarray:
     st.integers(0, 300), st.integers(0, 300),
 )
 def test_turns_are_well_formed_and_cover_the_active_frames(
-    seed: int, G: int, K: int, density: float, min_gap_ms: int, min_turn_ms: int
+    seed: int, num_frames: int, num_clusters: int, density: float, min_gap_ms: int, min_turn_ms: int
 ) -> None:
-    binary_GK = np.random.default_rng(seed).random((G, K)) < density
-    num_samples = (G + 1) * GRID.step + round(GRID.centre)  # the last frame ends inside the audio
-    turns = to_turns(binary_GK, num_samples, grid=GRID, min_gap_ms=min_gap_ms, min_turn_ms=min_turn_ms)
+    speaking = np.random.default_rng(seed).random((num_frames, num_clusters)) < density  # [global frame, cluster]
+    num_samples = (num_frames + 1) * GRID.step + round(GRID.centre)  # the last frame ends inside the audio
+    turns = to_turns(speaking, num_samples, grid=GRID, min_gap_ms=min_gap_ms, min_turn_ms=min_turn_ms)
     duration_ms = num_samples * 1000 // SAMPLE_RATE
     assert turns == sorted(turns, key=lambda t: (t.start_ms, t.speaker, t.end_ms))
     names = list(dict.fromkeys(t.speaker for t in turns))  # in order of first appearance
-    assert names == [f"SPEAKER_{i:02d}" for i in range(len(names))] and len(names) <= K
+    assert names == [f"SPEAKER_{i:02d}" for i in range(len(names))] and len(names) <= num_clusters
     for name in names:
         own = [t for t in turns if t.speaker == name]
         for t in own:
@@ -59,10 +59,10 @@ def test_turns_are_well_formed_and_cover_the_active_frames(
             assert y.start_ms - x.end_ms >= min_gap_ms, "shorter pauses are filled"
     if min_turn_ms == 0:
         # Nothing is dropped: each cluster is one speaker whose turns hold its frames' centres.
-        centre_ms_G = (np.arange(G) * GRID.step + GRID.centre) * 1000 / SAMPLE_RATE
+        centre_ms = (np.arange(num_frames) * GRID.step + GRID.centre) * 1000 / SAMPLE_RATE
         speaker_of = []
-        for k in range(K):
-            centres = centre_ms_G[binary_GK[:, k]]
+        for k in range(num_clusters):
+            centres = centre_ms[speaking[:, k]]
             if len(centres) == 0:
                 continue
             holders = [name for name in names if inside(centres, [t for t in turns if t.speaker == name]).all()]

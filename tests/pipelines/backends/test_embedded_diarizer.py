@@ -179,12 +179,12 @@ def test_bad_input_raises_actionable_error(diarizer, bad, match) -> None:
 
 def test_fast_segmentation_matches_the_model(diarizer, wave_N) -> None:
     """The shared-filterbank path gives the model's own outputs, window by window."""
-    start_C = np.array([0, 148, 296, 900, 1481])  # on the 270-sample frame grid
+    starts = np.array([0, 148, 296, 900, 1481])  # on the 270-sample frame grid
     with torch.inference_mode():
-        fast_CFL = diarizer._segmenter(wave_N, start_C)
-        chunks = np.stack([wave_N[s * 270 : s * 270 + 80_000] for s in start_C])
-        ref_CFL = diarizer._segmenter.model(torch.from_numpy(chunks)[:, None]).numpy()
-    np.testing.assert_allclose(fast_CFL, ref_CFL, atol=2e-3)
+        fast = diarizer._segmenter(wave_N, starts)  # [window, frame, local speaker]
+        windows = np.stack([wave_N[s * 270 : s * 270 + 80_000] for s in starts])
+        reference = diarizer._segmenter.model(torch.from_numpy(windows)[:, None]).numpy()
+    np.testing.assert_allclose(fast, reference, atol=2e-3)
 
 
 def test_thread_setting_is_restored(wave_N, speech) -> None:
