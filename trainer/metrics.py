@@ -133,7 +133,7 @@ class TrainMetrics:
         throughput window. A collective: every process calls it at the same steps."""
         assert self._micro, "record() of a step whose micro-batches were added without detail"
         names = sorted(self._sums)
-        loader_names = sorted(loader_stats)
+        loader_names = list(loader_stats)  # in the loader's own order, the same on every process
         parts = [self._sums[n].reshape(-1) for n in names]
         host = torch.tensor([float(self._micro), *(float(loader_stats[n]) for n in loader_names)],
                             dtype=torch.float64, device=self.device)
