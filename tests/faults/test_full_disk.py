@@ -111,7 +111,8 @@ def test_ingest_of_a_video_on_a_full_disk(disk, tmp_path, speech_dir):
     # output, and the earlier video.mp4 must not be replaced by half a file.
     clip = tmp_path / "clips" / "call.mp4"
     clip.parent.mkdir()
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25,geq=random(1)*255:128:128",
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error",
+                    "-f", "lavfi", "-i", "nullsrc=size=320x240:rate=25,geq=random(1)*255:128:128",
                     "-i", str(speech_dir / "call.wav"), "-t", "2", "-c:v", "libx264", "-preset", "ultrafast",
                     "-c:a", "aac", "-shortest", str(clip)], check=True)
     small = tmp_path / "small.toml"
