@@ -20,8 +20,8 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from microturn.schemas.config import setting, validate
+from microturn.schemas.sample import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
 DEGRADE = ("user", "all", "none")
 
