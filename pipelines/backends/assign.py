@@ -82,7 +82,7 @@ def assign_speakers(
         )
     utt_speakers = _utterance_speakers(words, utterances)
     if not good:
-        return [replace(w, speaker=s) for w, s in zip(words, utt_speakers)]
+        return [replace(w, speaker=s) for w, s in zip(words, utt_speakers, strict=True)]
 
     turn_start_ms = np.array([t.start_ms for t in good], dtype=np.float64)
     turn_end_ms = np.array([t.end_ms for t in good], dtype=np.float64)

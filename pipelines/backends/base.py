@@ -25,9 +25,10 @@ class AudioInputError(TypeError, ValueError):
 def validate_wave(wave_N: np.ndarray, *, who: str, allow_empty: bool = False) -> np.ndarray:
     """Check that ``wave_N`` is 16 kHz mono float32 audio, shape ``[N]`` with N > 0.
 
-    Returns the array made C-contiguous (an empty one only with ``allow_empty``). Raises ``ValueError`` with a message saying how to fix
-    the input otherwise (float64 is refused rather than silently converted so that callers
-    notice they skipped the pipeline's decoding step, which yields float32).
+    Returns the array made C-contiguous (an empty one only with ``allow_empty``). Raises
+    ``ValueError`` with a message saying how to fix the input otherwise (float64 is refused
+    rather than silently converted so that callers notice they skipped the pipeline's decoding
+    step, which yields float32).
     """
     if not isinstance(wave_N, np.ndarray):
         raise AudioInputError(

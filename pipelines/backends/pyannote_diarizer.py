@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
 from microturn.schemas.config import validate
+
+if TYPE_CHECKING:
+    from pyannote.core import Segment
+    from pyannote.core.utils.types import Label, TrackName
 
 # A hub id is "owner/name": exactly one slash, no path-like prefix.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -171,8 +176,11 @@ def annotation_to_turns(output: Any, *, duration_ms: int | None = None) -> list[
         raise TypeError(
             "expected a pyannote DiarizeOutput or Annotation, got " + type(output).__name__
         )
+    # pyannote annotates itertracks() as yielding 2- or 3-tuples whatever yield_label says;
+    # with yield_label=True it always yields (segment, track, label).
+    tracks = cast("Iterator[tuple[Segment, TrackName, Label]]", annotation.itertracks(yield_label=True))
     raw = []
-    for segment, _track, label in annotation.itertracks(yield_label=True):
+    for segment, _track, label in tracks:
         start_ms = max(0, round(segment.start * 1000))
         end_ms = round(segment.end * 1000)
         if duration_ms is not None:

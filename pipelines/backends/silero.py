@@ -12,8 +12,9 @@ default; ``engine="jit"`` keeps the TorchScript path for environments without on
 
 Threads: importing ``silero_vad`` calls ``torch.set_num_threads(1)`` as a side effect, which
 would silently change how every other torch model in the worker runs. This module restores the
-caller's setting right after that import. The sequence engine pins onnxruntime to one thread inside its own session (the 32 ms
-frames are too small for intra-op parallelism to pay off), which touches no global state.
+caller's setting right after that import. The sequence engine pins onnxruntime to one thread
+inside its own session (the 32 ms frames are too small for intra-op parallelism to pay off),
+which touches no global state.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from .configs import SileroVadConfig
 # undo that so that importing this backend does not change how fast other models run.
 _threads_before_import = torch.get_num_threads()
 from silero_vad import get_speech_timestamps, load_silero_vad  # noqa: E402
+from silero_vad.sequence_vad import SileroVADSequence  # noqa: E402
 from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: E402
 
 torch.set_num_threads(_threads_before_import)
@@ -41,6 +44,19 @@ __all__ = ["SileroVad", "SileroVadConfig", "torch_threads"]
 # Silero's frame at 16 kHz: 512 samples = 32 ms. Audio shorter than one frame carries no
 # decision; it is reported as no speech.
 _FRAME_SAMPLES = 512
+
+
+class _StampOptions(TypedDict, total=False):
+    """Keyword arguments shared by silero's two timestamp functions (``get_speech_timestamps``
+    and ``get_speech_timestamps_from_probs``); a key left out takes silero's default."""
+
+    sampling_rate: int
+    threshold: float
+    neg_threshold: float
+    min_speech_duration_ms: int
+    min_silence_duration_ms: int
+    speech_pad_ms: int
+    max_speech_duration_s: float
 
 
 @contextmanager
@@ -86,12 +102,15 @@ class SileroVad:
     def speech_probabilities(self, wave_N: np.ndarray) -> np.ndarray:
         """Per-frame speech probabilities, one per 512-sample (32 ms) frame."""
         wave_N = validate_wave(wave_N, who=self.name)
+        model = self._model
         if self.config.engine == "sequence":
-            return np.asarray(self._model.audio_forward(wave_N, sampling_rate=SAMPLE_RATE))
+            assert isinstance(model, SileroVADSequence)  # the constructor loads it for this engine
+            return np.asarray(model.audio_forward(wave_N, sampling_rate=SAMPLE_RATE))
+        assert isinstance(model, torch.jit.ScriptModule)  # the constructor loads it for "jit"
         # One thread: each of the ~31 calls per second of audio is far too small to split, and
         # with 2 threads on a busy 2-core machine OpenMP spin-waiting made it 50x slower.
         with torch.inference_mode(), torch_threads(1):
-            prob_1P = self._model.audio_forward(torch.from_numpy(wave_N)[None], SAMPLE_RATE)
+            prob_1P = model.audio_forward(torch.from_numpy(wave_N)[None], SAMPLE_RATE)
         return prob_1P[0].numpy()
 
     def __call__(self, wave_N: np.ndarray) -> list[Region]:
@@ -109,15 +128,16 @@ class SileroVad:
             )
             return []
         cfg = self.config
-        options = dict(
-            sampling_rate=SAMPLE_RATE,
-            threshold=cfg.threshold,
-            neg_threshold=cfg.neg_threshold,
-            min_speech_duration_ms=cfg.min_speech_ms,
-            min_silence_duration_ms=cfg.min_silence_ms,
-            speech_pad_ms=cfg.speech_pad_ms,
-            max_speech_duration_s=cfg.max_speech_s,
-        )
+        options: _StampOptions = {
+            "sampling_rate": SAMPLE_RATE,
+            "threshold": cfg.threshold,
+            "min_speech_duration_ms": cfg.min_speech_ms,
+            "min_silence_duration_ms": cfg.min_silence_ms,
+            "speech_pad_ms": cfg.speech_pad_ms,
+            "max_speech_duration_s": cfg.max_speech_s,
+        }
+        if cfg.neg_threshold is not None:  # None: silero's own default (passing None does the same)
+            options["neg_threshold"] = cfg.neg_threshold
         if cfg.engine == "sequence":
             frame_probs = self.speech_probabilities(wave_N)
             stamps = get_speech_timestamps_from_probs(

@@ -167,7 +167,7 @@ class WhisperxTranscriber:
         _assign_speakers(aligned, segments, turns, fill_nearest=self.config.fill_nearest_speaker)
         words: list[Word] = []
         dropped = 0
-        for seg, seg_words in zip(segments, aligned):
+        for seg, seg_words in zip(segments, aligned, strict=True):
             lo, hi = seg["start_ms"], min(seg["end_ms"], media_ms)
             for w in seg_words:
                 word = _to_word(w, lo, hi)
@@ -436,7 +436,7 @@ def _assign_speakers(
 ) -> None:
     """Set ``speaker`` on every word dict: from the turns via whisperx, else from the segment."""
     if not turns:
-        for seg, words in zip(segments, aligned):
+        for seg, words in zip(segments, aligned, strict=True):
             for w in words:
                 w["speaker"] = seg["speaker"]
         return
@@ -453,7 +453,7 @@ def _assign_speakers(
     result = {
         "segments": [
             {"start": s["start_ms"] / 1000, "end": s["end_ms"] / 1000, "text": s["text"], "words": words}
-            for s, words in zip(segments, aligned)
+            for s, words in zip(segments, aligned, strict=True)
         ]
     }
     whisperx.assign_word_speakers(diarize_df, result, fill_nearest=fill_nearest)
@@ -475,7 +475,7 @@ def _to_word(w: dict[str, Any], lo_ms: int, hi_ms: int) -> Word | None:
         else:
             start_ms, end_ms = hi_ms - 1, hi_ms
     score = w.get("score")
-    score = min(1.0, max(0.0, float(score))) if _finite(score) else None
+    score = min(1.0, max(0.0, float(score))) if score is not None and _finite(score) else None
     speaker = w.get("speaker")
     return Word(text=text, start_ms=start_ms, end_ms=end_ms, score=score,
                 speaker=None if speaker is None else str(speaker))

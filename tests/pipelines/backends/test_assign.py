@@ -95,7 +95,7 @@ def test_assignment_properties(words, turns, label):
     utts = [Utterance(0, 6000, "all", label)]
     out = assign_speakers(word_objs, turn_objs, utts)
     assert [w.text for w in out] == [w.text for w in word_objs]
-    for w, got in zip(word_objs, out):
+    for w, got in zip(word_objs, out, strict=True):
         best = 0
         for t in turn_objs:
             inter = min(w.end_ms, t.end_ms) - max(w.start_ms, t.start_ms)
@@ -112,7 +112,7 @@ def test_assignment_properties(words, turns, label):
         else:
             gaps = [max(t.start_ms - w.end_ms, w.start_ms - t.end_ms) for t in turn_objs]
             if min(gaps) <= NEAREST_TURN_MS:
-                assert got.speaker in {t.speaker for t, g in zip(turn_objs, gaps) if g == min(gaps)}
+                assert got.speaker in {t.speaker for t, g in zip(turn_objs, gaps, strict=True) if g == min(gaps)}
             else:
                 assert got.speaker == label
     # Idempotent: assigning again changes nothing.

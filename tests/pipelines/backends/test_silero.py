@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import warnings
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from microturn.pipelines.backends.base import SAMPLE_RATE, Region, Turn, VoiceActivity
@@ -41,7 +41,7 @@ def test_regions_cover_reference_speech(
     assert regions and all(isinstance(r, Region) for r in regions)
     assert all(isinstance(r.start_ms, int) and isinstance(r.end_ms, int) for r in regions)
     assert all(0 <= r.start_ms < r.end_ms <= 30_000 for r in regions)
-    assert all(a.end_ms <= b.start_ms for a, b in zip(regions, regions[1:]))  # sorted, disjoint
+    assert all(a.end_ms <= b.start_ms for a, b in itertools.pairwise(regions))  # sorted, disjoint
     hyp_ms = np.zeros(30_000, dtype=bool)
     for r in regions:
         hyp_ms[r.start_ms : r.end_ms] = True

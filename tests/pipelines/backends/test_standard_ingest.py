@@ -12,7 +12,16 @@ from microturn.pipelines.ingest.run import run
 from microturn.pipelines.tables import read_table
 
 pytestmark = pytest.mark.slow
-SAMPLE = os.path.join(os.path.dirname(importlib.util.find_spec("pyannote.audio").origin), "sample")
+
+
+def _pyannote_sample_dir() -> str:
+    """The sample recording shipped inside the installed pyannote.audio package."""
+    spec = importlib.util.find_spec("pyannote.audio")
+    assert spec is not None and spec.origin is not None, "pyannote.audio is not installed"
+    return os.path.join(os.path.dirname(spec.origin), "sample")
+
+
+SAMPLE = _pyannote_sample_dir()
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,7 @@ def test_missing_punkt_is_refused_before_whisperx_downloads_it(
         WhisperxTranscriber(replace(config, nltk_data=str(tmp_path / "no")))
     # A partial copy: nltk would raise LookupError inside whisperx.align, which then downloads.
     partial = tmp_path / "partial"
+    assert config.nltk_data is not None
     shutil.copytree(config.nltk_data, partial)
     (partial / "tokenizers" / "punkt_tab" / "english" / "ortho_context.tab").unlink()
     with pytest.raises(ValueError, match="missing or incomplete"):
