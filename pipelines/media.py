@@ -35,9 +35,8 @@ import numpy as np
 import soundfile as sf
 from apache_beam.io.filesystems import FileSystems
 
-from microturn.schemas.sample import SAMPLE_RATE
+from microturn.schemas.sample import SAMPLE_RATE, VIDEO_FPS  # media.VIDEO_FPS stays importable
 
-VIDEO_FPS = 10
 _COPY_CHUNK = 8 << 20  # 8 MiB reads keep remote copies fast without holding big files in memory
 # The only protocol ffmpeg/ffprobe may open, for the input and for anything it refers to.
 _PROTOCOLS = "file"

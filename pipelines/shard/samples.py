@@ -25,7 +25,16 @@ from microturn.pipelines.shard.labels import stream_labels
 from microturn.pipelines.shard.streams import Stream, build_stream, intervals_union
 from microturn.schemas import dmel
 from microturn.schemas.ids import split_of
-from microturn.schemas.sample import CHUNK_MS, FRAMES_PER_CHUNK, Label, Sample, make_meta, sample_key, validate_sample
+from microturn.schemas.sample import (
+    CHUNK_MS,
+    FRAMES_PER_CHUNK,
+    SAMPLE_RATE,
+    Label,
+    Sample,
+    make_meta,
+    sample_key,
+    validate_sample,
+)
 from microturn.schemas.turns import Turn, split_backchannels
 
 log = logging.getLogger(__name__)
@@ -93,7 +102,7 @@ def check_record(record: Record, audio: Mapping[int, np.ndarray], spec: WindowSp
     if dur <= 0:
         raise RecordError("bad_duration", f"duration_ms is {dur}")
     for ch, a in sorted(audio.items()):
-        media_ms = a.shape[0] * 1000 // 16_000
+        media_ms = a.shape[0] * 1000 // SAMPLE_RATE
         if abs(media_ms - dur) > spec.tolerance_ms:
             raise RecordError("duration_mismatch", f"audio file {ch} lasts {media_ms} ms but the record says "
                                                    f"{dur} ms (tolerance {spec.tolerance_ms} ms)")
