@@ -27,7 +27,6 @@ import sys
 # theirs is, which Beam requires before their flags can be used anyway.
 from apache_beam.options import pipeline_options as _beam_options
 
-
 # argparse reads these as values, not flags, when no flag of the parser looks like a number.
 _NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
 

@@ -20,16 +20,17 @@ from collections.abc import Iterable
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from microturn.pipelines import media
-from microturn.pipelines.backends.base import Region, SpeakerCount, Turn, Utterance, Word
+from microturn.pipelines.backends.base import Region, SpeakerCount, Turn, Word
 from microturn.pipelines.dead_letter import RejectingStep
 from microturn.pipelines.ingest import channels as chan
 from microturn.pipelines.ingest import inputs
-from microturn.schemas.turns import turn_events, turn_stats
 from microturn.pipelines.tables import REJECTS, reject
 from microturn.schemas import conversation_id, split_of
+from microturn.schemas.turns import turn_events, turn_stats
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class KeepFirstCopy(beam.DoFn):
         records = sorted(records, key=lambda r: r["uri"])
         yield records[0]
         for dup in records[1:]:
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(
+            yield TaggedOutput(REJECTS, reject(
                 dup["uri"], "dedupe", f"same content as {records[0]['uri']} (conversation {cid})",
                 "DuplicateContent"))
 
@@ -208,7 +209,7 @@ class Normalise(_Step):
                         local_video.commit()
                     finally:
                         local_video.discard()
-            for name, wave_N in zip(names, wave_CN):
+            for name, wave_N in zip(names, wave_CN, strict=True):
                 media.write_bytes(FileSystems.join(self.output, media_dir, name),
                                   media.encode_flac(wave_N))
         except media.TooLongError as exc:
@@ -425,12 +426,12 @@ class Transcribe(_Step):
                     words = self.assign_speakers(words, turns, utterances)
         except Exception as exc:  # noqa: BLE001
             for note in notes:
-                yield beam.pvalue.TaggedOutput(REJECTS, note)
+                yield TaggedOutput(REJECTS, note)
             yield self._reject(rec["uri"], exc)
             return
         for note in notes:
             self.rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, note)
+            yield TaggedOutput(REJECTS, note)
         self._timed(started, rec["duration_ms"])
         yield {**rec, "transcriber": name,
                "words": [[w.text, w.start_ms, w.end_ms, w.score, w.speaker] for w in words]}
@@ -484,14 +485,14 @@ class Summarise(_Step):
         self._timed(started, rec["duration_ms"])
         yield conv
         for t in turns:
-            yield beam.pvalue.TaggedOutput("segments", {
+            yield TaggedOutput("segments", {
                 "conversation_id": cid, "speaker": t.speaker, "start_ms": t.start_ms,
                 "end_ms": t.end_ms, "channel": t.channel})
         for text, s, e, score, spk in rec["words"]:
-            yield beam.pvalue.TaggedOutput("words", {
+            yield TaggedOutput("words", {
                 "conversation_id": cid, "speaker": spk, "text": text, "start_ms": s, "end_ms": e,
                 "score": score})
         for ev in events:
-            yield beam.pvalue.TaggedOutput("events", {
+            yield TaggedOutput("events", {
                 "conversation_id": cid, "type": ev.type, "speaker": ev.speaker, "t_ms": ev.t_ms,
                 "payload": json.dumps(ev.payload, sort_keys=True)})

@@ -13,7 +13,8 @@ import io
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from microturn.pipelines import media
 from microturn.pipelines.dead_letter import RejectingStep
@@ -41,9 +42,9 @@ class PickFirst(beam.DoFn):
     def process(self, item):
         cid, found = item
         found = sorted(found, key=lambda f: f[0])
-        for i, grouped in found[1:]:
+        for i, _ in found[1:]:
             self.duplicates.inc()
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(
+            yield TaggedOutput(REJECTS, reject(
                 f"{self.inputs[i]}#{cid}", "shard", f"conversation also in {self.inputs[found[0][0]]}; "
                                                    "kept there", "duplicate_conversation"))
         i, grouped = found[0]
@@ -99,9 +100,10 @@ class MakeSamples(RejectingStep):
         path, _, _ = stack.enter_context(media.local_copy(uri))
         width, height, _, _ = probe_video(path)
         ph, pw = patch_grid(width, height, patch_budget=self.video.patch_budget)
+        crf = self.video.crf
 
         def clip(window: int, start_ms: int, chunks: int):
-            data = cut_clip(path, start_ms=start_ms, chunks=chunks, patches_h=ph, patches_w=pw, crf=self.video.crf)
+            data = cut_clip(path, start_ms=start_ms, chunks=chunks, patches_h=ph, patches_w=pw, crf=crf)
             return data, {"width": pw * 40, "height": ph * 40, "patches_h": ph, "patches_w": pw,
                           "frames": 2 * chunks}
 
@@ -207,4 +209,4 @@ class WriteShard(beam.DoFn):
         yield {"path": rel, "split": split, "index": index, "bytes": total, "samples": len(rows),
                "duration_ms": sum(r["duration_ms"] for r in rows), "sha256": sha, "manifest": manifest_rel}
         for r in rows:
-            yield beam.pvalue.TaggedOutput("samples", r)
+            yield TaggedOutput("samples", r)

@@ -16,9 +16,9 @@ import re
 import stat
 import time
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
+from apache_beam.pvalue import TaggedOutput
 
 from microturn.pipelines import media
 from microturn.pipelines.dead_letter import RejectingStep
@@ -54,9 +54,10 @@ class ReadScripts(_Step):
     """A file pattern → one element per non-blank line: ``{"input": "path:line", "line": text}``.
 
     Per-file and per-line failures are rejects: a pattern matching nothing, a match that is not a
-    regular file (a FIFO or device would block the read forever; a broken link; a folder), a line that is not UTF-8 or is
-    longer than :data:`~microturn.schemas.dialogue.MAX_LINE_BYTES` (skipped without holding it),
-    a file that breaks mid-read (a corrupt ``.gz``: the lines before the break are kept).
+    regular file (a FIFO or device would block the read forever; a broken link; a folder), a line
+    that is not UTF-8 or is longer than :data:`~microturn.schemas.dialogue.MAX_LINE_BYTES` (skipped
+    without holding it), a file that breaks mid-read (a corrupt ``.gz``: the lines before the break
+    are kept).
     """
 
     stage = "read"
@@ -250,7 +251,7 @@ def _emit(row: dict, rows: dict[str, list[dict]]):
     yield row
     for table in ROW_OUTPUTS:
         for r in rows[table]:
-            yield beam.pvalue.TaggedOutput(table, r)
+            yield TaggedOutput(table, r)
 
 
 class Synthesize(_Step):
