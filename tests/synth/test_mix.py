@@ -1,10 +1,20 @@
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microturn.synth.mix import (MixConfig, active_rms, add_noise, degraded_speakers, mix_stems, normalise,
-                                 render, reverberate)
+from microturn.synth.mix import (
+    MixConfig,
+    active_rms,
+    add_noise,
+    degraded_speakers,
+    mix_stems,
+    normalise,
+    render,
+    reverberate,
+)
 
 SR = 16_000
 
@@ -15,8 +25,9 @@ def tone(ms: int, hz: float = 220.0, amp: float = 0.3) -> np.ndarray:
 
 
 def test_config_rejects_bad_values():
-    for bad in ({"target_dbfs": 3.0}, {"noise_snr_db": 200.0}, {"reverb_rt60_s": 10.0}, {"degrade": "model"},
-                {"tail_ms": -1}):
+    bads: tuple[dict[str, Any], ...] = ({"target_dbfs": 3.0}, {"noise_snr_db": 200.0}, {"reverb_rt60_s": 10.0},
+                                        {"degrade": "model"}, {"tail_ms": -1})
+    for bad in bads:
         with pytest.raises(ValueError):
             MixConfig(**bad)
 
