@@ -81,7 +81,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 else decay).append(p)
@@ -94,6 +94,10 @@ def build_engine(model: torch.nn.Module, cfg: TrainConfig, *, world_size: int):
     """``deepspeed.initialize`` for ``model``; returns the engine (optimizer and schedule inside)."""
     import deepspeed
 
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, cfg.weight_decay),
+    # deepspeed annotates model_parameters as a Module, while its docstring (and its use) take an
+    # iterable of tensors or of param-group dicts, which is what this passes.
+    groups = param_groups(model, cfg.weight_decay)
+    engine, _, _, _ = deepspeed.initialize(model=model,
+                                           model_parameters=groups,  # pyright: ignore[reportArgumentType]
                                            config=ds_config(cfg, world_size=world_size))
     return engine

@@ -9,6 +9,7 @@ id ``encode`` can return, and ``pad_id``, is below it) and ``pad_id``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 __all__ = ["BOS_ID", "PAD_ID", "ByteTokenizer", "HFTokenizer", "Tokenizer", "get_tokenizer"]
@@ -31,8 +32,8 @@ class Tokenizer(Protocol):
         """Token ids of ``text``, without any special token added."""
         ...
 
-    def decode(self, ids: list[int]) -> str:
-        """Text of ``ids``; special ids are dropped."""
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids`` (a list, or a 1-D integer array); special ids are dropped."""
         ...
 
 
@@ -53,7 +54,7 @@ class ByteTokenizer:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         return list(text.encode("utf-8"))
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         """Text of byte ids; special ids are dropped and a byte run cut inside a character
         decodes to U+FFFD rather than failing (text may be cut per chunk)."""
         data = bytes(int(i) for i in ids if 0 <= int(i) < 256)
@@ -109,7 +110,7 @@ class HFTokenizer:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` through the file's decoder; special tokens (and the extra pad id) are dropped."""
         own = self._tok.get_vocab_size(with_added_tokens=True)
         return self._tok.decode([int(i) for i in ids if 0 <= int(i) < own], skip_special_tokens=True)

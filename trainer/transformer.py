@@ -285,6 +285,15 @@ class MoEFeedForward(nn.Module):
             weights_UJ = weights_UJ / weights_UJ.sum(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).eps)
         return ids_UJ, weights_UJ
 
+    def local_experts(self) -> list[SwiGLU]:
+        """This rank's experts in DeepSpeed's order (its ``deepspeed_experts``), typed: DeepSpeed's
+        modules are untyped, so the attribute chain reads as ``Tensor | Module`` to a checker."""
+        experts = self.moe.deepspeed_moe.experts.deepspeed_experts
+        assert isinstance(experts, nn.ModuleList)
+        local = [e for e in experts if isinstance(e, SwiGLU)]
+        assert len(local) == len(experts)  # DeepSpeed deep-copies the SwiGLU expert it was given
+        return local
+
     def expert_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The local experts' SwiGLU weights stacked for the kernels: gate and up [E, I, D],
         down [E, D, I].

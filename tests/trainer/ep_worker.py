@@ -27,7 +27,8 @@ def main() -> None:
     shard, out_path, ep_size, rows, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
         int(sys.argv[5])
     mode = sys.argv[6] if len(sys.argv) > 6 else "same"
-    import webdataset as wds
+    # From its defining module: webdataset's own __init__.pyi imports it without re-exporting it.
+    from webdataset.compat import WebDataset
 
     from microturn.schemas.sample import decode_sample
     from microturn.trainer.batch import build_sequence, collate
@@ -43,8 +44,8 @@ def main() -> None:
                                   "train.warmup_steps=1"])
     # Every process reads the same sample on purpose (no node split), or in "mixed" mode the first
     # sample with video (rank 0) or without (other ranks).
-    samples = (decode_sample(raw) for raw in wds.WebDataset(shard.split(","), shardshuffle=False,
-                                                            nodesplitter=lambda urls: urls))
+    samples = (decode_sample(raw) for raw in WebDataset(shard.split(","), shardshuffle=False,
+                                                        nodesplitter=lambda urls: urls))
     if mode == "mixed":
         sample = next(s for s in samples if (s["video_KPFHWC"] is not None) == (rank == 0))
     else:

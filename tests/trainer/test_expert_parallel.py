@@ -53,7 +53,7 @@ def test_two_processes_with_ep_size_2_give_the_losses_of_one(tmp_path):
     assert one["world"] == again["world"] == 1 and two["world"] == 2
     assert len(one["losses"]) == len(two["losses"]) == 4
     assert again["losses"] == one["losses"]  # the same layout: bitwise
-    rel = [abs(a - b) / abs(a) for a, b in zip(one["losses"], two["losses"])]
+    rel = [abs(a - b) / abs(a) for a, b in zip(one["losses"], two["losses"], strict=True)]
     print(f"largest relative difference, 1 vs 2 processes: {max(rel):.3g}")
     assert max(rel) <= REL_TOL, (one["losses"], two["losses"], rel)
     assert len(set(one["losses"])) > 1  # the steps did update the model

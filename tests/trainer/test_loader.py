@@ -26,7 +26,7 @@ NOTHING_LOST = {name: 0 for name in ("skipped", "shard_errors", "bad_members", "
                                      "text_cut")}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference() -> dict[str, dict]:
     """Every sample of the shards, decoded directly, by key (with its shard as ``url``)."""
     out = {}
@@ -35,7 +35,9 @@ def reference() -> dict[str, dict]:
         with tarfile.open(url) as tar:
             for info in tar.getmembers():
                 key, field = info.name.split(".", 1)
-                fields.setdefault(key, {})[field] = tar.extractfile(info).read()
+                member = tar.extractfile(info)
+                assert member is not None, info.name  # the shard stage writes regular files only
+                fields.setdefault(key, {})[field] = member.read()
         for key, raw in fields.items():
             out[key] = {**decode_sample(raw), "url": url}
     return out
@@ -74,12 +76,13 @@ def test_an_epoch_gives_every_sample_once_in_batches_of_the_spec():
                 s, at = ref[next(keys)], b["segment_BL"][row] == seg
                 kind = b["kind_BL"][row, at]
                 K = s["meta"]["chunks"]
-                assert torch.equal(b["dmel_BLM"][row, at][kind == Kind.MODEL_AUDIO], torch.from_numpy(s["dmel"]["model"]))
-                assert torch.equal(b["dmel_BLM"][row, at][kind == Kind.USER_AUDIO], torch.from_numpy(s["dmel"]["user"]))
-                assert torch.equal(b["logmel_BLM"][row, at][kind == Kind.MODEL_AUDIO], torch.from_numpy(s["logmel_TM"]))
+                dmel, logmel = b["dmel_BLM"][row, at], b["logmel_BLM"][row, at]
+                assert torch.equal(dmel[kind == Kind.MODEL_AUDIO], torch.from_numpy(s["dmel"]["model"]))
+                assert torch.equal(dmel[kind == Kind.USER_AUDIO], torch.from_numpy(s["dmel"]["user"]))
+                assert torch.equal(logmel[kind == Kind.MODEL_AUDIO], torch.from_numpy(s["logmel_TM"]))
                 model_text = TOK.decode(b["text_BL"][row, at][kind == Kind.MODEL_TEXT].tolist())
-                assert model_text == "".join(" " + w["text"] for w in sorted(s["words"]["model"],
-                                                                               key=lambda w: (w["chunk"], w["start_ms"])))
+                model_words = sorted(s["words"]["model"], key=lambda w: (w["chunk"], w["start_ms"]))
+                assert model_text == "".join(" " + w["text"] for w in model_words)
                 assert int(b["time_BL"][row, at].max()) == K - 1
                 v = b["video_BL"][row, at]
                 if s["video_KPFHWC"] is None:
@@ -93,7 +96,7 @@ def test_an_epoch_gives_every_sample_once_in_batches_of_the_spec():
 
 def _same(a: list[dict], b: list[dict]) -> bool:
     return len(a) == len(b) and all(x["keys"] == y["keys"] and all(torch.equal(x[k], y[k]) for k in x if k != "keys")
-                                    for x, y in zip(a, b))
+                                    for x, y in zip(a, b, strict=True))
 
 
 def test_a_seed_and_epoch_fix_the_batches_and_their_order():
@@ -129,7 +132,9 @@ def _corrupt_copy(src: str, dst: str, *, member_suffix: str) -> str:
     bad_key = None
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
         for info in tin.getmembers():
-            data = tin.extractfile(info).read()
+            member = tin.extractfile(info)
+            assert member is not None, info.name  # the shard stage writes regular files only
+            data = member.read()
             if bad_key is None and info.name.endswith(member_suffix):
                 bad_key = info.name.split(".", 1)[0]
                 data = bytes(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8))

@@ -9,6 +9,7 @@ C = 3 colours.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from microturn.trainer.config import ModelConfig
 from microturn.trainer.embed import DmelEmbedding, HMLPStem, InputEmbedding
 from microturn.trainer.heads import FlowHead
 from microturn.trainer.model import InteractionModel, block_params, count_params, flops_per_token, init_parameters
-from microturn.trainer.transformer import attention_mask, rotary_positions
+from microturn.trainer.transformer import MoEFeedForward, attention_mask, rotary_positions
 
 # Kind values of the trainer spec (trainer/batch.py's Kind).
 PAD, CHUNK_MARK, USER_TEXT, USER_AUDIO, VIDEO, MODEL_MARK, MODEL_TEXT, MODEL_AUDIO = range(8)
@@ -79,7 +80,7 @@ def make_batch(seed: int = 0, rows: tuple[tuple[tuple[int, int], ...], ...] = ((
             pixels.append(s["pixels"])
             n += len(s["pixels"])
             at += len(s["kind"])
-    out = {k: torch.from_numpy(v) for k, v in batch.items()}
+    out: dict[str, torch.Tensor | list[str]] = {k: torch.from_numpy(v) for k, v in batch.items()}
     out["video_PFHWC"] = torch.from_numpy(np.concatenate(pixels))
     out["keys"] = [f"k{i}" for i in range(sum(len(r) for r in rows))]
     return out
@@ -96,15 +97,19 @@ def test_config_validation_messages():
     assert ModelConfig().expert_hidden == ModelConfig().ffn_dim
     assert [ModelConfig(layers=4, moe_every=2).is_moe_layer(i) for i in range(4)] == [False, True, False, True]
     assert ModelConfig(moe_every=0).moe_layers == 0
-    for bad in (dict(heads=6, kv_heads=4), dict(head_dim=7), dict(top_k=9), dict(moe_every=9),
-                dict(capacity_factor=0.0), dict(dim=30), dict(layers=0), dict(z_loss_weight=-1.0)):
+    out_of_range: list[dict[str, Any]] = [
+        dict(heads=6, kv_heads=4), dict(head_dim=7), dict(top_k=9), dict(moe_every=9),
+        dict(capacity_factor=0.0), dict(dim=30), dict(layers=0), dict(z_loss_weight=-1.0)]
+    for bad in out_of_range:
         with pytest.raises(ValueError):
             ModelConfig(**bad)
-    for bad in (dict(dim=32.0), dict(second_expert_sampling=1), dict(rope_base="1e4"), dict(layers=True)):
+    wrong_type: list[dict[str, Any]] = [
+        dict(dim=32.0), dict(second_expert_sampling=1), dict(rope_base="1e4"), dict(layers=True)]
+    for bad in wrong_type:
         with pytest.raises(TypeError):
             ModelConfig(**bad)
     with pytest.raises(TypeError):
-        ModelConfig(512)  # keyword-only
+        ModelConfig(512)  # pyright: ignore[reportCallIssue]  # keyword-only: the refused call is the point
 
 
 # ---------------------------------------------------------------- embeddings
@@ -315,7 +320,10 @@ def test_every_parameter_gets_a_gradient(patches):
     model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
     missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
-    stem_grads = [p.grad for p in model.embed.video.parameters()]
+    stem_grads: list[torch.Tensor] = []
+    for p in model.embed.video.parameters():
+        assert p.grad is not None  # as every parameter's, checked just above
+        stem_grads.append(p.grad)
     assert all(bool(g.any()) for g in stem_grads) == bool(patches) and all(g.isfinite().all() for g in stem_grads)
 
 
@@ -365,6 +373,12 @@ def test_loss_decreases_on_a_fixed_batch():
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 
 
+def _moe_layer(model: InteractionModel, block: int) -> MoEFeedForward:
+    ffn = model.blocks[block].ffn
+    assert isinstance(ffn, MoEFeedForward), block
+    return ffn
+
+
 def test_initialisation_is_seeded_and_experts_differ():
     cfg = tiny()
     a, b, c = (InteractionModel(cfg, seed=s) for s in (7, 7, 8))
@@ -372,12 +386,12 @@ def test_initialisation_is_seeded_and_experts_differ():
         assert torch.equal(pa, pb), name
         if pa.numel() > 1 and pa.std() > 0:
             assert not torch.equal(pa, pc), name
-    experts = a.blocks[1].ffn.moe.deepspeed_moe.experts.deepspeed_experts
+    experts = _moe_layer(a, 1).local_experts()
     weights = [e.w1.weight for e in experts]
     assert all(not torch.equal(weights[0], w) for w in weights[1:])
     # Expert-parallel rank 1 of 2 holds global experts 2 and 3 with the same weights.
     half = InteractionModel(cfg, seed=7, ep_size=2, ep_rank=1)
-    local = half.blocks[1].ffn.moe.deepspeed_moe.experts.deepspeed_experts
+    local = _moe_layer(half, 1).local_experts()
     assert len(local) == 2
     assert torch.equal(local[0].w1.weight, weights[2]) and torch.equal(local[1].w2.weight, experts[3].w2.weight)
     torch.testing.assert_close(half.embed.text.weight, a.embed.text.weight)

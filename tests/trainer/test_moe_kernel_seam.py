@@ -59,7 +59,7 @@ def test_stacked_expert_weights_follow_weight_updates():
     with torch.no_grad():
         first = moe(x_BLD, real_BL).y_BLD
         assert moe.expert_weights()[0] is moe.expert_weights()[0]  # kept between calls
-        for expert in moe.moe.deepspeed_moe.experts.deepspeed_experts:
+        for expert in moe.local_experts():
             expert.w2.weight.mul_(2.0)  # in place, as an optimizer step or load_state_dict
         second = moe(x_BLD, real_BL).y_BLD
     torch.testing.assert_close(second, 2.0 * first)

@@ -80,10 +80,11 @@ def test_forward_backward_reaches_experts_and_router(distributed):
     assert out.aux_loss.requires_grad and out.z_loss.requires_grad
     (out.y_BLD.square().mean() + 0.01 * out.aux_loss + 0.001 * out.z_loss).backward()
     assert out.stats["load"].min() > 0  # every expert got tokens ...
-    for e, expert in enumerate(moe.moe.deepspeed_moe.experts.deepspeed_experts):
+    for e, expert in enumerate(moe.local_experts()):
         for name, p in expert.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, (e, name)  # ... and gradients
     assert moe.gate.wg.weight.grad.abs().sum() > 0
+    assert x_BLD.grad is not None
     assert x_BLD.grad.abs().sum() > 0
     # The output alone (no router losses) still trains the router through the gate values.
     moe.zero_grad()

@@ -29,11 +29,13 @@ def _normalised_video(tmp: str, seconds: float) -> str:
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "testsrc2=size=160x120:rate=25", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
                     "-pix_fmt", "yuv420p", src], check=True)
-    media.normalise_video(src, out, stream=media.probe(src).video)
+    stream = media.probe(src).video
+    assert stream is not None, src  # ffmpeg's test picture always has a video stream
+    media.normalise_video(src, out, stream=stream)
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def train_shards() -> tuple[str, ...]:
     """Paths of the train tars (sorted); made on the first call, removed when the process exits."""
     from microturn.pipelines.shard.run import run
