@@ -21,6 +21,8 @@ import math
 import os
 import re
 import sys
+from collections.abc import Collection, Mapping
+from typing import Any
 
 # The standard option classes (StandardOptions, DirectOptions, GoogleCloudOptions, ...) register
 # as PipelineOptions subclasses when this module is imported; runner-specific ones (Dask's) when
@@ -216,3 +218,27 @@ def refuse_folder(flag: str, path: str) -> None:
     """``ValueError`` when an output file path names an existing folder."""
     if "://" not in path and os.path.isdir(path):
         raise ValueError(f"{flag} {path}: is a folder; give a file name")
+
+
+def config_values(cls: type, args: argparse.Namespace, *, cli_only: Collection[str],
+                  renamed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The values of stage config ``cls`` that ``--config`` (a named TOML file) and the flags
+    give, flags winning: the keyword arguments to build the config with.
+
+    The file's keys and types are checked against ``cls`` (fields in ``cli_only`` are the
+    command line's alone, so a file naming them is refused); the rules that need every value run
+    when the caller builds the config. Flags left unset (None) do not override the file;
+    ``renamed`` maps a flag's dest to its field (``input`` -> ``inputs``); repeatable flags
+    (lists) become tuples.
+    """
+    from microturn.schemas.config import load_toml, parse_partial
+
+    values: dict[str, Any] = {}
+    if args.config:
+        require_file("--config", args.config)
+        values = parse_partial(cls, load_toml(args.config), where=args.config, exclude=cli_only)
+    for dest, value in vars(args).items():
+        if dest == "config" or value is None:
+            continue
+        values[(renamed or {}).get(dest, dest)] = tuple(value) if isinstance(value, list) else value
+    return values

@@ -14,7 +14,7 @@ import time
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from microturn.pipelines.cli_args import finite_float, require_file, split_args
+from microturn.pipelines.cli_args import config_values, finite_float, require_file, split_args
 from microturn.pipelines.ingest.channels import LAYOUTS
 from microturn.pipelines.ingest.config import CLI_ONLY, DIARIZERS, TRANSCRIBERS, IngestConfig
 from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
@@ -28,7 +28,6 @@ from microturn.pipelines.outputs import (
     quiet_output_faults,
     stage_output,
 )
-from microturn.schemas.config import load_toml, parse_partial
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +64,7 @@ def parse_args(argv: list[str] | None) -> tuple[IngestConfig, list[str]]:
     ``--config`` or ``--license-manifest`` file and bad values are ``ValueError``s.
     """
     args, beam_args = split_args(build_parser(), argv)
-    base: dict = {}
-    if args.config:
-        require_file("--config", args.config)
-        # Keys and types checked against IngestConfig; the rules once flags are merged in.
-        base = parse_partial(IngestConfig, load_toml(args.config), where=args.config, exclude=CLI_ONLY)
-    overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
-    cfg = IngestConfig(**{**base, **overrides, "inputs": tuple(args.inputs)})
+    cfg = IngestConfig(**config_values(IngestConfig, args, cli_only=CLI_ONLY))
     if cfg.license_manifest:
         require_file("--license-manifest", cfg.license_manifest)
     return cfg, beam_args

@@ -18,7 +18,7 @@ from collections import Counter
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from microturn.pipelines.cli_args import require_file, split_args
+from microturn.pipelines.cli_args import config_values, split_args
 from microturn.pipelines.outputs import (
     NothingWritten,
     OutputError,
@@ -30,7 +30,6 @@ from microturn.pipelines.outputs import (
 from microturn.pipelines.shard.config import CLI_ONLY, ShardConfig, parse_bytes
 from microturn.pipelines.shard.pipeline import Shard, has_table
 from microturn.pipelines.tables import read_table
-from microturn.schemas.config import load_toml, parse_partial
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +58,10 @@ def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
     ``--config`` file and bad values are ``ValueError``s.
     """
     args, beam_args = split_args(build_parser(), argv)
-    base: dict = {}
-    if args.config:
-        require_file("--config", args.config)
-        # Keys and types checked against ShardConfig; the rules once flags are merged in.
-        base = parse_partial(ShardConfig, load_toml(args.config), where=args.config, exclude=CLI_ONLY)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "input") and v is not None}
-    if args.input:
-        overrides["inputs"] = tuple(args.input)
-    if "shard_bytes" in overrides:
-        overrides["shard_bytes"] = parse_bytes(overrides["shard_bytes"])
-    return ShardConfig(**{**base, **overrides}), beam_args
+    values = config_values(ShardConfig, args, cli_only=CLI_ONLY, renamed={"input": "inputs"})
+    if args.shard_bytes is not None:  # the flag's text ("512MiB"); a config file's is parsed by its setting
+        values["shard_bytes"] = parse_bytes(args.shard_bytes)
+    return ShardConfig(**values), beam_args
 
 
 def summarize(output: str) -> dict:

@@ -21,7 +21,14 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from microturn.pipelines.cli_args import finite_float, refuse_folder, require_file, require_records, split_args
+from microturn.pipelines.cli_args import (
+    config_values,
+    finite_float,
+    refuse_folder,
+    require_file,
+    require_records,
+    split_args,
+)
 from microturn.pipelines.outputs import (
     NothingWritten,
     OutputError,
@@ -34,7 +41,6 @@ from microturn.pipelines.outputs import (
 from microturn.pipelines.synthesize.config import CLI_ONLY, SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
 from microturn.pipelines.tables import read_table
-from microturn.schemas.config import load_toml, parse_partial
 from microturn.synth.mix import DEGRADE
 from microturn.synth.timing import DEFAULT_TIMING, TimingModel
 from microturn.synth.timing_fit import fit
@@ -72,15 +78,7 @@ def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
     ``--config`` or ``--timing`` file and bad values are ``ValueError``s.
     """
     args, beam_args = split_args(build_parser(), argv)
-    base: dict = {}
-    if args.config:
-        require_file("--config", args.config)
-        # Keys and types checked against SynthesizeConfig; the rules once flags are merged in.
-        base = parse_partial(SynthesizeConfig, load_toml(args.config), where=args.config, exclude=CLI_ONLY)
-    overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
-    if "scripts" in overrides:
-        overrides["scripts"] = tuple(overrides["scripts"])
-    cfg = SynthesizeConfig(**{**base, **overrides})
+    cfg = SynthesizeConfig(**config_values(SynthesizeConfig, args, cli_only=CLI_ONLY))
     if cfg.timing:
         require_file("--timing", cfg.timing)
     return cfg, beam_args
