@@ -47,6 +47,16 @@ def init_distributed() -> tuple[int, int]:
     return rank, world
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly: every process waits for the others, then the group is
+    destroyed. A process that exits with a live gloo group can abort in its destructor
+    ("terminate called without an active exception", SIGABRT) while its peer is still talking
+    to it, which turns a finished run into a failed one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def ds_config(cfg: TrainConfig, *, world_size: int) -> dict:
     """DeepSpeed's config for ``cfg`` on ``world_size`` processes."""
     if world_size % cfg.ep_size:

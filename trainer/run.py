@@ -71,4 +71,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{last['step']}; "
               f"metrics in {args.output}/metrics.jsonl; {last.get('loader/samples', 0)} sample(s) read"
               + (f", lost: {lost}" if lost else ", none skipped"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: this process ends here
+        from microturn.trainer.engine import shutdown_distributed
+
+        shutdown_distributed()
     return 0

@@ -32,7 +32,7 @@ def main() -> None:
 
     from microturn.schemas.sample import decode_sample
     from microturn.trainer.batch import build_sequence, collate
-    from microturn.trainer.engine import build_engine, init_distributed
+    from microturn.trainer.engine import build_engine, init_distributed, shutdown_distributed
     from microturn.trainer.loop import _max_rows, pad_batch
     from microturn.trainer.model import InteractionModel
     from microturn.trainer.tokenizer import ByteTokenizer
@@ -71,6 +71,7 @@ def main() -> None:
         with open(out_path, "w") as f:
             json.dump({"world": world, "losses": losses, "video": sample["video_KPFHWC"] is not None,
                        "rows": int(batch["kind_BL"].shape[0])}, f)
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

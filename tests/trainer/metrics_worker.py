@@ -32,7 +32,7 @@ def micro_output(rank: int, micro: int, *, loss: float | None = None) -> SimpleN
 
 
 def main() -> None:
-    from microturn.trainer.engine import init_distributed
+    from microturn.trainer.engine import init_distributed, shutdown_distributed
     from microturn.trainer.metrics import TrainMetrics
 
     rank, world = init_distributed()
@@ -54,6 +54,7 @@ def main() -> None:
             json.dump({"world": world, "record": rec, "error": error}, f)
     elif error is None:
         raise SystemExit("rank 1 did not stop on its own nan loss")
+    shutdown_distributed()
 
 
 if __name__ == "__main__":
