@@ -311,8 +311,13 @@ class ShardLoader:
         if (state.get("rank"), state.get("world")) != (rank, world):
             raise ValueError(f"the loader state is rank {state.get('rank')} of {state.get('world')} processes; "
                              f"this loader is rank {rank} of {world}")
-        self.set_epoch(state["epoch"])
-        self.dataset.counters.restore(state.get("counts") or {})
+        epoch, counts = state.get("epoch"), state.get("counts") or {}
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0) or not (
+                isinstance(counts, dict) and all(isinstance(v, int) for v in counts.values())):
+            raise ValueError(f"loader state is malformed: epoch {epoch!r} (a whole number >= 0 expected), "
+                             f"counts {counts!r} (name -> whole number expected)")
+        self.set_epoch(epoch)
+        self.dataset.counters.restore(counts)
         self.dataset.active = None
         self.dataset.restore = state.get("stream")
 

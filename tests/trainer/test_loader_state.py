@@ -97,6 +97,24 @@ def test_a_state_that_does_not_fit_is_refused_naming_why(tmp_path):
         _loader(resampled=True, num_workers=1).state_dict()
 
 
+def test_a_malformed_state_is_a_value_error_not_a_crash():
+    saved = _loader(resampled=True)
+    _take(iter(saved), 2)
+    state = json.loads(json.dumps(saved.state_dict()))
+    # A hand-edited or damaged checkpoint whose JSON still parses and whose fingerprint still fits.
+    for bad in ({k: v for k, v in state.items() if k != "epoch"}, {**state, "epoch": "3"}, {**state, "epoch": -1},
+                {**state, "epoch": True}, {**state, "counts": [1, 2]}, {**state, "counts": {"samples": "many"}}):
+        with pytest.raises(ValueError, match="malformed"):
+            _loader(resampled=True).load_state_dict(bad)
+    stream = state["stream"]
+    for bad_stream in ({**stream, "buffer": {**stream["buffer"], "samples": [["x"]]}},
+                       {**stream, "progress": None}, {k: v for k, v in stream.items() if k != "source"}):
+        restored = _loader(resampled=True)
+        restored.load_state_dict({**state, "stream": bad_stream})
+        with pytest.raises(ValueError, match="malformed"):
+            next(iter(restored))
+
+
 def test_a_buffered_sample_that_no_longer_reads_is_an_error_naming_its_shard(tmp_path):
     shards = [shutil.copy(p, tmp_path / f"s{i}.tar") for i, p in enumerate(train_shards())]
     saved = _loader([str(p) for p in shards], resampled=True)
