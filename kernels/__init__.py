@@ -8,6 +8,16 @@
 - ``moe_reference``: the plain PyTorch ground truth with the same signature.
 - ``check_moe_inputs``: the input contract both enforce.
 
+Every entry point given routed ids (all but ``measure_threshold``, which draws its own) takes a
+keyword-only ``validate: bool = False``. Metadata (types, dtypes, shapes,
+device, contiguity) is always checked from the tensors' metadata, without reading a value. Expert
+ids outside 0..E-1 are a ``ValueError`` naming them only with ``validate=True``, which reads the
+ids on the host: a device-to-host copy and a synchronisation per call, which also rules out CUDA
+graphs. By default a device-side assert refuses them instead, with no host read: a ``RuntimeError``
+at once on CPU; on CUDA an asynchronous "device-side assert triggered" at a later synchronisation,
+after which the CUDA context is unusable. The default suits ids from a router's top-k (always in
+range); pass ``validate=True`` for ids from anywhere else.
+
 Shape suffixes follow :mod:`microturn.schemas.legend`. ``bench/compile_report.py`` (a development
 tool, outside this package) compiles the kernels for NVIDIA targets and reads ptxas' resources.
 """

@@ -19,7 +19,7 @@ On CUDA, ``moe_decode`` measures the threshold itself (``kernels/threshold.py``)
 is reasoned, not measured: with the default top-k of 2, U = 16 gives 32 routes, and for 8 to 64
 experts the expected number of distinct experts among 32 uniform routes is 7.9 to 25.3, so
 gather-GEMV reads expert weights 1.3x (E = 64) to 4x (E = 8) more often than needed, which should
-outweigh the grouped path's host-side sort and extra launches. Up to it, gather-GEMV also keeps
+outweigh the grouped path's sort and extra launches. Up to it, gather-GEMV also keeps
 its bitwise batch invariance.
 """
 
@@ -33,19 +33,24 @@ def moe_decode(
     w_down_EDI: torch.Tensor,
     *,
     threshold: int | None = None,
+    validate: bool = False,
 ) -> torch.Tensor:
     """Routed SwiGLU MoE (same contract as ``moe_reference``) by ``moe_gemv`` when U <= ``threshold``,
     else by ``moe_grouped``.
 
     ``threshold=None`` takes, on CUDA, the crossover measured on this device for this E, J, D, I
     and dtype (timed on the first call, then kept for the process; see ``measure_threshold``),
-    and ``DEFAULT_THRESHOLD`` elsewhere. Both kernels validate their inputs with
-    ``check_moe_inputs`` and raise the same ``TypeError``/``ValueError``. Raises ``TypeError`` for
-    a threshold that is not an int and ``ValueError`` for a negative one.
+    and ``DEFAULT_THRESHOLD`` elsewhere. That first CUDA call synchronises (timing needs it): a
+    server that captures CUDA graphs measures first and passes ``threshold=``. Both kernels check
+    their inputs with ``check_moe_inputs`` and ``validate`` (out-of-range ids: a ``ValueError``
+    with ``validate=True``, a device-side assert by default; see there) and raise the same
+    ``TypeError``/``ValueError``. Raises ``TypeError`` for a threshold that is not an int and
+    ``ValueError`` for a negative one.
     """
     if threshold is None:
         if isinstance(w_gate_EID, torch.Tensor) and w_gate_EID.is_cuda:
-            threshold = measured_threshold(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+            threshold = measured_threshold(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI,
+                                           validate=validate)
         else:
             threshold = DEFAULT_THRESHOLD
     if isinstance(threshold, bool) or not isinstance(threshold, int):
@@ -54,4 +59,4 @@ def moe_decode(
         raise ValueError(f"threshold must be >= 0 (0 sends every batch to moe_grouped), got {threshold}")
     num_tokens = x_UD.shape[0] if isinstance(x_UD, torch.Tensor) and x_UD.dim() >= 1 else 0
     kernel = moe_gemv if num_tokens <= threshold else moe_grouped
-    return kernel(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+    return kernel(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI, validate=validate)

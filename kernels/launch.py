@@ -34,11 +34,11 @@ def check_kernel_device(x_UD: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} needs CUDA tensors (got {x_UD.device}); set TRITON_INTERPRET=1 to run on CPU")
 
 
-def checked_sizes(name: str, *moe_args: torch.Tensor) -> MoeSizes:
+def checked_sizes(name: str, *moe_args: torch.Tensor, validate: bool = False) -> MoeSizes:
     """Validate the six arguments of a call of the kernel wrapper ``name`` (``check_moe_inputs``,
-    in its order, and the device) and return its sizes; raises the ``TypeError``/``ValueError``
-    that ``check_moe_inputs`` documents."""
-    check_moe_inputs(*moe_args)
+    in its order, with ``validate``, and the device) and return its sizes; raises what
+    ``check_moe_inputs`` documents. The sizes come from shapes only: no device-to-host copy."""
+    check_moe_inputs(*moe_args, validate=validate)
     x_UD, topk_ids_UJ, _, w_gate_EID, _, _ = moe_args
     check_kernel_device(x_UD, name)
     experts, hidden, model_dim = w_gate_EID.shape

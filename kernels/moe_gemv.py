@@ -144,6 +144,8 @@ def moe_gemv(
     w_gate_EID: torch.Tensor,
     w_up_EID: torch.Tensor,
     w_down_EDI: torch.Tensor,
+    *,
+    validate: bool = False,
 ) -> torch.Tensor:
     """Routed SwiGLU MoE for small U with gather-GEMV Triton kernels; same contract as ``moe_reference``.
 
@@ -154,8 +156,15 @@ def moe_gemv(
 
     Raises ``TypeError``/``ValueError`` for invalid inputs (see ``check_moe_inputs``), and
     ``ValueError`` for non-CUDA tensors unless Triton runs its interpreter (TRITON_INTERPRET=1).
+    Expert ids out of 0..E-1 are a ``ValueError`` with ``validate=True`` (a host read of the ids,
+    one synchronisation per call); by default a device-side assert refuses them without a host
+    read (a ``RuntimeError`` on CPU; on CUDA an asynchronous assert that poisons the context).
+    Nothing else reads a tensor value on the host (the grid comes from shapes), so with the
+    default a call queues its launches without waiting for the device and can be captured in a
+    CUDA graph.
     """
-    sizes = checked_sizes("moe_gemv", x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+    sizes = checked_sizes("moe_gemv", x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI,
+                          validate=validate)
     num_tokens, top_k, hidden, model_dim = sizes.tokens, sizes.top_k, sizes.hidden, sizes.model_dim
     y_UD = torch.empty((num_tokens, model_dim), dtype=x_UD.dtype, device=x_UD.device)
     if num_tokens == 0:

@@ -1,5 +1,5 @@
-"""Expert-grouped MoE feed-forward for larger batches: routes are sorted by expert on the host and
-each Triton program applies one expert weight tile to a run of that expert's routed tokens.
+"""Expert-grouped MoE feed-forward for larger batches: routes are sorted by expert (on their device)
+and each Triton program applies one expert weight tile to a run of that expert's routed tokens.
 
 Shape suffixes and the letters below follow :mod:`microturn.schemas.legend`: U tokens, J experts
 chosen per token, E experts, D model width, I expert hidden width, R routes (one per (token, j)
@@ -10,9 +10,9 @@ Why a grouped variant next to ``moe_gemv``: gather-GEMV reads an expert's weight
 so when U*J grows and several tokens share an expert the same weights cross HBM several times.
 Here a program owns one (expert, I tile) or (expert, D tile) and multiplies that tile against
 BLOCK_R of the expert's routes at once (a tensor-core ``tl.dot`` on GPU), so each weight tile is
-read once per BLOCK_R routes of its expert instead of once per route. The price is a host-side
-sort of the U*J route ids, one idle program per unused expert, and a separate per-route output
-that is summed over j afterwards.
+read once per BLOCK_R routes of its expert instead of once per route. The price is a sort of the
+U*J route ids (launched on the device; nothing is read back on the host), one idle program per
+unused expert, and a separate per-route output that is summed over j afterwards.
 
 Determinism: the sort is stable, so within an expert the routes stay in (token, j) order; each
 program reduces over D (gate/up) or I (down) in fixed-size tiles in a fixed order with fp32
@@ -191,6 +191,8 @@ def moe_grouped(
     w_gate_EID: torch.Tensor,
     w_up_EID: torch.Tensor,
     w_down_EDI: torch.Tensor,
+    *,
+    validate: bool = False,
 ) -> torch.Tensor:
     """Routed SwiGLU MoE with expert-grouped Triton kernels; same contract as ``moe_reference``.
 
@@ -203,8 +205,18 @@ def moe_grouped(
 
     Raises ``TypeError``/``ValueError`` for invalid inputs (see ``check_moe_inputs``), and
     ``ValueError`` for non-CUDA tensors unless Triton runs its interpreter (TRITON_INTERPRET=1).
+    Expert ids out of 0..E-1 are a ``ValueError`` with ``validate=True`` (a host read of the ids,
+    one synchronisation per call); by default a device-side assert refuses them without a host
+    read (a ``RuntimeError`` on CPU; on CUDA an asynchronous assert that poisons the context).
+    Nothing else reads a tensor value on the host either: the routes are sorted and each expert's
+    run of them found (``torch.sort``, ``torch.searchsorted``) on the tensors' device, and the
+    grid is (E, tiles), sized from shapes rather than from how many routes each expert got. That
+    costs one program per expert even when an expert has no route (it exits at once: its run is
+    empty), and is what lets the call skip reading per-expert counts on the host, which would be
+    a synchronisation per call and would rule out CUDA graphs.
     """
-    sizes = checked_sizes("moe_grouped", x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+    sizes = checked_sizes("moe_grouped", x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI,
+                          validate=validate)
     num_tokens, top_k, num_experts = sizes.tokens, sizes.top_k, sizes.experts
     hidden, model_dim = sizes.hidden, sizes.model_dim
     if num_tokens == 0:

@@ -25,14 +25,34 @@ def check_moe_inputs(
     w_gate_EID: torch.Tensor,
     w_up_EID: torch.Tensor,
     w_down_EDI: torch.Tensor,
+    *,
+    validate: bool = False,
 ) -> None:
     """Raise ``TypeError``/``ValueError`` unless the arguments form a valid MoE call.
 
-    Checks tensor types, dtypes (activations and expert weights share one of fp32/bf16/fp16; ids
-    are int32/int64; routing weights are floating), shapes, one common device, contiguous expert
-    weights, and that every id lies in 0..E-1. The id check reads the ids on the host (one
-    device-to-host copy of U*J integers).
+    Always checks, from tensor metadata only (no tensor value is read, so nothing waits for the
+    device): tensor types, dtypes (activations and expert weights share one of fp32/bf16/fp16;
+    ids are int32/int64; routing weights are floating), shapes, one common device and contiguous
+    expert weights.
+
+    Whether every id lies in 0..E-1 is a question about values, checked one of two ways:
+
+    - ``validate=True``: the ids are read on the host and an id out of range is a ``ValueError``
+      naming the range found. That read is a device-to-host copy and a synchronisation: on CUDA
+      the host waits for everything queued before it, once per call (per MoE layer per decode
+      step), and a CUDA graph cannot capture it. Ask for it when the ids come from outside a
+      router (user input, a file, a test).
+    - ``validate=False`` (the default): a device-side assert (``torch._assert_async``) on
+      ``all(0 <= ids < E)``, queued like any kernel (five small launches over the U*J ids), with
+      no host read, so a CUDA graph can capture it. On CPU it raises a
+      ``RuntimeError`` at once. On CUDA it fires asynchronously: the error surfaces at a later
+      synchronisation as a generic "device-side assert triggered", the kernel may already have
+      read out of bounds, and the CUDA context is poisoned for the rest of the process (every
+      later CUDA call fails). Top-k over a router's E logits cannot produce such an id, which is
+      why the router-fed decode path can take this default.
     """
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate must be a bool, got {type(validate).__name__}")
     named = {
         "x_UD": x_UD,
         "topk_ids_UJ": topk_ids_UJ,
@@ -87,10 +107,19 @@ def check_moe_inputs(
     for name in ("w_gate_EID", "w_up_EID", "w_down_EDI"):
         if not named[name].is_contiguous():
             raise ValueError(f"{name} must be contiguous; call .contiguous() once when loading the weights")
-    if topk_ids_UJ.numel() > 0:
-        lowest, highest = int(topk_ids_UJ.min()), int(topk_ids_UJ.max())
-        if lowest < 0 or highest >= num_experts:
-            raise ValueError(f"topk_ids_UJ must lie in 0..{num_experts - 1}, got values in {lowest}..{highest}")
+    if validate:
+        if topk_ids_UJ.numel() > 0:
+            lowest, highest = int(topk_ids_UJ.min()), int(topk_ids_UJ.max())
+            if lowest < 0 or highest >= num_experts:
+                raise ValueError(f"topk_ids_UJ must lie in 0..{num_experts - 1}, got values in {lowest}..{highest}")
+    else:
+        # all() of an empty batch is True, so U = 0 passes without a special case.
+        in_range = ((topk_ids_UJ >= 0) & (topk_ids_UJ < num_experts)).all()
+        # torch exports no public device-side assert; _assert_async is the op torch.compile emits
+        # for its own runtime asserts, there since torch 1.11.
+        torch._assert_async(  # pyright: ignore[reportPrivateImportUsage]
+            in_range, f"topk_ids_UJ holds an expert id outside 0..{num_experts - 1}; validate=True names the values"
+        )
 
 
 def moe_reference(
@@ -100,13 +129,17 @@ def moe_reference(
     w_gate_EID: torch.Tensor,
     w_up_EID: torch.Tensor,
     w_down_EDI: torch.Tensor,
+    *,
+    validate: bool = False,
 ) -> torch.Tensor:
     """Routed SwiGLU MoE in plain PyTorch, looping over experts with fp32 accumulation.
 
     ``y[t] = sum_j topk_weights[t, j] * W_down[e] @ (silu(W_gate[e] @ x[t]) * (W_up[e] @ x[t]))``
-    with ``e = topk_ids[t, j]``. Returns (U, D) in the dtype of ``x_UD``.
+    with ``e = topk_ids[t, j]``. Returns (U, D) in the dtype of ``x_UD``. Inputs are checked by
+    ``check_moe_inputs`` with ``validate`` (see there). This is the ground truth, not a decode
+    path: its per-expert ``nonzero`` sizes a tensor from values, a host synchronisation per expert.
     """
-    check_moe_inputs(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI)
+    check_moe_inputs(x_UD, topk_ids_UJ, topk_weights_UJ, w_gate_EID, w_up_EID, w_down_EDI, validate=validate)
     x32_UD = x_UD.float()
     y32_UD = torch.zeros(x_UD.shape, dtype=torch.float32, device=x_UD.device)
     for expert in range(w_gate_EID.shape[0]):

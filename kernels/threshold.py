@@ -102,8 +102,10 @@ def measure_threshold(
     """Time ``moe_gemv`` and ``moe_grouped`` on these expert weights for every U in ``grid``.
 
     Tokens are random and routed to ``top_k`` distinct uniformly drawn experts each (a balanced
-    router). Returns :func:`crossover` of the medians. Raises ``ValueError`` for a ``top_k``
-    outside 1..E or a bad ``grid``, and whatever ``check_moe_inputs`` raises for bad weights.
+    router). The ids are in range by construction, so the kernels are timed with their default
+    device-side id check, as a decode step runs them. Returns :func:`crossover` of the medians.
+    Raises ``ValueError`` for a ``top_k`` outside 1..E or a bad ``grid``, and whatever
+    ``check_moe_inputs`` raises for bad weights.
     """
     E, _, D = w_gate_EID.shape
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
@@ -124,11 +126,11 @@ def measure_threshold(
     return crossover(list(grid), gemv_s, grouped_s)
 
 
-def measured_threshold(*moe_args: torch.Tensor) -> int:
+def measured_threshold(*moe_args: torch.Tensor, validate: bool = False) -> int:
     """``measure_threshold`` for the device, shape and dtype of an MoE call (its six arguments, in
-    ``check_moe_inputs``' order), measured once per process. The inputs are validated before a
-    measurement only: the kernel that then runs validates them on every call, and the id check
-    costs a device-to-host copy."""
+    ``check_moe_inputs``' order), measured once per process. The inputs are checked (with
+    ``validate``, see ``check_moe_inputs``) before a measurement only: the kernel that then runs
+    checks them on every call."""
     _, topk_ids_UJ, _, w_gate_EID, w_up_EID, w_down_EDI = moe_args
     key = None
     if isinstance(w_gate_EID, torch.Tensor) and w_gate_EID.dim() == 3 and isinstance(topk_ids_UJ, torch.Tensor) \
@@ -138,7 +140,7 @@ def measured_threshold(*moe_args: torch.Tensor) -> int:
         E, hidden, D = w_gate_EID.shape
         key = (name, str(device), E, hidden, D, topk_ids_UJ.shape[1], w_gate_EID.dtype)
     if key not in _MEASURED:
-        check_moe_inputs(*moe_args)
+        check_moe_inputs(*moe_args, validate=validate)
         assert key is not None
         _MEASURED[key] = measure_threshold(w_gate_EID, w_up_EID, w_down_EDI, topk_ids_UJ.shape[1])
     return _MEASURED[key]

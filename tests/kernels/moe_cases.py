@@ -43,7 +43,9 @@ def replace(case, index, value):
 
 
 def bad_inputs():
-    """(label, args, expected exception) for invalid calls; each fails before any kernel runs."""
+    """(label, args, expected exception) for calls with invalid metadata (types, dtypes, shapes,
+    contiguity); each fails before any kernel runs, with or without ``validate``. Ids out of range
+    are in ``bad_ids``."""
     case = make_case(3, 37, 53, 2, seed=6)
     x_UD, ids_UJ, weights_UJ, w_gate_EID, w_up_EID, w_down_EDI = case
     return [
@@ -52,8 +54,6 @@ def bad_inputs():
         ("w_up shape", replace(case, 4, w_up_EID[:, :50]), ValueError),
         ("w_down shape", replace(case, 5, w_down_EDI.transpose(1, 2).contiguous()), ValueError),
         ("w_gate not 3-D", replace(case, 3, w_gate_EID[0]), ValueError),
-        ("id too large", replace(case, 1, torch.full_like(ids_UJ, NUM_EXPERTS)), ValueError),
-        ("id negative", replace(case, 1, torch.full_like(ids_UJ, -1)), ValueError),
         ("ids wrong U", replace(case, 1, ids_UJ[:2]), ValueError),
         ("weights vs ids", replace(case, 2, weights_UJ[:, :1]), ValueError),
         ("zero top-k", replace(replace(case, 1, ids_UJ[:, :0]), 2, weights_UJ[:, :0]), ValueError),
@@ -66,6 +66,23 @@ def bad_inputs():
         ("integer routing weights", replace(case, 2, ids_UJ.clone()), TypeError),
         ("not a tensor", replace(case, 0, x_UD.numpy()), TypeError),
     ]
+
+
+def bad_ids():
+    """(label, args, (lowest, highest) id) for calls whose only fault is an expert id outside
+    0..E-1 (E = NUM_EXPERTS): a ValueError with ``validate=True``, the device-side assert without."""
+    case = make_case(3, 37, 53, 2, seed=6)
+    ids_UJ = case[1]
+    one_bad_UJ = ids_UJ.clone()
+    one_bad_UJ[1, 1] = NUM_EXPERTS + 3
+    cases = [
+        ("id too large", torch.full_like(ids_UJ, NUM_EXPERTS)),
+        ("id negative", torch.full_like(ids_UJ, -1)),
+        ("one id of six", one_bad_UJ),
+        ("int32, shifted down", (ids_UJ - 2).to(torch.int32)),
+    ]
+    return [(label, replace(case, 1, bad_UJ), (int(bad_UJ.numpy().min()), int(bad_UJ.numpy().max())))
+            for label, bad_UJ in cases]
 
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

@@ -91,11 +91,13 @@ def test_batch_permutation_permutes_rows_bitwise(seed, num_tokens):
     assert torch.equal(shuffled_UD, y_UD[order_U])
 
 
+@pytest.mark.parametrize("validate", [False, True])
 @pytest.mark.parametrize("moe", [moe_gemv, moe_reference], ids=["moe_gemv", "moe_reference"])
-def test_bad_inputs_raise(moe):
+def test_bad_inputs_raise(moe, validate):
+    # Metadata is checked the same way with and without validate (ids: tests/kernels/test_moe_validate.py).
     for label, args, error in bad_inputs():
         with pytest.raises(error):
-            moe(*args)
+            moe(*args, validate=validate)
             pytest.fail(f"{label}: no {error.__name__}")
 
 

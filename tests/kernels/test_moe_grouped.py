@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moe_cases import NUM_EXPERTS, bad_inputs, make_case, rel_error
+from moe_cases import NUM_EXPERTS, bad_ids, bad_inputs, make_case, rel_error
 
 from microturn.kernels import DEFAULT_THRESHOLD, dispatch, moe_decode, moe_gemv, moe_grouped, moe_reference
 
@@ -72,9 +72,9 @@ def test_deterministic_and_batch_permutation_equivariant(seed, num_tokens):
 
 
 def _recording(kernel, calls):
-    def wrapped(*args):
+    def wrapped(*args, **kwargs):
         calls.append(kernel.__name__)
-        return kernel(*args)
+        return kernel(*args, **kwargs)
 
     return wrapped
 
@@ -108,17 +108,22 @@ def test_dispatcher_rejects_bad_threshold(threshold, error):
         moe_decode(*_make_case(1, 1, seed=1), threshold=threshold)
 
 
+@pytest.mark.parametrize("validate", [False, True])
 @pytest.mark.parametrize("threshold", [None, 0, 100], ids=["grouped", "decode-grouped", "decode-gemv"])
-def test_bad_inputs_raise_like_moe_gemv(threshold):
+def test_bad_inputs_raise_like_moe_gemv(threshold, validate):
     def run(args):
-        return moe_grouped(*args) if threshold is None else moe_decode(*args, threshold=threshold)
+        if threshold is None:
+            return moe_grouped(*args, validate=validate)
+        return moe_decode(*args, threshold=threshold, validate=validate)
 
-    for label, args, error in bad_inputs():
+    # Out-of-range ids: a ValueError naming them with validate, the device-side assert without.
+    id_error = ValueError if validate else RuntimeError
+    for label, args, error in [*bad_inputs(), *((label, args, id_error) for label, args, _ in bad_ids())]:
         with pytest.raises(error) as grouped_info:
             run(args)
             pytest.fail(f"{label}: no {error.__name__}")
         with pytest.raises(error) as gemv_info:
-            moe_gemv(*args)
+            moe_gemv(*args, validate=validate)
         assert str(grouped_info.value) == str(gemv_info.value), label
 
 

@@ -8,7 +8,7 @@ I expert hidden width. tests/conftest.py turns the Triton interpreter on before 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moe_cases import bad_inputs, make_case
+from moe_cases import bad_ids, bad_inputs, make_case
 
 from microturn.kernels import DEFAULT_THRESHOLD, crossover, dispatch, measure_threshold, moe_decode, moe_gemv
 from microturn.kernels import threshold as threshold_mod
@@ -90,23 +90,31 @@ def test_dispatcher_uses_the_fallback_off_cuda(monkeypatch):
 
     monkeypatch.setattr(dispatch, "measured_threshold", refuse)
     calls = []
-    monkeypatch.setattr(dispatch, "moe_gemv", lambda *a: calls.append("gemv") or moe_gemv(*a))
+    monkeypatch.setattr(dispatch, "moe_gemv", lambda *a, **k: calls.append("gemv") or moe_gemv(*a, **k))
     moe_decode(*make_case(DEFAULT_THRESHOLD, 37, 53, 2, seed=4))
     assert calls == ["gemv"]
 
 
-def test_dispatcher_checks_inputs_before_measuring(monkeypatch):
-    monkeypatch.setattr(dispatch, "measured_threshold", lambda *a: pytest.fail("measured bad inputs"))
-    for label, args, error in bad_inputs():
+def _bad_calls(validate):
+    """bad_inputs() and bad_ids() with the error each raises under ``validate``."""
+    id_error = ValueError if validate else RuntimeError  # RuntimeError: the device-side assert on CPU
+    return [*bad_inputs(), *((label, args, id_error) for label, args, _ in bad_ids())]
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_dispatcher_checks_inputs_before_measuring(monkeypatch, validate):
+    monkeypatch.setattr(dispatch, "measured_threshold", lambda *a, **k: pytest.fail("measured bad inputs"))
+    for label, args, error in _bad_calls(validate):
         with pytest.raises(error):
-            moe_decode(*args)
+            moe_decode(*args, validate=validate)
             pytest.fail(f"{label}: no {error.__name__}")
 
 
-def test_measured_threshold_checks_inputs_before_measuring(monkeypatch):
+@pytest.mark.parametrize("validate", [False, True])
+def test_measured_threshold_checks_inputs_before_measuring(monkeypatch, validate):
     monkeypatch.setattr(threshold_mod, "measure_threshold", lambda *a: pytest.fail("measured bad inputs"))
     threshold_mod.forget_measured()
-    for label, args, error in bad_inputs():
+    for label, args, error in _bad_calls(validate):
         with pytest.raises(error):
-            threshold_mod.measured_threshold(*args)
+            threshold_mod.measured_threshold(*args, validate=validate)
             pytest.fail(f"{label}: no {error.__name__}")
