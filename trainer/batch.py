@@ -27,10 +27,20 @@ import torch
 
 from microturn.schemas.sample import FRAMES_PER_CHUNK, FRAMES_PER_PATCH, N_MELS, PATCH_PX
 
-__all__ = ["PAD_VALUES", "Kind", "LossMasks", "Sequence", "attention_mask", "build_sequence", "collate",
-           "loss_positions"]
+__all__ = ["PAD_VALUES", "SEQUENCE_LAYOUT", "Kind", "LossMasks", "Sequence", "attention_mask", "build_sequence",
+           "collate", "loss_positions"]
 
 _PATCH_SHAPE = (FRAMES_PER_PATCH, PATCH_PX, PATCH_PX, 3)
+
+SEQUENCE_LAYOUT = 2
+"""Version of what a trained model reads and predicts, saved with every run and checkpoint.
+
+1: the chunk layout above; the text head predicts MODEL_TEXT tokens only.
+2: the same positions; the text head also predicts the end of each chunk's model text (at the
+   position before the chunk's first MODEL_AUDIO), so a decoder knows when to stop saying text
+   and start the chunk's audio. A layout-1 model cannot be decoded and has a text head of
+   another shape.
+"""
 
 
 class Kind(enum.IntEnum):

@@ -130,13 +130,19 @@ def _flat(section: str, values: dict) -> dict[str, object]:
 def check_resume(ckpt_dir: str, tag: str, run_config: dict) -> list[str]:
     """Compare ``run_config`` (``{"model": {...}, "train": {...}}``) with the checkpoint's.
 
-    Raises ``ValueError`` naming every model key whose value differs (``model.dim: checkpoint
-    has 64, config has 128``): the weights would not fit. Returns one line per training
+    Raises ``ValueError`` for another sequence layout (``batch.SEQUENCE_LAYOUT``; a checkpoint
+    without one is layout 1) and naming every model key whose value differs (``model.dim:
+    checkpoint has 64, config has 128``): the weights would not fit. Returns one line per training
     setting that differs, for the caller to report.
     """
     path = os.path.join(ckpt_dir, tag, CONFIG_NAME)
     with open(path) as f:
         saved = json.load(f)
+    layout_old, layout_new = saved.get("layout", 1), run_config.get("layout", 1)
+    if layout_old != layout_new:
+        raise ValueError(f"cannot resume {os.path.join(ckpt_dir, tag)}: it was trained on sequence layout "
+                         f"{layout_old}, this trainer uses layout {layout_new} (another text head); "
+                         "start a new run in another --output")
     model_old, model_new = _flat("model", saved.get("model", {})), _flat("model", run_config["model"])
     shape = [f"{k}: checkpoint has {model_old.get(k)!r}, config has {model_new.get(k)!r}"
              for k in sorted(set(model_old) | set(model_new)) if model_old.get(k) != model_new.get(k)]

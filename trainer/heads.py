@@ -14,7 +14,7 @@ Each loss is a mean over its targets and 0 (still in the graph) when a batch has
 batch without model speech or text does not make the total NaN.
 
 Shape suffixes follow :mod:`microturn.schemas.legend`: U target positions, D model width,
-V vocabulary, M = 80 mel channels, S = 16 dMel bins, I the flow MLP's width.
+V vocabulary (the text head has V + 1 classes), M = 80 mel channels, S = 16 dMel bins, I the flow MLP's width.
 """
 
 from __future__ import annotations
@@ -44,18 +44,24 @@ def _mean_or_zero(total: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class TextHead(nn.Module):
-    """Hidden state -> next text token logits."""
+    """Hidden state -> logits of the next text token, or of the end of the chunk's text.
+
+    V + 1 classes: the V token ids of the text embedding, then :attr:`end_of_text` (= V), which
+    no tokenizer emits and no position ever embeds: it only says "this chunk's model text is
+    over, its audio comes next", the one decision of the sequence layout that is not fixed.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.proj = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.end_of_text = cfg.vocab_size
+        self.proj = nn.Linear(cfg.dim, cfg.vocab_size + 1, bias=False)
 
     def logits(self, h_UD: torch.Tensor) -> torch.Tensor:
-        """[U, D] -> float32 [U, V]."""
+        """[U, D] -> float32 [U, V + 1] (the last class is :attr:`end_of_text`)."""
         return self.proj(h_UD).float()
 
     def loss(self, h_UD: torch.Tensor, target_U: torch.Tensor) -> torch.Tensor:
-        """Mean cross entropy of int64 token ids ``target_U``."""
+        """Mean cross entropy of int64 targets ``target_U`` (token ids or :attr:`end_of_text`)."""
         total = F.cross_entropy(self.logits(h_UD), target_U, reduction="sum")
         return _mean_or_zero(total, target_U.numel())
 

@@ -3,7 +3,11 @@ final RMSNorm and the text / dMel / flow heads, with its losses, parameter count
 
 Losses (``trainer_spec``): the item at position i is predicted from the hidden state at i - 1,
 only where kind[i] is MODEL_TEXT (text head) or MODEL_AUDIO (dMel and flow heads) and i - 1
-belongs to the same packed sample. The total is
+belongs to the same packed sample. Where a chunk's model text ends (i - 1 is the chunk's
+MODEL_MARK or its last MODEL_TEXT, i its first MODEL_AUDIO), the text head's target at i - 1 is
+the end-of-text class (``TextHead.end_of_text``), so that a decoder learns from the data how many
+text tokens each chunk has and when to start the chunk's audio (sequence layout 2,
+``batch.SEQUENCE_LAYOUT``). The total is
 
     text_w * CE_text + dmel_w * CE_dmel + flow_w * MSE_flow
         + aux_loss_weight * sum_layers l_aux + z_loss_weight * sum_layers z.
@@ -34,6 +38,7 @@ from microturn.schemas.sample import N_MELS
 from microturn.trainer.config import ModelConfig
 from microturn.trainer.embed import DmelEmbedding, InputEmbedding, kind_enum
 from microturn.trainer.heads import DmelHead, FlowHead, TextHead
+from microturn.trainer.kv_cache import AttentionWindow, KVCache
 from microturn.trainer.transformer import (
     MODALITIES,
     Block,
@@ -146,10 +151,14 @@ class InteractionModel(nn.Module):
             else ``torch.distributed`` rank % ep_size (DeepSpeed's default layout, where
             consecutive ranks form an expert-parallel group); pass it explicitly for the
             data-before-expert layout.
+        dropless: MoE layers never drop a route at the expert capacity (DeepSpeed's
+            ``drop_tokens=False``: the capacity of a pass is its busiest expert's count). What a
+            decoder needs, so that a position's output does not depend on how many others share
+            its forward pass; training keeps the capacity (the default).
     """
 
     def __init__(self, cfg: ModelConfig, *, ep_size: int = 1, seed: int = 0,
-                 ep_rank: int | None = None) -> None:
+                 ep_rank: int | None = None, dropless: bool = False) -> None:
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
@@ -176,7 +185,7 @@ class InteractionModel(nn.Module):
         self._modality: torch.Tensor
         self.register_buffer("_modality", table, persistent=False)
         self.embed = InputEmbedding(cfg)
-        self.blocks = nn.ModuleList(Block(cfg, moe=cfg.is_moe_layer(i), ep_size=ep_size, layer=i)
+        self.blocks = nn.ModuleList(Block(cfg, moe=cfg.is_moe_layer(i), ep_size=ep_size, layer=i, dropless=dropless)
                                     for i in range(cfg.layers))
         self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.text_head = TextHead(cfg)
@@ -188,16 +197,25 @@ class InteractionModel(nn.Module):
         """The transformer blocks, typed (``nn.ModuleList`` yields plain modules)."""
         return [block for block in self.blocks if isinstance(block, Block)]
 
-    def set_moe_kernel(self, name: str) -> None:
-        """The seam of the decode path: run every MoE layer in eval mode through a kernel of
-        :mod:`microturn.kernels` (``"gemv"``, ``"grouped"``, ``"auto"``) or DeepSpeed's layer
-        (``"deepspeed"``, the default). Training always uses DeepSpeed's layer."""
+    def check_moe_kernel(self, name: str) -> None:
+        """Raise ``ValueError`` unless every MoE layer can decode through ``name`` (one of
+        ``MoEFeedForward.KERNELS``: ``"deepspeed"``, ``"gemv"``, ``"grouped"``, ``"auto"``)."""
         for block in self._blocks():
             if isinstance(block.ffn, MoEFeedForward):
-                block.ffn.set_kernel(name)
+                block.ffn.check_kernel(name)
 
-    def hidden(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-        """Final normed hidden states [B, L, D] and the MoE outputs of the blocks."""
+    def moe_layers(self) -> list[MoEFeedForward]:
+        """The MoE feed-forward layers, in depth order."""
+        return [block.ffn for block in self._blocks() if isinstance(block.ffn, MoEFeedForward)]
+
+    def hidden(self, batch: Mapping[str, torch.Tensor], *, moe_kernel: str = "deepspeed",
+               window: AttentionWindow | None = None) -> tuple[torch.Tensor, list]:
+        """Final normed hidden states [B, L, D] and the MoE outputs of the blocks.
+
+        ``moe_kernel`` (eval mode) runs the MoE layers through a kernel (see
+        :meth:`check_moe_kernel`); ``window`` limits every query to the keys its
+        :class:`~microturn.trainer.kv_cache.AttentionWindow` allows, the teacher-forced twin of
+        a live session with that window."""
         cfg = self.cfg
         segment_BL, time_BL = batch["segment_BL"], batch["time_BL"]
         x_BLD = self.embed(batch)
@@ -205,14 +223,38 @@ class InteractionModel(nn.Module):
                                         max_time=cfg.max_time)
         cos, sin = rotary_tables(positions_BL, head_dim=cfg.head_dim, base=cfg.rope_base)
         mask_B1LL = attention_mask(segment_BL)
+        if window is not None:
+            mask_B1LL = mask_B1LL & window.allowed(time_BL, time_BL).unsqueeze(1)
         real_BL = segment_BL > 0
         modality_BL = self._modality[batch["kind_BL"]]
         moe_outputs = []
-        for block in self.blocks:
-            x_BLD, moe_out = block(x_BLD, cos, sin, mask_B1LL, real_BL, modality_BL)
+        for block in self._blocks():
+            x_BLD, moe_out = block(x_BLD, cos, sin, mask_B1LL, real_BL, modality_BL, moe_kernel=moe_kernel)
             if moe_out is not None:
                 moe_outputs.append(moe_out)
         return self.norm(x_BLD), moe_outputs
+
+    def decode(self, inputs: Mapping[str, torch.Tensor], positions_BL: torch.Tensor, cache: KVCache, *,
+               moe_kernel: str = "deepspeed") -> torch.Tensor:
+        """Final normed hidden states [B, L, D] of L new positions that follow what ``cache``
+        holds (one row per cached sequence), adding them to the cache.
+
+        ``inputs`` has the embedding's keys (kind_BL, text_BL, dmel_BLM, video_PFHWC, video_BL)
+        and ``time_BL`` (chunk of each position); ``positions_BL`` are their rotary positions
+        (``time * chunk_stride + rank in the chunk``, as :func:`rotary_positions` gives in a
+        whole sequence). A new position attends to the cached ones its window allows and to
+        the new ones at or before it: the same hidden states as :meth:`hidden` of the whole
+        sequence (with the same window).
+        """
+        cfg = self.cfg
+        x_BLD = self.embed(inputs)
+        cos, sin = rotary_tables(positions_BL, head_dim=cfg.head_dim, base=cfg.rope_base)
+        mask_B1LL = cache.reserve(inputs["time_BL"])
+        real_BL = torch.ones_like(positions_BL, dtype=torch.bool)
+        for block, layer_cache in zip(self._blocks(), cache.layers, strict=True):
+            x_BLD, _ = block(x_BLD, cos, sin, mask_B1LL, real_BL, moe_kernel=moe_kernel, cache=layer_cache)
+        cache.commit()
+        return self.norm(x_BLD)
 
     def forward(self, batch: Mapping[str, torch.Tensor], *,
                 generator: torch.Generator | None = None) -> ModelOutput:
@@ -225,7 +267,12 @@ class InteractionModel(nn.Module):
         same_BL = segment_BL[:, 1:] == segment_BL[:, :-1]
         text_BL = (kind_BL[:, 1:] == k["MODEL_TEXT"]) & same_BL
         audio_BL = (kind_BL[:, 1:] == k["MODEL_AUDIO"]) & same_BL
-        text_loss = self.text_head.loss(prev_BLD[text_BL], batch["text_BL"][:, 1:][text_BL])
+        # End of the chunk's text: the first MODEL_AUDIO after the MODEL_MARK or the last MODEL_TEXT.
+        before_BL = (kind_BL[:, :-1] == k["MODEL_MARK"]) | (kind_BL[:, :-1] == k["MODEL_TEXT"])
+        end_BL = audio_BL & before_BL
+        said_BL = text_BL | end_BL
+        target_BL = torch.where(end_BL, self.text_head.end_of_text, batch["text_BL"][:, 1:])
+        text_loss = self.text_head.loss(prev_BLD[said_BL], target_BL[said_BL])
         h_audio_UD = prev_BLD[audio_BL]
         dmel_loss = self.dmel_head.loss(h_audio_UD, batch["dmel_BLM"][:, 1:][audio_BL])
         flow_loss = self.flow_head.loss(h_audio_UD, batch["logmel_BLM"][:, 1:][audio_BL],
@@ -238,8 +285,8 @@ class InteractionModel(nn.Module):
                 + cfg.z_loss_weight * z)
         losses = {"text": text_loss, "dmel": dmel_loss, "flow": flow_loss, "aux": aux, "z": z}
         counts = torch.bincount(kind_BL.reshape(-1), minlength=len(k))
-        tokens = {"positions": (segment_BL > 0).sum(), "text_targets": text_BL.sum(),
-                  "audio_targets": audio_BL.sum()}
+        tokens = {"positions": (segment_BL > 0).sum(), "text_targets": said_BL.sum(),
+                  "text_ends": end_BL.sum(), "audio_targets": audio_BL.sum()}
         tokens.update({name.lower(): counts[value] for name, value in k.items()})
         return ModelOutput(loss=loss, losses={n: v.detach() for n, v in losses.items()},
                            moe_stats=[o.stats for o in moe_outputs], tokens=tokens,

@@ -114,4 +114,9 @@ def load_named(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunCon
 
 
 def as_dict(cfg: RunConfig) -> dict:
-    return {"name": cfg.name, "model": dataclasses.asdict(cfg.model), "train": dataclasses.asdict(cfg.train)}
+    """The run's settings as saved in ``config.json`` and every checkpoint, with the sequence
+    layout the model is trained on (``batch.SEQUENCE_LAYOUT``)."""
+    from microturn.trainer.batch import SEQUENCE_LAYOUT
+
+    return {"name": cfg.name, "layout": SEQUENCE_LAYOUT, "model": dataclasses.asdict(cfg.model),
+            "train": dataclasses.asdict(cfg.train)}

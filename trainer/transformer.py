@@ -116,20 +116,38 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor,
-                mask_B1LL: torch.Tensor) -> torch.Tensor:
+    def _qkv(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor,
+             sin_B1Lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated queries [B, A, L, Q], rotated keys and values [B, G, L, Q] of ``x_BLD``."""
         b, length, _ = x_BLD.shape
         q_BALQ = self.wq(x_BLD).view(b, length, self.heads, self.head_dim).transpose(1, 2)
         k_BGLQ = self.wk(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
         v_BGLQ = self.wv(x_BLD).view(b, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q_BALQ = apply_rotary(q_BALQ, cos_B1Lq, sin_B1Lq)
-        k_BGLQ = apply_rotary(k_BGLQ, cos_B1Lq, sin_B1Lq)
+        return apply_rotary(q_BALQ, cos_B1Lq, sin_B1Lq), apply_rotary(k_BGLQ, cos_B1Lq, sin_B1Lq), v_BGLQ
+
+    def _attend(self, q_BALQ: torch.Tensor, k_BGLQ: torch.Tensor, v_BGLQ: torch.Tensor,
+                mask_B1LL: torch.Tensor) -> torch.Tensor:
+        b, _, length, _ = q_BALQ.shape
         group = self.heads // self.kv_heads
         if group > 1:
             k_BGLQ = k_BGLQ.repeat_interleave(group, dim=1)
             v_BGLQ = v_BGLQ.repeat_interleave(group, dim=1)
         out_BALQ = F.scaled_dot_product_attention(q_BALQ, k_BGLQ, v_BGLQ, attn_mask=mask_B1LL)
         return self.wo(out_BALQ.transpose(1, 2).reshape(b, length, -1))
+
+    def forward(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor,
+                mask_B1LL: torch.Tensor) -> torch.Tensor:
+        q_BALQ, k_BGLQ, v_BGLQ = self._qkv(x_BLD, cos_B1Lq, sin_B1Lq)
+        return self._attend(q_BALQ, k_BGLQ, v_BGLQ, mask_B1LL)
+
+    def decode(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor,
+               mask_B1LL: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Attention of the new positions ``x_BLD`` over ``cache`` (a ``kv_cache.LayerCache``) and
+        themselves: their rotated keys and values are appended to the cache first, then the
+        queries attend to everything the cache holds, under ``mask_B1LL`` [B, 1, new, held]."""
+        q_BALQ, k_BGLQ, v_BGLQ = self._qkv(x_BLD, cos_B1Lq, sin_B1Lq)
+        k_BGLQ, v_BGLQ = cache.append(k_BGLQ, v_BGLQ)
+        return self._attend(q_BALQ, k_BGLQ, v_BGLQ, mask_B1LL)
 
 
 class SwiGLU(nn.Module):
@@ -184,7 +202,7 @@ class MoEFeedForward(nn.Module):
     exchanges equal-sized capacity buffers), i.e. batches padded to one length.
     """
 
-    def __init__(self, cfg: ModelConfig, *, ep_size: int = 1, layer: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, *, ep_size: int = 1, layer: int = 0, dropless: bool = False) -> None:
         super().__init__()
         from deepspeed.moe.layer import MoE  # heavy import, only for models with MoE blocks
 
@@ -195,7 +213,7 @@ class MoEFeedForward(nn.Module):
                        num_experts=cfg.n_experts, ep_size=ep_size, k=cfg.top_k,
                        capacity_factor=cfg.capacity_factor,
                        eval_capacity_factor=cfg.eval_capacity_factor,
-                       min_capacity=cfg.min_capacity, use_residual=False, drop_tokens=True,
+                       min_capacity=cfg.min_capacity, use_residual=False, drop_tokens=not dropless,
                        top2_2nd_expert_sampling=cfg.second_expert_sampling)
         self._seen: tuple[torch.Tensor, tuple] | None = None
         self.gate.register_forward_hook(self._capture)
@@ -258,21 +276,20 @@ class MoEFeedForward(nn.Module):
             out[name] = entry
         return out
 
-    # The seam for decoding: "deepspeed" (default, the training path: capacity, all-to-all) or a
-    # kernel of microturn.kernels that gathers the routed experts' weights per token ("gemv",
-    # "grouped", or "auto" for the dispatcher). Kernels serve eval mode only, with every expert
-    # local (ep_size 1); training always takes DeepSpeed's path.
+    # The seam for decoding: "deepspeed" (default, the training path: DeepSpeed's gate and
+    # dispatch) or a kernel of microturn.kernels that gathers the routed experts' weights per token
+    # ("gemv", "grouped", or "auto" for the dispatcher). It is an argument of the call, not state
+    # of the module: the caller (the live session's config) chooses it, and training, which needs
+    # DeepSpeed's capacity, all-to-all and losses, never passes one.
     KERNELS = ("deepspeed", "gemv", "grouped", "auto")
-    kernel: str = "deepspeed"
     _stacked: tuple | None = None  # (versions of the expert weights, their stacked copies)
 
-    def set_kernel(self, name: str) -> None:
-        """Choose the eval-mode path (see :attr:`KERNELS`)."""
+    def check_kernel(self, name: str) -> None:
+        """Raise ``ValueError`` unless ``name`` is one of :attr:`KERNELS` and usable here."""
         if name not in self.KERNELS:
             raise ValueError(f"unknown MoE kernel {name!r}; choose one of {self.KERNELS}")
         if name != "deepspeed" and self.moe.ep_size != 1:
             raise ValueError("MoE kernels need every expert in this process (ep_size 1)")
-        self.kernel = name
 
     def route(self, x_UD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(expert ids [U, J], routing weights [U, J]) as DeepSpeed's gate chooses them before its
@@ -312,24 +329,41 @@ class MoEFeedForward(nn.Module):
                 self._stacked = (key, tuple(torch.stack(group).contiguous() for group in groups))
         return self._stacked[1]
 
-    def _kernel_forward(self, x_BLD: torch.Tensor) -> MoEOutput:
+    def _kernel_forward(self, x_BLD: torch.Tensor, kernel: str) -> MoEOutput:
         from microturn import kernels
 
-        fn = {"gemv": kernels.moe_gemv, "grouped": kernels.moe_grouped, "auto": kernels.moe_decode}[self.kernel]
+        fn = {"gemv": kernels.moe_gemv, "grouped": kernels.moe_grouped, "auto": kernels.moe_decode}[kernel]
         x_UD = x_BLD.reshape(-1, x_BLD.shape[-1])
         ids_UJ, weights_UJ = self.route(x_UD)
-        y_UD = fn(x_UD.contiguous(), ids_UJ, weights_UJ.to(x_UD.dtype), *self.expert_weights())
+        # The ids come from this router's top-k, so they are in range by construction: no
+        # host-side check (validate=False), which would sync once per layer per decode step.
+        y_UD = fn(x_UD.contiguous(), ids_UJ, weights_UJ.to(x_UD.dtype), *self.expert_weights(), validate=False)
         zero = x_BLD.new_zeros(())
         return MoEOutput(y_BLD=y_UD.reshape(x_BLD.shape), aux_loss=zero, z_loss=zero,
-                         stats={"layer": self.layer, "kernel": self.kernel})
+                         stats={"layer": self.layer, "kernel": kernel})
 
     def forward(self, x_BLD: torch.Tensor, real_BL: torch.Tensor,
-                modality_BL: torch.Tensor | None = None) -> MoEOutput:
+                modality_BL: torch.Tensor | None = None, *, kernel: str = "deepspeed",
+                stats: bool = True) -> MoEOutput:
         """Route the B L tokens of ``x_BLD``; ``real_BL`` (bool) marks non-PAD positions, over
         which the z-loss and the router entropy are averaged. ``modality_BL`` (int codes of
-        :data:`MODALITIES`, 0 for PAD) adds the statistics per modality under ``by_modality``."""
-        if self.kernel != "deepspeed" and not self.training:
-            return self._kernel_forward(x_BLD)
+        :data:`MODALITIES`, 0 for PAD) adds the statistics per modality under ``by_modality``.
+
+        ``kernel`` (eval mode only; see :attr:`KERNELS`) runs the layer through a kernel of
+        :mod:`microturn.kernels` instead of DeepSpeed's layer; in training mode anything but
+        ``"deepspeed"`` is a ``ValueError``. ``stats=False`` (eval mode) skips the losses and
+        routing statistics, which a decoder does not read (their ``.item()``-free tensors still
+        cost about as much as the gate)."""
+        if kernel != "deepspeed":
+            self.check_kernel(kernel)
+            if self.training:
+                raise ValueError(f"MoE kernel {kernel!r} serves eval mode only; training takes DeepSpeed's layer")
+            return self._kernel_forward(x_BLD, kernel)
+        if not stats and not self.training:
+            y_BLD, _, _ = self.moe(x_BLD)
+            self._seen = None
+            zero = x_BLD.new_zeros(())
+            return MoEOutput(y_BLD=y_BLD, aux_loss=zero, z_loss=zero, stats={"layer": self.layer, "kernel": kernel})
         self._seen = None
         y_BLD, aux_loss, counts_E = self.moe(x_BLD)
         seen = self._take_seen()  # set by the gate's hook during the call above
@@ -349,10 +383,10 @@ class MoEFeedForward(nn.Module):
             load_E = counts_E / counts_E.sum().clamp(min=1.0)
             by_modality = {} if modality_BL is None else self._by_modality(
                 logp_UE, self._kept_per_token(gate_output, tokens_UD.shape[0]), modality_BL.reshape(-1))
-        stats = {"layer": self.layer, "load": load_E, "drop_fraction": drop,
+        layer_stats = {"layer": self.layer, "load": load_E, "drop_fraction": drop,
                  "router_entropy": entropy, "capacity": capacity,
                  "aux_loss": aux_loss.detach(), "z_loss": z_loss.detach(), "by_modality": by_modality}
-        return MoEOutput(y_BLD=y_BLD, aux_loss=aux_loss, z_loss=z_loss, stats=stats)
+        return MoEOutput(y_BLD=y_BLD, aux_loss=aux_loss, z_loss=z_loss, stats=layer_stats)
 
 
 # Modality codes of the per-modality routing statistics (0 is PAD).
@@ -362,22 +396,33 @@ MODALITIES = ("pad", "text", "audio", "video", "marker")
 class Block(nn.Module):
     """Pre-norm decoder block: ``x + attn(norm(x))`` then ``x + ffn(norm(x))``."""
 
-    def __init__(self, cfg: ModelConfig, *, moe: bool, ep_size: int = 1, layer: int = 0) -> None:
+    def __init__(self, cfg: ModelConfig, *, moe: bool, ep_size: int = 1, layer: int = 0,
+                 dropless: bool = False) -> None:
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.is_moe = moe
-        self.ffn = (MoEFeedForward(cfg, ep_size=ep_size, layer=layer) if moe
+        self.ffn = (MoEFeedForward(cfg, ep_size=ep_size, layer=layer, dropless=dropless) if moe
                     else SwiGLU(cfg.dim, cfg.ffn_dim))
 
     def forward(self, x_BLD: torch.Tensor, cos_B1Lq: torch.Tensor, sin_B1Lq: torch.Tensor,
                 mask_B1LL: torch.Tensor, real_BL: torch.Tensor,
-                modality_BL: torch.Tensor | None = None) -> tuple[torch.Tensor, MoEOutput | None]:
+                modality_BL: torch.Tensor | None = None, *, moe_kernel: str = "deepspeed",
+                cache: Any = None) -> tuple[torch.Tensor, MoEOutput | None]:
         """Returns the new residual stream and, for an MoE block, its :class:`MoEOutput` (whose
-        ``y_BLD`` is already added)."""
-        x_BLD = x_BLD + self.attn(self.attn_norm(x_BLD), cos_B1Lq, sin_B1Lq, mask_B1LL)
+        ``y_BLD`` is already added).
+
+        With ``cache`` (a ``kv_cache.LayerCache``, decoding) the positions of ``x_BLD`` are new
+        ones: they attend over what the cache holds and are added to it, ``mask_B1LL`` is
+        [B, 1, new, held], and MoE routing statistics are skipped. ``moe_kernel`` is passed to
+        the MoE layer (see :attr:`MoEFeedForward.KERNELS`)."""
+        h_BLD = self.attn_norm(x_BLD)
+        if cache is None:
+            x_BLD = x_BLD + self.attn(h_BLD, cos_B1Lq, sin_B1Lq, mask_B1LL)
+        else:
+            x_BLD = x_BLD + self.attn.decode(h_BLD, cos_B1Lq, sin_B1Lq, mask_B1LL, cache)
         if not self.is_moe:
             return x_BLD + self.ffn(self.ffn_norm(x_BLD)), None
-        out = self.ffn(self.ffn_norm(x_BLD), real_BL, modality_BL)
+        out = self.ffn(self.ffn_norm(x_BLD), real_BL, modality_BL, kernel=moe_kernel, stats=cache is None)
         return x_BLD + out.y_BLD, out

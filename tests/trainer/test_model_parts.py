@@ -348,12 +348,25 @@ def test_forward_losses_targets_and_counts():
     assert out.tokens["positions"].item() == int((kind_BL > 0).sum())
     assert out.tokens["model_audio"].item() == int((kind_BL == MODEL_AUDIO).sum())
     assert out.tokens["audio_targets"].item() == int((kind_BL == MODEL_AUDIO).sum())
-    assert out.tokens["text_targets"].item() == int((kind_BL == MODEL_TEXT).sum())
-    # The text loss is the CE of the hidden state one position earlier.
+    # Every chunk ends its model text once: at its first MODEL_AUDIO after the marker or a token.
+    chunks = int((kind_BL == MODEL_MARK).sum())
+    assert out.tokens["text_ends"].item() == chunks
+    assert out.tokens["text_targets"].item() == int((kind_BL == MODEL_TEXT).sum()) + chunks
+    # The text loss is the CE of the hidden state one position earlier, over the tokens and the
+    # ends of text (class V of the text head), written out position by position.
     h_BLD = out.hidden_BLD.detach()
-    rows, cols = torch.nonzero(kind_BL == MODEL_TEXT, as_tuple=True)
-    logits = model.text_head.logits(h_BLD[rows, cols - 1])
-    manual = F.cross_entropy(logits, batch["text_BL"][rows, cols])
+    prev_U, target_U = [], []
+    for b, i in zip(*(t.tolist() for t in torch.nonzero(kind_BL[:, 1:] > 0, as_tuple=True)), strict=True):
+        here, there = int(kind_BL[b, i]), int(kind_BL[b, i + 1])
+        if there == MODEL_TEXT:
+            prev_U.append(h_BLD[b, i])
+            target_U.append(int(batch["text_BL"][b, i + 1]))
+        elif there == MODEL_AUDIO and here in (MODEL_MARK, MODEL_TEXT):
+            prev_U.append(h_BLD[b, i])
+            target_U.append(cfg.vocab_size)
+    logits = model.text_head.logits(torch.stack(prev_U))
+    assert logits.shape[1] == cfg.vocab_size + 1
+    manual = F.cross_entropy(logits, torch.tensor(target_U))
     assert out.losses["text"].item() == pytest.approx(manual.item(), rel=1e-5)
 
 

@@ -1,6 +1,6 @@
 """The decode seam of the trainer's MoE layer: in eval mode the layer can run through the Triton
-gather-GEMV kernel (here under the interpreter, fp32) and gives the outputs of DeepSpeed's path
-on the same weights; training mode always takes DeepSpeed's path."""
+kernels (here under the interpreter, fp32), chosen per call, and gives the outputs of DeepSpeed's
+path on the same weights; training mode refuses any kernel but DeepSpeed's."""
 
 from __future__ import annotations
 
@@ -28,38 +28,58 @@ def _layer(top_k: int) -> MoEFeedForward:
     return moe.eval()
 
 
+@pytest.mark.parametrize("kernel", ["gemv", "grouped", "auto"])
 @pytest.mark.parametrize("top_k", [1, 2, 4])
-def test_kernel_path_matches_deepspeed_in_eval(top_k):
+def test_kernel_path_matches_deepspeed_in_eval(top_k, kernel):
     moe = _layer(top_k)
     x_BLD = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(top_k))
     real_BL = torch.ones(2, 5, dtype=torch.bool)
     with torch.no_grad():
         ref = moe(x_BLD, real_BL).y_BLD
-        moe.set_kernel("gemv")
-        out = moe(x_BLD, real_BL)
-    assert out.stats["kernel"] == "gemv"
+        out = moe(x_BLD, real_BL, kernel=kernel)
+        quiet = moe(x_BLD, real_BL, stats=False)  # DeepSpeed's path without the statistics
+    assert out.stats["kernel"] == kernel
     torch.testing.assert_close(out.y_BLD, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(quiet.y_BLD, ref, rtol=0, atol=0)
 
 
-def test_training_mode_ignores_the_seam_and_bad_names_are_refused():
+def test_training_mode_refuses_kernels_and_bad_names_are_refused():
     moe = _layer(2)
-    moe.set_kernel("gemv")
     moe.train()
-    out = moe(torch.randn(1, 4, 32), torch.ones(1, 4, dtype=torch.bool))
+    x_BLD, real_BL = torch.randn(1, 4, 32), torch.ones(1, 4, dtype=torch.bool)
+    out = moe(x_BLD, real_BL)
     assert "kernel" not in out.stats and out.aux_loss.requires_grad
+    with pytest.raises(ValueError, match="eval mode only"):
+        moe(x_BLD, real_BL, kernel="gemv")
     with pytest.raises(ValueError, match="unknown MoE kernel"):
-        moe.set_kernel("cutlass")
+        moe.eval()(x_BLD, real_BL, kernel="cutlass")
+
+
+def test_dropless_layer_keeps_every_route_where_capacity_drops():
+    """Eval capacity 1 x the even share: DeepSpeed's layer drops routes when all tokens pick one
+    expert; built dropless it keeps them all and equals the kernels, which never drop."""
+    cfg = ModelConfig(**{**CFG, "eval_capacity_factor": 1.0, "min_capacity": 1})
+    x_BLD = torch.randn(1, 1, 32).expand(1, 8, 32).contiguous()  # 8 identical tokens: one expert pair
+    real_BL = torch.ones(1, 8, dtype=torch.bool)
+    outs = {}
+    for dropless in (False, True):
+        moe = MoEFeedForward(cfg, layer=1, dropless=dropless)
+        init_parameters(moe, cfg=cfg, seed=0)
+        with torch.no_grad():
+            outs[dropless] = moe.eval()(x_BLD, real_BL).y_BLD
+            kernel = moe(x_BLD, real_BL, kernel="gemv").y_BLD
+    assert not torch.allclose(outs[False], kernel, atol=1e-4)  # routes were dropped
+    torch.testing.assert_close(outs[True], kernel, rtol=1e-5, atol=1e-6)
 
 
 def test_stacked_expert_weights_follow_weight_updates():
     moe = _layer(2)
     x_BLD = torch.randn(1, 3, 32, generator=torch.Generator().manual_seed(7))
     real_BL = torch.ones(1, 3, dtype=torch.bool)
-    moe.set_kernel("gemv")
     with torch.no_grad():
-        first = moe(x_BLD, real_BL).y_BLD
+        first = moe(x_BLD, real_BL, kernel="gemv").y_BLD
         assert moe.expert_weights()[0] is moe.expert_weights()[0]  # kept between calls
         for expert in moe.local_experts():
             expert.w2.weight.mul_(2.0)  # in place, as an optimizer step or load_state_dict
-        second = moe(x_BLD, real_BL).y_BLD
+        second = moe(x_BLD, real_BL, kernel="gemv").y_BLD
     torch.testing.assert_close(second, 2.0 * first)
