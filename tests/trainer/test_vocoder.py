@@ -22,9 +22,10 @@ from microturn.trainer.vocoder import GriffinLimConfig, GriffinLimVocoder, Vocod
 # Offline: measured 0.0065 with the default 16 iterations; 1.8x margin.
 SYNTH_BOUND = 0.012
 # Streaming in calls of 4 frames, as the session calls it: measured 0.021, and 0.0093 with one
-# frame of lookahead; about 2x margins. Phase breaks at every call fail the first (torchaudio's
-# Griffin-Lim run afresh on each window gives 0.04 or more).
-STREAM_BOUNDS = {0: 0.04, 1: 0.02}
+# frame of lookahead; margins 1.4x and 2x. Phase breaks at every call fail the first: torchaudio's
+# Griffin-Lim run afresh on each 8-frame window (no warm start, sent audio not held) gives 0.036.
+# The streamed and the offline audio differ from each other by as much (0.021), under the same bound.
+STREAM_BOUNDS = {0: 0.03, 1: 0.02}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,10 @@ def test_stream_of_real_speech_refeaturises_close_to_its_log_mel(speech_TM, look
     # Aligned by the delay; the frames whose audio is not out yet (the last delay / 800 hops and
     # the frame reaching into them) are left out.
     aligned_N = torch.cat([streamed_N[delay:], torch.zeros(delay)])
-    assert _distance(aligned_N, speech_TM, frames=T - 1 - delay // HOP) < STREAM_BOUNDS[lookahead]
+    frames = T - 1 - delay // HOP
+    assert _distance(aligned_N, speech_TM, frames=frames) < STREAM_BOUNDS[lookahead]
+    offline_TM = torch.from_numpy(log_mel(vocoder.synthesize(speech_TM).numpy()))
+    assert _distance(aligned_N, offline_TM, frames=frames) < STREAM_BOUNDS[lookahead]
 
 
 def test_stream_gives_800_samples_per_frame_for_any_split_and_reset_repeats_it(speech_TM):
