@@ -293,8 +293,10 @@ class GriffinLimVocoder:
         padded_XT = torch.cat([silent_1X, mag_TX, silent_1X]).T
         window_N = _constants(mag_TX.device)["window_N"]
         cfg = self.config
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)  # the global generator is what rand_init draws from
+        # rand_init draws from the global generator of the device: seed it, then restore it.
+        devices = [mag_TX.device] if mag_TX.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed)
             wave_N = torchaudio.functional.griffinlim(
                 padded_XT, window_N, N_FFT, HOP, N_FFT, 1.0, cfg.iterations, cfg.momentum, None,
                 cfg.random_phase)
