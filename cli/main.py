@@ -19,6 +19,7 @@ commands:
   audit       read-only SQL over the catalog; `audit report` writes an HTML report with plots
   train       train the MoE interaction model on shards with DeepSpeed; `train plot RUN`
   eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
+  session     stream a recording into a trained run 200 ms at a time; write its audio, the conversation, latency
   demo        build a conversational video from the pyannote sample, ingest it, print a summary
 
 Run `microturn <command> --help` for the options of a command.
@@ -67,6 +68,12 @@ def _eval(argv: list[str]) -> int:
     return main(argv)
 
 
+def _session(argv: list[str]) -> int:
+    from microturn.trainer.session_cli import main
+
+    return main(argv)
+
+
 def _demo(argv: list[str]) -> int:
     from microturn.cli.demo import main
 
@@ -74,7 +81,7 @@ def _demo(argv: list[str]) -> int:
 
 
 COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "shard": _shard, "catalog": _catalog, "audit": _audit,
-            "train": _train, "eval": _eval, "demo": _demo}
+            "train": _train, "eval": _eval, "session": _session, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,308 @@
+"""``microturn session``: stream a recording into a trained model 200 ms at a time, as a live client.
+
+::
+
+    microturn session --checkpoint RUN --user-audio FILE [--video FILE] [--user-text WORDS.json]
+        --output DIR [--config session.toml] [--tag step60] [--moe-kernel deepspeed|gemv|grouped|auto]
+        [--seed 0] [--device cpu] [--threads 1] [--patch-budget 48] [--no-progress]
+
+The user's audio (any file ffmpeg reads; its first audio stream, mono 16 kHz) is cut into chunks
+of 3200 samples (the last one zero-padded) and fed to :meth:`Session.step` one chunk at a time,
+with the chunk's two 10 fps video frames (``--video``) and the transcript's words that start in
+the chunk (``--user-text``). Written into ``--output``:
+
+- ``model.wav``: the model's audio, 16 kHz mono;
+- ``conversation.wav``: stereo 16 kHz, the user left and the model right, time-aligned as in the
+  training data: the model's chunk k sits at chunk k's time, beside the user's chunk k, with the
+  vocoder's ``delay_samples`` (50 ms for Griffin-Lim) removed; ``model.wav`` is its right channel;
+- ``timeline.jsonl``: one object per chunk: chunk, start_ms, compute_ms, text, voiced,
+  text_forced_end, positions;
+- ``session.json``: the run, checkpoint tag, inputs, settings and latency figures.
+
+The latency summary (p50 / p95 / max compute per chunk, in ms and as a share of the 200 ms
+budget, and the chunks over budget) is printed at the end.
+
+Settings: ``--config FILE.toml`` holds :class:`SessionConfig` keys, with ``[text]`` and
+``[audio]`` tables for the :class:`SamplingConfig` of each head; unknown keys are errors.
+``--moe-kernel``, ``--seed`` and ``--device`` override the file.
+
+Bad input (a missing or unreadable file, no audio or video stream, a folder that is not a run,
+a checkpoint of another sequence layout, weights that do not fit their config, a bad setting,
+an output folder holding files no session wrote) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from microturn.schemas.sample import CHUNK_MS, SAMPLE_RATE
+
+__all__ = ["SessionReport", "build_parser", "main", "run_session", "session_config"]
+
+CHUNK_SAMPLES = SAMPLE_RATE * CHUNK_MS // 1000  # 3200
+BUDGET_MS = float(CHUNK_MS)  # a live session must produce each 200 ms of audio in 200 ms
+KERNELS = ("deepspeed", "gemv", "grouped", "auto")
+# One torch thread by default: a step runs GEMMs of a few rows, where a second thread costs more
+# than it saves. 50 steps of tiny-cpu on a loaded 2-core machine: p50 82 ms with 1 thread, 564 ms
+# with 2 (p95 107 ms against 5063 ms).
+DEFAULT_THREADS = 1
+_WRITTEN = ("conversation.wav", "model.wav", "timeline.jsonl", "session.json")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionReport:
+    """What a session run did: per-chunk figures and where it wrote them."""
+
+    output: str
+    run_dir: str
+    tag: str
+    step: int
+    chunks: int
+    compute_ms: tuple[float, ...]
+    texts: tuple[str, ...]
+    voiced: tuple[bool, ...]
+    wall_s: float
+    interrupted: bool = False
+
+    def percentiles(self) -> dict[str, float]:
+        """p50, p95 and max compute per chunk, ms (0 when no chunk ran)."""
+        ms = np.asarray(self.compute_ms or (0.0,))
+        return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max())}
+
+    def summary(self) -> str:
+        """The latency summary, a few lines."""
+        p = self.percentiles()
+        over = sum(1 for ms in self.compute_ms if ms > BUDGET_MS)
+        said = sum(1 for t in self.texts if t)
+        figures = ", ".join(f"{k} {v:.1f} ms ({v / BUDGET_MS:.0%})" for k, v in p.items())
+        return (f"session: {self.chunks} chunk(s) ({self.chunks * CHUNK_MS / 1000:.1f} s) in {self.wall_s:.1f} s"
+                f"{' (interrupted)' if self.interrupted else ''}; the model spoke text in {said} chunk(s), "
+                f"voiced audio in {sum(self.voiced)}\n"
+                f"compute per chunk against the {BUDGET_MS:.0f} ms budget: {figures}; "
+                f"{over} of {self.chunks} chunk(s) over budget\n"
+                f"wrote {', '.join(os.path.join(self.output, n) for n in _WRITTEN)}")
+
+
+def session_config(path: str | None = None, *, moe_kernel: str | None = None, seed: int | None = None,
+                   device: str | None = None):
+    """The :class:`SessionConfig` of TOML file ``path`` (defaults without one), with the flags'
+    values over it. ``ValueError`` naming the key for unknown keys, wrong types, bad values."""
+    from microturn.schemas.config import from_mapping, load_toml
+    from microturn.trainer.session import SessionConfig
+
+    data = load_toml(path) if path else {}
+    flags = {k: v for k, v in (("moe_kernel", moe_kernel), ("seed", seed), ("device", device)) if v is not None}
+    where = f"{path} (with the flags)" if path and flags else (path or "the flags")
+    return from_mapping(SessionConfig, {**data, **flags}, where=where)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r}: not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this machine has no CUDA device (or torch was built without CUDA)")
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _load_session(checkpoint: str, config, tag: str | None):
+    from microturn.trainer.session import Session
+    from microturn.trainer.trained_run import load_trained_run
+
+    run = load_trained_run(checkpoint, tag=tag)
+    try:
+        return Session(run, config)
+    except RuntimeError as exc:  # load_state_dict: tensors of other shapes than the config's model
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first[1:] if "size mismatch" in line), first[0] if first else "")
+        raise ValueError(f"{run.run_dir} ({run.tag}): weights do not fit its model config: {detail}") from None
+
+
+def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | None = None,
+                user_text: str | None = None, config=None, tag: str | None = None,
+                patch_budget: int | None = None, threads: int = DEFAULT_THREADS,
+                progress: bool = True) -> SessionReport:
+    """Stream ``user_audio`` (and ``video``, ``user_text``) through a session of run ``checkpoint``
+    into ``output`` (see the module notes); returns the figures.
+
+    Every input is checked before the model loads, and the output folder before anything is
+    written. ``ValueError`` (one line) for bad input; a ``KeyboardInterrupt`` stops the stream
+    and the chunks done so far are written (``SessionReport.interrupted``)."""
+    from microturn.trainer import session_media as media
+    from microturn.trainer.session import SessionConfig
+
+    config = config or SessionConfig()
+    budget = media.PATCH_BUDGET if patch_budget is None else patch_budget
+    if budget < 1:
+        raise ValueError(f"--patch-budget must be at least 1 patch per chunk, got {budget}")
+    if threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    _check_device(config.device)
+    user_N = media.read_audio(user_audio)
+    words = media.words_by_chunk(media.read_words(user_text)) if user_text else {}
+    if video:
+        media.VideoFrames(video, patch_budget=budget).close()  # probe it now: a bad video fails before the model
+    media.check_output(output)
+
+    chunks = math.ceil(len(user_N) / CHUNK_SAMPLES)
+    padded_N = np.zeros(chunks * CHUNK_SAMPLES, np.float32)
+    padded_N[:len(user_N)] = user_N
+    started = time.perf_counter()
+    with _threads(threads):
+        session = _load_session(checkpoint, config, tag)
+        if chunks > session.model_cfg.max_time:
+            raise ValueError(f"--user-audio {user_audio!r}: {chunks} chunks ({chunks * CHUNK_MS / 60000:.1f} min); the "
+                             f"model takes at most max_time={session.model_cfg.max_time} chunks: split the recording")
+        media.claim_output(output)
+        timeline = os.path.join(output, "timeline.jsonl")
+        model_parts: list[np.ndarray] = []
+        compute, texts, voiced = [], [], []
+        interrupted = False
+        with contextlib.ExitStack() as stack:
+            frames = stack.enter_context(media.VideoFrames(video, patch_budget=budget)) if video else None
+            tmp = stack.enter_context(media.atomic_path(timeline))
+            lines = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+            bar = _progress(chunks, progress)
+            stack.callback(bar.close)
+            try:
+                for k in range(chunks):
+                    video_FHWC = frames.next_chunk() if frames is not None else None
+                    out = session.step(padded_N[k * CHUNK_SAMPLES:(k + 1) * CHUNK_SAMPLES], video_FHWC, words.get(k))
+                    model_parts.append(out.audio_N)
+                    compute.append(out.compute_ms)
+                    texts.append(out.text)
+                    voiced.append(out.voiced)
+                    lines.write(json.dumps({"chunk": out.chunk, "start_ms": out.chunk * CHUNK_MS,
+                                            "compute_ms": round(out.compute_ms, 3), "text": out.text,
+                                            "voiced": out.voiced, "text_forced_end": out.text_forced_end,
+                                            "positions": out.positions}) + "\n")
+                    bar.update(1)
+                    if out.text:
+                        bar.set_postfix_str(f"{out.compute_ms:.0f} ms, said {out.text[-20:]!r}", refresh=False)
+            except KeyboardInterrupt:
+                interrupted = True
+        delay = session.vocoder.delay_samples
+    done = len(model_parts)
+    # The vocoder's output runs delay_samples behind the frames: drop that lead so that the model's
+    # chunk k lies at [3200 k, 3200 (k + 1)), beside the user's chunk k; its last delay_samples
+    # (audio the vocoder gives only after a next frame) stay silent.
+    model_N = np.zeros(done * CHUNK_SAMPLES, np.float32)
+    streamed_N = np.concatenate(model_parts) if model_parts else model_N
+    model_N[:max(0, len(streamed_N) - delay)] = streamed_N[delay:]
+    media.write_wav(os.path.join(output, "model.wav"), model_N)
+    media.write_wav(os.path.join(output, "conversation.wav"),
+                    np.stack([padded_N[:done * CHUNK_SAMPLES], model_N], axis=1))
+    report = SessionReport(output=output, run_dir=session.run.run_dir, tag=session.run.tag, step=session.run.step,
+                           chunks=done, compute_ms=tuple(compute), texts=tuple(texts), voiced=tuple(voiced),
+                           wall_s=time.perf_counter() - started, interrupted=interrupted)
+    record = {"checkpoint": os.path.abspath(session.run.run_dir), "tag": report.tag, "step": report.step,
+              "user_audio": os.path.abspath(user_audio), "video": video and os.path.abspath(video),
+              "user_text": user_text and os.path.abspath(user_text), "patch_budget": budget, "threads": threads,
+              "config": asdict(config), "chunks": done, "interrupted": interrupted,
+              "vocoder_delay_samples_removed": delay, "budget_ms": BUDGET_MS,
+              "compute_ms": {k: round(v, 3) for k, v in report.percentiles().items()},
+              "chunks_over_budget": sum(1 for ms in compute if ms > BUDGET_MS)}
+    with media.atomic_path(os.path.join(output, "session.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return report
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(chunks: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=chunks, desc="session", unit="chunk", dynamic_ncols=True, file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="microturn session", allow_abbrev=False,
+        description="Stream a recording into a trained model 200 ms at a time, as a live client would, and write "
+                    "the model's audio, the two-sided conversation and a per-chunk timeline.",
+        epilog="conversation.wav is stereo 16 kHz, the user left and the model right, time-aligned as in the "
+               "training data: the model's chunk k beside the user's chunk k, with the vocoder's delay (50 ms for "
+               "griffin-lim) removed. Bad input exits with status 2 and one line naming the problem.")
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="the --output folder of `microturn train`")
+    p.add_argument("--user-audio", required=True, metavar="FILE",
+                   help="the user's recording (any file with an audio stream ffmpeg reads; mono 16 kHz is taken)")
+    p.add_argument("--video", metavar="FILE", help="the user's video, from the same start as the audio: 10 fps, "
+                   "scaled to the shard stage's patch grid")
+    p.add_argument("--user-text", metavar="WORDS.json",
+                   help="the user's transcript as the project's words JSON (a list of {\"text\", \"start_ms\"} "
+                        "objects, as the words table's rows; or a sample's words.json); each word is fed in the "
+                        "chunk where it starts")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for model.wav, conversation.wav, timeline.jsonl and session.json (new, empty, "
+                        "or an earlier session's)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="SessionConfig settings, with [text] and [audio] tables for sampling; unknown keys are errors")
+    p.add_argument("--tag", help="checkpoint tag, e.g. step60 (default: the run's latest)")
+    p.add_argument("--moe-kernel", choices=KERNELS, help="MoE decode path (overrides the config file)")
+    p.add_argument("--seed", type=int, help="seed of every draw (overrides the config file)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (overrides the config file)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch threads (default {DEFAULT_THREADS}: a step's GEMMs are too small to share)")
+    p.add_argument("--patch-budget", type=int, default=None,
+                   help="video patches per chunk at most (default: the shard stage's 48)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # unknown flags: exit 2 naming them
+    try:
+        config = session_config(args.config, moe_kernel=args.moe_kernel, seed=args.seed, device=args.device)
+        report = run_session(args.checkpoint, args.user_audio, args.output, video=args.video,
+                             user_text=args.user_text, config=config, tag=args.tag, patch_budget=args.patch_budget,
+                             threads=args.threads, progress=args.progress)
+    except ValueError as exc:
+        print(f"microturn session: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # writing the output (the inputs' faults are ValueErrors above)
+        print(f"microturn session: error: cannot write {exc.filename or args.output}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 130 if report.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
