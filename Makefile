@@ -21,6 +21,7 @@ bench: setup
 	.venv/bin/python bench/shard.py
 	.venv/bin/python bench/train.py
 	.venv/bin/python bench/moe_kernel.py
+	.venv/bin/python bench/session.py
 
 clean:
 	rm -rf demo-out .pytest_cache build/typecheck
