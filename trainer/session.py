@@ -158,7 +158,7 @@ class Session:
             memory grows with the session).
 
     Raises ``ValueError`` for a directory that is not a run, a checkpoint of another sequence
-    layout, or a kernel that cannot run here.
+    layout, weights that do not fit the run's model config, or a kernel that cannot run here.
     """
 
     def __init__(self, checkpoint: str | TrainedRun, config: SessionConfig | None = None, *,
@@ -175,7 +175,12 @@ class Session:
         self.device = torch.device(cfg.device)
         self.dtype = _DTYPES[cfg.dtype]
         model = InteractionModel(run.model, ep_size=1, seed=run.train.seed, dropless=True)
-        missing, unexpected = model.load_state_dict(run.state_dict, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(run.state_dict, strict=False)
+        except RuntimeError as exc:  # tensors of other shapes than the config's model (torch's one error type)
+            lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+            raise ValueError(f"{run.run_dir} ({run.tag}): weights do not fit its model config: "
+                             f"{lines[0] if lines else exc}") from None
         if missing or unexpected:
             raise ValueError(f"{run.run_dir} ({run.tag}): weights do not fit its model config: missing "
                              f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
