@@ -12,7 +12,10 @@ With MODE "uneven", rank r holds ROWS_PER_PROCESS + r rows, as packing and sampl
 rows give; the training loop's padding to the largest row count over the processes must let the
 all-to-all run (MODE "uneven-unpadded" leaves the rows as they are, to show that it would not).
 
-    python ep_worker.py SHARD OUT.json EP_SIZE ROWS_PER_PROCESS STEPS [same|mixed]
+With RUN_DIR, the trained model is saved as ``microturn train`` saves it
+(``RUN_DIR/checkpoints/step{STEPS}``), for loading outside DeepSpeed.
+
+    python ep_worker.py SHARD OUT.json EP_SIZE ROWS_PER_PROCESS STEPS [same|mixed] [RUN_DIR]
 """
 
 from __future__ import annotations
@@ -27,16 +30,18 @@ def main() -> None:
     shard, out_path, ep_size, rows, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
         int(sys.argv[5])
     mode = sys.argv[6] if len(sys.argv) > 6 else "same"
+    run_dir = sys.argv[7] if len(sys.argv) > 7 else None
     # From its defining module: webdataset's own __init__.pyi imports it without re-exporting it.
     from webdataset.compat import WebDataset
 
     from microturn.schemas.sample import decode_sample
+    from microturn.trainer import checkpoint
     from microturn.trainer.batch import build_sequence, collate
     from microturn.trainer.engine import build_engine, init_distributed, shutdown_distributed
-    from microturn.trainer.loop import _max_rows, pad_batch
+    from microturn.trainer.loop import CKPT_DIR, _max_rows, pad_batch
     from microturn.trainer.model import InteractionModel
     from microturn.trainer.tokenizer import ByteTokenizer
-    from microturn.trainer.train_config import load_named
+    from microturn.trainer.train_config import as_dict, load_named
 
     rank, world = init_distributed()
     cfg = load_named("tiny-cpu", ["model.capacity_factor=16.0", "model.min_capacity=0", "train.grad_clip=0.0",
@@ -67,6 +72,9 @@ def main() -> None:
         engine.backward(out.loss)
         engine.step()
         losses.append(float(out.loss.detach()))
+    if run_dir is not None:
+        checkpoint.save(engine, f"{run_dir}/{CKPT_DIR}", f"step{steps}", client_state={"step": steps},
+                        run_config=as_dict(cfg), rank=rank)
     if rank == 0:
         with open(out_path, "w") as f:
             json.dump({"world": world, "losses": losses, "video": sample["video_KPFHWC"] is not None,
