@@ -17,8 +17,6 @@ M mel channels, S dMel bins, K chunks, T frames, N audio samples.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -38,8 +36,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 # fp32 keeps 24 bits. The session and the whole-sequence forward add the same products in
 # other orders (attention over a cache of another length, GEMMs of 1 row against L rows), a few
-# roundings of 6e-8 per layer: measured 1.5e-7 of the largest value over 30 chunks. A position
-# attending to a wrong key, or a wrong rotary position, moves it by 1e-2 or more.
+# roundings of 6e-8 per layer: measured 1.6e-7 to 3.7e-7 of the largest value over 30 chunks
+# (hidden states, text and dMel logits). A position attending to keys outside its window moves
+# them by 2.4e-2 (the window test below), a wrong rotary position likewise.
 REL_TOL = 1e-5
 
 
@@ -212,7 +211,7 @@ def test_a_window_equals_its_teacher_forced_twin_and_differs_from_full_attention
     time_L = session.recorded_batch()["time_BL"][0]
     early, late = time_L < chunks, time_L >= chunks + 1
     assert _rel(stepped[0][early], full_LD[early]) <= REL_TOL
-    assert _rel(stepped[0][late], full_LD[late]) > 1e-3
+    assert _rel(stepped[0][late], full_LD[late]) > 1e-3  # measured 2.4e-2
 
 
 # ----------------------------------------------------------------- item 4: flat cost, bounded memory
@@ -356,4 +355,3 @@ def test_recording_is_opt_in():
 def test_the_window_and_sink_come_from_the_config():
     session = Session(tiny_run(), SessionConfig(window_chunks=7, sink_chunks=0))
     assert session.window == AttentionWindow(chunks=7, sink_chunks=0) == session.cache.window
-    assert os.fspath(session.run.run_dir) == "<in process>"
