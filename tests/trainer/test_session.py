@@ -59,7 +59,7 @@ def _run_session(session: Session, chunks: int, *, video: bool = False,
     return [session.step(audio[k], video_frames(k) if video else None, texts.get(k)) for k in range(chunks)]
 
 
-# ----------------------------------------------------------------- item 1: generatable layout
+# ----------------------------------------------------------------- generatable layout
 def _sample_with_text_in_some_chunks() -> dict:
     """The shards' sample without video with the most chunks holding model text, among those
     where some hold none."""
@@ -156,7 +156,7 @@ class _Feeder:
             return self.model.decode(inputs, positions_BL, self.cache)[0, -1]
 
 
-# ----------------------------------------------------------------- item 3: exactness
+# ----------------------------------------------------------------- exactness
 def _teacher_forced(session: Session, window: AttentionWindow | None) -> tuple[torch.Tensor, ...]:
     """Hidden states [L, D], text logits [L, V + 1] and dMel logits [L, M, S] of one forward of
     the session's recorded sequence."""
@@ -214,7 +214,7 @@ def test_a_window_equals_its_teacher_forced_twin_and_differs_from_full_attention
     assert _rel(stepped[0][late], full_LD[late]) > 1e-3  # measured 2.4e-2
 
 
-# ----------------------------------------------------------------- item 4: flat cost, bounded memory
+# ----------------------------------------------------------------- flat cost, bounded memory
 def test_the_cache_is_reused_and_bounded_by_the_window():
     window_chunks, sink = 8, 1
     cfg = SessionConfig(window_chunks=window_chunks, sink_chunks=sink, max_text_per_chunk=1, flow_steps=1)
@@ -239,7 +239,7 @@ def test_the_cache_is_reused_and_bounded_by_the_window():
     assert unbounded.cache.length == total > held[-1]
 
 
-# ----------------------------------------------------------------- item 5: MoE kernels
+# ----------------------------------------------------------------- MoE kernels
 def test_moe_kernels_give_the_sessions_outputs_of_deepspeed():
     run = tiny_run()
     outs = {}
@@ -265,7 +265,7 @@ def test_an_unknown_kernel_is_refused():
         SessionConfig(moe_kernel="cutlass")
 
 
-# ----------------------------------------------------------------- item 2: outputs, seeds, inputs
+# ----------------------------------------------------------------- outputs, seeds, inputs
 def test_a_chunk_output_has_the_documented_shapes():
     session = Session(tiny_run(), SessionConfig(max_text_per_chunk=3, flow_steps=1))
     out = _run_session(session, 2, video=True, texts={0: "hi"})[-1]
