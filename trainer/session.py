@@ -75,8 +75,9 @@ class SessionConfig:
         window_chunks: chunks a position attends to, counting its own (None: all; memory and
             cost then grow with the session). 150 = 30 s, the windows the model trains on.
         sink_chunks: first chunks every position also attends to (the attention sink).
-        max_text_per_chunk: model text tokens per chunk before its end is forced; 16 is the
-            loader's cut (``build_sequence``), so the model never saw longer chunks.
+        max_text_per_chunk: text tokens per chunk and stream: the model's text ends there
+            (forced), the user's text is cut there; 16 is the loader's cut of both streams
+            (``build_sequence``), so the model never saw longer chunks.
         voiced_level: a chunk of model audio is voiced when one of its log-mel frames has a
             mean over the 80 channels above this (log10 units). -5.5 sits in the empty range
             between silence and speech of the model streams the demo shards: of 9688 frames,
