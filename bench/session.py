@@ -244,7 +244,7 @@ def main() -> int:
     best_last = last_r["full_ms"] if last_r["full_ms"] is not None else last_r["window_ms"]
     which = "full prefix" if last_r["full_ms"] is not None else "windowed re-run"
     ratio = best_last / stats["last"]["p50"]
-    print(f"   at {at['last']}: cached step {ratio:.1f}x cheaper than one {which} (goal >= 10: "
+    print(f"   at {at['last']}: one {which} costs {ratio:.1f}x the cached step (goal >= 10: "
           f"{'met' if ratio >= 10 else 'missed'}); one forward per chunk is a lower bound for a cacheless "
           f"decoder, which needs one per generated position: at {forwards:.1f} forwards per step that is "
           f"~{ratio * forwards:.0f}x (estimate: the measured forward times the forwards, not timed)")
