@@ -61,7 +61,10 @@ _WRITTEN = ("conversation.wav", "model.wav", "timeline.jsonl", "session.json")
 
 @dataclass(frozen=True, kw_only=True)
 class SessionReport:
-    """What a session run did: per-chunk figures and where it wrote them."""
+    """What a session run did: per-chunk figures and where it wrote them.
+
+    ``clipped`` is the share of model samples outside [-1, 1], clipped in the wavs (a model whose
+    flow head emits log-mel near the recipe's ceiling makes audio louder than full scale)."""
 
     output: str
     run_dir: str
@@ -72,6 +75,7 @@ class SessionReport:
     texts: tuple[str, ...]
     voiced: tuple[bool, ...]
     wall_s: float
+    clipped: float = 0.0
     interrupted: bool = False
 
     def percentiles(self) -> dict[str, float]:
@@ -87,7 +91,8 @@ class SessionReport:
         figures = ", ".join(f"{k} {v:.1f} ms ({v / BUDGET_MS:.0%})" for k, v in p.items())
         return (f"session: {self.chunks} chunk(s) ({self.chunks * CHUNK_MS / 1000:.1f} s) in {self.wall_s:.1f} s"
                 f"{' (interrupted)' if self.interrupted else ''}; the model spoke text in {said} chunk(s), "
-                f"voiced audio in {sum(self.voiced)}\n"
+                f"voiced audio in {sum(self.voiced)}"
+                + (f"; {self.clipped:.1%} of its samples clipped at full scale" if self.clipped else "") + "\n"
                 f"compute per chunk against the {BUDGET_MS:.0f} ms budget: {figures}; "
                 f"{over} of {self.chunks} chunk(s) over budget\n"
                 f"wrote {', '.join(os.path.join(self.output, n) for n in _WRITTEN)}")
@@ -133,13 +138,7 @@ def _load_session(checkpoint: str, config, tag: str | None):
     from microturn.trainer.session import Session
     from microturn.trainer.trained_run import load_trained_run
 
-    run = load_trained_run(checkpoint, tag=tag)
-    try:
-        return Session(run, config)
-    except RuntimeError as exc:  # load_state_dict: tensors of other shapes than the config's model
-        first = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in first[1:] if "size mismatch" in line), first[0] if first else "")
-        raise ValueError(f"{run.run_dir} ({run.tag}): weights do not fit its model config: {detail}") from None
+    return Session(load_trained_run(checkpoint, tag=tag), config)
 
 
 def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | None = None,
@@ -218,14 +217,15 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
                     np.stack([padded_N[:done * CHUNK_SAMPLES], model_N], axis=1))
     report = SessionReport(output=output, run_dir=session.run.run_dir, tag=session.run.tag, step=session.run.step,
                            chunks=done, compute_ms=tuple(compute), texts=tuple(texts), voiced=tuple(voiced),
-                           wall_s=time.perf_counter() - started, interrupted=interrupted)
+                           wall_s=time.perf_counter() - started, interrupted=interrupted,
+                           clipped=float((np.abs(model_N) > 1.0).mean()) if done else 0.0)
     record = {"checkpoint": os.path.abspath(session.run.run_dir), "tag": report.tag, "step": report.step,
               "user_audio": os.path.abspath(user_audio), "video": video and os.path.abspath(video),
               "user_text": user_text and os.path.abspath(user_text), "patch_budget": budget, "threads": threads,
               "config": asdict(config), "chunks": done, "interrupted": interrupted,
               "vocoder_delay_samples_removed": delay, "budget_ms": BUDGET_MS,
               "compute_ms": {k: round(v, 3) for k, v in report.percentiles().items()},
-              "chunks_over_budget": sum(1 for ms in compute if ms > BUDGET_MS)}
+              "chunks_over_budget": sum(1 for ms in compute if ms > BUDGET_MS), "model_clipped": report.clipped}
     with media.atomic_path(os.path.join(output, "session.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -59,6 +59,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     return {"wav": wav, "video": video, "words": words, "config": config, "root": str(root)}
 
 
+def _latest(run_dir: str) -> str:
+    return open(os.path.join(run_dir, "checkpoints", "latest")).read().strip()
+
+
 def _session(argv: list[str], capsys) -> tuple[int, str, str]:
     code = main(["--no-progress", *argv])
     out, err = capsys.readouterr()
@@ -69,7 +73,7 @@ def test_the_command_writes_the_conversation_the_timeline_and_the_latency(run_di
     out = str(tmp_path / "session")
     code, printed, err = _session(["--checkpoint", run_dir, "--user-audio", files["wav"], "--video", files["video"],
                                    "--user-text", files["words"], "--output", out, "--config", files["config"],
-                                   "--seed", "7"], capsys)
+                                   "--seed", "7", "--tag", _latest(run_dir)], capsys)
     assert code == 0, err
     assert "p50" in printed and "p95" in printed and "max" in printed and "200 ms budget" in printed
     assert f"of {CHUNKS} chunk(s) over budget" in printed
@@ -94,6 +98,7 @@ def test_the_command_writes_the_conversation_the_timeline_and_the_latency(run_di
     assert record["config"]["seed"] == 7  # the flag over the file's 3
     assert record["config"]["text"] == {"greedy": False, "temperature": 0.8, "top_p": 1.0}
     assert record["chunks"] == CHUNKS and record["vocoder_delay_samples_removed"] == 800
+    assert record["tag"] == _latest(run_dir) and 0 <= record["model_clipped"] <= 1
 
 
 def test_the_model_channel_is_the_streamed_audio_less_the_vocoder_delay(run_dir, files, tmp_path, capsys):
@@ -167,8 +172,7 @@ def test_words_json(tmp_path):
 def _copy_run(run_dir: str, dest: str, edit) -> str:
     shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("*optim_states.pt"))
     ckpt = os.path.join(dest, "checkpoints")
-    tag = open(os.path.join(ckpt, "latest")).read().strip()
-    path = os.path.join(ckpt, tag, "run_config.json")
+    path = os.path.join(ckpt, _latest(dest), "run_config.json")
     saved = json.load(open(path))
     edit(saved)
     with open(path, "w") as f:
