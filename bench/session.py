@@ -153,6 +153,8 @@ def main() -> int:
     args = p.parse_args()
     if args.minutes < 2:
         p.error("--minutes must be at least 2 (the first and the last minute are compared)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available on this machine")
     warnings.simplefilter("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,15 +165,16 @@ def main() -> int:
     from microturn.trainer.session import Session, SessionConfig
 
     load_start = os.getloadavg()
-    run = build_run(args.config, args.checkpoint)
     try:
+        run = build_run(args.config, args.checkpoint)
         session = Session(run, SessionConfig(device=args.device, dtype=args.dtype, moe_kernel=args.moe_kernel),
                           record=True)
+        # The warm-up is also where a kernel that cannot run on this device says so.
+        for audio_N in user_chunks(WARMUP_CHUNKS):
+            session.step(audio_N)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for audio_N in user_chunks(WARMUP_CHUNKS):
-        session.step(audio_N)
     session.reset()
 
     n = args.minutes * CHUNKS_PER_MINUTE
