@@ -149,6 +149,10 @@ class InputEmbedding(nn.Module):
         # rank: ZeRO 1/2 fill their reduction buckets from backward hooks, and a rank whose batch
         # has no video would otherwise send smaller buckets than a rank with video (gloo:
         # "Received data size doesn't match expected size").
+        if video_PFHWC.shape[0] == 0 and not torch.is_grad_enabled():
+            if bool(is_video_BL.any()):
+                raise ValueError("the batch has VIDEO positions but video_PFHWC holds no patches")
+            return x_BLD  # nothing to embed and no gradient to keep in step (decoding, eval)
         patches_PD = self.video(video_PFHWC)
         if video_PFHWC.shape[0] > 0:
             index_BL = batch["video_BL"].clamp(min=0)

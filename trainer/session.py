@@ -187,6 +187,13 @@ class Session:
                              f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.model.check_moe_kernel(cfg.moe_kernel)
+        if cfg.moe_kernel != "deepspeed" and self.device.type != "cuda":
+            import triton.knobs
+
+            if not triton.knobs.runtime.interpret:
+                raise ValueError(f"moe_kernel {cfg.moe_kernel!r} runs Triton kernels: it needs device='cuda', or "
+                                 "TRITON_INTERPRET=1 in the environment to interpret them on the CPU (slowly); "
+                                 "use moe_kernel='deepspeed' on a CPU")
         if cfg.moe_kernel != "deepspeed":
             for layer in self.model.moe_layers():
                 layer.expert_weights()  # stacked once here, not on the first step

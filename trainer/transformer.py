@@ -126,9 +126,14 @@ class Attention(nn.Module):
         return apply_rotary(q_BALQ, cos_B1Lq, sin_B1Lq), apply_rotary(k_BGLQ, cos_B1Lq, sin_B1Lq), v_BGLQ
 
     def _attend(self, q_BALQ: torch.Tensor, k_BGLQ: torch.Tensor, v_BGLQ: torch.Tensor,
-                mask_B1LL: torch.Tensor) -> torch.Tensor:
+                mask_B1LL: torch.Tensor, *, gqa: bool = False) -> torch.Tensor:
         b, _, length, _ = q_BALQ.shape
         group = self.heads // self.kv_heads
+        if gqa and group > 1:
+            # Decoding: the kernel shares each key/value head among its query group itself, with no
+            # copy of the held keys (repeat_interleave would copy the whole cache on every call).
+            out_BALQ = F.scaled_dot_product_attention(q_BALQ, k_BGLQ, v_BGLQ, attn_mask=mask_B1LL, enable_gqa=True)
+            return self.wo(out_BALQ.transpose(1, 2).reshape(b, length, -1))
         if group > 1:
             k_BGLQ = k_BGLQ.repeat_interleave(group, dim=1)
             v_BGLQ = v_BGLQ.repeat_interleave(group, dim=1)
@@ -147,7 +152,7 @@ class Attention(nn.Module):
         queries attend to everything the cache holds, under ``mask_B1LL`` [B, 1, new, held]."""
         q_BALQ, k_BGLQ, v_BGLQ = self._qkv(x_BLD, cos_B1Lq, sin_B1Lq)
         k_BGLQ, v_BGLQ = cache.append(k_BGLQ, v_BGLQ)
-        return self._attend(q_BALQ, k_BGLQ, v_BGLQ, mask_B1LL)
+        return self._attend(q_BALQ, k_BGLQ, v_BGLQ, mask_B1LL, gqa=True)
 
 
 class SwiGLU(nn.Module):

@@ -265,6 +265,15 @@ def test_an_unknown_kernel_is_refused():
         SessionConfig(moe_kernel="cutlass")
 
 
+def test_a_triton_kernel_on_a_cpu_without_the_interpreter_is_refused_at_load(monkeypatch):
+    import triton.knobs
+
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        Session(tiny_run(), SessionConfig(moe_kernel="gemv"))
+    Session(tiny_run(), SessionConfig(moe_kernel="deepspeed"))  # DeepSpeed's layer needs no Triton
+
+
 # ----------------------------------------------------------------- outputs, seeds, inputs
 def test_a_chunk_output_has_the_documented_shapes():
     session = Session(tiny_run(), SessionConfig(max_text_per_chunk=3, flow_steps=1))
