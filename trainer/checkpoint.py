@@ -167,12 +167,17 @@ def load_loader_state(ckpt_dir: str, tag: str, *, rank: int, world: int) -> dict
     if len(saved) != world:
         raise ValueError(f"{folder} holds the loader state of {len(saved)} process(es); this run has {world}: "
                          f"resume with {len(saved)} process(es)")
-    path = os.path.join(folder, LOADER_NAME.format(rank=rank))
+    return read_json_object(os.path.join(folder, LOADER_NAME.format(rank=rank)), "the loader state")
+
+
+def read_json_object(path: str, what: str) -> dict:
+    """The JSON object in ``path``; ``ValueError`` naming ``what`` when it cannot be read, does
+    not parse or is not an object."""
     try:
         with open(path) as f:
-            state = json.load(f)
+            value = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the loader state ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: the loader state is not a JSON object")
-    return state
+        raise ValueError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: {what} is not a JSON object")
+    return value

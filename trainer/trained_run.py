@@ -13,7 +13,6 @@ Shape suffixes: none (state dicts map names to tensors of the model's own shapes
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import torch
 
 from microturn.schemas.config import from_mapping
 from microturn.trainer.batch import SEQUENCE_LAYOUT
-from microturn.trainer.checkpoint import CONFIG_NAME, latest_tag
+from microturn.trainer.checkpoint import CONFIG_NAME, latest_tag, read_json_object
 from microturn.trainer.config import ModelConfig
 from microturn.trainer.loop import CKPT_DIR
 from microturn.trainer.train_config import TrainConfig
@@ -41,17 +40,6 @@ class TrainedRun:
     model: ModelConfig
     train: TrainConfig
     state_dict: dict[str, torch.Tensor]
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it ({type(exc).__name__}: {exc})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: not a JSON object")
-    return value
 
 
 def _load(path: str) -> dict:
@@ -85,7 +73,7 @@ def load_trained_run(run_dir: str, *, tag: str | None = None) -> TrainedRun:
     config_path = os.path.join(folder, CONFIG_NAME)
     if not os.path.isfile(config_path):
         raise ValueError(f"{folder} is not a complete checkpoint of this trainer (no {CONFIG_NAME})")
-    saved = _read_json(config_path)
+    saved = read_json_object(config_path, "the run's settings")
     layout = saved.get("layout", 1)
     if layout != SEQUENCE_LAYOUT:
         raise ValueError(f"{folder} was trained on sequence layout {layout}; this version decodes layout "
