@@ -51,10 +51,10 @@ from microturn.trainer.batch import Kind
 from microturn.trainer.kv_cache import AttentionWindow, KVCache
 from microturn.trainer.sampling import SamplingConfig, choose
 from microturn.trainer.trained_run import TrainedRun, load_trained_run
+from microturn.trainer.transformer import MoEFeedForward
 
 CHUNK_SAMPLES = SAMPLE_RATE * CHUNK_MS // 1000  # 3200
 _HOP = CHUNK_SAMPLES // FRAMES_PER_CHUNK  # 800: a dMel frame also reads the 800 samples before its hop
-_KERNELS = ("deepspeed", "gemv", "grouped", "auto")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -88,7 +88,7 @@ class SessionConfig:
         dtype: ``fp32`` or ``bf16`` weights and activations.
     """
 
-    moe_kernel: str = setting("deepspeed", choices=_KERNELS)
+    moe_kernel: str = setting("deepspeed", choices=MoEFeedForward.KERNELS)
     text: SamplingConfig = field(default_factory=SamplingConfig)
     audio: SamplingConfig = field(default_factory=SamplingConfig)
     flow_steps: int | None = setting(None, ge=1)
