@@ -17,6 +17,11 @@ import numpy as np
 
 from microturn.schemas.sample import FRAMES_PER_PATCH, PATCH_PX, SampleError
 
+DEFAULT_PATCH_BUDGET = 48
+"""The shard stage's default patches per chunk (``pipelines.shard.video.VideoSpec``, where the
+choice is explained) and so the grid a model saw in training for a video of a given size; the
+live session scales its video to the same grid."""
+
 __all__ = ["decode_patches", "patch_grid", "patchify", "unpatchify"]
 
 

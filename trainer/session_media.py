@@ -38,14 +38,13 @@ from typing import IO, Any
 import numpy as np
 
 from microturn.schemas.sample import CHUNK_MS, PATCH_PX, SAMPLE_RATE, VIDEO_FPS
-from microturn.schemas.video import patch_grid
+from microturn.schemas.video import DEFAULT_PATCH_BUDGET, patch_grid
 
 __all__ = ["MARKER", "PATCH_BUDGET", "VideoFrames", "atomic_path", "check_output", "claim_output",
            "read_audio", "read_words", "video_grid", "words_by_chunk", "write_wav"]
 
-# The shard stage's default patch budget (pipelines.shard.video.VideoSpec.patch_budget; a test
-# checks they agree): the grid the model saw in training for video of a given size.
-PATCH_BUDGET = 48
+# The shard stage's default patch budget: the grid the model saw in training for video of a given size.
+PATCH_BUDGET = DEFAULT_PATCH_BUDGET
 # ingest's normalise_video scales a side over 1280 px down before the shard stage sizes the grid.
 _NORMALISED_MAX_SIDE = 1280
 # Past the video's last frame, the last frame is repeated for up to 1 s (the shard stage's pad for

@@ -22,6 +22,7 @@ import numpy as np
 
 from microturn.pipelines.media import _PROTOCOLS, MediaError, _ffmpeg_message, file_url, probe
 from microturn.schemas.sample import CHUNK_MS, FRAMES_PER_PATCH, PATCH_PX, VIDEO_FPS
+from microturn.schemas.video import DEFAULT_PATCH_BUDGET
 
 __all__ = ["VideoSpec", "cut_clip", "probe_video"]
 
@@ -64,7 +65,7 @@ class VideoSpec:
             synthetic test patterns; measurements beside ``_PRESET``).
     """
 
-    patch_budget: int = 48
+    patch_budget: int = DEFAULT_PATCH_BUDGET
     crf: int = 23
 
     def __post_init__(self) -> None:
