@@ -2,6 +2,9 @@
 
 - ``eval diarization --reference RTTM_OR_DIR --hypothesis OUT [--collar S]``: DER and JER.
 - ``eval model --checkpoint RUN --shards GLOB``: held-out loss per head of a trained model.
+- ``eval interaction --checkpoint RUN --items ITEMS --output DIR``: a trained model, a VAD-gated
+  cascade and the reference speaker answer duplex evaluation items, scored side by side
+  (:mod:`microturn.cli.eval_interaction`).
 - ``eval words --reference STM_OR_DIR --hypothesis OUT``: share of words inside their reference
   segment, and the median boundary error where word-level references exist.
 
@@ -25,6 +28,7 @@ from collections import defaultdict
 
 from apache_beam.io.filesystems import FileSystems
 
+from microturn.cli.eval_interaction import add_interaction_parser, run_interaction
 from microturn.pipelines.tables import read_table
 from microturn.schemas.text import visible
 
@@ -165,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--shards", required=True, action="append", help="held-out shard glob or URL; repeatable")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")
     m.add_argument("--max-batches", type=int, help="stop after this many batches")
+    add_interaction_parser(sub)
     args = p.parse_args(argv)
     try:
         if args.what == "model":
             return _model(args)
+        if args.what == "interaction":
+            return run_interaction(args)
         return _diarization(args) if args.what == "diarization" else _words(args)
     except (ValueError, OSError) as exc:
         # OSError: a reference that cannot be read (FileNotFoundError, permissions), one line.
