@@ -13,9 +13,9 @@ system's folder as any Full-Duplex-Bench item set. An item folder of a system ho
   ``timeline.jsonl`` (the trained model's words, read by the scorer by the design's rule).
 
 Words of ``user_interruption`` items are written as Full-Duplex-Bench's ``asr.py`` leaves them:
-its ASR hears only the audio after the interrupt's end, and its times count from there. So a
-word is kept when it ends after the interrupt's end, its start clipped to that end (the cut
-audio still holds its tail), and every time is shifted back by the interrupt's end.
+its ASR hears only the audio after the interrupt's end and shifts the times it finds back onto
+the item's timeline. So a word is kept when it ends after the interrupt's end, its start clipped
+to that end (the cut audio still holds its tail), at its absolute time.
 
 Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 """
@@ -120,8 +120,8 @@ def interrupt_end_s(item: Item) -> float | None:
 
 
 def crop_words(words: Sequence[Word], at_s: float) -> list[Word]:
-    """The words heard in the audio after ``at_s``, with times from ``at_s`` (module notes)."""
-    return [(text, max(start, at_s) - at_s, end - at_s) for text, start, end in words if end > at_s]
+    """The words heard in the audio after ``at_s``, at their absolute times (module notes)."""
+    return [(text, max(start, at_s), end) for text, start, end in words if end > at_s]
 
 
 def fdb_words(words: Sequence[Word], item: Item) -> dict:

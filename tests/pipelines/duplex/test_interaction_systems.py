@@ -4,7 +4,8 @@
   error naming the folder.
 * A system's folder holds the item's files but its answer; output.wav is exactly as long as the
   input; output.json is Full-Duplex-Bench's format, cropped after the interrupt's end for
-  user_interruption items (times from there, a straddling word's start clipped).
+  user_interruption items (absolute times, as its asr.py shifts them back; a straddling word's
+  start clipped).
 * The reference system writes the item's second speaker and its words.
 
 Shape suffixes follow microturn.schemas.legend: N audio samples, C channels.
@@ -59,7 +60,7 @@ def test_crop_keeps_what_is_heard_after_the_cut():
     words = [("a", 0.5, 1.0), ("b", 1.8, 2.3), ("c", 2.5, 3.0)]
     cropped = systems.crop_words(words, 2.0)
     assert [w[0] for w in cropped] == ["b", "c"]
-    assert [x for w in cropped for x in w[1:]] == pytest.approx([0.0, 0.3, 0.5, 1.0])
+    assert [x for w in cropped for x in w[1:]] == pytest.approx([2.0, 2.3, 2.5, 3.0])
 
 
 def test_a_systems_folder_holds_the_item_and_its_answer(items_root, tmp_path):
@@ -84,8 +85,8 @@ def test_a_systems_folder_holds_the_item_and_its_answer(items_root, tmp_path):
     np.testing.assert_allclose(out_N, 0.25, atol=1 / 32768)
     with open(os.path.join(dest, "output.json")) as f:
         data = json.load(f)
-    assert data == {"text": "over late", "chunks": [{"text": "over", "timestamp": [0.0, 0.3]},
-                                                    {"text": "late", "timestamp": [0.8, 1.05]}]}
+    assert data == {"text": "over late", "chunks": [{"text": "over", "timestamp": [3.2, 3.5]},
+                                                    {"text": "late", "timestamp": [4.0, 4.25]}]}
     systems.write_answer(item, dest, np.zeros(10, np.float32), samples=samples)
     assert read_mono_N(os.path.join(dest, "output.wav")).shape == (samples,)
 
@@ -100,13 +101,13 @@ def test_the_reference_system_is_the_second_speaker(items_root, tmp_path):
                                   read_mono_N(os.path.join(item.path, "reference.wav")))
     with open(os.path.join(dest, "output.json")) as f:
         assert [c["timestamp"] for c in json.load(f)["chunks"]] == [[3.0, 3.4], [3.5, 3.6], [3.6, 4.0], [4.2, 5.0]]
-    # user_interruption: the reference's words after the interrupt (2.0-3.2 s), from its end.
+    # user_interruption: the reference's words after the interrupt (2.0-3.2 s).
     item = by_rel["user_interruption/c-0"]
     dest = str(tmp_path / item.rel)
     systems.write_reference(item, dest, systems.prepare_item(item, dest))
     with open(os.path.join(dest, "output.json")) as f:
-        assert json.load(f)["chunks"] == [{"text": "oh", "timestamp": [0.6, 1.0]},
-                                          {"text": "sorry", "timestamp": [1.1, 2.3]}]
+        assert json.load(f)["chunks"] == [{"text": "oh", "timestamp": [3.8, 4.2]},
+                                          {"text": "sorry", "timestamp": [4.3, 5.5]}]
 
 
 def test_a_stereo_conversation_item_gives_its_left_channel_as_input(tmp_path):
