@@ -2,6 +2,8 @@
 
 - ``eval diarization --reference RTTM_OR_DIR --hypothesis OUT [--collar S]``: DER and JER.
 - ``eval model --checkpoint RUN --shards GLOB``: held-out loss per head of a trained model.
+- ``eval duplex ITEMS_DIR [--json]``: Full-Duplex-Bench v1 / v1.5 metrics of a folder of items
+  (:mod:`microturn.cli.eval_duplex`).
 - ``eval interaction --checkpoint RUN --items ITEMS --output DIR``: a trained model, a VAD-gated
   cascade and the reference speaker answer duplex evaluation items, scored side by side
   (:mod:`microturn.cli.eval_interaction`).
@@ -28,6 +30,7 @@ from collections import defaultdict
 
 from apache_beam.io.filesystems import FileSystems
 
+from microturn.cli.eval_duplex import add_duplex_parser, run_duplex
 from microturn.cli.eval_interaction import add_interaction_parser, run_interaction
 from microturn.pipelines.tables import read_table
 from microturn.schemas.text import visible
@@ -169,11 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--shards", required=True, action="append", help="held-out shard glob or URL; repeatable")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")
     m.add_argument("--max-batches", type=int, help="stop after this many batches")
+    add_duplex_parser(sub)
     add_interaction_parser(sub)
     args = p.parse_args(argv)
     try:
         if args.what == "model":
             return _model(args)
+        if args.what == "duplex":
+            return run_duplex(args)
         if args.what == "interaction":
             return run_interaction(args)
         return _diarization(args) if args.what == "diarization" else _words(args)
