@@ -9,6 +9,9 @@
   (:mod:`microturn.cli.eval_interaction`).
 - ``eval words --reference STM_OR_DIR --hypothesis OUT``: share of words inside their reference
   segment, and the median boundary error where word-level references exist.
+- ``eval items --records OUT [OUT ...] --output ITEMS``: Full-Duplex-Bench-style evaluation items
+  (user stream, true second stream, event annotations) from held-out conversation records
+  (:mod:`microturn.cli.eval_items`).
 
 Reference files name their recordings (RTTM/STM file ids); conversations are matched to them by
 the stem of their source file (``calls/abc.mp4`` ↔ ``abc``). When the reference holds a single
@@ -32,6 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from microturn.cli.eval_duplex import add_duplex_parser, run_duplex
 from microturn.cli.eval_interaction import add_interaction_parser, run_interaction
+from microturn.cli.eval_items import add_items_parser, run_items
 from microturn.pipelines.tables import read_table
 from microturn.schemas.text import visible
 
@@ -174,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--max-batches", type=int, help="stop after this many batches")
     add_duplex_parser(sub)
     add_interaction_parser(sub)
+    add_items_parser(sub)
     args = p.parse_args(argv)
     try:
         if args.what == "model":
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_duplex(args)
         if args.what == "interaction":
             return run_interaction(args)
+        if args.what == "items":
+            return run_items(args)
         return _diarization(args) if args.what == "diarization" else _words(args)
     except (ValueError, OSError) as exc:
         # OSError: a reference that cannot be read (FileNotFoundError, permissions), one line.
