@@ -258,11 +258,13 @@ def render_tables(reports: dict[str, dict]) -> str:
         present = {s: r[task] for s, r in reports.items() if isinstance(r.get(task), dict)}
         if not present:
             continue
-        head = f"{'system':<10} {'n':>4} " + " ".join(f"{m:>18}" for m in metrics)
+        head = f"{'system':<10} {'n':>4} " + " ".join(f"{m:>18}" for m in metrics) + "  words from"
         lines = [task, head]
         for system, figures in present.items():
+            sources = figures.get("words")
+            sources = ", ".join(f"{k} {v}" for k, v in sources.items()) if isinstance(sources, dict) else "-"
             lines.append(f"{system:<10} {_cell(figures.get('n')):>4} "
-                         + " ".join(f"{_cell(figures.get(m)):>18}" for m in metrics))
+                         + " ".join(f"{_cell(figures.get(m)):>18}" for m in metrics) + f"  {sources}")
         blocks.append("\n".join(lines))
     vap = {s: r["vap"] for s, r in reports.items() if isinstance(r.get("vap"), dict)}
     if vap:
@@ -289,7 +291,7 @@ def run_interaction(args: argparse.Namespace) -> int:
     answer_items(args, items, answerers, samples)
     reports, rows = score_systems(args.output, args.systems)
     _write_json(os.path.join(args.output, "report.json"), {"reports": reports, "items": rows})
-    write_report(args.output, list(args.systems), [i.rel for i in items], reports)
+    write_report(args.output, list(args.systems), [i.rel for i in items], reports, rows)
     if args.json:
         print(json.dumps(reports, indent=1, sort_keys=True))
     else:

@@ -5,8 +5,8 @@ silero detects (:mod:`microturn.testing.speechlike`):
 
 - ``smooth_turn_taking/a-0``: the user talks 0.5-2.5 s and yields; the reference answers
   3.0-5.0 s (turn end 2.5 s);
-- ``pause_handling/b-0``: the user talks 0.4-1.8 s, pauses 0.5 s, talks 2.3-4.0 s; the reference
-  stays silent;
+- ``pause_handling/b-0``: the user talks 0.4-1.8 s, pauses 0.5 s, talks 2.3-5.6 s (the window
+  ends with the user's turn, as pause items do); the reference stays silent;
 - ``user_interruption/c-0``: the reference talks 0.3-3.0 s, the user interrupts 2.0-3.2 s, the
   reference answers 3.8-5.5 s (interrupt 2.0-3.2 s).
 
@@ -34,7 +34,7 @@ ITEMS = {
                                [(0.5, 2.5)], [(3.0, 5.0)],
                                [("well", 3.0, 3.4), ("I", 3.5, 3.6), ("think", 3.6, 4.0), ("so", 4.2, 5.0)]),
     "pause_handling/b-0": ("pause_handling", "pause.json", [{"timestamp": [1.8, 2.3]}],
-                           [(0.4, 1.8), (2.3, 4.0)], [], []),
+                           [(0.4, 1.8), (2.3, 5.6)], [], []),
     "user_interruption/c-0": ("user_interruption", "interrupt.json",
                               [{"context": "tell me", "interrupt": "no wait", "timestamp": [2.0, 3.2]}],
                               [(2.0, 3.2)], [(0.3, 3.0), (3.8, 5.5)],

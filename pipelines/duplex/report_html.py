@@ -6,7 +6,8 @@ the page is one file that opens from disk and loads nothing from a network.
 
 - At the top: per task, a table with a row per system and the task's metrics (:data:`TASK_METRICS`),
   and the VAP shift/hold figures when the reports hold them.
-- Then per item: its path and task, and a timeline picture. Lanes over the item's time: the user
+- Then per item: its path and task, each system's figures on it (the scorer's per-item rows:
+  its task's metrics and where its words came from), and a timeline picture. Lanes over the item's time: the user
   (VAD of ``input.wav``) and then each system (VAD of its ``output.wav``), speech drawn as bars,
   with the same silero settings as the metrics
   (:func:`~microturn.pipelines.duplex.audio.speech_segments`); the annotated events across all
@@ -62,6 +63,8 @@ def _fmt(value) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, dict):  # the report's word sources: {"output.json": 2, "vad": 1}
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
     if isinstance(value, float):
         return "nan" if value != value else f"{value:.3f}"
     return str(value)
@@ -190,10 +193,10 @@ def summary_html(reports: dict[str, dict]) -> str:
     """The tables at the top: per task a row per system; VAP shift/hold when present."""
     parts = []
     for task, metrics in TASK_METRICS.items():
-        rows = [[system, report[task].get("n"), *(report[task].get(m) for m in metrics)]
+        rows = [[system, report[task].get("n"), *(report[task].get(m) for m in metrics), report[task].get("words")]
                 for system, report in reports.items() if isinstance(report.get(task), dict)]
         if rows:
-            parts.append(f"<h3>{_esc(task)}</h3>" + _table(["system", "n", *metrics], rows))
+            parts.append(f"<h3>{_esc(task)}</h3>" + _table(["system", "n", *metrics, "words"], rows))
     vap_rows = []
     for system, report in reports.items():
         shift_hold = (report.get("vap") or {}).get("shift_hold") if isinstance(report.get("vap"), dict) else None
@@ -206,7 +209,15 @@ def summary_html(reports: dict[str, dict]) -> str:
     return "\n".join(parts) or '<p class="note">No system has a score.</p>'
 
 
-def _item_html(output: str, systems: Sequence[str], rel: str) -> str:
+def _item_table(task: str | None, rows: dict[str, dict]) -> str:
+    if not rows:
+        return ""
+    metrics = TASK_METRICS.get(task or "", ("tor",))
+    return _table(["system", *metrics, "words"],
+                  [[system, *(row.get(m) for m in metrics), row.get("words")] for system, row in rows.items()])
+
+
+def _item_html(output: str, systems: Sequence[str], rel: str, rows: dict[str, dict]) -> str:
     first = os.path.join(output, systems[0], rel)
     input_N = read_mono_N(os.path.join(first, "input.wav"))
     user = speech_segments(input_N)
@@ -215,7 +226,8 @@ def _item_html(output: str, systems: Sequence[str], rel: str) -> str:
         path = os.path.join(output, system, rel, "output.wav")
         lanes.append((system, speech_segments(read_mono_N(path)) if os.path.exists(path) else []))
     item = _read_json(os.path.join(first, "item.json"))
-    task = item.get("task") if isinstance(item, dict) else None
+    task = next((r["task"] for r in rows.values() if isinstance(r.get("task"), str)),
+                item.get("task") if isinstance(item, dict) else None)
     texts = model_texts(os.path.join(output, "model", rel)) if "model" in systems else []
     png = timeline_png(input_N.size / SAMPLE_RATE, lanes, item_events(first), texts,
                        title=f"{rel} ({task})" if task else rel)
@@ -224,13 +236,16 @@ def _item_html(output: str, systems: Sequence[str], rel: str) -> str:
     caption = (f"<p class=\"note\">The model said: {_esc(said)}</p>" if said else
                ('<p class="note">The model said no text.</p>' if "model" in systems else ""))
     return (f'<section class="item"><h3>{_esc(rel)}{" (" + _esc(task) + ")" if task else ""}</h3>'
+            f"{_item_table(task, rows)}"
             f'<img class="timeline" src="data:image/png;base64,{picture}" alt="timeline of {_esc(rel)}">'
             f"{caption}</section>")
 
 
-def write_report(output: str, systems: Sequence[str], items: Sequence[str], reports: dict[str, dict]) -> str:
+def write_report(output: str, systems: Sequence[str], items: Sequence[str], reports: dict[str, dict],
+                 rows: dict[str, list[dict]] | None = None) -> str:
     """Write ``output/report.html`` for the system trees under ``output`` (``output/<system>/<item>``)
-    of the item paths ``items`` and the scorer's ``reports``; returns its path."""
+    of the item paths ``items``, the scorer's ``reports`` and its per-item ``rows`` (``{system:
+    [row with "item": the item's path]}``); returns its path."""
     if not systems:
         raise ValueError("no system to report on")
     sections = [f"<h2>Summary</h2>\n{summary_html(reports)}",
@@ -239,7 +254,11 @@ def write_report(output: str, systems: Sequence[str], items: Sequence[str], repo
                 "the reference listener's backchannels: hatched. Under the model's lane: its text per 200 ms "
                 "chunk.</p>",
                 "<h2>Items</h2>"]
-    sections += [_item_html(output, systems, rel) for rel in items]
+    by_item: dict[str, dict[str, dict]] = {}
+    for system, system_rows in (rows or {}).items():
+        for row in system_rows:
+            by_item.setdefault(str(row.get("item")), {})[system] = row
+    sections += [_item_html(output, systems, rel, by_item.get(rel, {})) for rel in items]
     page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>microturn eval interaction: {_esc(output)}</title><style>{_STYLE}</style></head>\n"
             f"<body><h1>Duplex interaction: {_esc(', '.join(systems))} on {len(items)} item(s)</h1>\n"

@@ -32,13 +32,12 @@ import numpy as np
 import soundfile
 
 from microturn.pipelines.duplex.audio import SAMPLE_RATE, read_mono_N, read_wav_NC
+from microturn.pipelines.duplex.layout import ANNOTATIONS
+from microturn.pipelines.duplex.words import crop_after
 
-__all__ = ["ANNOTATIONS", "ANSWER_FILES", "Item", "crop_words", "find_items", "fdb_words", "item_input_N",
-           "prepare_item", "read_fdb_words", "write_answer", "write_reference"]
+__all__ = ["ANSWER_FILES", "Item", "find_items", "fdb_words", "item_input_N", "prepare_item", "read_fdb_words",
+           "write_answer", "write_reference"]
 
-# Annotation file -> Full-Duplex-Bench task (the design's item layout).
-ANNOTATIONS = {"turn_taking.json": "smooth_turn_taking", "pause.json": "pause_handling",
-               "interrupt.json": "user_interruption", "backchannel.json": "backchannel"}
 # A system's answer: never copied from the item set into a system's tree.
 ANSWER_FILES = ("output.wav", "output.json", "timeline.jsonl", "conversation.wav", "session.json")
 
@@ -65,7 +64,10 @@ def _tasks(names: set[str]) -> list[str]:
 def find_items(root: str) -> list[Item]:
     """Every item under ``root`` (a folder holding ``input.wav`` or ``conversation.wav``), sorted
     by path. ``ValueError`` for a missing root, no items, or an item whose task is unknown (no
-    annotation file, or two of them), naming the folder."""
+    annotation file, or two of them), naming the folder.
+
+    The scorer's :func:`~microturn.pipelines.duplex.layout.find_items` wants the answer
+    (``output.wav``) already there; here the items are still unanswered."""
     if not os.path.isdir(root):
         what = "is not a folder" if os.path.exists(root) else "does not exist"
         raise ValueError(f"--items {root} {what}; give the --output folder of `microturn eval items` "
@@ -119,16 +121,15 @@ def interrupt_end_s(item: Item) -> float | None:
         raise ValueError(f"{path}: expected [{{\"timestamp\": [start_s, end_s], ...}}]") from None
 
 
-def crop_words(words: Sequence[Word], at_s: float) -> list[Word]:
-    """The words heard in the audio after ``at_s``, at their absolute times (module notes)."""
-    return [(text, max(start, at_s), end) for text, start, end in words if end > at_s]
-
-
 def fdb_words(words: Sequence[Word], item: Item) -> dict:
     """``words`` (absolute times) as the ``output.json`` Full-Duplex-Bench's scorer reads for ``item``."""
     at = interrupt_end_s(item)
-    shown = crop_words(words, at) if at is not None else list(words)
-    chunks = [{"text": text, "timestamp": [round(start, 3), round(end, 3)]} for text, start, end in shown]
+    # The scorer's own crop of the session's words (module notes: the same rule).
+    shown = crop_after(tuple(words), at) if at is not None else tuple(words)
+    chunks = []
+    for text, start, end in shown:
+        assert start is not None and end is not None, "a system's words always have both times"
+        chunks.append({"text": text, "timestamp": [round(start, 3), round(end, 3)]})
     return {"text": " ".join(text for text, _, _ in shown), "chunks": chunks}
 
 

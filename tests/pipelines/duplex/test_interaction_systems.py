@@ -56,13 +56,6 @@ def test_item_errors_name_the_folder(tmp_path):
         systems.find_items(str(tmp_path))
 
 
-def test_crop_keeps_what_is_heard_after_the_cut():
-    words = [("a", 0.5, 1.0), ("b", 1.8, 2.3), ("c", 2.5, 3.0)]
-    cropped = systems.crop_words(words, 2.0)
-    assert [w[0] for w in cropped] == ["b", "c"]
-    assert [x for w in cropped for x in w[1:]] == pytest.approx([2.0, 2.3, 2.5, 3.0])
-
-
 def test_a_systems_folder_holds_the_item_and_its_answer(items_root, tmp_path):
     item = {i.rel: i for i in systems.find_items(items_root)}["user_interruption/c-0"]
     dest = str(tmp_path / "cascade" / item.rel)

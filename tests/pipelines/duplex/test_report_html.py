@@ -3,8 +3,8 @@
 * The page is one file: one timeline picture per item, every picture an inline PNG that
   decodes, no URL to anything outside the page (no http(s), no protocol-relative src/href, no
   script, stylesheet link or frame).
-* Summary tables: a row per system per task present, with the report's figures; a missing
-  figure is "-".
+* Summary tables: a row per system per task present, with the report's figures and word
+  sources; a missing figure is "-". Each item shows each system's per-item row.
 * Text from the items (the model's words, item names) is escaped.
 * The events and the model's text the pictures draw are read from the item files.
 
@@ -33,10 +33,18 @@ SYSTEMS = ["model", "cascade", "reference"]
 REPORTS = {
     "model": {"smooth_turn_taking": {"n": 1, "tor": 0.0, "latency_s": None, "response_latency_s": None},
               "pause_handling": {"n": 1, "tor": 1.0}},
-    "cascade": {"smooth_turn_taking": {"n": 1, "tor": 1.0, "latency_s": 0.8125, "response_latency_s": 0.75},
+    "cascade": {"smooth_turn_taking": {"n": 1, "tor": 1.0, "latency_s": 0.8125, "response_latency_s": 0.75,
+                                       "words": {"output.json": 1}},
                 "user_interruption": {"n": 1, "tor": 1.0, "latency_s": 0.9, "stop_latency_s": 0.3}},
     "reference": {"smooth_turn_taking": {"n": 1, "tor": 1.0, "latency_s": 0.5},
                   "vap": {"shift_hold": {"n_shift": 3, "n_hold": 2, "balanced_accuracy": 0.75, "auc": None}}},
+}
+ROWS = {
+    "model": [{"item": "smooth_turn_taking/a-0", "task": "smooth_turn_taking", "tor": 0, "latency_s": None,
+               "response_latency_s": None, "words": "timeline.jsonl"}],
+    "cascade": [{"item": "smooth_turn_taking/a-0", "task": "smooth_turn_taking", "tor": 1, "latency_s": 0.8125,
+                 "response_latency_s": 0.75, "words": "output.json"},
+                {"item": "pause_handling/b-0", "task": "pause_handling", "tor": 0, "words": "output.json"}],
 }
 SAID = "hello <b>there</b> & you"
 
@@ -98,7 +106,7 @@ def tree(tmp_path_factory) -> tuple[str, list[str]]:
 @pytest.fixture(scope="module")
 def page(tree) -> tuple[str, _Page]:
     out, rels = tree
-    path = write_report(out, SYSTEMS, rels, REPORTS)
+    path = write_report(out, SYSTEMS, rels, REPORTS, ROWS)
     assert path == os.path.join(out, "report.html")
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -130,15 +138,27 @@ def test_one_inline_timeline_per_item_and_nothing_from_outside(page, tree):
 def test_summary_tables_hold_a_row_per_system_and_task(page):
     _, parsed = page
     tables = {tuple(t[0]): t[1:] for t in parsed.tables}
-    smooth = tables[("system", "n", "tor", "latency_s", "response_latency_s")]
-    assert smooth == [["model", "1", "0.000", "-", "-"], ["cascade", "1", "1.000", "0.812", "0.750"],
-                      ["reference", "1", "1.000", "0.500", "-"]]
-    assert tables[("system", "n", "tor")] == [["model", "1", "1.000"]]
-    assert tables[("system", "n", "tor", "latency_s", "stop_latency_s", "response_latency_s")] == [
-        ["cascade", "1", "1.000", "0.900", "0.300", "-"]]
+    smooth = tables[("system", "n", "tor", "latency_s", "response_latency_s", "words")]
+    assert smooth == [["model", "1", "0.000", "-", "-", "-"],
+                      ["cascade", "1", "1.000", "0.812", "0.750", "output.json 1"],
+                      ["reference", "1", "1.000", "0.500", "-", "-"]]
+    assert tables[("system", "n", "tor", "words")] == [["model", "1", "1.000", "-"]]
+    assert tables[("system", "n", "tor", "latency_s", "stop_latency_s", "response_latency_s", "words")] == [
+        ["cascade", "1", "1.000", "0.900", "0.300", "-", "-"]]
     vap = tables[("system", "n_shift", "n_hold", "balanced_accuracy", "auc")]
     assert vap == [["reference", "3", "2", "0.750", "-"]]
-    assert not any(h[2:] == ("tor", "frequency", "jsd") for h in tables)  # no system has backchannel items
+    assert not any("jsd" in h for h in tables)  # no system has backchannel items
+
+
+def test_each_item_shows_each_systems_row(page):
+    text, parsed = page
+    per_item = [t for t in parsed.tables if t[0][1] not in ("n", "n_shift")]  # not the summary tables
+    # In item order (pause, smooth, interruption): rows only for the systems the scorer gave rows for.
+    assert per_item == [[["system", "tor", "words"], ["cascade", "0", "output.json"]],
+                        [["system", "tor", "latency_s", "response_latency_s", "words"],
+                         ["model", "0", "-", "-", "timeline.jsonl"], ["cascade", "1", "0.812", "0.750", "output.json"]]]
+    section = text[text.index("<h3>smooth_turn_taking/a-0"):]
+    assert section.index("timeline.jsonl") < section.index('<img class="timeline"')
 
 
 def test_item_text_is_escaped(page):

@@ -1,0 +1,146 @@
+"""``microturn eval interaction``: a trained run, the cascade and the reference speaker on three
+hand-made items (microturn.testing.duplex_items), end to end with real files.
+
+* Each system's tree holds every item with output.wav as long as input.wav; the model's has the
+  session's timeline (one line per 200 ms chunk) and settings.
+* The scores: the reference's latencies are its scripted words' (smooth turn-taking 0.5 s,
+  after the interrupt 0.6 s); the cascade answers 0.7 s after the user's VAD end (plus the
+  fixed answer's first word's offset) and holds through the 0.5 s pause.
+* --json prints {system: report}; report.json holds the same reports; report.html one timeline
+  per item; the folder is marked as this command's and a rerun replaces the earlier trees.
+* Bad input is exit status 2 and one line, with nothing written.
+
+Shape suffixes follow microturn.schemas.legend: N audio samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import pytest
+
+from microturn.cli.evaluate import main
+from microturn.pipelines.duplex.audio import read_mono_N, speech_segments
+from microturn.pipelines.duplex.cascade import spoken_response
+from microturn.testing.duplex_items import ITEMS, write_items
+from session_runs import trained_run_dir
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+SYSTEMS = ("model", "cascade", "reference")
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("duplex-items"))
+    write_items(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(items, tmp_path_factory) -> dict:
+    """The command run once over the items with every system."""
+    out = str(tmp_path_factory.mktemp("interaction") / "out")
+    checkpoint = trained_run_dir()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):  # capsys is per test; this fixture is per module
+        rc = main(["interaction", "--checkpoint", checkpoint, "--items", items, "--output", out, "--seed", "0",
+                   "--json", "--no-progress"])
+    return {"rc": rc, "out": out, "stdout": buf.getvalue(), "checkpoint": checkpoint}
+
+
+def test_every_system_answers_every_item(run, items):
+    assert run["rc"] == 0, run["stdout"]
+    for system in SYSTEMS:
+        for rel in ITEMS:
+            folder = os.path.join(run["out"], system, rel)
+            n = read_mono_N(os.path.join(folder, "input.wav")).size
+            assert read_mono_N(os.path.join(folder, "output.wav")).size == n
+            assert os.path.exists(os.path.join(folder, "reference.wav"))
+    for rel in ITEMS:
+        folder = os.path.join(run["out"], "model", rel)
+        with open(os.path.join(folder, "timeline.jsonl")) as f:
+            lines = [json.loads(line) for line in f]
+        assert [line["chunk"] for line in lines] == list(range(30))  # 6 s of 200 ms chunks
+        with open(os.path.join(folder, "session.json")) as f:
+            assert json.load(f)["config"]["seed"] == 0
+        assert not os.path.exists(os.path.join(folder, "output.json"))  # its words are its timeline's
+        assert os.path.exists(os.path.join(run["out"], "cascade", rel, "output.json"))
+    with open(os.path.join(run["out"], "_microturn_stage.json")) as f:
+        assert json.load(f)["stage"] == "eval-interaction"
+
+
+def test_scores_of_the_baselines_are_their_known_answers(run, items):
+    reports = json.loads(run["stdout"])
+    assert sorted(reports) == sorted(SYSTEMS)
+    ref, cascade = reports["reference"], reports["cascade"]
+    assert ref["smooth_turn_taking"]["n"] == 1 and ref["smooth_turn_taking"]["tor"] == 1
+    assert ref["smooth_turn_taking"]["latency_s"] == pytest.approx(0.5)  # first word 3.0 s, turn end 2.5 s
+    assert ref["user_interruption"]["tor"] == 1
+    assert ref["user_interruption"]["latency_s"] == pytest.approx(0.6)  # "oh" at 3.8 s, interrupt end 3.2 s
+    assert ref["pause_handling"]["tor"] == 0  # the reference stays silent
+    first_word_s = spoken_response().words[0][1]
+    for task, rel, event_s in (("smooth_turn_taking", "smooth_turn_taking/a-0", 2.5),
+                               ("user_interruption", "user_interruption/c-0", 3.2)):
+        user_end = speech_segments(read_mono_N(os.path.join(items, rel, "input.wav")))[-1][1]
+        assert cascade[task]["tor"] == 1
+        assert cascade[task]["latency_s"] == pytest.approx(user_end + 0.7 + first_word_s - event_s, abs=2e-3)
+    assert cascade["pause_handling"]["tor"] == 0  # 0.5 s pause < 0.7 s timeout; the item ends with the turn
+    assert set(reports["model"]) >= {"smooth_turn_taking", "pause_handling", "user_interruption"}
+
+
+def test_reports_and_page_are_written(run):
+    with open(os.path.join(run["out"], "report.json")) as f:
+        written = json.load(f)
+    assert written["reports"] == json.loads(run["stdout"])
+    for system in SYSTEMS:  # the scorer's per-item rows, one per item, saying where words came from
+        rows = {row["item"]: row for row in written["items"][system]}
+        assert sorted(rows) == sorted(ITEMS)
+        expected = {"model": "timeline.jsonl", "cascade": "output.json", "reference": "output.json"}[system]
+        assert {row["words"] for row in rows.values()} == {expected}
+    with open(os.path.join(run["out"], "report.html"), encoding="utf-8") as f:
+        page = f.read()
+    assert page.count('<img class="timeline" src="data:image/png;base64,') == len(ITEMS)
+    assert "http://" not in page and "https://" not in page
+
+
+def test_a_rerun_replaces_the_earlier_trees(run, items, capsys):
+    out = run["out"]
+    assert main(["interaction", "--items", items, "--output", out, "--systems", "cascade", "--no-progress"]) == 0
+    assert sorted(os.listdir(out)) == ["_microturn_stage.json", "cascade", "report.html", "report.json"]
+    printed = capsys.readouterr().out
+    assert "smooth_turn_taking" in printed and "cascade" in printed and "model" not in printed.split("wrote")[0]
+
+
+def test_bad_input_is_one_line_and_nothing_written(items, tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+
+    def fails(*argv: str, match: str) -> None:
+        assert main(["interaction", "--items", items, "--no-progress", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+
+    fails("--output", str(foreign), "--systems", "cascade", match="did not write")
+    assert os.listdir(foreign) == ["notes.txt"]
+    fails("--output", str(tmp_path / "a"), "--systems", "model", match="give --checkpoint")
+    fails("--output", str(tmp_path / "a"), "--systems", "model", "--checkpoint", str(tmp_path),
+          match="no complete checkpoint")
+    fails("--output", str(tmp_path / "a"), "--systems", "cascade", "--seed", "3", match="--systems leaves it out")
+    fails("--output", os.path.join(items, "x"), "--systems", "cascade", match="overlaps --items")
+    bare = tmp_path / "bare" / "one"
+    bare.mkdir(parents=True)
+    with open(os.path.join(items, "pause_handling/b-0/input.wav"), "rb") as f:
+        (bare / "input.wav").write_bytes(f.read())
+    (bare / "pause.json").write_text(json.dumps([{"timestamp": [1.8, 2.3]}]))
+    assert main(["interaction", "--items", str(tmp_path / "bare"), "--output", str(tmp_path / "b"),
+                 "--systems", "reference", "--no-progress"]) == 2
+    assert "no reference.wav" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
+    with pytest.raises(SystemExit) as exc:
+        main(["interaction", "--items", items, "--output", str(tmp_path / "c"), "--systems", "model,oracle"])
+    assert exc.value.code == 2
