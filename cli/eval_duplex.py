@@ -29,10 +29,12 @@ def add_duplex_parser(sub) -> None:
 
     d = sub.add_parser("duplex", help="Full-Duplex-Bench metrics (TOR, latency, backchannel JSD, "
                        "v1.5 stop/response latency) of a folder of items", allow_abbrev=False)
-    d.add_argument("items", metavar="ITEMS_DIR", help="a folder of items in Full-Duplex-Bench's layout (searched recursively)")
+    d.add_argument("items", metavar="ITEMS_DIR",
+                   help="a folder of items in Full-Duplex-Bench's layout (searched recursively)")
     d.add_argument("--json", action="store_true", help="print the report as one JSON object")
     d.add_argument("--per-item", metavar="FILE.jsonl", help="write one JSON line per item (how each figure came about)")
-    d.add_argument("--task", choices=TASKS, help="score only this task; items without an annotation file are taken as it")
+    d.add_argument("--task", choices=TASKS,
+                   help="score only this task; items without an annotation file are taken as it")
     d.add_argument("--backchannel-reference", metavar="JSON",
                    help="reference backchannel distributions {item folder name: [p...]} "
                         "(Full-Duplex-Bench's icc_gt_distribution.json) for items without backchannel.json")

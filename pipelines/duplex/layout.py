@@ -35,7 +35,8 @@ import numpy as np
 
 from microturn.schemas.sample import SAMPLE_RATE
 
-__all__ = ["ANNOTATIONS", "TASKS", "WINDOW_S", "Item", "distribution", "find_items", "item_streams", "read_reference_distributions"]
+__all__ = ["ANNOTATIONS", "TASKS", "WINDOW_S", "Item", "distribution", "find_items", "item_streams",
+           "read_reference_distributions"]
 
 ANNOTATIONS = {"turn_taking.json": "smooth_turn_taking", "pause.json": "pause_handling",
                "interrupt.json": "user_interruption", "backchannel.json": "backchannel"}
@@ -91,8 +92,8 @@ def _timestamp(data, path: str, shape: str) -> list:
 
 
 def distribution(values, path: str) -> tuple[float, ...]:
-    """A reference backchannel distribution, checked: at least two finite non-negative numbers
-    (the interpolation onto the prediction's windows needs two points)."""
+    """A reference backchannel distribution, checked: at least two finite non-negative numbers, not
+    all 0 (the interpolation onto the prediction's windows needs two points, normalising a sum)."""
     if not isinstance(values, list) or len(values) < 2:
         raise ValueError(f"{path}: a backchannel distribution is a list of at least 2 numbers, got {values!r:.80}")
     out = []
@@ -100,6 +101,8 @@ def distribution(values, path: str) -> tuple[float, ...]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{path}: distribution[{i}] must be a finite number >= 0, got {v!r}")
         out.append(float(v))
+    if not sum(out) > 0:
+        raise ValueError(f"{path}: a backchannel distribution needs some weight; all its values are 0")
     return tuple(out)
 
 

@@ -14,7 +14,8 @@ chunks overlapping it are counted: more than 3, or a segment of 1 s or more, or 
 and the backchannels found so far are dropped; else (under 1 s, at most 2 words) it is a
 backchannel. The item's TOR is the last segment's. Frequency: backchannels per second of output;
 JSD: their histogram over 0.2 s windows against the reference distribution (scipy's
-Jensen-Shannon *distance*, natural log, as the reference script reports it; 1 with no backchannel).
+Jensen-Shannon *distance*, natural log, as the reference script reports it; 1 with no backchannel;
+0 where rounding makes scipy's value nan for equal distributions).
 
 VAD-only rule (no words at all, documented stand-in): the model's segments merged across gaps up
 to 0.5 s (v1.5's model merge gap); it takes the turn when a merged segment lasts 1 s or more,
@@ -27,6 +28,7 @@ Shape suffixes follow :mod:`microturn.schemas.legend`; W counts the 0.2 s window
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -128,8 +130,13 @@ def backchannel_jsd(backchannels: Sequence[Segment], duration_s: float, referenc
     counts_W = counts_W + _EPSILON
     predicted_W = counts_W / counts_W.sum()
     # The reference's windows and ours both spread over [0, 1]; "extrapolate" as the reference
-    # script has it (only rounding at the ends ever reaches past the points).
+    # script has it (only rounding at the ends ever reaches past the points). scipy's stubs type
+    # fill_value as a float though it documents the string "extrapolate".
     resample = interp1d(np.linspace(0, 1, len(reference)), np.asarray(reference, dtype=float),
                         kind="linear", fill_value="extrapolate")  # pyright: ignore[reportArgumentType]
     reference_W = resample(np.linspace(0, 1, predicted_W.size))
-    return float(jensenshannon(predicted_W, reference_W))
+    with np.errstate(invalid="ignore"):
+        distance = float(jensenshannon(predicted_W, reference_W))
+    # Equal distributions can leave scipy a divergence of about -1e-17, whose square root is nan
+    # (the reference script would print nan); the distance there is 0.
+    return 0.0 if math.isnan(distance) else distance

@@ -45,6 +45,7 @@ def default_sections() -> dict[str, Section]:
     """The extra report sections present in this tree: ``{"vap": score_vap}`` once
     :mod:`microturn.pipelines.duplex.vap` exists, else none."""
     try:
+        # Another module of this package, added separately: absent until then (ignore for pyright).
         from microturn.pipelines.duplex.vap import score_vap  # pyright: ignore[reportMissingImports]
     except ModuleNotFoundError as exc:
         if exc.name != "microturn.pipelines.duplex.vap":

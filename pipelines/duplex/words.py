@@ -56,7 +56,8 @@ def _read_output_json(path: str) -> tuple[Chunk, ...]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("chunks"), list):
-        raise ValueError(f"{path}: expected {{\"text\": ..., \"chunks\": [{{\"text\", \"timestamp\": [start_s, end_s]}}]}}")
+        raise ValueError(f"{path}: expected {{\"text\": ..., \"chunks\": "
+                         "[{\"text\", \"timestamp\": [start_s, end_s]}]}")
     chunks = []
     for i, chunk in enumerate(data["chunks"]):
         stamp = chunk.get("timestamp") if isinstance(chunk, dict) else None
