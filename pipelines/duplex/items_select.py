@@ -18,11 +18,13 @@ window start). Rules and thresholds, per task:
   from the user's turn start (at most ``context_ms`` before the turn end) to
   :data:`RESPONSE_WINDOW_MS` after it; the user stream is silent after the turn end, as in
   Full-Duplex-Bench's Candor items (the user's turn, then silence). ``timestamp`` =
-  [turn end, the reference's response start].
+  [turn end, the reference's response start] (the second is the smaller where the reference's
+  reply overlapped the end of the user's turn).
 - ``pause_handling``: a user main turn holding silences of the user of
   [:data:`PAUSE_MIN_MS`, :data:`PAUSE_MAX_MS`) between its words (between segments where the
-  turn has no word timings); the model has no main turn there by construction (it would have
-  split the user's turn). One item per turn, window from the first pause's start minus
+  turn has no word timings) during which the model is silent too (no model segment, not even a
+  backchannel, overlaps it: a pause taken while the other still talks, as in a barge-in, is no
+  test of holding back). One item per turn, window from the first pause's start minus
   ``context_ms`` (not before the turn start) to the user's turn end; ``pause.json`` lists every
   such pause in the window.
 - ``user_interruption``: an ``interruption`` event by a user speaker at a time the model speaks
@@ -47,6 +49,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from microturn.pipelines.shard.streams import intervals_union
 from microturn.schemas.turns import Turn, split_backchannels, turn_events
@@ -106,7 +109,7 @@ class Plan:
     start_ms: int
     end_ms: int
     silence_from_ms: int | None  # user stream zeroed from here to the window end (absolute ms)
-    annotation: object  # the annotation file's JSON value, times in s from the window start
+    annotation: Any  # the annotation file's JSON value (a list or an object), s from the window start
     events: dict = field(default_factory=dict)  # absolute ms, for item.json
 
 
@@ -183,11 +186,13 @@ def turn_pauses(view: RoleView, turn: Turn) -> list[tuple[int, int]]:
 
 def pause_handling(view: RoleView, *, context_ms: int) -> list[Plan]:
     """Plans of user turns with pauses (rules in the module docstring)."""
+    model_spans = view.model_spans()
     plans = []
     for turn in view.main:
         if turn.speaker != "user":
             continue
-        pauses = [(s, e) for s, e in turn_pauses(view, turn) if e < turn.end_ms]
+        pauses = [(s, e) for s, e in turn_pauses(view, turn)
+                  if e < turn.end_ms and not any(ms < e and me > s for ms, me in model_spans)]
         if not pauses:
             continue
         start = max(turn.start_ms, pauses[0][0] - context_ms, 0)
