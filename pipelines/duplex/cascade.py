@@ -11,9 +11,10 @@ silence-timeout turn-taking alone earns on an item set. The rule, in the user st
    (:func:`~microturn.pipelines.duplex.audio.speech_segments`).
 2. Endpointing: user segments separated by at most ``endpoint_s`` (0.7 s) of silence are one
    turn (a pause the endpointer waits out); at each turn's end ``e`` the cascade starts its
-   answer at ``e + endpoint_s``, when the silence timeout fires. 700 ms is the silence timeout
-   of the cascade systems' VAD-gated turn-taking in the issue's comparison; an answer whose
-   start falls at or after the end of the item is never heard and is dropped.
+   answer at ``e + endpoint_s``, when the silence timeout fires. 700 ms is the answer delay of
+   the VAD-gated systems this baseline stands for (Full-Duplex-Bench's cascade takes the turn
+   1.18 s after the user on average, its full-duplex reference 0.40 s); an answer whose start
+   falls at or after the end of the item is never heard and is dropped.
 3. Barge-in: when the user's next turn starts at ``b`` while the answer plays, the answer stops
    at ``b + barge_in_s`` (0.25 s): a live VAD confirms speech only after silero's minimum speech
    duration (250 ms at the settings above), so no VAD-gated system can stop earlier. The answer
