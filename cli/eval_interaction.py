@@ -145,8 +145,10 @@ class ModelRunner:
 
         with tempfile.TemporaryDirectory(prefix="microturn-eval-session-") as tmp:
             out = os.path.join(tmp, "session")
-            run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, config=self.config, tag=self.tag,
-                        progress=False)
+            report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, config=self.config,
+                                 tag=self.tag, progress=False)
+            if report.interrupted:  # the session stops its stream at Ctrl-C; the command stops too
+                raise KeyboardInterrupt
             # model.wav is whole chunks long and already time-aligned with the input (the
             # vocoder's delay removed): cut to the input's length.
             write_answer(item, dest, read_mono_N(os.path.join(out, "model.wav")), samples=samples)
