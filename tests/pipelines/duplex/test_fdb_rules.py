@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from microturn.pipelines.duplex import rules, timing
 
@@ -194,3 +196,29 @@ def test_response_gaps_first_model_start_after_each_user_end_latest_user_end_win
     assert timing.response_gaps([(0.0, 1.0), (5.0, 6.0)], [(0.5, 0.8), (1.5, 2.0)]) == [(1.0, 1.5)]
     # Rounded to ms: 1.23449 -> 1.234, 1.5006 -> 1.501.
     assert timing.response_gaps([(0.0, 1.23449)], [(1.5006, 2.0)]) == [(1.234, 1.501)]
+
+
+def _track(cuts: list[int]) -> list[tuple[float, float]]:
+    """Sorted, disjoint segments from an increasing list of ms cut points (pairs of them)."""
+    points = sorted(set(cuts))
+    return [(points[k] / 1000, points[k + 1] / 1000) for k in range(0, len(points) - 1, 2)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 20_000), max_size=12), st.lists(st.integers(0, 20_000), max_size=12))
+def test_intervals_lie_where_both_speak_or_neither(user_cuts, model_cuts):
+    user, model = _track(user_cuts), _track(model_cuts)
+    overlaps = timing.overlaps(user, model)
+    for start, end in overlaps:
+        # Inside one user segment and one model segment (ms-rounded ends of ms-valued inputs).
+        assert any(s <= start and end <= e for s, e in user)
+        assert any(s <= start and end <= e for s, e in model)
+    # Every overlap of the two tracks (disjoint, sorted) is found: the total is the overlap time.
+    total = sum(max(0.0, min(ue, me) - max(us, ms)) for us, ue in user for ms, me in model)
+    assert sum(e - s for s, e in overlaps) == pytest.approx(total, abs=1e-9)
+    gaps = timing.response_gaps(user, model)
+    assert len({g[1] for g in gaps}) == len(gaps)  # one gap per model start
+    for user_end, model_start in gaps:
+        assert user_end < model_start and (model_start in {s for s, _ in model})
+        # No model start falls strictly between the user's end and the answer.
+        assert not any(user_end < s < model_start for s, _ in model)
