@@ -22,8 +22,9 @@ from microturn.pipelines.duplex.items_select import PAUSE_MIN_MS, TASKS
 from microturn.pipelines.shard.streams import build_stream
 from microturn.pipelines.synthesize.run import run as synthesize
 from microturn.pipelines.tables import read_table
+from microturn.schemas.ids import split_of
 from microturn.schemas.turns import Turn
-from microturn.testing.records import real_call, write_records
+from microturn.testing.records import real_call, two_streams, write_records
 
 PCM16 = 1 / 32768  # one quantisation step of the items' wavs
 
@@ -307,3 +308,16 @@ def test_the_cli_prints_conversations_per_split_and_items_per_task(records, tmp_
     for line in open(tmp_path / "o" / "items.jsonl", encoding="utf-8"):
         item = json.loads(line)
         assert item["events"]["turn_end_ms"] - item["window_start_ms"] <= 3000
+
+
+def test_a_remix_takes_the_split_of_the_call_it_was_made_from(tmp_path):
+    source = "c-00000000000000a1"
+    assert split_of(source) == "train"
+    remix = two_streams("r-00000000000000c3", seconds=12.0, origin="remix",
+                        provenance=json.dumps({"remix_of": source}, sort_keys=True))
+    remix["conversation"]["split"] = "test"  # its own column: the shard stage does not read it for a remix
+    root = write_records(str(tmp_path / "remix"), [remix])
+    with pytest.raises(ValueError, match=r"no evaluation item.*'train': 1"):
+        build_items(ItemsConfig(records=(root,), output=str(tmp_path / "test")))
+    summary = build_items(ItemsConfig(records=(root,), output=str(tmp_path / "train"), split="train"))
+    assert summary.conversations_used == 1 and sum(summary.items_per_task.values()) > 0
