@@ -174,9 +174,12 @@ def smooth_turn_taking(view: RoleView, *, context_ms: int) -> list[Plan]:
 
 
 def turn_pauses(view: RoleView, turn: Turn) -> list[tuple[int, int]]:
-    """The user's silences inside ``turn`` of [PAUSE_MIN_MS, PAUSE_MAX_MS): gaps between its
-    words, or between its segments when no word of the user lies in the turn."""
-    inside = [(s, e) for _, s, e in view.user_words() if s >= turn.start_ms and s < turn.end_ms]
+    """The user's silences inside ``turn`` of [PAUSE_MIN_MS, PAUSE_MAX_MS): gaps between the
+    user's words overlapping it, or between its segments when no word of the user does."""
+    # Words overlapping the turn, cut to it: an aligner's word may start a few ms before the
+    # diarization's segment (the sample call's first "Hello?" starts 6 ms early).
+    inside = [(max(s, turn.start_ms), min(e, turn.end_ms)) for _, s, e in view.user_words()
+              if s < turn.end_ms and e > turn.start_ms]
     if not inside:
         inside = [(max(s, turn.start_ms), min(e, turn.end_ms)) for s, e in view.user_spans()
                   if s < turn.end_ms and e > turn.start_ms]

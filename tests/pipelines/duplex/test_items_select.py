@@ -70,6 +70,11 @@ def test_pause_thresholds_and_the_silent_model():
     assert plan.annotation == [{"timestamp": [0.5, 1.0]}]
     # The model talking through the pause (here a backchannel) rules it out.
     assert not pause_handling(view([(U, 1000, 8000), (M, 2100, 2400)], words=words), context_ms=500)
+    # A word the aligner starts a few ms before the diarization's segment still bounds a pause.
+    (plan,) = pause_handling(view([(U, 1000, 1400), (U, 2000, 2400)], words=[(U, "hello", 994, 1400),
+                                                                            (U, "hello", 2000, 2400)]),
+                             context_ms=500)
+    assert plan.events["pauses_ms"] == [[1400, 2000]]
     # Without words, the gaps between the user's segments.
     (plan,) = pause_handling(view([(U, 1000, 2000), (U, 2600, 4000), (M, 5000, 6000)]), context_ms=500)
     assert plan.events["pauses_ms"] == [[2000, 2600]]
