@@ -121,7 +121,7 @@ def claim_output(output: str, record: dict) -> None:
 def _write_json(path: str, value) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True, allow_nan=False)
+        json.dump(value, f, indent=1, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
 
