@@ -45,8 +45,8 @@ def add_items_parser(sub) -> None:
     p.add_argument("--output", required=True, metavar="ITEMS", help="the items folder (new, empty, or an earlier "
                                                                      "output of this command)")
     p.add_argument("--split", default="test", help="only conversations of this split give items (default test)")
-    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES),
-                   help="tasks to make items for (default all)")
+    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES), metavar="TASK",
+                   help=f"tasks to make items for, of {', '.join(TASK_NAMES)} (default all)")
     p.add_argument("--context-s", type=_seconds, default=8.0,
                    help="at most this many seconds of conversation before an event (default 8)")
     p.add_argument("--max-per-conversation", type=_positive, metavar="N",
