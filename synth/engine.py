@@ -18,10 +18,10 @@ import numpy as np
 
 from microturn.schemas.dialogue import Dialogue
 from microturn.schemas.turns import Turn, TurnStats, turn_events, turn_stats
-from microturn.synth.layout import Layout, lay_out
+from microturn.synth.layout import Layout, lay_out, speakable
 from microturn.synth.mix import MixConfig, mix_stems
 from microturn.synth.timing import TimingModel
-from microturn.synth.tts import TTS, Voice
+from microturn.synth.tts import TTS, Speech, Voice
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,18 +89,25 @@ def assemble(layout: Layout, roles: Mapping[str, str | None], mix: MixConfig,
                         transitions_ms=layout.transitions_ms)
 
 
+def speak_dialogue(dialogue: Dialogue, tts: TTS) -> tuple[list[Speech], dict[int, list[Speech]]]:
+    """Speech of every turn (``speakable`` text: inner sentence ends spoken as commas) and of
+    the timed responses of each timed request, by turn index, as :func:`lay_out` takes them."""
+    spoken, responses = [], {}
+    for i, turn in enumerate(dialogue.turns):
+        spoken.append(tts.speak(speakable(turn.text), voice_of(dialogue, turn.speaker)))
+        if turn.timed is not None:
+            voice = voice_of(dialogue, turn.timed.responder)
+            responses[i] = [tts.speak(speakable(text), voice) for text in turn.timed.responses]
+    return spoken, responses
+
+
 def synthesize_dialogue(dialogue: Dialogue, *, tts: TTS, timing: TimingModel, mix: MixConfig,
                         seed: int = 0) -> Conversation:
     """Speak every turn of ``dialogue`` with ``tts``, lay the turns out with ``timing`` and mix
     one stream per speaker. ``ValueError`` when a voice or the language is unsupported."""
     check_dialogue(dialogue, tts)
     rng = dialogue_rng(seed, dialogue.sha256())
-    spoken, responses = [], {}
-    for i, turn in enumerate(dialogue.turns):
-        spoken.append(tts.speak(turn.text, voice_of(dialogue, turn.speaker)))
-        if turn.timed is not None:
-            voice = voice_of(dialogue, turn.timed.responder)
-            responses[i] = [tts.speak(text, voice) for text in turn.timed.responses]
+    spoken, responses = speak_dialogue(dialogue, tts)
     layout = lay_out(dialogue, spoken, responses, timing, rng)
     roles = {name: dialogue.speaker(name).role for name in dialogue.speaker_names}
     return assemble(layout, roles, mix, rng)

@@ -8,7 +8,16 @@ pieces of audio placed at integer-millisecond positions, its words at absolute t
 scripted events. The rules:
 
 - A turn's phrases (runs of words the TTS spoke without a break of ``phrase_break_ms``) are kept
-  as spoken; the silence between phrases is replaced by a pause drawn from the model.
+  as spoken; the silence between phrases is replaced by a pause drawn from the model, except after
+  a question inside a turn, where the speaker latches on (:data:`LATCH_MS` at most): a rising
+  or falling end followed by a long silence is the cue of a yielded turn, so it is not where a
+  speaker holds.
+- A turn gets about ``pause_rate`` pauses per minute of speech: when its phrase breaks fall short,
+  more are opened at word boundaries after a comma (that the TTS spoke without a break) or after
+  a continuation word ("and", "but", "so", "because", "um", ...; :data:`CONTINUATION_WORDS`),
+  the places where a listener hears that the speaker is not done. The text of a turn is spoken
+  with its inner sentence ends as commas (:func:`speakable`), so the TTS gives them continuation
+  intonation and only the turn's end falls (".") or rises ("?").
 - A change of speaker starts after a transition drawn from the model: a gap, or an overlap into
   the end of the previous turn. A speaker never overlaps their own voice.
 - Backchannel turns are placed over the speaker's pauses (a pause is opened at a word boundary
@@ -56,14 +65,60 @@ BACKCHANNEL_MAX_DELAY_MS = 600
 # this short pause instead of a phrase pause drawn from the model (median 450 ms), which would
 # stretch it past the 1 s that the statistics allow a backchannel.
 BACKCHANNEL_JOIN_MS = 80
+# After a question inside a turn ("Six in the morning? That's brutal.") the speaker goes on
+# within this long (espeak-ng leaves 200-390 ms after "?" at 210-150 wpm): under the 150 ms that
+# counts as a pause (timing_fit.PAUSE_MIN_MS), so a silence after a question is always a yield.
+LATCH_MS = 120
+# Words after which a speaker is audibly not done: conjunctions that open a clause and hesitation
+# fillers. A pause after one of them is a hold.
+CONTINUATION_WORDS = frozenset({"and", "but", "so", "because", "or", "then", "um", "uh", "er",
+                                "if", "when", "that", "which", "like"})
+# Tokens ending in "." that are not a sentence end.
+_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e."})
+
+
+def speakable(text: str) -> str:
+    """``text`` as the TTS should say it inside one turn: every sentence end but the last ("."
+    or "!" followed by more words) becomes a comma, so that espeak-ng speaks it with its
+    continuation tune (a comma ends a clause with a level or slightly rising pitch and a
+    100-200 ms break; a full stop falls and breaks for 210-380 ms, at 210-150 wpm) and only the
+    turn's own end sounds final. Questions keep their "?"; "..." and abbreviations are kept.
+    The number of whitespace tokens is unchanged."""
+    tokens = text.split()
+    out = []
+    for k, tok in enumerate(tokens):
+        inner = k < len(tokens) - 1
+        if (inner and tok[-1:] in ".!" and not tok.endswith("..") and tok.lower() not in _ABBREVIATIONS
+                and "." not in tok[:-1]):
+            tok = tok[:-1] + ","
+        out.append(tok)
+    return " ".join(out)
+
+
+def _boundary(token: str) -> str:
+    """What the end of ``token`` says about the speaker's next move: "final" (a sentence or
+    question end: the turn could end here), "clause" (a comma, semicolon, colon or dash: more
+    to come), "continuation" (a continuation word) or "word"."""
+    if token.endswith(("?", ".", "!")) and not token.endswith(".."):
+        return "final"
+    if token.endswith((",", ";", ":", "-", "\u2014", "..")):
+        return "clause"
+    if token.strip("\"'()").lower() in CONTINUATION_WORDS:
+        return "continuation"
+    return "word"
 
 
 @dataclass(frozen=True, slots=True)
 class Phrase:
-    """Words spoken without a break: audio and words relative to the phrase start."""
+    """Words spoken without a break: audio and words relative to the phrase start.
+
+    ``keep_ms``: the silence that follows this phrase inside its turn when the speaker latches on
+    (after a question); None when a pause drawn from the timing model follows.
+    """
 
     wave_N: np.ndarray
     words: tuple[tuple[str, int, int], ...]
+    keep_ms: int | None = None
 
     @property
     def duration_ms(self) -> int:
@@ -165,10 +220,55 @@ def phrases(speech: Speech, *, break_ms: int = PHRASE_BREAK_MS) -> list[Phrase]:
             groups.append([])
         groups[-1].append(word)
     out = []
-    for group in groups:
+    for k, group in enumerate(groups):
         s, e = group[0].start_ms, group[-1].end_ms
         wave_N = speech.wave_N[s * SAMPLES_PER_MS: e * SAMPLES_PER_MS]
-        out.append(Phrase(wave_N=wave_N, words=tuple((w.text, w.start_ms - s, w.end_ms - s) for w in group)))
+        keep = None
+        if k < len(groups) - 1 and _boundary(group[-1].text) == "final":
+            keep = min(LATCH_MS, groups[k + 1][0].start_ms - e)
+        out.append(Phrase(wave_N=wave_N, words=tuple((w.text, w.start_ms - s, w.end_ms - s) for w in group),
+                          keep_ms=keep))
+    return out
+
+
+def _split_after(p: Phrase, k: int) -> tuple[Phrase, Phrase]:
+    """``p`` cut between its words ``k`` and ``k + 1``; the silence between them is dropped (the
+    layout puts a pause there)."""
+    cut = p.words[k][2]  # end of the word before the break
+    nxt = p.words[k + 1][1]
+    left = Phrase(wave_N=p.wave_N[: cut * SAMPLES_PER_MS], words=p.words[: k + 1])
+    right = Phrase(wave_N=p.wave_N[nxt * SAMPLES_PER_MS:],
+                   words=tuple((t, s - nxt, e - nxt) for t, s, e in p.words[k + 1:]), keep_ms=p.keep_ms)
+    return left, right
+
+
+def open_holds(parts: list[Phrase], extra: int, rng: np.random.Generator) -> list[Phrase]:
+    """Open up to ``extra`` more pauses in a turn, at word boundaries inside its phrases where the
+    speaker is audibly not done: after a comma the TTS spoke without a break first, then after a
+    continuation word; in random order within each kind. Never after the turn's last word."""
+    if extra <= 0:
+        return list(parts)
+    cands = []  # (priority, tie-break, phrase index, word index)
+    order = rng.permutation(sum(max(0, len(p.words) - 1) for p in parts))
+    n = 0
+    for i, p in enumerate(parts):
+        for k in range(len(p.words) - 1):
+            kind = _boundary(p.words[k][0])
+            if kind in ("clause", "continuation"):
+                cands.append((0 if kind == "clause" else 1, int(order[n]), i, k))
+            n += 1
+    chosen = sorted(cands)[:extra]
+    cuts: dict[int, list[int]] = {}
+    for _, _, i, k in chosen:
+        cuts.setdefault(i, []).append(k)
+    out: list[Phrase] = []
+    for i, p in enumerate(parts):
+        # Cut from the last boundary back, so the earlier word indices stay valid.
+        tail: list[Phrase] = []
+        for k in sorted(cuts.get(i, []), reverse=True):
+            p, right = _split_after(p, k)
+            tail.insert(0, right)
+        out += [p, *tail]
     return out
 
 
@@ -182,13 +282,7 @@ def _split_for_backchannels(parts: list[Phrase], needed: int) -> list[Phrase]:
             break
         i = max(cand, key=lambda k: (parts[k].duration_ms, -k))
         p = parts[i]
-        mid = len(p.words) // 2
-        cut = p.words[mid - 1][2]  # end of the word before the break
-        nxt = p.words[mid][1]
-        left = Phrase(wave_N=p.wave_N[: cut * SAMPLES_PER_MS], words=p.words[:mid])
-        right = Phrase(wave_N=p.wave_N[nxt * SAMPLES_PER_MS:],
-                       words=tuple((t, s - nxt, e - nxt) for t, s, e in p.words[mid:]))
-        parts[i: i + 1] = [left, right]
+        parts[i: i + 1] = list(_split_after(p, len(p.words) // 2 - 1))
     return parts
 
 
@@ -207,7 +301,13 @@ class _Planner:
         t = max(0, start_ms)
         for k, part in enumerate(parts):
             if k:
-                t += BACKCHANNEL_JOIN_MS if act == "backchannel" else self.timing.sample_pause(self.rng)
+                before = parts[k - 1]
+                if act == "backchannel":
+                    t += BACKCHANNEL_JOIN_MS
+                elif before.keep_ms is not None:
+                    t += before.keep_ms
+                else:
+                    t += self.timing.sample_pause(self.rng)
             turn.pieces.append((t, part.wave_N))
             turn.words.extend((w, t + s, t + e) for w, s, e in part.words)
             t += part.duration_ms
@@ -229,7 +329,21 @@ class _Planner:
         return start_after(prev, offset, self.earliest(speaker))
 
     # -- acts ----------------------------------------------------------------------------
+    def holds(self, parts: list[Phrase]) -> list[Phrase]:
+        """``parts`` with pauses opened (:func:`open_holds`) until the turn has about
+        ``pause_rate`` pauses per minute of its speech: a Poisson number of them, with the
+        expected count less the pauses its phrase breaks already make."""
+        if not any(_boundary(w[0]) in ("clause", "continuation") for p in parts for w in p.words[:-1]):
+            return parts  # nowhere to open one: draw nothing, so the generator's stream is unchanged
+        speech_ms = sum(p.duration_ms for p in parts)
+        have = sum(1 for p in parts[:-1] if p.keep_ms is None)
+        want = self.timing.pause_rate * speech_ms / 60_000 - have
+        extra = int(self.rng.poisson(want)) if want > 0 else 0
+        return open_holds(parts, extra, self.rng)
+
     def main_turn(self, spec: TurnSpec, parts: list[Phrase], backchannels: list[tuple[TurnSpec, list[Phrase]]]):
+        if spec.act != "backchannel":
+            parts = self.holds(parts)
         if backchannels:
             parts = _split_for_backchannels(parts, len(backchannels))
         turn = self.place(spec.speaker, spec.act, parts, self.next_start(spec.speaker))
@@ -269,6 +383,7 @@ class _Planner:
             # Nothing to cut into: an ordinary (overlapping when the model says so) transition.
             return self.main_turn(spec, parts, [])
         assert prev is not None  # candidates are only found among prev's words
+        parts = self.holds(parts)
         onset = int(cands[int(self.rng.integers(len(cands)))])
         reaction = self.timing.sample_reaction(self.rng)
         later_ends = [w[2] for w in prev.words if w[2] >= onset + reaction]

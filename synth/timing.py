@@ -177,6 +177,14 @@ def _check_keys(d, expected: set[str], what: str) -> None:
                          f"{sorted(missing)}; expected exactly {sorted(expected)}")
 
 
+# Pauses per minute of main-turn time, when a fit has not measured them. No published rate of
+# conversational within-turn pauses is quoted here: the figure is a design value of one pause
+# per 5 s of turn (a turn of the bundled scripts, 2-4 s, then gets its phrase-break pauses plus
+# about one more every other turn), and timing_fit.fit measures the real one (pauses of at least
+# PAUSE_MIN_MS per minute of main-turn time).
+DEFAULT_PAUSE_RATE = 12.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class TimingModel:
     """Turn-taking timing of two-or-more-party dialogue.
@@ -190,6 +198,9 @@ class TimingModel:
     - backchannel_delay: from the start of the speaker's pause until the listener's
       backchannel starts.
     - backchannel_rate: listener backchannels per minute of the other speaker's main-turn speech.
+    - pause_rate: pauses (silences of at least ``timing_fit.PAUSE_MIN_MS`` inside one speaker's
+      main turn) per minute of main-turn time. Optional in :meth:`from_dict` (models written
+      before it existed take :data:`DEFAULT_PAUSE_RATE`).
     """
 
     gap: Duration
@@ -199,11 +210,12 @@ class TimingModel:
     reaction: Duration
     backchannel_delay: Duration
     backchannel_rate: float
+    pause_rate: float = DEFAULT_PAUSE_RATE
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("overlap_prob", "backchannel_rate"):
+            if f.name in ("overlap_prob", "backchannel_rate", "pause_rate"):
                 if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
                     raise TypeError(f"{f.name} must be a number, got {type(value).__name__}")
                 object.__setattr__(self, f.name, float(value))
@@ -214,6 +226,8 @@ class TimingModel:
         if not (math.isfinite(self.backchannel_rate) and self.backchannel_rate >= 0):
             raise ValueError(f"backchannel_rate must be finite and >= 0 per minute, "
                              f"got {self.backchannel_rate}")
+        if not (math.isfinite(self.pause_rate) and self.pause_rate >= 0):
+            raise ValueError(f"pause_rate must be finite and >= 0 per minute, got {self.pause_rate}")
 
     def sample_transitions(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` offsets (int64 ms) from the end of the previous turn to the start of the next:
@@ -255,10 +269,12 @@ class TimingModel:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> TimingModel:
+    def from_dict(cls, d: Mapping[str, Any]) -> TimingModel:
         """Inverse of :meth:`to_dict`; ``ValueError`` on unknown or missing keys."""
+        if isinstance(d, Mapping) and "pause_rate" not in d:
+            d = {"pause_rate": DEFAULT_PAUSE_RATE, **d}  # written before pauses were counted
         _check_keys(d, {f.name for f in fields(cls)}, "TimingModel")
-        return cls(gap=Duration.from_dict(d["gap"]), overlap_prob=d["overlap_prob"],
+        return cls(pause_rate=d["pause_rate"], gap=Duration.from_dict(d["gap"]), overlap_prob=d["overlap_prob"],
                    overlap=Duration.from_dict(d["overlap"]), pause=Duration.from_dict(d["pause"]),
                    reaction=Duration.from_dict(d["reaction"]),
                    backchannel_delay=Duration.from_dict(d["backchannel_delay"]),
@@ -281,8 +297,15 @@ DEFAULT_TIMING = TimingModel(
     overlap=Duration(family="lognormal", params=(300.0, 0.8)),
     # Campione & Veronis 2002 (Speech Prosody, 5 languages): silent pauses fall in three
     # classes, brief < 200 ms, medium 200-1000 ms (the bulk), long > 1000 ms, each about
-    # log-normal. Median 450 ms, sigma 0.6 (90% within 170-1210 ms).
-    pause=Duration(family="lognormal", params=(450.0, 0.6)),
+    # log-normal. Lundholm Fors 2015 (PhD thesis "Production and perception of pauses in
+    # speech", University of Gothenburg; its press release): "a typical pause in speech lasts
+    # only about a quarter to half a second". Heldner & Edlund 2010 (J. Phonetics 38:555,
+    # "Pauses, gaps and overlaps in conversations") define pauses (silence, same speaker before
+    # and after) and gaps (silence at a change of speaker) as the two sides of one decision;
+    # a median in the lower half of Lundholm Fors's range keeps pauses of 200 ms and more about
+    # as long as gaps of 200 ms and more (median 300 ms, sigma 0.6: 90% within 110-810 ms), so
+    # that silence length alone does not tell a hold from a shift (bench/turn_taking_data.py).
+    pause=Duration(family="lognormal", params=(300.0, 0.6)),
     # Schegloff 2000 (Language in Society 29:1): overlapping talk is mostly resolved within one
     # to two syllables (beats) of the overlap onset; at ~200 ms a syllable that is ~200-600 ms.
     # Median 400 ms, sigma 0.4 (90% within 210-770 ms).
@@ -297,6 +320,7 @@ DEFAULT_TIMING = TimingModel(
     # 11:593671) count 19% (Dutch) and 16% (German) of contributions. With main utterances of
     # ~2-2.5 s that is ~6 per minute of the other speaker's speech.
     backchannel_rate=6.0,
+    pause_rate=DEFAULT_PAUSE_RATE,
 )
 
 

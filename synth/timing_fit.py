@@ -249,10 +249,12 @@ def fit(segments, words=None, *, base: TimingModel = DEFAULT_TIMING, min_values:
     ``words`` rows, as :func:`measure` takes them).
 
     overlap_prob = overlaps / speaker changes; backchannel_rate = backchannels per minute of
-    main-turn speech; the durations are :meth:`Duration.fit` on what :func:`measure` found.
+    main-turn speech; pause_rate = pauses (as :func:`measure` finds them, at least
+    :data:`PAUSE_MIN_MS`) per minute of main-turn time; the durations are
+    :meth:`Duration.fit` on what :func:`measure` found.
     Zero gaps (exact latching) count as speaker changes but are left out of the gap fit, which
     needs positive values. A quantity with fewer than ``min_values`` observations (speaker
-    changes for overlap_prob, main turns for backchannel_rate) keeps ``base``'s value, with a
+    changes for overlap_prob, main turns for backchannel_rate and pause_rate) keeps ``base``'s value, with a
     warning naming it and the count found.
     """
     if not isinstance(base, TimingModel):
@@ -277,7 +279,14 @@ def fit(segments, words=None, *, base: TimingModel = DEFAULT_TIMING, min_values:
         backchannel_rate = base.backchannel_rate
     else:
         backchannel_rate = obs.backchannels / (obs.main_turn_ms / 60_000)
+    if obs.main_turns < min_values or obs.main_turn_ms <= 0:
+        warnings.warn(f"timing fit: pause_rate: found {obs.main_turns} main turns, need {min_values}; "
+                      f"keeping the base model's pause_rate", stacklevel=2)
+        pause_rate = base.pause_rate
+    else:
+        pause_rate = len(obs.pauses_ms) / (obs.main_turn_ms / 60_000)
     return TimingModel(
+        pause_rate=pause_rate,
         gap=_fit_quantity("gap", [g for g in obs.gaps_ms if g > 0], base.gap, min_values),
         overlap_prob=overlap_prob,
         overlap=_fit_quantity("overlap", obs.overlaps_ms, base.overlap, min_values),

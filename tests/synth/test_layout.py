@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import parse_dialogue
 from microturn.schemas.turns import Turn, turn_stats
-from microturn.synth.layout import PHRASE_BREAK_MS, lay_out, phrases
+from microturn.synth.layout import LATCH_MS, PHRASE_BREAK_MS, lay_out, phrases, speakable
 from microturn.synth.timing import DEFAULT_TIMING, Duration, TimingModel
 from microturn.synth.tts import Speech, SpokenWord
 
@@ -196,3 +196,55 @@ def test_layout_realises_a_fitted_model(tmp_path):
     ks_gap, ks_overlap = ks_statistic(gaps, real_gaps), ks_statistic(overlaps, real_overlaps)
     print(f"\nKS gap {ks_gap:.3f} (n={len(gaps)}), overlap {ks_overlap:.3f} (n={len(overlaps)})")
     assert ks_gap <= 0.1 and ks_overlap <= 0.1
+
+
+# --- pauses inside turns: where a speaker holds, where a turn ends ------------------------------
+
+
+def worded(texts: list[str], *, word_ms: int = 250, breaks: dict[int, int] | None = None) -> Speech:
+    """Like :func:`speech`, with the given word texts."""
+    sp = speech(len(texts), word_ms=word_ms, breaks=breaks)
+    return Speech(wave_N=sp.wave_N, words=tuple(SpokenWord(text=t, start_ms=w.start_ms, end_ms=w.end_ms)
+                                                  for t, w in zip(texts, sp.words, strict=True)))
+
+
+def test_speakable_turns_inner_sentence_ends_into_commas():
+    assert speakable("I know. The next one is dear! Shall we go? Fine.") == \
+        "I know, The next one is dear, Shall we go? Fine."
+    assert speakable("Meet Dr. Lee at 6 a.m. then... ok.") == "Meet Dr. Lee at 6 a.m. then... ok."
+    text = "Right. So. Yes!"
+    assert len(speakable(text).split()) == len(text.split())
+
+
+def test_a_question_inside_a_turn_is_latched_not_paused():
+    d = dialogue([{"speaker": "A", "text": "x"}])
+    sp = worded(["Six", "am?", "That", "hurts,", "really."], breaks={1: 300, 3: 200})
+    lay = lay_out(d, [sp], {}, model(pause_rate=0.0), np.random.default_rng(0))
+    (a,) = lay.turns
+    assert [e - s for s, e in a.pauses()] == [LATCH_MS, 500]  # after "?" latched, after "," the model's pause
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holds_open_after_commas_and_continuation_words_only(seed):
+    texts = ["we", "went", "there", "and", "then,", "because", "it", "rained", "we", "left", "again", "now."]
+    d = dialogue([{"speaker": "A", "text": "x"}])
+    # 60 pauses a minute over a 3.3 s turn: about 3.3 expected; 3 places to put them: after "and",
+    # "then," and "because".
+    lay = lay_out(d, [worded(texts)], {}, model(pause_rate=60.0), np.random.default_rng(seed))
+    (a,) = lay.turns
+    assert [w[0] for w in a.words] == texts
+    ends = {e: w for w, _, e in a.words}
+    pauses = a.pauses()
+    assert 1 <= len(pauses) <= 3
+    for s, e in pauses:
+        assert e - s == 500
+        assert ends[s] in ("and", "then,", "because")
+
+
+def test_no_pause_rate_no_extra_pauses_and_the_stream_is_unchanged():
+    texts = ["well", "and", "so", "on."]
+    d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "y"}])
+    lay = lay_out(d, [worded(texts), speech(2)], {}, model(pause_rate=0.0), np.random.default_rng(0))
+    assert lay.turns[0].pauses() == []
+    many = lay_out(d, [worded(texts), speech(2)], {}, model(pause_rate=600.0), np.random.default_rng(0))
+    assert len(many.turns[0].pauses()) == 2  # after "and" and after "so", never after the last word

@@ -291,3 +291,28 @@ def test_fit_rejects_malformed_input():
         fit(42)
     with pytest.raises(ValueError, match="min_values"):
         fit([], min_values=5)
+
+
+def test_fit_learns_the_pause_rate():
+    corpus = make_corpus(seed=5, conversations=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few interruptions in a small corpus: reaction falls back
+        model = fit(corpus.segments, corpus.words)
+    main_minutes = sum(t.main_turn_ms for t in corpus.truth.values()) / 60_000
+    assert len(corpus.pauses_ms) >= 20
+    assert model.pause_rate == pytest.approx(len(corpus.pauses_ms) / main_minutes, rel=1e-12)
+    # Without words only the pauses the diarizer did not bridge are seen: fewer per minute.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fit(corpus.segments).pause_rate < model.pause_rate
+
+
+def test_pause_rate_is_checked_and_optional_in_old_dicts():
+    d = DEFAULT_TIMING.to_dict()
+    assert d["pause_rate"] == DEFAULT_TIMING.pause_rate > 0
+    del d["pause_rate"]  # a model written before pauses were counted
+    assert TimingModel.from_dict(d) == DEFAULT_TIMING
+    with pytest.raises(ValueError, match="pause_rate"):
+        dataclasses.replace(DEFAULT_TIMING, pause_rate=-1.0)
+    with pytest.raises(TypeError, match="pause_rate"):
+        dataclasses.replace(DEFAULT_TIMING, pause_rate="often")
