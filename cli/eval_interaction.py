@@ -253,7 +253,7 @@ def _cell(value) -> str:
 
 def render_tables(reports: dict[str, dict]) -> str:
     """One table per task present in any report, one row per system."""
-    from microturn.pipelines.duplex.report_html import TASK_METRICS
+    from microturn.pipelines.duplex.report_html import TASK_METRICS, vap_rows
 
     blocks = []
     for task, metrics in TASK_METRICS.items():
@@ -268,13 +268,13 @@ def render_tables(reports: dict[str, dict]) -> str:
             lines.append(f"{system:<10} {_cell(figures.get('n')):>4} "
                          + " ".join(f"{_cell(figures.get(m)):>18}" for m in metrics) + f"  {sources}")
         blocks.append("\n".join(lines))
-    vap = {s: r["vap"] for s, r in reports.items() if isinstance(r.get("vap"), dict)}
+    vap = vap_rows(reports)
     if vap:
-        lines = ["vap shift/hold", f"{'system':<10} {'n_shift':>8} {'n_hold':>8} {'balanced_accuracy':>18}"]
-        for system, figures in vap.items():
-            sh = figures.get("shift_hold") or {}
-            lines.append(f"{system:<10} {_cell(sh.get('n_shift')):>8} {_cell(sh.get('n_hold')):>8} "
-                         f"{_cell(sh.get('balanced_accuracy')):>18}")
+        lines = ["vap", f"{'system':<10} {'category':<23} {'positives':>14} {'negatives':>14} "
+                        f"{'balanced_accuracy':>18} {'auc':>6}"]
+        for system, category, positives, negatives, accuracy, area in vap:
+            lines.append(f"{system:<10} {category:<23} {positives:>14} {negatives:>14} {_cell(accuracy):>18} "
+                         f"{_cell(area):>6}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no task of any system has a score"
 

@@ -5,7 +5,8 @@ canvas, no pyplot state), but with every picture inlined as a ``data:image/png;b
 the page is one file that opens from disk and loads nothing from a network.
 
 - At the top: per task, a table with a row per system and the task's metrics (:data:`TASK_METRICS`),
-  and the VAP shift/hold figures when the reports hold them.
+  and the VAP figures when the reports hold them (a row per system and category: shift/hold,
+  shift prediction, backchannel prediction).
 - Then per item: its path and task, each system's figures on it (the scorer's per-item rows:
   its task's metrics and where its words came from), and a timeline picture. Lanes over the item's time: the user
   (VAD of ``input.wav``) and then each system (VAD of its ``output.wav``), speech drawn as bars,
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from microturn.pipelines.duplex.audio import SAMPLE_RATE, Segment, read_mono_N, speech_segments
 from microturn.schemas.text import visible
 
-__all__ = ["TASK_METRICS", "item_events", "model_texts", "timeline_png", "write_report"]
+__all__ = ["TASK_METRICS", "VAP_COLUMNS", "item_events", "model_texts", "timeline_png", "vap_rows", "write_report"]
 
 # Metrics per task, in table order (the design's report keys); a metric a report lacks is "-".
 TASK_METRICS = {
@@ -39,6 +40,8 @@ TASK_METRICS = {
     "user_interruption": ("tor", "latency_s", "stop_latency_s", "response_latency_s"),
     "backchannel": ("tor", "frequency", "jsd"),
 }
+VAP_CATEGORIES = ("shift_hold", "shift_prediction", "backchannel_prediction")
+VAP_COLUMNS = ("system", "category", "positives", "negatives", "balanced_accuracy", "auc")
 LANE_COLORS = {"user": "tab:blue", "model": "tab:orange", "cascade": "tab:green", "reference": "tab:purple"}
 _TEXT_CHARS = 14  # a chunk's text is cut to this many characters: 200 ms holds a word or two
 _STYLE = """
@@ -189,23 +192,34 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def vap_rows(reports: dict[str, dict]) -> list[list]:
+    """Rows of :data:`VAP_COLUMNS` from the reports' ``"vap"`` sections: per system and category,
+    the counts of positive and negative events (the category's first two ``n_`` keys, e.g.
+    ``n_shift`` and ``n_hold``), balanced accuracy and AUC."""
+    rows = []
+    for system, report in reports.items():
+        vap = report.get("vap")
+        for category in VAP_CATEGORIES:
+            section = vap.get(category) if isinstance(vap, dict) else None
+            if not isinstance(section, dict):
+                continue
+            counts = [k for k in section if k.startswith("n_") and k != "n_after_reference"][:2]
+            names = [f"{k[2:]} {section[k]}" for k in counts] + ["-"] * (2 - len(counts))
+            rows.append([system, category, *names, section.get("balanced_accuracy"), section.get("auc")])
+    return rows
+
+
 def summary_html(reports: dict[str, dict]) -> str:
-    """The tables at the top: per task a row per system; VAP shift/hold when present."""
+    """The tables at the top: per task a row per system; the VAP rows when present."""
     parts = []
     for task, metrics in TASK_METRICS.items():
         rows = [[system, report[task].get("n"), *(report[task].get(m) for m in metrics), report[task].get("words")]
                 for system, report in reports.items() if isinstance(report.get(task), dict)]
         if rows:
             parts.append(f"<h3>{_esc(task)}</h3>" + _table(["system", "n", *metrics, "words"], rows))
-    vap_rows = []
-    for system, report in reports.items():
-        shift_hold = (report.get("vap") or {}).get("shift_hold") if isinstance(report.get("vap"), dict) else None
-        if isinstance(shift_hold, dict):
-            vap_rows.append([system, shift_hold.get("n_shift"), shift_hold.get("n_hold"),
-                             shift_hold.get("balanced_accuracy"), shift_hold.get("auc")])
-    if vap_rows:
-        parts.append("<h3>VAP shift/hold</h3>" + _table(["system", "n_shift", "n_hold", "balanced_accuracy", "auc"],
-                                                         vap_rows))
+    rows = vap_rows(reports)
+    if rows:
+        parts.append("<h3>VAP</h3>" + _table(VAP_COLUMNS, rows))
     return "\n".join(parts) or '<p class="note">No system has a score.</p>'
 
 

@@ -90,6 +90,8 @@ def test_scores_of_the_baselines_are_their_known_answers(run, items):
         assert cascade[task]["latency_s"] == pytest.approx(user_end + 0.7 + first_word_s - event_s, abs=2e-3)
     assert cascade["pause_handling"]["tor"] == 0  # 0.5 s pause < 0.7 s timeout; the item ends with the turn
     assert set(reports["model"]) >= {"smooth_turn_taking", "pause_handling", "user_interruption"}
+    # VAP on each system's tree: every item holds reference.wav, copied beside the system's answer.
+    assert {system: report["vap"]["scored_items"] for system, report in reports.items()} == dict.fromkeys(SYSTEMS, 3)
 
 
 def test_reports_and_page_are_written(run):
@@ -113,6 +115,7 @@ def test_a_rerun_replaces_the_earlier_trees(run, items, capsys):
     assert sorted(os.listdir(out)) == ["_microturn_stage.json", "cascade", "report.html", "report.json"]
     printed = capsys.readouterr().out
     assert "smooth_turn_taking" in printed and "cascade" in printed and "model" not in printed.split("wrote")[0]
+    assert "\nvap\n" in printed and "shift_hold" in printed
 
 
 def test_bad_input_is_one_line_and_nothing_written(items, tmp_path, capsys):

@@ -37,7 +37,10 @@ REPORTS = {
                                        "words": {"output.json": 1}},
                 "user_interruption": {"n": 1, "tor": 1.0, "latency_s": 0.9, "stop_latency_s": 0.3}},
     "reference": {"smooth_turn_taking": {"n": 1, "tor": 1.0, "latency_s": 0.5},
-                  "vap": {"shift_hold": {"n_shift": 3, "n_hold": 2, "balanced_accuracy": 0.75, "auc": None}}},
+                  "vap": {"items": 3, "shift_hold": {"n_shift": 3, "n_hold": 2, "shift_accuracy": 1.0,
+                                                     "balanced_accuracy": 0.75, "auc": None, "n_after_reference": 1},
+                          "backchannel_prediction": {"n_backchannel": 0, "n_negative": 4, "balanced_accuracy": None,
+                                                     "auc": None}}},
 }
 ROWS = {
     "model": [{"item": "smooth_turn_taking/a-0", "task": "smooth_turn_taking", "tor": 0, "latency_s": None,
@@ -145,14 +148,15 @@ def test_summary_tables_hold_a_row_per_system_and_task(page):
     assert tables[("system", "n", "tor", "words")] == [["model", "1", "1.000", "-"]]
     assert tables[("system", "n", "tor", "latency_s", "stop_latency_s", "response_latency_s", "words")] == [
         ["cascade", "1", "1.000", "0.900", "0.300", "-", "-"]]
-    vap = tables[("system", "n_shift", "n_hold", "balanced_accuracy", "auc")]
-    assert vap == [["reference", "3", "2", "0.750", "-"]]
+    vap = tables[("system", "category", "positives", "negatives", "balanced_accuracy", "auc")]
+    assert vap == [["reference", "shift_hold", "shift 3", "hold 2", "0.750", "-"],
+                   ["reference", "backchannel_prediction", "backchannel 0", "negative 4", "-", "-"]]
     assert not any("jsd" in h for h in tables)  # no system has backchannel items
 
 
 def test_each_item_shows_each_systems_row(page):
     text, parsed = page
-    per_item = [t for t in parsed.tables if t[0][1] not in ("n", "n_shift")]  # not the summary tables
+    per_item = [t for t in parsed.tables if t[0][1] not in ("n", "category")]  # not the summary tables
     # In item order (pause, smooth, interruption): rows only for the systems the scorer gave rows for.
     assert per_item == [[["system", "tor", "words"], ["cascade", "0", "output.json"]],
                         [["system", "tor", "latency_s", "response_latency_s", "words"],
