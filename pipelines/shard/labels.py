@@ -1,9 +1,17 @@
 """Per-chunk label bits of one stream over a whole conversation (:class:`Label`).
 
-Spans are half-open ms intervals; a span marks every 200 ms chunk it intersects, so a turn
-ending exactly on a chunk boundary does not mark the next chunk. Point events (word starts,
-turn starts and ends, interruptions) mark the chunk holding their time; a turn's end is the
-chunk of its last voiced millisecond (end_ms - 1).
+VOICED comes from speech, not from turns: the stream's speech spans
+(:func:`microturn.pipelines.shard.activity.speech_spans`: its words and the frame-level
+activity of its own audio, inside its diarized segments, pauses under 200 ms closed) and a
+chunk is VOICED when that speech covers at least 100 ms of its 200 ms. So a silence of 200 ms
+or more inside a turn that covers most of a chunk leaves the chunk unvoiced (a pause is not
+speech), and a silence under 200 ms never does. OVERLAP marks the chunks where both streams
+are VOICED. TURN_START, TURN_END and BACKCHANNEL keep following the turns.
+
+Spans of turns are half-open ms intervals; a span marks every 200 ms chunk it intersects, so a
+turn ending exactly on a chunk boundary does not mark the next chunk. Point events (word
+starts, turn starts and ends, interruptions) mark the chunk holding their time; a turn's end is
+the chunk of its last millisecond (end_ms - 1).
 
 Shape suffixes follow :mod:`microturn.schemas.legend`: K chunks of the conversation.
 """
@@ -14,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from microturn.pipelines.shard.streams import intervals_intersect, intervals_union
+from microturn.pipelines.shard.activity import voiced_chunks
 from microturn.schemas.sample import CHUNK_MS, Label
 from microturn.schemas.turns import Turn
 
@@ -37,27 +45,28 @@ def mark_points(bits_K: np.ndarray, times_ms: Iterable[int], flag: Label) -> Non
     bits_K[idx] |= np.uint8(flag)
 
 
-def stream_labels(chunks: int, *, speakers: frozenset[str], segments: Sequence[Turn], main_turns: Sequence[Turn],
+def stream_labels(chunks: int, *, speakers: frozenset[str], speech_ms: Sequence[tuple[int, int]],
+                  other_speech_ms: Sequence[tuple[int, int]], main_turns: Sequence[Turn],
                   backchannels: Sequence[Turn], word_starts_ms: Iterable[int], interruptions_ms: Iterable[int],
-                  other_speech_ms: Sequence[tuple[int, int]], leaks_ms: Sequence[tuple[int, int]]) -> np.ndarray:
+                  leaks_ms: Sequence[tuple[int, int]]) -> np.ndarray:
     """uint8 [K] label bits of the stream carrying ``speakers``.
 
-    ``segments`` are the conversation's diarized turns as recorded (VOICED and OVERLAP follow
-    them, so a pause between two turns of one speaker stays unvoiced); ``main_turns`` and
-    ``backchannels`` are the whole conversation's as :func:`microturn.schemas.turns.split_backchannels`
-    gives them (consecutive turns of one speaker merged); ``other_speech_ms`` is the union of
-    the other stream's speech, for OVERLAP.
+    ``speech_ms`` is the stream's speech and ``other_speech_ms`` the other stream's, as
+    :func:`microturn.pipelines.shard.activity.stream_speech` gives them (VOICED follows the
+    first, OVERLAP both); ``main_turns`` and ``backchannels`` are the whole conversation's as
+    :func:`microturn.schemas.turns.split_backchannels` gives them (consecutive turns of one
+    speaker merged).
     """
     bits_K = np.zeros(chunks, dtype=np.uint8)
     mine = [t for t in main_turns if t.speaker in speakers]
     my_bc = [t for t in backchannels if t.speaker in speakers]
-    speech = intervals_union([(t.start_ms, t.end_ms) for t in segments if t.speaker in speakers])
-    mark_spans(bits_K, speech, Label.VOICED)
+    voiced_K = voiced_chunks(chunks, speech_ms)
+    bits_K[voiced_K] |= np.uint8(Label.VOICED)
     mark_points(bits_K, word_starts_ms, Label.WORD_START)
     mark_points(bits_K, (t.start_ms for t in mine if t.end_ms > t.start_ms), Label.TURN_START)
     mark_points(bits_K, (t.end_ms - 1 for t in mine if t.end_ms > t.start_ms), Label.TURN_END)
     mark_spans(bits_K, ((t.start_ms, t.end_ms) for t in my_bc), Label.BACKCHANNEL)
     mark_points(bits_K, interruptions_ms, Label.INTERRUPT)
-    mark_spans(bits_K, intervals_intersect(speech, intervals_union(other_speech_ms)), Label.OVERLAP)
+    bits_K[voiced_K & voiced_chunks(chunks, other_speech_ms)] |= np.uint8(Label.OVERLAP)
     mark_spans(bits_K, leaks_ms, Label.LEAK)
     return bits_K

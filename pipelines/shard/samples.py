@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from microturn.pipelines.shard.activity import stream_speech
 from microturn.pipelines.shard.labels import stream_labels
-from microturn.pipelines.shard.streams import Stream, build_stream, intervals_union
+from microturn.pipelines.shard.streams import Stream, build_stream
 from microturn.schemas import dmel
 from microturn.schemas.ids import split_of
 from microturn.schemas.sample import (
@@ -184,18 +185,26 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
         counters["unattributed_words"] = counters.get("unattributed_words", 0) + unattributed
 
     streams: dict[frozenset[str], tuple[Stream, _Features, np.ndarray]] = {}
+    speech: dict[frozenset[str], tuple[Stream, list[tuple[int, int]]]] = {}
     everyone = frozenset(conv["speakers"])
+
+    def speech_of(speakers: frozenset[str]) -> tuple[Stream, list[tuple[int, int]]]:
+        if speakers not in speech:
+            s = build_stream(speakers, audio=audio, segments=record.segments, fade_ms=spec.fade_ms)
+            speech[speakers] = (s, stream_speech(s, segments=record.segments, words=record.words))
+        return speech[speakers]
 
     def stream(speakers: frozenset[str]):
         if speakers not in streams:
-            s = build_stream(speakers, audio=audio, segments=record.segments, fade_ms=spec.fade_ms)
-            others = intervals_union([(t.start_ms, t.end_ms) for t in record.segments if t.speaker not in speakers])
+            # The other stream of a role assignment is always everyone else (model vs user).
+            s, mine = speech_of(speakers)
             bits_K = stream_labels(
-                chunks, speakers=speakers, segments=record.segments, main_turns=main, backchannels=backchannels,
+                chunks, speakers=speakers, speech_ms=mine, other_speech_ms=speech_of(everyone - speakers)[1],
+                main_turns=main, backchannels=backchannels,
                 word_starts_ms=[w[2] for w in record.words if w[0] in speakers],
                 interruptions_ms=[e["t_ms"] for e in events if e["type"] == "interruption"
                                   and e.get("speaker") in speakers],
-                other_speech_ms=others, leaks_ms=s.leaks_ms)
+                leaks_ms=s.leaks_ms)
             streams[speakers] = (s, _features(s, chunks), bits_K)
         return streams[speakers]
 

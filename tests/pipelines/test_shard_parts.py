@@ -67,12 +67,11 @@ def test_labels_of_a_small_exchange():
     segs = [Turn("A", 0, 1000, 0), Turn("B", 300, 700, 1), Turn("B", 1100, 2000, 1), Turn("A", 1800, 2400, 0)]
     main, bc = split_backchannels(segs)
     assert [t.speaker for t in bc] == ["B"]  # 300-700 lies inside A's turn
-    a = stream_labels(13, speakers=frozenset("A"), segments=segs, main_turns=main, backchannels=bc,
-                      word_starts_ms=[0, 1850], interruptions_ms=[], other_speech_ms=[(300, 700), (1100, 2000)],
-                      leaks_ms=[])
-    b = stream_labels(13, speakers=frozenset("B"), segments=segs, main_turns=main, backchannels=bc,
-                      word_starts_ms=[300, 1100], interruptions_ms=[1800], other_speech_ms=[(0, 1000), (1800, 2400)],
-                      leaks_ms=[(300, 310)])
+    speech_a, speech_b = [(0, 1000), (1800, 2400)], [(300, 700), (1100, 2000)]  # talking all through the turns
+    a = stream_labels(13, speakers=frozenset("A"), speech_ms=speech_a, other_speech_ms=speech_b, main_turns=main,
+                      backchannels=bc, word_starts_ms=[0, 1850], interruptions_ms=[], leaks_ms=[])
+    b = stream_labels(13, speakers=frozenset("B"), speech_ms=speech_b, other_speech_ms=speech_a, main_turns=main,
+                      backchannels=bc, word_starts_ms=[300, 1100], interruptions_ms=[1800], leaks_ms=[(300, 310)])
     on = lambda bits, flag: [i for i, v in enumerate(bits) if v & flag]  # noqa: E731
     assert on(a, Label.VOICED) == [0, 1, 2, 3, 4, 9, 10, 11]
     assert on(a, Label.TURN_START) == [0, 9] and on(a, Label.TURN_END) == [4, 11]
