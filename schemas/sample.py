@@ -1,4 +1,4 @@
-"""The micro-turn sample (DESIGN.md, "The micro-turn sample", schema version 1).
+"""The micro-turn sample (DESIGN.md, "The micro-turn sample", schema version 2).
 
 A sample is a window of K chunks of 200 ms of one conversation under one role assignment (one
 speaker as ``model``, everyone else as ``user``). In a WebDataset tar it is a run of members
@@ -54,15 +54,26 @@ DEFAULT_CHUNKS = 150  # 30 s windows
 
 
 class Label(enum.IntFlag):
-    """Per-chunk, per-stream label bits (uint8)."""
+    """Per-chunk, per-stream label bits (uint8).
 
-    VOICED = 1  # the stream's speaker(s) talk somewhere in the chunk
+    VOICED (since schema version 2) follows speech, not turns. A stream's speech is the union
+    of its words' spans and the 10 ms frames of its own audio within 35 dB of its speech level
+    (95th percentile of its frame levels inside its turns; never under -70 dBFS), kept inside
+    its diarized segments; where its audio also carries the other stream (a mixed recording's
+    gate open while the other speaker talks) only its words count (or, for a stream without
+    words, its segments). Pauses under 200 ms in that speech are closed; a chunk is VOICED when
+    speech covers at least 100 ms of its 200 ms. So a silence of 200 ms or more covering most
+    of a chunk leaves it unvoiced even inside a turn. OVERLAP is set where both streams are
+    VOICED. TURN_START, TURN_END and BACKCHANNEL follow the turns.
+    """
+
+    VOICED = 1  # the stream's speech covers at least 100 ms of the chunk (see above)
     WORD_START = 2  # a word of the stream starts in the chunk
     TURN_START = 4  # a main turn (not a backchannel) of the stream starts in the chunk
     TURN_END = 8  # a main turn of the stream ends in the chunk
     BACKCHANNEL = 16  # a backchannel of the stream is under way in the chunk
     INTERRUPT = 32  # the stream's speaker interrupts the other stream in the chunk
-    OVERLAP = 64  # both streams are voiced in the chunk
+    OVERLAP = 64  # both streams are VOICED in the chunk
     LEAK = 128  # mixed source: the other stream's speech may be audible in this stream
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# 2: VOICED marks speech (words and the stream's own audio activity, pauses of 200 ms or more
+# unvoiced) instead of whole diarized turns, and OVERLAP follows it; samples of version 1 label
+# a pause inside a turn as voiced, so readers refuse them. The tables' columns are unchanged.
+SCHEMA_VERSION = 2
 _META = {b"microturn.schema_version": str(SCHEMA_VERSION).encode()}
 
 ORIGINS = ("real", "synthetic", "remix")
