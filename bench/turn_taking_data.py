@@ -25,6 +25,8 @@ Sources:
    silences between utterances are visible).
 3. ami-dev (``/work/shared/data/ami-dev``, eleven 30 s AMI meeting clips): reference RTTM turns
    as segments (no words).
+4. ``--records OUT`` (repeatable): the ``segments`` and ``words`` tables of a ``microturn ingest``
+   output; a speaker's words give the activity where they exist, its segments otherwise.
 
 Also prints, for the generated dialogues, how the pauses sit in the text: the share of holds
 whose last word before the silence ends in a comma or is a continuation word, and the share of
@@ -85,9 +87,25 @@ def read_rttm_turns(path: Path) -> list[Turn]:
     return turns
 
 
-def real_sources(ami_dir: Path) -> dict[str, tuple[dict[str, list[Turn]], dict[str, list[tuple]]]]:
+def ingested(out_dir: str) -> tuple[dict[str, list[Turn]], dict[str, list[tuple]]]:
+    """Turns and words per conversation of a ``microturn ingest`` output."""
+    from microturn.pipelines.tables import read_table
+
+    turns: dict[str, list[Turn]] = defaultdict(list)
+    for r in read_table(out_dir, "segments").to_pylist():
+        turns[r["conversation_id"]].append(Turn(r["speaker"], r["start_ms"], r["end_ms"], r["channel"] or 0))
+    words: dict[str, list[tuple]] = defaultdict(list)
+    for r in read_table(out_dir, "words").to_pylist():
+        if r["speaker"] is not None:
+            words[r["conversation_id"]].append((r["speaker"], r["text"], r["start_ms"], r["end_ms"]))
+    return dict(turns), dict(words)
+
+
+def real_sources(ami_dir: Path, records: list[str]) -> dict[str, tuple[dict[str, list[Turn]], dict[str, list[tuple]]]]:
     """source name -> (turns per conversation, words per conversation)."""
     out = {}
+    for out_dir in records:
+        out[f"ingested {out_dir}"] = ingested(out_dir)
     from microturn.testing.sample_call import sample_call
 
     call = sample_call()
@@ -103,11 +121,11 @@ def real_silences(turns: dict[str, list[Turn]], words: dict[str, list[tuple]]):
     speech_ms = 0
     for cid, conv_turns in turns.items():
         activity: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        if words.get(cid):
-            for spk, _, s, e in words[cid]:
-                activity[spk].append((s, e))
-        else:
-            for t in conv_turns:
+        for spk, _, s, e in words.get(cid, []):
+            activity[spk].append((s, e))
+        worded = set(activity)
+        for t in conv_turns:
+            if t.speaker not in worded:
                 activity[t.speaker].append((t.start_ms, t.end_ms))
         speech_ms += sum(e - s for ivs in activity.values() for s, e in merge(ivs))
         silences += mutual_silences(activity)
@@ -143,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generate", type=int, default=300)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--ami", type=Path, default=AMI_DIR)
+    p.add_argument("--records", action="append", default=[], metavar="OUT",
+                   help="an ingest output directory (its segments and words tables); repeatable")
     p.add_argument("--fit-real", action="store_true",
                    help="lay the generated dialogues out with the timing model fitted on the real sources")
     args = p.parse_args(argv)
 
     rows = []
-    real = real_sources(args.ami)
+    real = real_sources(args.ami, args.records)
     for name, (turns, words) in real.items():
         rows.append(summary(name, *real_silences(turns, words)))
     timing, timing_name = DEFAULT_TIMING, "default timing"

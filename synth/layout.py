@@ -276,13 +276,19 @@ def _split_for_backchannels(parts: list[Phrase], needed: int) -> list[Phrase]:
     """Open word-boundary breaks in a turn until it has ``needed`` pauses (if it has the words)."""
     parts = list(parts)
     while len(parts) - 1 < needed:
-        # Split the longest phrase with 2+ words at its middle word boundary.
+        # Split the longest phrase with 2+ words at the word boundary nearest its middle where
+        # the speaker is audibly not done (after a comma or a continuation word), else at its
+        # middle: a listener's token comes in the speaker's pause either way, but the speaker's
+        # going on after it should be heard coming.
         cand = [i for i, p in enumerate(parts) if len(p.words) >= 2]
         if not cand:
             break
         i = max(cand, key=lambda k: (parts[k].duration_ms, -k))
         p = parts[i]
-        parts[i: i + 1] = list(_split_after(p, len(p.words) // 2 - 1))
+        mid = len(p.words) // 2 - 1
+        holds = [k for k in range(len(p.words) - 1) if _boundary(p.words[k][0]) in ("clause", "continuation")]
+        k = min(holds, key=lambda k: (abs(k - mid), k)) if holds else mid
+        parts[i: i + 1] = list(_split_after(p, k))
     return parts
 
 
