@@ -128,15 +128,18 @@ def _write_json(path: str, value) -> None:
 
 # ----------------------------------------------------------------- the systems
 class ModelRunner:
-    """The trained run as a system: one live session per item (``run_session``'s chunk loop)."""
+    """The trained run as a system: one live session per item (``run_session``'s chunk loop), all
+    items streamed through one loaded model, reset between items."""
 
     def __init__(self, checkpoint: str, *, tag: str | None, config) -> None:
         from microturn.trainer.session import Session
         from microturn.trainer.trained_run import load_trained_run
 
-        self.checkpoint, self.tag, self.config = checkpoint, tag, config
-        # Load once now so that a bad run, tag or setting fails before any item is answered.
-        self.max_time = Session(load_trained_run(checkpoint, tag=tag), config).model_cfg.max_time
+        self.checkpoint = checkpoint
+        # Load once, now: a bad run, tag or setting fails before any item is answered, and the
+        # weights are read once for all items (run_session resets the session per item).
+        self.session = Session(load_trained_run(checkpoint, tag=tag), config)
+        self.max_time = self.session.model_cfg.max_time
 
     def answer(self, item, dest: str, samples: int) -> None:
         from microturn.pipelines.duplex.audio import read_mono_N
@@ -145,8 +148,8 @@ class ModelRunner:
 
         with tempfile.TemporaryDirectory(prefix="microturn-eval-session-") as tmp:
             out = os.path.join(tmp, "session")
-            report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, config=self.config,
-                                 tag=self.tag, progress=False)
+            report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, session=self.session,
+                                 progress=False)
             if report.interrupted:  # the session stops its stream at Ctrl-C; the command stops too
                 raise KeyboardInterrupt
             # model.wav is whole chunks long and already time-aligned with the input (the

@@ -144,9 +144,14 @@ def _load_session(checkpoint: str, config, tag: str | None):
 def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | None = None,
                 user_text: str | None = None, config=None, tag: str | None = None,
                 patch_budget: int | None = None, threads: int = DEFAULT_THREADS,
-                progress: bool = True) -> SessionReport:
+                progress: bool = True, session=None) -> SessionReport:
     """Stream ``user_audio`` (and ``video``, ``user_text``) through a session of run ``checkpoint``
     into ``output`` (see the module notes); returns the figures.
+
+    ``session``: an already loaded :class:`~microturn.trainer.session.Session` of that run, reset
+    here (empty cache, generators reseeded, so the result is the one a fresh session gives); a
+    caller streaming many recordings loads the weights once. ``config`` and ``tag`` must then be
+    left out: the session has its own.
 
     Every input is checked before the model loads, and the output folder before anything is
     written. ``ValueError`` (one line) for bad input; a ``KeyboardInterrupt`` stops the stream
@@ -154,7 +159,9 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
     from microturn.trainer import session_media as media
     from microturn.trainer.session import SessionConfig
 
-    config = config or SessionConfig()
+    if session is not None and (config is not None or tag is not None):
+        raise ValueError("give either a loaded session or the config and tag to load one, not both")
+    config = session.config if session is not None else (config or SessionConfig())
     budget = media.PATCH_BUDGET if patch_budget is None else patch_budget
     if budget < 1:
         raise ValueError(f"--patch-budget must be at least 1 patch per chunk, got {budget}")
@@ -172,7 +179,10 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
     padded_N[:len(user_N)] = user_N
     started = time.perf_counter()
     with _threads(threads):
-        session = _load_session(checkpoint, config, tag)
+        if session is None:
+            session = _load_session(checkpoint, config, tag)
+        else:
+            session.reset()
         if chunks > session.model_cfg.max_time:
             raise ValueError(f"--user-audio {user_audio!r}: {chunks} chunks ({chunks * CHUNK_MS / 60000:.1f} min); the "
                              f"model takes at most max_time={session.model_cfg.max_time} chunks: split the recording")

@@ -230,3 +230,24 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(run_dir, fi
         assert not printed, case
     # Nothing of the refused outputs was touched.
     assert os.listdir(tmp_path / "shards") == ["_microturn_stage.json"]
+
+
+def test_a_loaded_session_streams_many_recordings_as_fresh_sessions_do(run_dir, files, tmp_path):
+    """One loaded session, reset per recording, gives each recording what a fresh session gives:
+    sampling draws included (the config samples text at temperature 0.8)."""
+    from microturn.trainer.session_cli import run_session
+
+    config = session_config(files["config"])
+    fresh = str(tmp_path / "fresh")
+    run_session(run_dir, files["wav"], fresh, config=config, progress=False)
+    shared = Session(run_dir, config)
+    for name in ("first", "second"):
+        run_session(run_dir, files["wav"], str(tmp_path / name), session=shared, progress=False)
+    expected, _ = sf.read(os.path.join(fresh, "model.wav"), dtype="float32")
+    for name in ("first", "second"):
+        got, _ = sf.read(str(tmp_path / name / "model.wav"), dtype="float32")
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        with open(tmp_path / name / "timeline.jsonl") as a, open(os.path.join(fresh, "timeline.jsonl")) as b:
+            assert [json.loads(x)["text"] for x in a] == [json.loads(x)["text"] for x in b]
+    with pytest.raises(ValueError, match="not both"):
+        run_session(run_dir, files["wav"], str(tmp_path / "both"), session=shared, config=config)
