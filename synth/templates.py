@@ -7,7 +7,8 @@ bundled scripts (``synth/data/*.jsonl``) and the slot templates of ``synth/data/
 - conversations: a bundled dialogue (possibly cropped) with its names, places, days, dishes,
   times and party sizes swapped consistently, or a new one chained from shuffled template
   exchanges with filled slots; then listener backchannels after long turns, the occasional
-  interruption, and fresh voices, pitch and rate for both speakers;
+  interruption, fresh voices, pitch and rate for both speakers, and fillers ("um", "uh")
+  inside some long turns;
 - time-aware dialogues (with probability ``timed_share``): a user asks the model to say when N
   seconds have passed, to count at an interval, or to remind them of something, with the target
   times and spelled-out responses that the request implies.
@@ -65,6 +66,11 @@ DROP_BACKCHANNEL_P = 0.15  # chance that a scripted backchannel is left out
 RESAY_BACKCHANNEL_P = 0.5  # chance that a scripted backchannel gets another token
 INTERRUPT_P = 0.3        # chance that a conversation gets one extra interruption
 INTERRUPTED_MIN_WORDS = 8  # only turns long enough to be cut into (~3 s) are interrupted
+# Speakers hesitate mid-turn: a filler ("um", "uh") inside a statement or question of 6+ words,
+# where the layout may pause after it (a pause after a filler is a hold: the speaker is not done).
+HESITATE_P = 0.25
+HESITATE_MIN_WORDS = 6
+FILLERS = ("um", "uh")
 BUNDLED_BASE_P = 0.55    # share of conversations built on a bundled script (the rest: templates)
 CROP_P = 0.3             # chance that a bundled script is cut to a window of its turns
 MIN_CROP_TURNS = 8
@@ -268,12 +274,32 @@ def _repair(turns: list[TurnSpec]) -> list[TurnSpec]:
     return out
 
 
+def _hesitate(rng: np.random.Generator, turns: list[TurnSpec]) -> list[TurnSpec]:
+    """Put a filler into some long statements and questions, after a word of the first two
+    thirds that ends no clause (a filler comes mid-clause, before the word being searched for)."""
+    out = []
+    for turn in turns:
+        words = turn.text.split()
+        if (turn.act in ("statement", "question") and len(words) >= HESITATE_MIN_WORDS
+                and rng.random() < HESITATE_P):
+            spots = [k for k in range(1, (2 * len(words)) // 3) if words[k - 1][-1:].isalnum()]
+            if spots:
+                k = spots[int(rng.integers(len(spots)))]
+                text = " ".join([*words[:k], _pick(rng, FILLERS), *words[k:]])
+                if len(text) <= MAX_TEXT_CHARS:
+                    turn = dataclasses.replace(turn, text=text)
+        out.append(turn)
+    return out
+
+
 def _conversation(rng: np.random.Generator, did: str, language: str,
                   bases: Sequence[Dialogue]) -> Dialogue:
     turns = _from_bundled(rng, bases) if rng.random() < BUNDLED_BASE_P else _composed(rng)
     turns = _repair(_interrupt(rng, _listen(rng, turns)))
-    return Dialogue(id=did, speakers=_speakers(rng, (None, None)), turns=tuple(turns),
-                    language=language, license=LICENSE)
+    speakers = _speakers(rng, (None, None))
+    # Drawn last, so that everything above is what it was without fillers.
+    turns = _hesitate(rng, turns)
+    return Dialogue(id=did, speakers=speakers, turns=tuple(turns), language=language, license=LICENSE)
 
 
 def _timed_request(rng: np.random.Generator) -> tuple[str, TimedSpec]:

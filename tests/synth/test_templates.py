@@ -168,3 +168,17 @@ def test_write_jsonl_and_main(tmp_path, capsys):
     assert [json.loads(x)["id"] for x in lines] == ["gen-9-00000", "gen-9-00001"]
     with pytest.raises(SystemExit):
         main(["--n", "2", "--language", "de"])
+
+
+def test_fillers_sit_mid_clause_in_some_long_turns(generated):
+    turns = [t for d in generated for t in d.turns]
+    hesitant = [t for t in turns if set(t.text.split()) & set(templates.FILLERS)]
+    long_turns = [t for t in turns if t.act in ("statement", "question")
+                  and len(t.text.split()) >= templates.HESITATE_MIN_WORDS]
+    # Some long turns hesitate (the scripts' own words hold no filler), most do not.
+    assert 0.1 * len(long_turns) <= len(hesitant) <= 0.4 * len(long_turns)
+    for t in hesitant:
+        assert t.act in ("statement", "question")
+        words = t.text.split()
+        k = next(i for i, w in enumerate(words) if w in templates.FILLERS)
+        assert 1 <= k < len(words) - 1 and words[k - 1][-1:].isalnum()  # never first, last or after a comma
