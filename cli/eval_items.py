@@ -1,6 +1,6 @@
 """``microturn eval items``: Full-Duplex-Bench-style evaluation items from conversation records.
 
-``microturn eval items --records OUT [OUT ...] --output ITEMS [--split test] [--tasks ...]
+``microturn eval items --records OUT [OUT ...] --output ITEMS [--split test] [--splits NAME=RATIO,...] [--tasks ...]
 [--context-s S] [--max-per-conversation N] [--seed S]``: for every conversation of the split,
 items of smooth turn-taking, pause handling, user interruption and backchannel, each with the
 user stream (``input.wav``), the true second speaker's stream (``reference.wav``), its words,
@@ -45,6 +45,9 @@ def add_items_parser(sub) -> None:
     p.add_argument("--output", required=True, metavar="ITEMS", help="the items folder (new, empty, or an earlier "
                                                                      "output of this command)")
     p.add_argument("--split", default="test", help="only conversations of this split give items (default test)")
+    p.add_argument("--splits", metavar="NAME=RATIO,...",
+                   help="the shard stage's --splits, if the shards were cut with other ratios: the split of a "
+                        "conversation is then computed as the shard stage does (default: the records' split column)")
     p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES), metavar="TASK",
                    help=f"tasks to make items for, of {', '.join(TASK_NAMES)} (default all)")
     p.add_argument("--context-s", type=_seconds, default=8.0,
@@ -59,6 +62,7 @@ def run_items(args: argparse.Namespace) -> int:
     from microturn.pipelines.duplex.items import ItemsConfig, build_items
 
     config = ItemsConfig(records=tuple(args.records), output=args.output, split=args.split,
+                         splits=args.splits,
                          tasks=tuple(t for t in TASK_NAMES if t in set(args.tasks)), context_s=args.context_s,
                          max_per_conversation=args.max_per_conversation, seed=args.seed)
     summary = build_items(config)

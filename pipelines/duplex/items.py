@@ -34,6 +34,7 @@ from microturn.pipelines import media
 from microturn.pipelines.duplex.items_records import conversation_split, read_records
 from microturn.pipelines.duplex.items_select import SELECTORS, TASKS, Plan, role_view
 from microturn.pipelines.duplex.items_write import LAYOUT_VERSION, item_name, write_item
+from microturn.pipelines.shard.config import parse_splits
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, check_record, model_speakers
 from microturn.pipelines.shard.streams import build_stream
 
@@ -51,6 +52,9 @@ class ItemsConfig:
         records: record folders (ingest or synthesize outputs), read in this order.
         output: the items folder (local).
         split: only conversations of this split give items.
+        splits: the shard stage's ``--splits`` (``name=ratio,...``) when the shards were cut with
+            other ratios than the default: the split is then computed as the shard stage computes
+            it; None reads the records' ``split`` column (the default ratios).
         tasks: the tasks to make items for (a subset of :data:`TASKS`).
         context_s: at most this much of the conversation before an event (see :mod:`.items_select`).
         max_per_conversation: at most this many items per conversation and task (all when None).
@@ -60,6 +64,7 @@ class ItemsConfig:
     records: tuple[str, ...]
     output: str
     split: str = "test"
+    splits: str | None = None
     tasks: tuple[str, ...] = TASKS
     context_s: float = 8.0
     max_per_conversation: int | None = None
@@ -68,6 +73,10 @@ class ItemsConfig:
     def __post_init__(self):
         if not self.records:
             raise ValueError("give at least one --records folder")
+        if self.splits is not None:
+            names = [name for name, _ in parse_splits(self.splits)]  # ValueError names what is wrong
+            if self.split not in names:
+                raise ValueError(f"--split {self.split!r} is not one of --splits {self.splits!r}")
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown or not self.tasks:
             raise ValueError(f"--tasks: unknown task(s) {unknown}; choose from {list(TASKS)}" if unknown
@@ -178,7 +187,8 @@ def build_items(config: ItemsConfig) -> ItemsSummary:
     inputs, an output that is not this command's, or a run that would make no item at all."""
     check_items_output(config.output)
     records = read_records(config.records)
-    splits = {r.id: conversation_split(r.conversation) for r in records}
+    ratios = parse_splits(config.splits) if config.splits is not None else None
+    splits = {r.id: conversation_split(r.conversation, ratios) for r in records}
     per_split = dict(sorted(Counter(splits.values()).items()))
     chosen = [r for r in records if splits[r.id] == config.split]
     if not chosen:

@@ -35,12 +35,18 @@ def check_records(root: str) -> None:
                          "--output folder of `microturn ingest` or `microturn synthesize`")
 
 
-def conversation_split(conversation: dict) -> str:
-    """The split a conversation's items belong to: its ``split`` column; for a remix, the split
-    of the real conversation it was made from (the shard stage's rule, :func:`split_key`, at the
-    default ratios that ingest used for that conversation's column), so that a remix of a training
-    call never becomes a test item."""
+def conversation_split(conversation: dict, splits: tuple[tuple[str, float], ...] | None = None) -> str:
+    """The split a conversation's items belong to.
+
+    With ``splits`` (the shard stage's ``--splits`` ratios), the shard stage's own rule: a pure
+    function of :func:`split_key` (for a remix, the real conversation it was made from), so items
+    and shards agree on every conversation whatever ratios the shards were cut with. Without: its
+    ``split`` column (written by ingest / synthesize at the default ratios, which is what the shard
+    stage computes at its default); for a remix, the split of the call it was made from, so that a
+    remix of a training call never becomes a test item."""
     key = split_key(conversation)
+    if splits is not None:
+        return split_of(key, splits)
     if key != conversation["conversation_id"]:
         return split_of(key)
     split = conversation.get("split")

@@ -321,3 +321,16 @@ def test_a_remix_takes_the_split_of_the_call_it_was_made_from(tmp_path):
         build_items(ItemsConfig(records=(root,), output=str(tmp_path / "test")))
     summary = build_items(ItemsConfig(records=(root,), output=str(tmp_path / "train"), split="train"))
     assert summary.conversations_used == 1 and sum(summary.items_per_task.values()) > 0
+
+
+def test_splits_computes_the_split_as_the_shard_stage_does(records, tables, tmp_path):
+    """With the shard stage's --splits, a conversation's split is the shard stage's (a hash of its
+    id at those ratios), not its column: ``test=1`` makes every conversation a test conversation."""
+    out = str(tmp_path / "all")
+    summary = build_items(ItemsConfig(records=(records,), output=out, splits="test=1"))
+    assert summary.conversations_per_split == {"test": len(tables["conversations"])}
+    assert summary.conversations_used == len(tables["conversations"])
+    with pytest.raises(ValueError, match="not one of --splits"):
+        ItemsConfig(records=(records,), output=out, splits="train=0.5,valid=0.5")
+    with pytest.raises(ValueError, match="--splits"):
+        ItemsConfig(records=(records,), output=out, splits="test=0.5")
