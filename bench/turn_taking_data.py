@@ -28,9 +28,9 @@ Sources:
 4. ``--records OUT`` (repeatable): the ``segments`` and ``words`` tables of a ``microturn ingest``
    output; a speaker's words give the activity where they exist, its segments otherwise.
 
-Also prints, for the generated dialogues, how the pauses sit in the text: the share of holds
-whose last word before the silence ends in a comma or is a continuation word, and the share of
-shifts whose last word ends in "." or "?".
+Also prints, for the generated dialogues, how the silences sit in the text: the holds whose
+last word before the silence ends in a comma or is a continuation word (or ends a sentence), and
+the shifts whose last word ends in ".", "?" or "!" (or that start or end a backchannel).
 """
 
 from __future__ import annotations
@@ -65,14 +65,19 @@ def generated(n: int, seed: int, timing: TimingModel):
         layout = lay_out(d, spoken, responses, timing, dialogue_rng(seed, d.sha256()))
         activity: dict[str, list[tuple[int, int]]] = defaultdict(list)
         ends: dict[int, str] = {}
+        backchannel_starts = set()
         for t in layout.turns:
             for w, s, e in t.words:
                 activity[t.speaker].append((s, e))
                 ends[e] = w
+                if t.act == "backchannel":
+                    ends[e] = "<backchannel>"
+                    backchannel_starts.add(s)
         speech_ms += sum(e - s for ivs in activity.values() for s, e in merge(ivs))
         found = mutual_silences(activity)
         silences += found
-        last_words += [ends.get(s.start_ms, "") for s in found]
+        last_words += ["<to backchannel>" if s.end_ms in backchannel_starts else ends.get(s.start_ms, "")
+                       for s in found]
     return silences, speech_ms, last_words
 
 
@@ -199,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     shifts_text = [w for s, w in zip(sil, last_words, strict=True) if s.is_shift]
     cont = sum(1 for w in holds_text if w.endswith((",", ";", ":")) or
                w.strip(",.;:!?").lower() in CONTINUATION_WORDS)
+    after_final = sum(1 for w in holds_text if w.endswith((".", "?", "!")))
     final = sum(1 for w in shifts_text if w.endswith((".", "?", "!")))
-    print(f"generated: holds after a comma or continuation word {cont}/{len(holds_text)}; "
-          f"shifts after '.', '?' or '!' {final}/{len(shifts_text)}")
+    listener = sum(1 for w in shifts_text if w in ("<backchannel>", "<to backchannel>"))
+    print(f"generated holds: after a comma or continuation word {cont}/{len(holds_text)}, after '.', '?' "
+          f"or '!' (the same speaker's next scripted turn, timed responses) {after_final}/{len(holds_text)}")
+    print(f"generated shifts: after '.', '?' or '!' {final}/{len(shifts_text)}, into or out of a "
+          f"backchannel {listener}/{len(shifts_text)}")
     ok = gen["auc_len"] is not None and 0.35 <= gen["auc_len"] <= 0.65
     print(f"AUC of silence length, shift vs hold, generated: {fmt(gen['auc_len'], '.3f')} "
           f"(goal 0.35-0.65): {'ok' if ok else 'OUT OF RANGE'}")

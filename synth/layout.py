@@ -190,9 +190,12 @@ class Layout:
 
 def start_after(prev: PlacedTurn, offset_ms: int, earliest_ms: int) -> int:
     """Start of a turn that follows ``prev`` by a sampled transition ``offset_ms`` (negative:
-    overlap), no deeper into ``prev`` than ``MAX_OVERLAP_SHARE`` of it and not before the new
-    speaker may speak again (``earliest_ms``)."""
+    overlap), no deeper into ``prev`` than ``MAX_OVERLAP_SHARE`` of it, inside its last phrase
+    (an overlap is terminal: a start in the speaker's last pause would make that pause a
+    silence the speaker yields, while they go on), and not before the new speaker may speak
+    again (``earliest_ms``)."""
     floor = prev.start_ms + math.ceil(MAX_OVERLAP_SHARE * (prev.end_ms - prev.start_ms))
+    floor = max(floor, prev.pieces[-1][0] + 1)
     return max(prev.end_ms + offset_ms, floor, earliest_ms)
 
 

@@ -248,3 +248,39 @@ def test_no_pause_rate_no_extra_pauses_and_the_stream_is_unchanged():
     assert lay.turns[0].pauses() == []
     many = lay_out(d, [worded(texts), speech(2)], {}, model(pause_rate=600.0), np.random.default_rng(0))
     assert len(many.turns[0].pauses()) == 2  # after "and" and after "so", never after the last word
+
+
+def test_silence_length_alone_does_not_tell_a_hold_from_a_shift():
+    """On laid-out dialogues with the default timing, the AUC of a mutual silence's length for
+    shift against hold stays near chance (0.35-0.65), and the holds sit after commas and
+    continuation words while shifts follow a turn's final "." or "?"."""
+    from collections import defaultdict
+
+    from microturn.synth.silences import auc, mutual_silences
+
+    rng = np.random.default_rng(7)
+    shifts, holds, hold_words, shift_words = [], [], [], []
+    for _ in range(150):
+        texts_by_turn = []
+        for k in range(6):
+            n_words = int(rng.integers(4, 16))
+            texts = [f"w{i}," if rng.random() < 0.15 else ("and" if rng.random() < 0.1 else f"w{i}")
+                     for i in range(n_words - 1)] + ["end?" if k % 2 else "end."]
+            texts_by_turn.append(texts)
+        d = dialogue([{"speaker": "AB"[k % 2], "text": " ".join(t)} for k, t in enumerate(texts_by_turn)])
+        # Comma breaks as the TTS makes them (150 ms), 30 ms between other words.
+        spoken = [worded(t, word_ms=int(rng.integers(180, 320)),
+                         breaks={i: 150 for i, w in enumerate(t) if w.endswith(",")}) for t in texts_by_turn]
+        lay = lay_out(d, spoken, {}, DEFAULT_TIMING, rng)
+        activity, ends = defaultdict(list), {}
+        for t in lay.turns:
+            for w, s, e in t.words:
+                activity[t.speaker].append((s, e))
+                ends[e] = w
+        for s in mutual_silences(activity):
+            (shifts if s.is_shift else holds).append(s.duration_ms)
+            (shift_words if s.is_shift else hold_words).append(ends[s.start_ms])
+    assert len(holds) >= 200 and len(shifts) >= 200
+    assert 0.35 <= auc(shifts, holds) <= 0.65
+    assert all(w.endswith(",") or w == "and" for w in hold_words)
+    assert all(w in ("end.", "end?") for w in shift_words)
