@@ -2,7 +2,7 @@
 sampling.
 
 The model says how long the silence (gap) or the overlap is when the floor changes hands, how
-long a speaker pauses inside a turn, how fast an interrupted speaker yields, and when and how
+long and how often a speaker pauses inside a turn, how fast an interrupted speaker yields, and when and how
 often listeners backchannel. :data:`DEFAULT_TIMING` holds values from the literature;
 :func:`microturn.synth.timing_fit.fit` fits one on ingested conversations (reading their
 ``segments`` and ``words`` rows), and :mod:`microturn.synth.layout` samples from it.
