@@ -1,7 +1,9 @@
 """``microturn eval``: score an ingest output against references.
 
 - ``eval diarization --reference RTTM_OR_DIR --hypothesis OUT [--collar S]``: DER and JER.
-- ``eval model --checkpoint RUN --shards GLOB``: held-out loss per head of a trained model.
+- ``eval model --checkpoint RUN --shards GLOB``: held-out loss per head of a trained model, and
+  its shift/hold balanced accuracy and AUC at mutual silences after user speech beside a
+  user-only endpointer's (:mod:`microturn.trainer.turn_taking_eval`).
 - ``eval duplex ITEMS_DIR [--json]``: Full-Duplex-Bench v1 / v1.5 metrics of a folder of items
   (:mod:`microturn.cli.eval_duplex`).
 - ``eval interaction --checkpoint RUN --items ITEMS --output DIR``: a trained model, a VAD-gated
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the median boundary error")
     w.add_argument("--collar-ms", type=int, default=0,
                    help="widen reference segments by this many ms on each side (default 0)")
-    m = sub.add_parser("model", help="held-out loss per head of a trained run", allow_abbrev=False)
+    m = sub.add_parser("model", help="held-out loss per head and shift/hold scores of a trained run",
+                       allow_abbrev=False)
     m.add_argument("--checkpoint", required=True, metavar="RUN", help="the --output directory of `microturn train`")
     m.add_argument("--shards", required=True, action="append", help="held-out shard glob or URL; repeatable")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")

@@ -5,19 +5,29 @@ The run's ``config.json`` rebuilds the model and DeepSpeed's engine loads the la
 shuffling, and each head's loss is averaged over its targets (text tokens, audio frames), so
 the figure does not depend on the batch size. Anything the loader skipped or cut is one line
 of the report.
+
+It also scores turn-taking on the same shards (:mod:`microturn.trainer.turn_taking_eval`): the
+text head's probability that a model word starts, read teacher-forced at each chunk's
+MODEL_MARK position, at shift/hold events found in the samples' VOICED labels, against a
+user-only endpointer rule, with bootstrap intervals.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
+import numpy as np
 import torch
 
 
 def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int | None = None,
              batch_size: int | None = None) -> dict:
-    """``{"text", "dmel", "flow", "aux", "z", "batches", "text_targets", "audio_targets", "step"}``."""
+    """``{"text", "dmel", "flow", "aux", "z", "batches", "text_targets", "audio_targets", "step",
+    "loader", "loader_losses", "turn_taking"}``; ``turn_taking`` is
+    :func:`~microturn.trainer.turn_taking_eval.score`'s dict with the counts of
+    ``collect_events`` (``unread``, ``duplicates``) merged in."""
     from microturn.schemas.config import from_mapping
     from microturn.trainer.checkpoint import latest_tag
     from microturn.trainer.config import ModelConfig
@@ -27,6 +37,7 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     from microturn.trainer.model import InteractionModel
     from microturn.trainer.tokenizer import get_tokenizer
     from microturn.trainer.train_config import TrainConfig
+    from microturn.trainer.turn_taking_eval import collect_events, score
 
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -56,12 +67,14 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     sums = {k: 0.0 for k in ("text", "dmel", "flow", "aux", "z")}
     counts = {"text": 0, "audio": 0, "batches": 0}
     gen = torch.Generator(device=engine.device).manual_seed(0)
+    speak: dict[str, dict[int, float]] = {}  # sample key -> chunk -> P(a model word starts)
     with torch.no_grad():
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
             batch = {k: (v.to(engine.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             out = engine(batch, generator=gen)
+            _read_marks(engine.module, batch, out.hidden_BLD, speak)
             n_text, n_audio = int(out.tokens["text_targets"]), int(out.tokens["audio_targets"])
             sums["text"] += float(out.losses["text"]) * n_text
             sums["dmel"] += float(out.losses["dmel"]) * n_audio
@@ -73,14 +86,64 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
             counts["batches"] += 1
     if not counts["batches"]:
         raise ValueError(f"no batch could be read from {shards}: {loader.summary()}")
+    events, left_out = collect_events(_windows(shards, speak))
+    turn_taking = {**score(events), **left_out}
     return {"text": sums["text"] / max(1, counts["text"]), "dmel": sums["dmel"] / max(1, counts["audio"]),
             "flow": sums["flow"] / max(1, counts["audio"]), "aux": sums["aux"] / counts["batches"],
             "z": sums["z"] / counts["batches"], "batches": counts["batches"], "text_targets": counts["text"],
             "audio_targets": counts["audio"], "step": int((client or {}).get("step", 0)),
-            "loader": loader.summary(), "loader_losses": loader.losses()}
+            "loader": loader.summary(), "loader_losses": loader.losses(), "turn_taking": turn_taking}
+
+
+def _read_marks(model, batch: dict, hidden_BLD: torch.Tensor, speak: dict[str, dict[int, float]]) -> None:
+    """Add to ``speak`` the text head's P(not end-of-text) at every MODEL_MARK of ``batch``, by
+    sample key and chunk (``keys`` lists the segments row by row, numbered from 1 in each row)."""
+    from microturn.trainer.batch import Kind
+
+    kind_BL, segment_BL, time_BL = batch["kind_BL"], batch["segment_BL"], batch["time_BL"]
+    mark_BL = kind_BL == Kind.MODEL_MARK
+    if not bool(mark_BL.any()):
+        return
+    head = model.text_head
+    p_U = 1 - torch.softmax(head.logits(hidden_BLD[mark_BL]), dim=-1)[:, head.end_of_text]
+    first_B = torch.cumsum(segment_BL.amax(dim=1), 0) - segment_BL.amax(dim=1)  # keys before each row
+    b_U = mark_BL.nonzero()[:, 0]
+    key_U = (first_B[b_U] + segment_BL[mark_BL] - 1).tolist()
+    for k, t, p in zip(key_U, time_BL[mark_BL].tolist(), p_U.tolist(), strict=True):
+        speak.setdefault(batch["keys"][k], {})[int(t)] = float(p)
+
+
+def _windows(shards, speak: dict[str, dict[int, float]]):
+    """``(meta, user labels, model labels, P per chunk)`` of every sample in ``speak``, read from
+    the shards again (the loader's batches carry no labels); chunks never read are NaN."""
+    from microturn.schemas.sample import npy_load
+    from microturn.trainer.data import LoaderConfig, resolve_shards
+    from microturn.trainer.shard_reader import ReadLimits, iter_samples, open_shard
+
+    limits = ReadLimits(max_member_bytes=LoaderConfig.max_member_bytes,
+                        max_sample_bytes=LoaderConfig.max_sample_bytes)
+    for url in resolve_shards(shards):
+        with open_shard(url) as stream:
+            for raw in iter_samples(stream, url, limits, on_member=_ignore, on_sample=_ignore):
+                if "json" not in raw:
+                    continue
+                meta = json.loads(raw["json"])
+                chunks = speak.get(str(meta.get("key")))
+                if chunks is None:
+                    continue
+                speak_K = np.full(int(meta["chunks"]), math.nan)
+                speak_K[list(chunks)] = list(chunks.values())
+                yield meta, npy_load(raw["user.labels.npy"]), npy_load(raw["model.labels.npy"]), speak_K
+
+
+def _ignore(message: str) -> None:
+    """What the loader already counted and reported (skipped members and samples)."""
 
 
 def render(result: dict, run_dir: str) -> str:
+    """The report of :func:`evaluate`'s result, one figure a line."""
+    from microturn.trainer.turn_taking_eval import render_lines
+
     return "\n".join([
         f"held-out loss of {run_dir} at step {result['step']} ({result['batches']} batches, "
         f"{result['text_targets']} text targets, {result['audio_targets']} audio frames)",
@@ -89,4 +152,5 @@ def render(result: dict, run_dir: str) -> str:
         f"  flow MSE   {result['flow']:.4f}",
         f"  MoE aux    {result['aux']:.4f}   router z {result['z']:.4f}",
         *([result["loader"]] if result.get("loader_losses") else []),
+        *(render_lines(result["turn_taking"]) if "turn_taking" in result else []),
     ])

@@ -205,10 +205,10 @@ def render_lines(result: Mapping) -> list[str]:
     n = result["decision_chunks"]
     return [
         head,
-        f"    model, P(a model word starts) at MODEL_MARK, highest of the silence's first {n} chunks "
-        f"(95% bootstrap over events, {result['resamples']} draws):",
-        f"      balanced accuracy {_figure(result['model']['balanced_accuracy'])} "
-        f"(threshold {result['threshold']})   AUC {_figure(result['model']['auc'])}",
-        f"    endpointer, shift if the user is silent in the silence's 2nd chunk: "
-        f"balanced accuracy {_figure(result['endpointer']['balanced_accuracy'])}",
+        f"    model       balanced accuracy {_figure(result['model']['balanced_accuracy'])} at P >= "
+        f"{result['threshold']}   AUC {_figure(result['model']['auc'])}",
+        f"                P: P(a model word starts) at MODEL_MARK, highest over the silence's first {n} chunks",
+        f"    endpointer  balanced accuracy {_figure(result['endpointer']['balanced_accuracy'])}   "
+        "(shift if the user is silent in the silence's 2nd chunk)",
+        f"    [intervals: 95% bootstrap over events, {result['resamples']} draws]",
     ]
