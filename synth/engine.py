@@ -90,11 +90,19 @@ def assemble(layout: Layout, roles: Mapping[str, str | None], mix: MixConfig,
 
 
 def speak_dialogue(dialogue: Dialogue, tts: TTS) -> tuple[list[Speech], dict[int, list[Speech]]]:
-    """Speech of every turn (``speakable`` text: inner sentence ends spoken as commas) and of
+    """Speech of every turn (``speakable`` text: inner sentence ends spoken as commas, and the
+    last one too where the same speaker's next turn follows) and of
     the timed responses of each timed request, by turn index, as :func:`lay_out` takes them."""
     spoken, responses = [], {}
-    for i, turn in enumerate(dialogue.turns):
-        spoken.append(tts.speak(speakable(turn.text), voice_of(dialogue, turn.speaker)))
+    turns = dialogue.turns
+    for i, turn in enumerate(turns):
+        # The speaker's next main turn follows this one after a pause (the listeners'
+        # backchannels in between sit inside this turn): then this turn does not end with a fall.
+        after = next((t for t in turns[i + 1:] if not (t.act == "backchannel" and t.speaker != turn.speaker)),
+                     None)
+        goes_on = (after is not None and after.speaker == turn.speaker and turn.timed is None
+                   and turn.act in ("statement", "question") and after.act in ("statement", "question"))
+        spoken.append(tts.speak(speakable(turn.text, ends_turn=not goes_on), voice_of(dialogue, turn.speaker)))
         if turn.timed is not None:
             voice = voice_of(dialogue, turn.timed.responder)
             responses[i] = [tts.speak(speakable(text), voice) for text in turn.timed.responses]

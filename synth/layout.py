@@ -77,17 +77,18 @@ CONTINUATION_WORDS = frozenset({"and", "but", "so", "because", "or", "then", "um
 _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e."})
 
 
-def speakable(text: str) -> str:
+def speakable(text: str, *, ends_turn: bool = True) -> str:
     """``text`` as the TTS should say it inside one turn: every sentence end but the last ("."
     or "!" followed by more words) becomes a comma, so that espeak-ng speaks it with its
     continuation tune (a comma ends a clause with a level or slightly rising pitch and a
     100-200 ms break; a full stop falls and breaks for 210-380 ms, at 210-150 wpm) and only the
-    turn's own end sounds final. Questions keep their "?"; "..." and abbreviations are kept.
-    The number of whitespace tokens is unchanged."""
+    turn's own end sounds final. With ``ends_turn`` False (the same speaker's next scripted turn
+    follows after a pause) the last one becomes a comma too. Questions keep their "?"; "..."
+    and abbreviations are kept. The number of whitespace tokens is unchanged."""
     tokens = text.split()
     out = []
     for k, tok in enumerate(tokens):
-        inner = k < len(tokens) - 1
+        inner = k < len(tokens) - 1 or not ends_turn
         if (inner and tok[-1:] in ".!" and not tok.endswith("..") and tok.lower() not in _ABBREVIATIONS
                 and "." not in tok[:-1]):
             tok = tok[:-1] + ","

@@ -214,6 +214,9 @@ def test_speakable_turns_inner_sentence_ends_into_commas():
     assert speakable("Meet Dr. Lee at 6 a.m. then... ok.") == "Meet Dr. Lee at 6 a.m. then... ok."
     text = "Right. So. Yes!"
     assert len(speakable(text).split()) == len(text.split())
+    # The same speaker goes on in a next turn: this one does not end with a fall either.
+    assert speakable("I know. Fine.", ends_turn=False) == "I know, Fine,"
+    assert speakable("Is it?", ends_turn=False) == "Is it?"
 
 
 def test_a_question_inside_a_turn_is_latched_not_paused():
