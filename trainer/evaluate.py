@@ -9,7 +9,9 @@ of the report.
 It also scores turn-taking on the same shards (:mod:`microturn.trainer.turn_taking_eval`): the
 text head's probability that a model word starts, read teacher-forced at each chunk's
 MODEL_MARK position, at shift/hold events found in the samples' VOICED labels, against a
-user-only endpointer rule, with bootstrap intervals.
+user-only endpointer rule, with bootstrap intervals. The marks are read in the batches the loss
+is read from: a window longer than ``train.max_len`` positions is cut into pieces as in
+training, and a mark sees only the chunks of its piece before it.
 """
 
 from __future__ import annotations
@@ -118,22 +120,26 @@ def _windows(shards, speak: dict[str, dict[int, float]]):
     the shards again (the loader's batches carry no labels); chunks never read are NaN."""
     from microturn.schemas.sample import npy_load
     from microturn.trainer.data import LoaderConfig, resolve_shards
-    from microturn.trainer.shard_reader import ReadLimits, iter_samples, open_shard
+    from microturn.trainer.shard_reader import ReadLimits, ShardError, iter_samples, open_shard
 
     limits = ReadLimits(max_member_bytes=LoaderConfig.max_member_bytes,
                         max_sample_bytes=LoaderConfig.max_sample_bytes)
+    fields = ("json", "user.labels.npy", "model.labels.npy")
     for url in resolve_shards(shards):
-        with open_shard(url) as stream:
-            for raw in iter_samples(stream, url, limits, on_member=_ignore, on_sample=_ignore):
-                if "json" not in raw:
-                    continue
-                meta = json.loads(raw["json"])
-                chunks = speak.get(str(meta.get("key")))
-                if chunks is None:
-                    continue
-                speak_K = np.full(int(meta["chunks"]), math.nan)
-                speak_K[list(chunks)] = list(chunks.values())
-                yield meta, npy_load(raw["user.labels.npy"]), npy_load(raw["model.labels.npy"]), speak_K
+        try:
+            with open_shard(url) as stream:
+                for raw in iter_samples(stream, url, limits, on_member=_ignore, on_sample=_ignore):
+                    if not all(f in raw for f in fields):
+                        continue  # the loader could not decode it either: it has no marks
+                    meta = json.loads(raw["json"])
+                    chunks = speak.get(str(meta.get("key")))
+                    if chunks is None:
+                        continue
+                    speak_K = np.full(int(meta["chunks"]), math.nan)
+                    speak_K[list(chunks)] = list(chunks.values())
+                    yield meta, npy_load(raw["user.labels.npy"]), npy_load(raw["model.labels.npy"]), speak_K
+        except (ShardError, OSError):
+            continue  # the loader met the same shard, counted it and reported it in its summary line
 
 
 def _ignore(message: str) -> None:

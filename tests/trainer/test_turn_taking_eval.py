@@ -194,7 +194,7 @@ def test_marks_are_read_by_sample_and_chunk_before_the_chunks_own_model_audio():
     assert _marks(model, [other_user], max_len=10_000, pack=False)["a"][1] != alone["a"][1]
 
 
-def test_eval_model_reports_shift_hold_on_the_trained_run(capsys):
+def test_eval_model_reports_shift_hold_on_the_trained_run(capsys, tmp_path):
     from microturn.cli.evaluate import main
     from microturn.schemas.sample import npy_load
     from microturn.trainer.data import glob_shards
@@ -204,10 +204,12 @@ def test_eval_model_reports_shift_hold_on_the_trained_run(capsys):
 
     # The events of the shards counted here straight from the labels, without the model.
     expected = {"shift": 0, "hold": 0}
+    keys: list[str] = []
     limits = ReadLimits(max_member_bytes=1 << 26, max_sample_bytes=1 << 27)
     for url in glob_shards(shard_dir()):
         with open_shard(url) as stream:
             for raw in iter_samples(stream, url, limits, on_member=print, on_sample=print):
+                keys.append(raw["__key__"])
                 user, model = (voiced_K(npy_load(raw[f"{r}.labels.npy"])) for r in ("user", "model"))
                 for event in user_events(user, model):
                     expected[event.kind] += 1
@@ -216,3 +218,12 @@ def test_eval_model_reports_shift_hold_on_the_trained_run(capsys):
     out = capsys.readouterr().out
     assert f"{expected['shift']} shifts, {expected['hold']} holds" in out, out
     assert "P(a model word starts) at MODEL_MARK" in out and "endpointer" in out, out
+    # A shard cut short: its labels are read up to the cut and the rest of the shards still are.
+    from microturn.trainer.evaluate import _windows
+
+    first = glob_shards(shard_dir())[0]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(open(first, "rb").read()[:3000])
+    read = [meta["key"] for meta, *_ in _windows([str(cut), *glob_shards(shard_dir())],
+                                                  {k: {0: 0.5} for k in keys})]
+    assert sorted(read) == sorted(keys)
