@@ -7,7 +7,8 @@ the record schemas. Builders:
 - :func:`real_call`: the pyannote sample call (:mod:`.sample_call`) as a mixed recording, or
   split into one channel per speaker by its reference turns, optionally looped to any length
   at another gain (the shard benchmark's corpus);
-- :func:`two_streams`: a per-speaker record with noise bursts where each speaker talks.
+- :func:`two_streams`: a per-speaker record with noise bursts where each speaker talks;
+- :func:`mixed_record`: any one-channel recording with reference turns (e.g. an RTTM's), no words.
 
 :func:`write_records` writes records as an output directory that the shard stage reads.
 
@@ -28,7 +29,7 @@ from microturn.schemas.sample import SAMPLE_RATE
 from microturn.schemas.turns import Turn, turn_events, turn_stats
 from microturn.testing.sample_call import sample_call
 
-__all__ = ["real_call", "two_streams", "write_records"]
+__all__ = ["mixed_record", "real_call", "two_streams", "write_records"]
 
 _PER_MS = SAMPLE_RATE // 1000
 
@@ -121,6 +122,21 @@ def two_streams(cid: str = "s-00000000000000b2", *, seconds: float = 41.3, seed:
                          provenance=provenance)
     return {"conversation": conv, "segments": _segments(cid, turns), "words": words, "events": _events(cid, turns),
             "audio": audio}
+
+
+def mixed_record(cid: str, wave_N: np.ndarray, turns: Sequence[Turn], *, license: str = "CC-BY-4.0") -> dict:
+    """A real one-channel recording (``mix.flac``) with reference ``turns`` and no words: what an
+    ingest with a perfect diarizer and no transcript would write (e.g. from an RTTM)."""
+    if not turns:
+        raise ValueError(f"{cid}: a record needs at least one speaker turn")
+    duration_ms = len(wave_N) // _PER_MS
+    turns = sorted((Turn(t.speaker, t.start_ms, min(t.end_ms, duration_ms), 0) for t in turns
+                    if t.start_ms < min(t.end_ms, duration_ms)), key=lambda t: (t.start_ms, t.end_ms, t.speaker))
+    speakers = sorted({t.speaker for t in turns})
+    conv = _conversation(cid, duration_ms=duration_ms, speakers=speakers, layout="mixed", files=["mix.flac"],
+                         turns=turns, license=license)
+    return {"conversation": conv, "segments": _segments(cid, turns), "words": [], "events": _events(cid, turns),
+            "audio": {"mix.flac": np.asarray(wave_N, np.float32)}}
 
 
 def write_records(root: str, records: Iterable[dict], *, video: dict[str, str] | None = None) -> str:
