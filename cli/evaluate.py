@@ -150,7 +150,9 @@ def _model(args: argparse.Namespace) -> int:
     from microturn.trainer.evaluate import evaluate, render
 
     shards = [s for pattern in args.shards for s in glob_shards(pattern)]
-    result = evaluate(args.checkpoint, shards, tag=args.tag, max_batches=args.max_batches)
+    calibration = [s for pattern in args.calibrate or () for s in glob_shards(pattern)]
+    result = evaluate(args.checkpoint, shards, tag=args.tag, max_batches=args.max_batches,
+                      calibration_shards=calibration or None)
     print(render(result, args.checkpoint))
     return 0
 
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                        allow_abbrev=False)
     m.add_argument("--checkpoint", required=True, metavar="RUN", help="the --output directory of `microturn train`")
     m.add_argument("--shards", required=True, action="append", help="held-out shard glob or URL; repeatable")
+    m.add_argument("--calibrate", action="append", metavar="GLOB",
+                   help="other shards (e.g. the training split) on whose shift/hold events the decision threshold "
+                        "is chosen, as VAP does on validation data (default: a fixed P >= 0.5); repeatable")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")
     m.add_argument("--max-batches", type=int, help="stop after this many batches")
     add_duplex_parser(sub)

@@ -25,21 +25,26 @@ import torch
 
 
 def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int | None = None,
-             batch_size: int | None = None) -> dict:
+             batch_size: int | None = None, calibration_shards=None) -> dict:
     """``{"text", "dmel", "flow", "aux", "z", "batches", "text_targets", "audio_targets", "step",
     "loader", "loader_losses", "turn_taking"}``; ``turn_taking`` is
     :func:`~microturn.trainer.turn_taking_eval.score`'s dict with the counts of
-    ``collect_events`` (``unread``, ``duplicates``) merged in."""
+    ``collect_events`` (``unread``, ``duplicates``) merged in.
+
+    ``calibration_shards``: other shards (e.g. the training split), read first and only for the
+    turn-taking readings, on whose events the shift/hold threshold is chosen
+    (:func:`~microturn.trainer.turn_taking_eval.calibrate`, as VAP picks its thresholds on
+    validation data) instead of the fixed one; never the evaluated shards themselves."""
     from microturn.schemas.config import from_mapping
     from microturn.trainer.checkpoint import latest_tag
     from microturn.trainer.config import ModelConfig
-    from microturn.trainer.data import make_loader
+    from microturn.trainer.data import make_loader, resolve_shards
     from microturn.trainer.engine import build_engine, init_distributed
     from microturn.trainer.loop import CKPT_DIR
     from microturn.trainer.model import InteractionModel
     from microturn.trainer.tokenizer import get_tokenizer
     from microturn.trainer.train_config import TrainConfig
-    from microturn.trainer.turn_taking_eval import collect_events, score
+    from microturn.trainer.turn_taking_eval import THRESHOLD, collect_events, score
 
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -69,6 +74,13 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     sums = {k: 0.0 for k in ("text", "dmel", "flow", "aux", "z")}
     counts = {"text": 0, "audio": 0, "batches": 0}
     gen = torch.Generator(device=engine.device).manual_seed(0)
+    threshold, calibration = THRESHOLD, None
+    if calibration_shards:
+        overlap = sorted(set(resolve_shards(calibration_shards)) & set(resolve_shards(shards)))
+        if overlap:
+            raise ValueError(f"--calibrate and --shards share {overlap[0]}: a threshold chosen on the evaluated "
+                             "shards would flatter the model; calibrate on other shards (e.g. the training split)")
+        threshold, calibration = _calibrate(engine, calibration_shards, train_cfg, batch_size, max_batches, gen)
     speak: dict[str, dict[int, float]] = {}  # sample key -> chunk -> P(a model word starts)
     with torch.no_grad():
         for i, batch in enumerate(loader):
@@ -89,12 +101,34 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     if not counts["batches"]:
         raise ValueError(f"no batch could be read from {shards}: {loader.summary()}")
     events, left_out = collect_events(_windows(shards, speak))
-    turn_taking = {**score(events), **left_out}
+    turn_taking = {**score(events, threshold=threshold), **left_out,
+                   **({"calibration": calibration} if calibration is not None else {})}
     return {"text": sums["text"] / max(1, counts["text"]), "dmel": sums["dmel"] / max(1, counts["audio"]),
             "flow": sums["flow"] / max(1, counts["audio"]), "aux": sums["aux"] / counts["batches"],
             "z": sums["z"] / counts["batches"], "batches": counts["batches"], "text_targets": counts["text"],
             "audio_targets": counts["audio"], "step": int((client or {}).get("step", 0)),
             "loader": loader.summary(), "loader_losses": loader.losses(), "turn_taking": turn_taking}
+
+
+def _calibrate(engine, shards, train_cfg, batch_size, max_batches, gen) -> tuple[float, dict]:
+    """The shift/hold threshold that maximises balanced accuracy on the events of ``shards``, and
+    what it was chosen on; the turn-taking readings only (no losses)."""
+    from microturn.trainer.data import make_loader
+    from microturn.trainer.tokenizer import get_tokenizer
+    from microturn.trainer.turn_taking_eval import calibrate, collect_events
+
+    loader = make_loader(shards, tokenizer=get_tokenizer(train_cfg.tokenizer),
+                         batch_size=batch_size or train_cfg.micro_batch, max_len=train_cfg.max_len,
+                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0)
+    speak: dict[str, dict[int, float]] = {}
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = {k: (v.to(engine.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            _read_marks(engine.module, batch, engine(batch, generator=gen).hidden_BLD, speak)
+    events, _ = collect_events(_windows(shards, speak))
+    return calibrate(events)
 
 
 def _read_marks(model, batch: dict, hidden_BLD: torch.Tensor, speak: dict[str, dict[int, float]]) -> None:

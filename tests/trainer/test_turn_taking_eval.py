@@ -14,6 +14,7 @@ from microturn.schemas.sample import Label
 from microturn.trainer.turn_taking_eval import (
     ScoredEvent,
     bootstrap_interval,
+    calibrate,
     collect_events,
     endpointer_shift,
     model_score,
@@ -68,11 +69,12 @@ def test_events_are_the_silences_after_user_speech_with_vap_context_inside_the_w
 
 
 def test_the_model_decides_on_the_silence_chunks_and_the_endpointer_on_the_second():
-    speak_K = np.linspace(0.0, 0.96, K)  # rises chunk by chunk: the later chunk is the higher
+    speak_K = np.linspace(0.0, 0.96, K)  # rises chunk by chunk
     (shift,) = user_events(SHIFT_USER, SHIFT_MODEL)
     (hold1,) = user_events(HOLD1_USER, HOLD1_MODEL)
     (hold2,) = user_events(HOLD2_USER, HOLD2_MODEL)
-    assert model_score(shift, speak_K) == pytest.approx(speak_K[18])  # the higher of chunks 17, 18
+    # P(a word starts in chunk 17 or 18): neither chunk alone says as much.
+    assert model_score(shift, speak_K) == pytest.approx(1 - (1 - speak_K[17]) * (1 - speak_K[18]))
     assert model_score(hold1, speak_K) == pytest.approx(speak_K[17])  # chunk 18 is the user's again
     assert model_score(shift, speak_K, chunks=1) == pytest.approx(speak_K[17])
     unread_K = speak_K.copy()
@@ -101,8 +103,9 @@ def test_collect_counts_an_event_once_and_leaves_out_unread_ones():
         (_meta(window=2), _labels(SHIFT_USER), _labels(SHIFT_MODEL), unread),
     ])
     assert counts == {"duplicates": 1, "unread": 1}
-    assert events == [ScoredEvent(shift=True, model=0.8, endpointer=True)] * 2 + [
-        ScoredEvent(shift=False, model=0.1, endpointer=False)]
+    # The shift's silence is 2 chunks (P 0.8 in each: 1 - 0.2 * 0.2), the hold's one.
+    assert [(e.shift, e.endpointer) for e in events] == [(True, True), (True, True), (False, False)]
+    assert [e.model for e in events] == pytest.approx([0.96, 0.96, 0.1])
 
 
 def test_scores_of_known_events():
@@ -120,7 +123,7 @@ def test_scores_of_known_events():
     json.dumps(result)  # JSON-ready
     lines = render_lines({**result, "unread": 0, "duplicates": 0})
     assert "3 shifts, 2 holds" in lines[0] and "AUC 0.667 [" in "\n".join(lines)
-    assert "endpointer  balanced accuracy 0.583 [" in lines[3]
+    assert "endpointer  balanced accuracy 0.583 [" in lines[4] and "threshold 0.5 (fixed)" in lines[3]
     # One class only: the figures are undefined, not a number.
     one = score(events[:3], resamples=50)
     assert one["model"]["auc"] == {"value": None, "ci95": None}
@@ -217,7 +220,7 @@ def test_eval_model_reports_shift_hold_on_the_trained_run(capsys, tmp_path):
     assert main(["model", "--checkpoint", trained_run_dir(), "--shards", shard_dir()]) == 0
     out = capsys.readouterr().out
     assert f"{expected['shift']} shifts, {expected['hold']} holds" in out, out
-    assert "P(a model word starts) at MODEL_MARK" in out and "endpointer" in out, out
+    assert "P(a model word starts in the silence's first 2 chunks)" in out and "endpointer" in out, out
     # A shard cut short: its labels are read up to the cut and the rest of the shards still are.
     from microturn.trainer.evaluate import _windows
 
@@ -227,3 +230,19 @@ def test_eval_model_reports_shift_hold_on_the_trained_run(capsys, tmp_path):
     read = [meta["key"] for meta, *_ in _windows([str(cut), *glob_shards(shard_dir())],
                                                   {k: {0: 0.5} for k in keys})]
     assert sorted(read) == sorted(keys)
+
+
+def test_calibration_picks_the_threshold_of_best_balanced_accuracy_on_its_own_events():
+    def ev(shift, p):
+        return ScoredEvent(shift=shift, model=p, endpointer=False)
+
+    # Shifts read 0.3 and 0.4, holds 0.1 and 0.35: 0.2 (between 0.1 and 0.3) and 0.375 (between
+    # 0.35 and 0.4) both give BA 0.75; the lower wins the tie. 0.5 would call every shift a hold.
+    events = [ev(True, 0.3), ev(True, 0.4), ev(False, 0.1), ev(False, 0.35)]
+    threshold, info = calibrate(events)
+    assert threshold == pytest.approx(0.2)
+    assert info == {"events": 4, "n_shift": 2, "n_hold": 2, "balanced_accuracy": pytest.approx(0.75)}
+    threshold, info = calibrate([ev(True, 0.3), ev(False, 0.1)])
+    assert threshold == pytest.approx(0.2) and info["balanced_accuracy"] == 1.0
+    with pytest.raises(ValueError, match="needs both"):
+        calibrate([ev(True, 0.3)])

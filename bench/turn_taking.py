@@ -1,0 +1,103 @@
+"""Does the data teach turn-taking? Shift/hold of a tiny model trained on generated dialogues,
+against the user-only endpointer, on held-out generated dialogues and on real meetings.
+
+    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 1600] [--ami ../shared/data/ami-dev]
+
+1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
+   scripts, other timing draws, other conversation ids), each cut by ``microturn shard`` into
+   50-chunk (10 s) windows, all of one split (``--splits train=1`` / ``test=1``).
+2. ``microturn train --config tiny-cpu train.max_len=768 train.steps=S`` on the training shards,
+   timed (the goal's budget is 10 minutes of training on this 2-core machine).
+3. ``microturn eval model`` on the held-out shards and, with ``--ami``, on real meetings: the
+   ami-dev clips with their reference speaker turns as records (``bench/rttm_records.py``; no
+   diarizer error), cut into 150-chunk windows so that VAP's 3 s of context fit more often. Each
+   prints the shift/hold events, the model's balanced accuracy and AUC and the endpointer's
+   balanced accuracy (the baseline, measured on the same events in the same run). The held-out
+   figures come twice: at the fixed threshold (P >= 0.5) and at the threshold chosen on the
+   training shards' events (``--calibrate``, as VAP chooses its thresholds on validation data);
+   ami-dev's with the latter.
+
+Everything lands in ``--work`` and is reused when present (delete a folder to redo that step).
+Goal (turn-taking data): balanced accuracy >= 0.75 on the held-out dialogues and above the
+endpointer, and above 0.6 on ami-dev's real events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _microturn(*args: str) -> str:
+    """Run ``microturn`` with ``args`` (no shell) and return its output; stops on failure."""
+    exe = os.path.join(os.path.dirname(sys.executable), "microturn")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True)
+    out = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "apitools" not in line)
+    if proc.returncode:
+        sys.exit(f"microturn {' '.join(args)} failed ({proc.returncode}):\n{out[-3000:]}")
+    return out
+
+
+def _step(path: str, what: str, *args: str) -> None:
+    if os.path.exists(path):
+        print(f"[reuse] {path}")
+        return
+    started = time.perf_counter()
+    _microturn(*args)
+    print(f"[{time.perf_counter() - started:6.0f} s] {what}")
+
+
+def _turn_taking_lines(out: str) -> str:
+    lines = out.splitlines()
+    start = next((i for i, x in enumerate(lines) if "shift/hold" in x), None)
+    return "\n".join(lines[start:start + 7]) if start is not None else "(no shift/hold lines)\n" + out[-2000:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0], allow_abbrev=False)
+    p.add_argument("--work", required=True, help="working folder (created; reused when present)")
+    p.add_argument("--dialogues", type=int, default=300, help="generated dialogues for training and for held-out")
+    p.add_argument("--steps", type=int, default=1600, help="training steps of tiny-cpu")
+    p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
+    args = p.parse_args(argv)
+    w = args.work
+    os.makedirs(w, exist_ok=True)
+    n = str(args.dialogues)
+    _step(f"{w}/train_rec", f"synthesize {n} (seed 1)", "synthesize", "--generate", n, "--seed", "1",
+          "--output", f"{w}/train_rec")
+    _step(f"{w}/held_rec", f"synthesize {n} (seed 2, held out)", "synthesize", "--generate", n, "--seed", "2",
+          "--output", f"{w}/held_rec")
+    for name, split in (("train", "train"), ("held", "test")):
+        _step(f"{w}/{name}_sh", f"shard {name}", "shard", "--input", f"{w}/{name}_rec", "--output", f"{w}/{name}_sh",
+              "--window-chunks", "50", "--splits", f"{split}=1", "--no-video")
+    run = f"{w}/run_{args.steps}"
+    if not os.path.exists(run):
+        started = time.perf_counter()
+        _microturn("train", "--config", "tiny-cpu", "--shards", f"{w}/train_sh/train/*.tar", "--output", run,
+                   "--no-progress", f"train.steps={args.steps}", "train.max_len=768")
+        print(f"[{time.perf_counter() - started:6.0f} s] train tiny-cpu {args.steps} steps (budget: 600 s)")
+    print(f"\nheld-out generated dialogues ({n}):")
+    calibrate = ("--calibrate", f"{w}/train_sh/train/*.tar")
+    for how, extra in (("fixed threshold 0.5", ()), ("threshold chosen on the training shards", calibrate)):
+        print(f"[{how}]")
+        print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
+                                            f"{w}/held_sh/test/*.tar", *extra)))
+    if args.ami:
+        if not os.path.exists(f"{w}/ami_rec"):
+            subprocess.run([sys.executable, os.path.join(HERE, "rttm_records.py"), "--input", args.ami, "--output",
+                            f"{w}/ami_rec"], check=True, capture_output=True)
+        _step(f"{w}/ami_sh", "shard ami-dev", "shard", "--input", f"{w}/ami_rec", "--output", f"{w}/ami_sh",
+              "--window-chunks", "150", "--splits", "test=1", "--no-video")
+        print("\nami-dev (reference speaker turns, every speaker in turn as the model):")
+        print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
+                                            f"{w}/ami_sh/test/*.tar", *calibrate)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
