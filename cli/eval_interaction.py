@@ -11,7 +11,9 @@ layout) is answered by each system, and each system's answers become a tree
 
 - ``model``: the trained run streamed over the item's ``input.wav`` 200 ms at a time by the live
   session (:func:`microturn.trainer.session_cli.run_session`, one session per item, each from
-  the same seed): ``output.wav`` is its audio, time-aligned with the input and as long as it;
+  the same seed), with the user's words of the item's ``transcription.json`` fed at their start
+  chunks as a streaming recogniser would give them (audio alone when the item has none):
+  ``output.wav`` is its audio, time-aligned with the input and as long as it;
   ``timeline.jsonl`` its per-chunk text, from which the scorer reads its words (each word of a
   chunk's text spans that chunk), and ``session.json`` its settings;
 - ``cascade``: the VAD-gated cascade of :mod:`microturn.pipelines.duplex.cascade` (one fixed
@@ -149,7 +151,7 @@ class ModelRunner:
         with tempfile.TemporaryDirectory(prefix="microturn-eval-session-") as tmp:
             out = os.path.join(tmp, "session")
             report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, session=self.session,
-                                 progress=False)
+                                 user_text=_user_words(dest, tmp), progress=False)
             if report.interrupted:  # the session stops its stream at Ctrl-C; the command stops too
                 raise KeyboardInterrupt
             # model.wav is whole chunks long and already time-aligned with the input (the
@@ -157,6 +159,22 @@ class ModelRunner:
             write_answer(item, dest, read_mono_N(os.path.join(out, "model.wav")), samples=samples)
             for name in ("timeline.jsonl", "session.json"):
                 shutil.copyfile(os.path.join(out, name), os.path.join(dest, name))
+
+
+def _user_words(dest: str, tmp: str) -> str | None:
+    """The item's ``transcription.json`` (the user's words, as a streaming recogniser would give
+    them) as the session's words JSON in ``tmp``; None when the item has none (Full-Duplex-Bench's
+    own items may not), and the model then hears the audio alone."""
+    from microturn.pipelines.duplex.systems import read_fdb_words
+
+    path = os.path.join(dest, "transcription.json")
+    if not os.path.isfile(path):
+        return None
+    words = [{"text": text, "start_ms": round(start * 1000)} for text, start, _ in read_fdb_words(path) if text]
+    out = os.path.join(tmp, "user_words.json")
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(words, f)
+    return out
 
 
 def _cascade_answer(item, dest: str, samples: int) -> None:

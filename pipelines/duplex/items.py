@@ -226,10 +226,11 @@ def build_items(config: ItemsConfig) -> ItemsSummary:
                 users = everyone - {plan.model}
                 rel = item_name(task, record.id, index)
                 words = [(t, s, e) for spk, t, s, e in record.words if spk == plan.model]
+                heard = [(t, s, e) for spk, t, s, e in record.words if spk in users]
                 item = write_item(os.path.join(config.output, rel), plan, conversation=conv,
                                   split=splits[record.id], user_N=stream(users),
                                   reference_N=stream(frozenset([plan.model])), reference_words=words,
-                                  user_speakers=sorted(users))
+                                  user_speakers=sorted(users), user_words=heard)
                 lines.append(json.dumps({"path": rel, **item}, sort_keys=True, ensure_ascii=False))
     with open(os.path.join(config.output, INDEX), "w", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in sorted(lines)))

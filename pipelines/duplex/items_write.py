@@ -59,8 +59,12 @@ def _json(path: str, value: object) -> None:
 
 def write_item(folder: str, plan: Plan, *, conversation: dict, split: str, user_N: np.ndarray,
                reference_N: np.ndarray, reference_words: Sequence[tuple[str, int, int]],
-               user_speakers: Sequence[str]) -> dict:
-    """Write the item folder and return its ``item.json`` value (also a line of ``items.jsonl``)."""
+               user_speakers: Sequence[str], user_words: Sequence[tuple[str, int, int]] = ()) -> dict:
+    """Write the item folder and return its ``item.json`` value (also a line of ``items.jsonl``).
+
+    ``transcription.json`` (Full-Duplex-Bench's supplementary file, in ``reference.json``'s
+    format) holds the user's words that start in the window before the user stream falls silent:
+    what a streaming recogniser would give a system listening to ``input.wav``."""
     os.makedirs(folder, exist_ok=True)
     input_N = cut_N(user_N, plan.start_ms, plan.end_ms, silence_from_ms=plan.silence_from_ms)
     ref_N = cut_N(reference_N, plan.start_ms, plan.end_ms)
@@ -68,6 +72,9 @@ def write_item(folder: str, plan: Plan, *, conversation: dict, split: str, user_
     for name, wave_N in (("input.wav", input_N), ("reference.wav", ref_N)):
         soundfile.write(os.path.join(folder, name), wave_N, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     _json(os.path.join(folder, "reference.json"), word_chunks(reference_words, plan.start_ms, plan.end_ms))
+    heard_until = plan.end_ms if plan.silence_from_ms is None else min(plan.end_ms, plan.silence_from_ms)
+    user_chunks = word_chunks([w for w in user_words if w[1] < heard_until], plan.start_ms, plan.end_ms)
+    _json(os.path.join(folder, "transcription.json"), user_chunks)
     _json(os.path.join(folder, ANNOTATION_FILE[plan.task]), plan.annotation)
     users = sorted(user_speakers)
     item = {

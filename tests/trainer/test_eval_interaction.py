@@ -37,6 +37,10 @@ SYSTEMS = ("model", "cascade", "reference")
 def items(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("duplex-items"))
     write_items(root)
+    # The first item carries the user's words (as `eval items` writes them); the others do not.
+    with open(os.path.join(root, sorted(ITEMS)[0], "transcription.json"), "w", encoding="utf-8") as f:
+        json.dump({"text": "hello there", "chunks": [{"text": "hello", "timestamp": [0.5, 0.9]},
+                                                     {"text": "there", "timestamp": [1.0, 1.4]}]}, f)
     return root
 
 
@@ -66,7 +70,10 @@ def test_every_system_answers_every_item(run, items):
             lines = [json.loads(line) for line in f]
         assert [line["chunk"] for line in lines] == list(range(30))  # 6 s of 200 ms chunks
         with open(os.path.join(folder, "session.json")) as f:
-            assert json.load(f)["config"]["seed"] == 0
+            settings = json.load(f)
+        assert settings["config"]["seed"] == 0
+        # The user's words reach the session when the item has them, and only then.
+        assert (settings["user_text"] is not None) == (rel == sorted(ITEMS)[0]), rel
         assert not os.path.exists(os.path.join(folder, "output.json"))  # its words are its timeline's
         assert os.path.exists(os.path.join(run["out"], "cascade", rel, "output.json"))
     with open(os.path.join(run["out"], "_microturn_stage.json")) as f:

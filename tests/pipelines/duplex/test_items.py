@@ -111,7 +111,7 @@ def test_every_task_gives_items_with_the_files_of_the_layout(items, tables):
     for x in lines:
         folder = os.path.join(items, x["path"])
         assert sorted(os.listdir(folder)) == sorted(["input.wav", "reference.wav", "reference.json", "item.json",
-                                                     annotation[x["task"]]])
+                                                     "transcription.json", annotation[x["task"]]])
         assert x["conversation_id"] == cid and x["split"] == "test" and x["source"] == "synthetic"
         assert x["path"] == f"{x['task']}/{cid}-{x['path'].rsplit('-', 1)[1]}"
         inp, ref = _wav(folder, "input.wav"), _wav(folder, "reference.wav")
@@ -334,3 +334,15 @@ def test_splits_computes_the_split_as_the_shard_stage_does(records, tables, tmp_
         ItemsConfig(records=(records,), output=out, splits="train=0.5,valid=0.5")
     with pytest.raises(ValueError, match="--splits"):
         ItemsConfig(records=(records,), output=out, splits="test=0.5")
+
+
+def test_transcription_holds_the_user_words_heard_before_the_user_falls_silent(items):
+    """transcription.json: the user's words starting in the window, before the stream is zeroed."""
+    for line in open(os.path.join(items, "items.jsonl"), encoding="utf-8"):
+        item = json.loads(line)
+        with open(os.path.join(items, item["path"], "transcription.json"), encoding="utf-8") as f:
+            chunks = json.load(f)["chunks"]
+        heard_s = ((item["user_silenced_from_ms"] or item["window_end_ms"]) - item["window_start_ms"]) / 1000
+        assert all(0 <= c["timestamp"][0] < heard_s for c in chunks), item["path"]
+        if item["task"] in ("smooth_turn_taking", "backchannel"):
+            assert chunks, f"{item['path']}: the user speaks in the window, so some words are heard"
