@@ -1,21 +1,25 @@
 """Does the data teach turn-taking? Shift/hold of a tiny model trained on generated dialogues,
 against the user-only endpointer, on held-out generated dialogues and on real meetings.
 
-    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 1600] [--ami ../shared/data/ami-dev]
+    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 1600] [--user-text-dropout P]
+                                [--ami ../shared/data/ami-dev]
 
 1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
    scripts, other timing draws, other conversation ids), each cut by ``microturn shard`` into
    50-chunk (10 s) windows, all of one split (``--splits train=1`` / ``test=1``).
-2. ``microturn train --config tiny-cpu train.max_len=768 train.steps=S`` on the training shards,
-   timed (the goal's budget is 10 minutes of training on this 2-core machine).
+2. ``microturn train --config tiny-cpu train.max_len=768 train.steps=S
+   train.user_text_dropout=P`` on the training shards, timed (the goal's budget is 10 minutes of
+   training on this 2-core machine).
 3. ``microturn eval model`` on the held-out shards and, with ``--ami``, on real meetings: the
    ami-dev clips with their reference speaker turns as records (``bench/rttm_records.py``; no
    diarizer error), cut into 150-chunk windows so that VAP's 3 s of context fit more often. Each
    prints the shift/hold events, the model's balanced accuracy and AUC and the endpointer's
    balanced accuracy (the baseline, measured on the same events in the same run). The held-out
    figures come twice: at the fixed threshold (P >= 0.5) and at the threshold chosen on the
-   training shards' events (``--calibrate``, as VAP chooses its thresholds on validation data);
-   ami-dev's with the latter.
+   training shards' events (``--calibrate``, as VAP chooses its thresholds on validation data),
+   then calibrated again with every sample read without the user's words
+   (``--without-user-text``: what the model takes from audio alone); ami-dev's (no words) with
+   the threshold chosen without user words.
 
 Everything lands in ``--work`` and is reused when present (delete a folder to redo that step).
 Goal (turn-taking data): balanced accuracy >= 0.75 on the held-out dialogues and above the
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", required=True, help="working folder (created; reused when present)")
     p.add_argument("--dialogues", type=int, default=300, help="generated dialogues for training and for held-out")
     p.add_argument("--steps", type=int, default=1600, help="training steps of tiny-cpu")
+    p.add_argument("--user-text-dropout", type=float, default=0.0,
+                   help="share of training samples without the user's words (train.user_text_dropout)")
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
     args = p.parse_args(argv)
     w = args.work
@@ -75,15 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, split in (("train", "train"), ("held", "test")):
         _step(f"{w}/{name}_sh", f"shard {name}", "shard", "--input", f"{w}/{name}_rec", "--output", f"{w}/{name}_sh",
               "--window-chunks", "50", "--splits", f"{split}=1", "--no-video")
-    run = f"{w}/run_{args.steps}"
+    run = f"{w}/run_{args.steps}" + (f"_drop{args.user_text_dropout:g}" if args.user_text_dropout else "")
     if not os.path.exists(run):
         started = time.perf_counter()
         _microturn("train", "--config", "tiny-cpu", "--shards", f"{w}/train_sh/train/*.tar", "--output", run,
-                   "--no-progress", f"train.steps={args.steps}", "train.max_len=768")
+                   "--no-progress", f"train.steps={args.steps}", "train.max_len=768",
+                   f"train.user_text_dropout={args.user_text_dropout}")
         print(f"[{time.perf_counter() - started:6.0f} s] train tiny-cpu {args.steps} steps (budget: 600 s)")
     print(f"\nheld-out generated dialogues ({n}):")
     calibrate = ("--calibrate", f"{w}/train_sh/train/*.tar")
-    for how, extra in (("fixed threshold 0.5", ()), ("threshold chosen on the training shards", calibrate)):
+    audio_only = (*calibrate, "--without-user-text")
+    for how, extra in (("fixed threshold 0.5", ()), ("threshold chosen on the training shards", calibrate),
+                       ("without the user's words, threshold chosen so on the training shards", audio_only)):
         print(f"[{how}]")
         print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
                                             f"{w}/held_sh/test/*.tar", *extra)))
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
               "--window-chunks", "150", "--splits", "test=1", "--no-video")
         print("\nami-dev (reference speaker turns, every speaker in turn as the model):")
         print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
-                                            f"{w}/ami_sh/test/*.tar", *calibrate)))
+                                            f"{w}/ami_sh/test/*.tar", *audio_only)))
     return 0
 
 

@@ -152,7 +152,7 @@ def _model(args: argparse.Namespace) -> int:
     shards = [s for pattern in args.shards for s in glob_shards(pattern)]
     calibration = [s for pattern in args.calibrate or () for s in glob_shards(pattern)]
     result = evaluate(args.checkpoint, shards, tag=args.tag, max_batches=args.max_batches,
-                      calibration_shards=calibration or None)
+                      calibration_shards=calibration or None, user_text=not args.without_user_text)
     print(render(result, args.checkpoint))
     return 0
 
@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--calibrate", action="append", metavar="GLOB",
                    help="other shards (e.g. the training split) on whose shift/hold events the decision threshold "
                         "is chosen, as VAP does on validation data (default: a fixed P >= 0.5); repeatable")
+    m.add_argument("--without-user-text", action="store_true",
+                   help="read every sample without the user's words, as a session without a streaming recogniser "
+                        "hears the user (also the --calibrate shards): the model's turn-taking from audio alone")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")
     m.add_argument("--max-batches", type=int, help="stop after this many batches")
     add_duplex_parser(sub)

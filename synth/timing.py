@@ -177,11 +177,18 @@ def _check_keys(d, expected: set[str], what: str) -> None:
                          f"{sorted(missing)}; expected exactly {sorted(expected)}")
 
 
-# Pauses per minute of main-turn time, when a fit has not measured them. No published rate of
-# conversational within-turn pauses is quoted here: the figure is a design value of one pause
-# per 5 s of turn (a turn of the bundled scripts, 2-4 s, then gets its phrase-break pauses plus
-# about one more every other turn), and timing_fit.fit measures the real one (pauses of at least
-# PAUSE_MIN_MS per minute of main-turn time).
+# Pauses per minute of main-turn time, when a fit has not measured them. Campione & Veronis
+# 2002 (Speech Prosody, "A large-scale multilingual study of silent pause duration"; abstract
+# checked at isca-speech.org/archive/sp2002/sp02_199.html) count "ca. 6000 pauses in 5 1/2 hours
+# of read and spontaneous speech in five languages": about 18 per minute of recording, or about
+# 23 per minute of speech if a fifth of the time is pause, counting their brief pauses (< 200 ms)
+# as well. Without those (a quarter to a third of them, an assumption: the abstract gives the
+# classes, not their shares) that is about 12-17 silences of 200 ms or more per minute of a
+# speaker's own talk, i.e. one every 3.5-5 s. 12 is the low end of that range: a design choice
+# for the bundled scripts' 2-4 s turns (each turn gets its phrase-break pauses plus about one
+# more every other turn; bench/turn_taking_data.py measures 15 pauses per minute of generated
+# speech with the phrase breaks included). timing_fit.fit measures the real rate (pauses of at
+# least PAUSE_MIN_MS per minute of main-turn time).
 DEFAULT_PAUSE_RATE = 12.0
 
 

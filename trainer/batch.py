@@ -173,13 +173,15 @@ def _array(sample: dict, name: str, value: Any, dtype: str, shape: tuple) -> np.
     return value
 
 
-def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, warn: bool = True) -> Sequence:
+def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, warn: bool = True,
+                   user_text: bool = True) -> Sequence:
     """The interleaved sequence of one decoded sample (``decode_sample``'s dict).
 
     ``tokenizer`` is any :class:`microturn.trainer.tokenizer.Tokenizer`. A stream's text in a
     chunk longer than ``max_text_per_chunk`` tokens is cut to that many; the count of tokens
     dropped is kept in ``Sequence.text_cut`` and, with ``warn``, warned about (the loader sums
-    the counts into one summary line instead).
+    the counts into one summary line instead). ``user_text=False`` leaves the user's words out
+    (every chunk without user text tokens), as a session without a streaming recogniser runs.
 
     The default of 16 tokens: a chunk is 200 ms, and even fast conversational speech (about 4
     words/s, 6-7 syllables/s) starts at most 1-2 words in it, which is under 16 byte tokens
@@ -204,6 +206,8 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, war
         video_PFHWC = video_KPFHWC.reshape(K * P, *_PATCH_SHAPE)
 
     texts = {role: _chunk_texts(sample["words"][role], K, role, key) for role in ("user", "model")}
+    if not user_text:
+        texts["user"] = [""] * K
     tokens: dict[str, list[list[int]]] = {"user": [], "model": []}
     cut = cut_chunks = 0
     for role in ("user", "model"):

@@ -156,6 +156,9 @@ class LoaderConfig:
             a ``ValueError`` before anything is read.
         max_member_bytes: largest tar member read; a shard with a larger one is read no further.
         max_sample_bytes: largest sample (all its members); a larger one is dropped, counted.
+        user_text_dropout: share of samples built without the user's words (``build_sequence``'s
+            ``user_text=False``), each sample's draw a function of (seed, epoch, its key). Not part
+            of the saved state's settings: it changes what a sample holds, not the place in the data.
     """
 
     batch_size: int = setting(ge=1)
@@ -180,6 +183,7 @@ class LoaderConfig:
     max_member_bytes: int = setting(64 << 20, ge=1)
     # One clip at the member cap plus every array of the longest window, twice over.
     max_sample_bytes: int = setting(128 << 20, ge=1)
+    user_text_dropout: float = setting(0.0, ge=0.0, le=1.0)
 
     def __post_init__(self):
         validate(self)
@@ -344,12 +348,13 @@ def make_loader(urls: str | list[str], *, tokenizer, batch_size: int, max_len: i
                 shuffle_shards: bool = True, buffer: int = 1000, resampled: bool = False, seed: int = 0,
                 num_workers: int = 0, epoch: int = 0, max_text_per_chunk: int = 16, allow_pipe: bool = False,
                 max_member_bytes: int = LoaderConfig.max_member_bytes,
-                max_sample_bytes: int = LoaderConfig.max_sample_bytes) -> ShardLoader:
+                max_sample_bytes: int = LoaderConfig.max_sample_bytes, user_text_dropout: float = 0.0) -> ShardLoader:
     """A :class:`ShardLoader` over ``urls`` (brace pattern, local glob or directory, path, URL, or a
     list of them) with the options of :class:`LoaderConfig`. Raises ``ValueError`` for bad
     options, for a ``pipe:`` URL without ``allow_pipe``, or when ``urls`` names no shard."""
     cfg = LoaderConfig(batch_size=batch_size, max_len=max_len, pack=pack, shuffle_shards=shuffle_shards,
                        buffer=buffer, resampled=resampled, seed=seed, num_workers=num_workers, epoch=epoch,
                        max_text_per_chunk=max_text_per_chunk, allow_pipe=allow_pipe,
-                       max_member_bytes=max_member_bytes, max_sample_bytes=max_sample_bytes)
+                       max_member_bytes=max_member_bytes, max_sample_bytes=max_sample_bytes,
+                       user_text_dropout=user_text_dropout)
     return ShardLoader(urls, tokenizer=tokenizer, config=cfg)

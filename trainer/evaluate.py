@@ -25,7 +25,7 @@ import torch
 
 
 def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int | None = None,
-             batch_size: int | None = None, calibration_shards=None) -> dict:
+             batch_size: int | None = None, calibration_shards=None, user_text: bool = True) -> dict:
     """``{"text", "dmel", "flow", "aux", "z", "batches", "text_targets", "audio_targets", "step",
     "loader", "loader_losses", "turn_taking"}``; ``turn_taking`` is
     :func:`~microturn.trainer.turn_taking_eval.score`'s dict with the counts of
@@ -34,7 +34,10 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     ``calibration_shards``: other shards (e.g. the training split), read first and only for the
     turn-taking readings, on whose events the shift/hold threshold is chosen
     (:func:`~microturn.trainer.turn_taking_eval.calibrate`, as VAP picks its thresholds on
-    validation data) instead of the fixed one; never the evaluated shards themselves."""
+    validation data) instead of the fixed one; never the evaluated shards themselves.
+
+    ``user_text=False`` reads every sample without the user's words (both shard sets), as a
+    session without a streaming recogniser hears the user: the model's skill from audio alone."""
     from microturn.schemas.config import from_mapping
     from microturn.trainer.checkpoint import latest_tag
     from microturn.trainer.config import ModelConfig
@@ -62,7 +65,8 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
         raise ValueError(f"no checkpoint under {ckpt}")
     loader = make_loader(shards, tokenizer=get_tokenizer(train_cfg.tokenizer),
                          batch_size=batch_size or train_cfg.micro_batch, max_len=train_cfg.max_len,
-                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0)
+                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0,
+                         user_text_dropout=0.0 if user_text else 1.0)
     init_distributed()
     model = InteractionModel(model_cfg, ep_size=1, seed=train_cfg.seed)
     engine = build_engine(model, train_cfg, world_size=torch.distributed.get_world_size())
@@ -80,7 +84,8 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
         if overlap:
             raise ValueError(f"--calibrate and --shards share {overlap[0]}: a threshold chosen on the evaluated "
                              "shards would flatter the model; calibrate on other shards (e.g. the training split)")
-        threshold, calibration = _calibrate(engine, calibration_shards, train_cfg, batch_size, max_batches, gen)
+        threshold, calibration = _calibrate(engine, calibration_shards, train_cfg, batch_size, max_batches, gen,
+                                            user_text)
     speak: dict[str, dict[int, float]] = {}  # sample key -> chunk -> P(a model word starts)
     with torch.no_grad():
         for i, batch in enumerate(loader):
@@ -107,10 +112,11 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
             "flow": sums["flow"] / max(1, counts["audio"]), "aux": sums["aux"] / counts["batches"],
             "z": sums["z"] / counts["batches"], "batches": counts["batches"], "text_targets": counts["text"],
             "audio_targets": counts["audio"], "step": int((client or {}).get("step", 0)),
-            "loader": loader.summary(), "loader_losses": loader.losses(), "turn_taking": turn_taking}
+            "loader": loader.summary(), "loader_losses": loader.losses(), "turn_taking": turn_taking,
+            "user_text": user_text}
 
 
-def _calibrate(engine, shards, train_cfg, batch_size, max_batches, gen) -> tuple[float, dict]:
+def _calibrate(engine, shards, train_cfg, batch_size, max_batches, gen, user_text: bool) -> tuple[float, dict]:
     """The shift/hold threshold that maximises balanced accuracy on the events of ``shards``, and
     what it was chosen on; the turn-taking readings only (no losses)."""
     from microturn.trainer.data import make_loader
@@ -119,7 +125,8 @@ def _calibrate(engine, shards, train_cfg, batch_size, max_batches, gen) -> tuple
 
     loader = make_loader(shards, tokenizer=get_tokenizer(train_cfg.tokenizer),
                          batch_size=batch_size or train_cfg.micro_batch, max_len=train_cfg.max_len,
-                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0)
+                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0,
+                         user_text_dropout=0.0 if user_text else 1.0)
     speak: dict[str, dict[int, float]] = {}
     with torch.no_grad():
         for i, batch in enumerate(loader):
@@ -186,7 +193,8 @@ def render(result: dict, run_dir: str) -> str:
 
     return "\n".join([
         f"held-out loss of {run_dir} at step {result['step']} ({result['batches']} batches, "
-        f"{result['text_targets']} text targets, {result['audio_targets']} audio frames)",
+        f"{result['text_targets']} text targets, {result['audio_targets']} audio frames)"
+        + ("" if result.get("user_text", True) else ", read without the user's words"),
         f"  text CE    {result['text']:.4f}",
         f"  dMel CE    {result['dmel']:.4f}  (per channel, 16 bins)",
         f"  flow MSE   {result['flow']:.4f}",

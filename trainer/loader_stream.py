@@ -78,6 +78,9 @@ class StreamConfig(Protocol):
     @property
     def max_sample_bytes(self) -> int: ...
 
+    @property
+    def user_text_dropout(self) -> float: ...
+
 __all__ = ["COUNTERS", "WORK", "Counters", "NoProgress", "ShardStream", "StreamConfig"]
 
 # What ``ShardLoader.stats`` reports: decoded samples and every kind of loss.
@@ -157,6 +160,7 @@ class ShardStream:
     def __init__(self, shards: list[str], tokenizer, cfg: StreamConfig, counters: Counters, *, epoch: int,
                  rank: int, worker: int, state: dict | None = None):
         self.shards, self.tokenizer, self.cfg, self.counters = shards, tokenizer, cfg, counters
+        self.epoch = epoch
         self.limits = ReadLimits(max_member_bytes=cfg.max_member_bytes, max_sample_bytes=cfg.max_sample_bytes)
         self.progress = NoProgress(shards, cfg.buffer, enabled=cfg.resampled)
         self.source_rng: np.random.Generator | None = None
@@ -313,6 +317,16 @@ class ShardStream:
         while self.buffer:
             yield self.buffer.pop(0)[1]
 
+    def _keeps_user_text(self, raw: dict) -> bool:
+        """Whether the sample keeps its user words under ``user_text_dropout``: a draw keyed by
+        (seed, epoch, sample key), so a resumed or re-read stream makes the same choice without
+        saving any state (a resampled run's window keeps its choice for the epoch)."""
+        p = self.cfg.user_text_dropout
+        if p <= 0.0:
+            return True
+        draw = seed_from("loader/user-text-dropout", self.cfg.seed, self.epoch, str(raw.get("__key__", "")))
+        return draw / (1 << 63) >= p
+
     def _pieces(self, raw: dict) -> list:
         """The sample's pieces of at most ``max_len`` positions (see ``Sequence.pieces``); [] when
         it does not decode."""
@@ -320,7 +334,7 @@ class ShardStream:
         counters.add("decoded")
         try:
             seq = build_sequence(decode_sample(raw), self.tokenizer, max_text_per_chunk=cfg.max_text_per_chunk,
-                                 warn=False)
+                                 warn=False, user_text=self._keeps_user_text(raw))
         except Exception as exn:  # untrusted bytes: npy, JSON and H.264 readers raise many types
             counters.add("skipped")
             _warn(f"skipped a sample: {type(exn).__name__}: {exn} (sample {raw.get('__key__')!r} of "

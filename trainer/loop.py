@@ -146,7 +146,8 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
                          f"{tokenizer.vocab_size}")
     # Resolved (and a pipe: URL refused) before the engine is built.
     loader = make_loader(shards, tokenizer=tokenizer, batch_size=t.micro_batch, max_len=t.max_len, pack=t.pack,
-                         buffer=t.shuffle_buffer, resampled=True, seed=t.seed, allow_pipe=allow_pipe)
+                         buffer=t.shuffle_buffer, resampled=True, seed=t.seed, allow_pipe=allow_pipe,
+                         user_text_dropout=t.user_text_dropout)
     new_stream = False
     if loader_state is not None:
         try:

@@ -42,6 +42,10 @@ class TrainConfig:
         log_every, ckpt_every: steps between metric lines and checkpoints (0: only at the end).
         peak_tflops: the device's peak dense TFLOP/s in the run's precision, for MFU; 0 leaves
             MFU out (CPUs have no meaningful peak).
+        user_text_dropout: share of training samples without the user's words. A model that always
+            reads the user's transcript takes its turn-taking cues from its punctuation alone
+            (held-out AUC 1.000 at the silence's first chunk, chance on recordings without words:
+            bench/turn_taking.py); a session may also run without a streaming recogniser.
     """
 
     tokenizer: str = "bytes"
@@ -66,6 +70,7 @@ class TrainConfig:
     log_every: int = setting(10, ge=0)
     ckpt_every: int = setting(0, ge=0)
     peak_tflops: float = 0.0
+    user_text_dropout: float = setting(0.0, ge=0.0, le=1.0)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -107,6 +107,17 @@ def test_words_join_with_a_leading_space_in_start_order_and_long_text_is_cut_and
         assert build_sequence(sample, TOK, max_text_per_chunk=22).text_cut == 0
 
 
+def test_without_user_text_only_the_user_words_go():
+    words = {"user": [(0, 10, "hello"), (1, 0, "there")], "model": [(1, 50, "hi")]}
+    sample = _sample("nouser", 3, 1, words)
+    full, bare = build_sequence(sample, TOK), build_sequence(sample, TOK, user_text=False)
+    assert not np.any(bare.kind_L == Kind.USER_TEXT) and np.any(full.kind_L == Kind.USER_TEXT)
+    kept = full.kind_L != Kind.USER_TEXT  # every other position is the same, in the same order
+    for name in ("kind_L", "text_L", "dmel_LM", "logmel_LM", "video_L", "time_L"):
+        assert np.array_equal(getattr(full, name)[kept], getattr(bare, name)), name
+    assert TOK.decode(bare.text_L[bare.kind_L == Kind.MODEL_TEXT]) == " hi"
+
+
 def test_an_hf_tokenizer_drives_the_text_positions(tmp_path):
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -266,3 +266,32 @@ def test_samples_longer_than_max_len_arrive_whole_in_pieces_without_a_warning_ea
                 chunks.setdefault(next(keys), []).extend(marks.tolist())
     assert {k: sorted(v) for k, v in chunks.items()} == {k: list(range(r["meta"]["chunks"])) for k, r in ref.items()}
     assert "split into" in loader.summary() and loader.losses() == 0
+
+
+def _user_text_by_key(batches) -> dict[str, int]:
+    """Sample key -> its count of USER_TEXT positions (every segment of every row)."""
+    out = {}
+    for b in batches:
+        keys = iter(b["keys"])
+        for row in range(b["kind_BL"].shape[0]):
+            for seg in range(1, int(b["segment_BL"][row].max()) + 1):
+                at = b["segment_BL"][row] == seg
+                out[next(keys)] = int((b["kind_BL"][row, at] == Kind.USER_TEXT).sum())
+    return out
+
+
+def test_user_text_dropout_leaves_out_the_user_words_of_a_keyed_share_of_samples():
+    full = _user_text_by_key(_loader(shuffle_shards=False, buffer=0))
+    spoken = {k for k, n in full.items() if n}
+    assert len(spoken) >= 10, full  # the corpus's windows mostly hold user words
+    assert not any(_user_text_by_key(_loader(shuffle_shards=False, buffer=0, user_text_dropout=1.0)).values())
+    half = _user_text_by_key(_loader(user_text_dropout=0.5, seed=3))
+    kept = {k for k in spoken if half[k]}
+    assert 0 < len(kept) < len(spoken), (len(kept), len(spoken))
+    assert all(half[k] == full[k] for k in kept)  # a kept sample keeps all its words
+    # The draw is keyed by (seed, epoch, sample key): the batch order does not change it.
+    assert _user_text_by_key(_loader(user_text_dropout=0.5, seed=3, shuffle_shards=False, buffer=0)) == half
+    other = _user_text_by_key(_loader(user_text_dropout=0.5, seed=3, epoch=1))
+    assert {k for k in spoken if other[k]} != kept
+    with pytest.raises(ValueError, match="user_text_dropout"):
+        _loader(user_text_dropout=1.5)

@@ -36,7 +36,8 @@ def test_unknown_flags_and_stray_values_exit_2_naming_them(capsys, extra, named)
 @pytest.mark.parametrize("override, key", [
     ("train.lr=inf", "train.lr"), ("train.lr=nan", "train.lr"), ("train.grad_clip=-inf", "train.grad_clip"),
     ("model.rope_base=+inf", "model.rope_base"), ("model.capacity_factor=nan", "model.capacity_factor"),
-    ("train.lr_typo=1", "lr_typo"), ("lr=1", "lr=1"),
+    ("train.lr_typo=1", "lr_typo"), ("lr=1", "lr=1"), ("train.user_text_dropout=1.5", "user_text_dropout"),
+    ("train.user_text_dropout=-0.1", "user_text_dropout"),
 ])
 def test_bad_overrides_exit_2_naming_the_key(capsys, override, key):
     err = _usage_error(capsys, BASE + [override])

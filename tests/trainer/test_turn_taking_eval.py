@@ -221,6 +221,11 @@ def test_eval_model_reports_shift_hold_on_the_trained_run(capsys, tmp_path):
     out = capsys.readouterr().out
     assert f"{expected['shift']} shifts, {expected['hold']} holds" in out, out
     assert "P(a model word starts in the silence's first 2 chunks)" in out and "endpointer" in out, out
+    assert "read without the user's words" not in out
+    # Without the user's words: the same events (labels, not text, make them), read from audio alone.
+    assert main(["model", "--checkpoint", trained_run_dir(), "--shards", shard_dir(), "--without-user-text"]) == 0
+    bare = capsys.readouterr().out
+    assert "read without the user's words" in bare and f"{expected['shift']} shifts, {expected['hold']} holds" in bare
     # A shard cut short: its labels are read up to the cut and the rest of the shards still are.
     from microturn.trainer.evaluate import _windows
 
