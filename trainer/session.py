@@ -68,6 +68,14 @@ class SessionConfig:
             kernels: CUDA, or the interpreter with TRITON_INTERPRET=1), ``auto`` (gemv for few
             tokens, grouped for many).
         text: sampling of the text head (greedy by default).
+        speak_threshold: at each chunk's first text position (the model marker, where the model
+            decides whether a word of its own starts in this chunk), start one when the text
+            head's P(not end-of-text) is at least this, choosing the token among the others
+            under ``text``; below it the chunk's text ends there. None: ``text`` alone decides
+            (greedy text then speaks only where one token outscores end-of-text, which a model
+            that spreads its start over many words and chunks rarely does). ``microturn eval
+            model --calibrate`` reports the threshold of best shift/hold balanced accuracy on
+            training shards: VAP's practice of choosing decision thresholds on held-in data.
         audio: sampling of the dMel head, per mel channel (greedy by default).
         flow_steps: Euler steps of the flow head's sampler (None: the model's ``flow_steps``).
         seed: seeds every draw (sampling and the flow's noise): a session is the same for the
@@ -90,6 +98,7 @@ class SessionConfig:
 
     moe_kernel: str = setting("deepspeed", choices=MoEFeedForward.KERNELS)
     text: SamplingConfig = field(default_factory=SamplingConfig)
+    speak_threshold: float | None = setting(None, gt=0.0, lt=1.0)
     audio: SamplingConfig = field(default_factory=SamplingConfig)
     flow_steps: int | None = setting(None, ge=1)
     seed: int = setting(0, ge=0)
@@ -328,7 +337,14 @@ class Session:
             if len(said) >= cfg.max_text_per_chunk:
                 forced = True
                 break
-            token = int(choose(head.logits(h_D.unsqueeze(0)), cfg.text, self.generator)[0])
+            logits_1V = head.logits(h_D.unsqueeze(0))
+            if not said and cfg.speak_threshold is not None:
+                p_end = float(logits_1V[0].float().softmax(-1)[head.end_of_text])
+                if 1.0 - p_end < cfg.speak_threshold:
+                    break
+                logits_1V = logits_1V.clone()
+                logits_1V[0, head.end_of_text] = float("-inf")  # the decision is taken: a word starts
+            token = int(choose(logits_1V, cfg.text, self.generator)[0])
             if token == head.end_of_text:
                 break
             said.append(token)

@@ -364,3 +364,31 @@ def test_recording_is_opt_in():
 def test_the_window_and_sink_come_from_the_config():
     session = Session(tiny_run(), SessionConfig(window_chunks=7, sink_chunks=0))
     assert session.window == AttentionWindow(chunks=7, sink_chunks=0) == session.cache.window
+
+
+def test_speak_threshold_starts_a_word_where_p_not_end_of_text_reaches_it(monkeypatch):
+    """The chunk's first text position decides: P(not end-of-text) >= speak_threshold starts a word
+    (never end-of-text as its first token), below it the chunk says nothing; later positions are
+    the text sampling's."""
+    greedy = Session(tiny_run(), SessionConfig(max_text_per_chunk=3, flow_steps=1))
+    head = greedy.model.text_head
+    eot, other = head.end_of_text, 65
+    p_start = 0.3
+
+    def logits(h_BD):  # end-of-text at 0.7, token 65 at 0.2, the rest share 0.1
+        V = head.end_of_text + 1
+        probs = torch.full((h_BD.shape[0], V), 0.1 / (V - 2))
+        probs[:, eot], probs[:, other] = 1.0 - p_start, 0.2
+        return probs.log()
+
+    monkeypatch.setattr(head, "logits", logits)
+    assert all(o.text_ids == () for o in _run_session(greedy, 3))  # end-of-text is the argmax
+    for threshold, speaks in ((0.25, True), (0.29, True), (0.31, False), (0.9, False)):
+        s = Session(tiny_run(), SessionConfig(speak_threshold=threshold, max_text_per_chunk=3, flow_steps=1))
+        monkeypatch.setattr(s.model.text_head, "logits", logits)
+        for o in _run_session(s, 3):
+            # A started word is token 65 (the best of the others), then greedy text ends it.
+            assert o.text_ids == ((other,) if speaks else ()), (threshold, o.text_ids)
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="speak_threshold"):
+            SessionConfig(speak_threshold=bad)
