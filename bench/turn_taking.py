@@ -2,7 +2,7 @@
 against the user-only endpointer, on held-out generated dialogues and on real meetings.
 
     python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 1600] [--user-text-dropout P]
-                                [--ami ../shared/data/ami-dev]
+                                [--ami ../shared/data/ami-dev] [--interaction N]
 
 1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
    scripts, other timing draws, other conversation ids), each cut by ``microturn shard`` into
@@ -15,11 +15,19 @@ against the user-only endpointer, on held-out generated dialogues and on real me
    diarizer error), cut into 150-chunk windows so that VAP's 3 s of context fit more often. Each
    prints the shift/hold events, the model's balanced accuracy and AUC and the endpointer's
    balanced accuracy (the baseline, measured on the same events in the same run). The held-out
-   figures come twice: at the fixed threshold (P >= 0.5) and at the threshold chosen on the
+   figures come three times: at the fixed threshold (P >= 0.5) and at the threshold chosen on the
    training shards' events (``--calibrate``, as VAP chooses its thresholds on validation data),
    then calibrated again with every sample read without the user's words
    (``--without-user-text``: what the model takes from audio alone); ami-dev's (no words) with
-   the threshold chosen without user words.
+   the threshold chosen without user words; then the same clips ingested as a user would
+   (``microturn ingest --transcriber none``: the embedded diarizer's turns, no words).
+
+4. With ``--interaction N``: the duplex evaluation in free-running sessions. ``N`` more
+   dialogues (``--seed 3``) become Full-Duplex-Bench items (``microturn eval items --splits
+   test=1 --max-per-conversation 1``), and ``microturn eval interaction`` answers them with the
+   trained run (its session's ``speak_threshold`` set to the threshold chosen on the training
+   shards in step 3, the user's words fed from each item's transcript), the VAD-gated cascade
+   and the reference speaker, and scores all three in the same run.
 
 Everything lands in ``--work`` and is reused when present (delete a folder to redo that step).
 Goal (turn-taking data): balanced accuracy >= 0.75 on the held-out dialogues and above the
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1600, help="training steps of tiny-cpu")
     p.add_argument("--user-text-dropout", type=float, default=0.0,
                    help="share of training samples without the user's words (train.user_text_dropout)")
+    p.add_argument("--interaction", type=int, default=0, metavar="N",
+                   help="also make items from N more dialogues and run eval interaction on them")
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
     args = p.parse_args(argv)
     w = args.work
@@ -91,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nheld-out generated dialogues ({n}):")
     calibrate = ("--calibrate", f"{w}/train_sh/train/*.tar")
     audio_only = (*calibrate, "--without-user-text")
+    chosen = None
     for how, extra in (("fixed threshold 0.5", ()), ("threshold chosen on the training shards", calibrate),
                        ("without the user's words, threshold chosen so on the training shards", audio_only)):
         print(f"[{how}]")
-        print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
-                                            f"{w}/held_sh/test/*.tar", *extra)))
+        out = _microturn("eval", "model", "--checkpoint", run, "--shards", f"{w}/held_sh/test/*.tar", *extra)
+        print(_turn_taking_lines(out))
+        if extra == calibrate:
+            found = re.search(r"threshold ([0-9.]+); threshold chosen", out)
+            chosen = float(found.group(1)) if found else None
     if args.ami:
         if not os.path.exists(f"{w}/ami_rec"):
             subprocess.run([sys.executable, os.path.join(HERE, "rttm_records.py"), "--input", args.ami, "--output",
@@ -105,7 +120,34 @@ def main(argv: list[str] | None = None) -> int:
         print("\nami-dev (reference speaker turns, every speaker in turn as the model):")
         print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
                                             f"{w}/ami_sh/test/*.tar", *audio_only)))
+        # The same clips as a user's ingest makes them (embedded diarizer, no transcript): the
+        # events a real corpus yields today, with the diarizer's errors in them.
+        _step(f"{w}/ami_ingest", "ingest ami-dev", "ingest", "--input", os.path.join(args.ami, "*.flac"),
+              "--output", f"{w}/ami_ingest", "--transcriber", "none")
+        _step(f"{w}/ami_ing_sh", "shard ingested ami-dev", "shard", "--input", f"{w}/ami_ingest", "--output",
+              f"{w}/ami_ing_sh", "--window-chunks", "150", "--splits", "test=1", "--no-video")
+        print("\nami-dev as ingested (embedded diarizer, no words):")
+        print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
+                                            f"{w}/ami_ing_sh/test/*.tar", *audio_only)))
+    if args.interaction:
+        _interaction(w, run, str(args.interaction), chosen)
     return 0
+
+
+def _interaction(w: str, run: str, n: str, threshold: float | None) -> None:
+    if threshold is None:
+        sys.exit("eval model printed no calibrated threshold; the session's speak_threshold needs one")
+    _step(f"{w}/items_rec", f"synthesize {n} (seed 3, items)", "synthesize", "--generate", n, "--seed", "3",
+          "--output", f"{w}/items_rec")
+    _step(f"{w}/items", "eval items", "eval", "items", "--records", f"{w}/items_rec", "--output", f"{w}/items",
+          "--splits", "test=1", "--max-per-conversation", "1")
+    settings = f"{run}_session.toml"
+    with open(settings, "w", encoding="utf-8") as f:
+        f.write(f"# chosen by eval model --calibrate on the training shards\nspeak_threshold = {threshold}\n")
+    started = time.perf_counter()
+    out = _microturn("eval", "interaction", "--checkpoint", run, "--items", f"{w}/items", "--output",
+                     f"{run}_interaction", "--config", settings, "--no-progress")
+    print(f"\n[{time.perf_counter() - started:6.0f} s] eval interaction (speak_threshold {threshold}):\n{out}")
 
 
 if __name__ == "__main__":
