@@ -1,14 +1,14 @@
 """Does the data teach turn-taking? Shift/hold of a tiny model trained on generated dialogues,
 against the user-only endpointer, on held-out generated dialogues and on real meetings.
 
-    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 1600] [--user-text-dropout P]
+    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 2400] [--user-text-dropout P]
                                 [--ami ../shared/data/ami-dev] [--interaction N]
 
 1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
    scripts, other timing draws, other conversation ids), each cut by ``microturn shard`` into
    50-chunk (10 s) windows, all of one split (``--splits train=1`` / ``test=1``).
-2. ``microturn train --config tiny-cpu train.max_len=768 train.steps=S
-   train.user_text_dropout=P`` on the training shards, timed (the goal's budget is 10 minutes of
+2. ``microturn train --config turn-taking-cpu train.steps=S train.user_text_dropout=P`` (tiny-cpu's
+   model, 768-position rows) on the training shards, timed (the goal's budget is 10 minutes of
    training on this 2-core machine).
 3. ``microturn eval model`` on the held-out shards and, with ``--ami``, on real meetings: the
    ami-dev clips with their reference speaker turns as records (``bench/rttm_records.py``; no
@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0], allow_abbrev=False)
     p.add_argument("--work", required=True, help="working folder (created; reused when present)")
     p.add_argument("--dialogues", type=int, default=300, help="generated dialogues for training and for held-out")
-    p.add_argument("--steps", type=int, default=1600, help="training steps of tiny-cpu")
+    p.add_argument("--steps", type=int, default=2400, help="training steps (turn-taking-cpu's own: 2400)")
     p.add_argument("--user-text-dropout", type=float, default=0.0,
                    help="share of training samples without the user's words (train.user_text_dropout)")
+    p.add_argument("--timing", metavar="JSON",
+                   help="timing model of the training dialogues only (synthesize --timing; ablations), "
+                        "the held-out ones keep the default")
     p.add_argument("--interaction", type=int, default=0, metavar="N",
                    help="also make items from N more dialogues and run eval interaction on them")
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(w, exist_ok=True)
     n = str(args.dialogues)
     _step(f"{w}/train_rec", f"synthesize {n} (seed 1)", "synthesize", "--generate", n, "--seed", "1",
-          "--output", f"{w}/train_rec")
+          "--output", f"{w}/train_rec", *(("--timing", args.timing) if args.timing else ()))
     _step(f"{w}/held_rec", f"synthesize {n} (seed 2, held out)", "synthesize", "--generate", n, "--seed", "2",
           "--output", f"{w}/held_rec")
     for name, split in (("train", "train"), ("held", "test")):
@@ -95,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     run = f"{w}/run_{args.steps}" + (f"_drop{args.user_text_dropout:g}" if args.user_text_dropout else "")
     if not os.path.exists(run):
         started = time.perf_counter()
-        _microturn("train", "--config", "tiny-cpu", "--shards", f"{w}/train_sh/train/*.tar", "--output", run,
-                   "--no-progress", f"train.steps={args.steps}", "train.max_len=768",
+        _microturn("train", "--config", "turn-taking-cpu", "--shards", f"{w}/train_sh/train/*.tar", "--output",
+                   run, "--no-progress", f"train.steps={args.steps}",
                    f"train.user_text_dropout={args.user_text_dropout}")
-        print(f"[{time.perf_counter() - started:6.0f} s] train tiny-cpu {args.steps} steps (budget: 600 s)")
+        print(f"[{time.perf_counter() - started:6.0f} s] train turn-taking-cpu {args.steps} steps (budget: 600 s)")
     print(f"\nheld-out generated dialogues ({n}):")
     calibrate = ("--calibrate", f"{w}/train_sh/train/*.tar")
     audio_only = (*calibrate, "--without-user-text")

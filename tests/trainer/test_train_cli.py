@@ -53,3 +53,18 @@ def test_inf_and_nan_in_a_config_file_are_errors_naming_the_key(tmp_path, sectio
     path.write_text(f"[{section}]\n{line}\n")
     with pytest.raises(ValueError, match=key):
         load_named(str(path))
+
+
+@pytest.mark.parametrize("name", ["tiny-cpu", "turn-taking-cpu", "small-gpu"])
+def test_every_shipped_config_loads(name):
+    import glob
+    import os
+
+    import microturn.trainer as trainer
+
+    shipped = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(os.path.dirname(trainer.__file__),
+                                                                             "configs", "*.toml")))
+    assert name in shipped, shipped  # a config added to the folder is added to this list too
+    assert len(shipped) == 3, shipped
+    cfg = load_named(name)
+    assert cfg.train.steps >= 1 and cfg.model.dim >= 1
