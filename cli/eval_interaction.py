@@ -41,9 +41,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
+from microturn.schemas.stage_marker import MARKER, read_marker
+
 SYSTEMS = ("model", "cascade", "reference")
 STAGE = "eval-interaction"
-MARKER = "_microturn_stage.json"
 REPORTS = ("report.json", "report.html")
 
 
@@ -78,18 +79,6 @@ def _systems(text: str) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------- the output folder
-def _marker(output: str) -> dict | None:
-    path = os.path.join(output, MARKER)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def check_output(output: str, items: str) -> None:
     """``ValueError`` unless ``output`` is missing, empty, or this command's earlier output, and
     lies neither inside nor around ``items``."""
@@ -100,7 +89,7 @@ def check_output(output: str, items: str) -> None:
         raise ValueError(f"--output {output} overlaps --items {items}; give a folder outside the item set")
     if not os.path.isdir(output):
         return
-    mark = _marker(output)
+    mark = read_marker(output)
     if mark is not None and mark.get("stage") != STAGE:
         who = mark.get("stage") if isinstance(mark.get("stage"), str) else "an unknown writer"
         raise ValueError(f"--output {output} holds the output of {who}; give `eval interaction` a folder of its own")

@@ -38,6 +38,7 @@ from typing import IO, Any
 import numpy as np
 
 from microturn.schemas.sample import CHUNK_MS, PATCH_PX, SAMPLE_RATE, VIDEO_FPS
+from microturn.schemas.stage_marker import MARKER, read_marker
 from microturn.schemas.video import DEFAULT_PATCH_BUDGET, patch_grid
 
 __all__ = ["MARKER", "PATCH_BUDGET", "VideoFrames", "atomic_path", "check_output", "claim_output",
@@ -50,7 +51,6 @@ _NORMALISED_MAX_SIDE = 1280
 # Past the video's last frame, the last frame is repeated for up to 1 s (the shard stage's pad for
 # a video that ends a little before its audio); later chunks get no video.
 _MAX_PAD_FRAMES = VIDEO_FPS
-MARKER = "_microturn_stage.json"
 STAGE = "session"
 _FFMPEG_QUIET = ("-nostdin", "-hide_banner", "-loglevel", "error")
 
@@ -272,18 +272,6 @@ def words_by_chunk(words: list[tuple[int, str]]) -> dict[int, str]:
 
 
 # ----------------------------------------------------------------- the output folder
-def _marker(output: str) -> dict | None:
-    path = os.path.join(output, MARKER)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def check_output(output: str) -> None:
     """Refuse (``ValueError``) an ``output`` a session must not write into.
 
@@ -295,7 +283,7 @@ def check_output(output: str) -> None:
         raise ValueError(f"--output {output!r}: is a file, not a folder")
     if not os.path.isdir(output):
         return
-    mark = _marker(output)
+    mark = read_marker(output)
     if mark is not None and mark.get("stage") != STAGE:
         who = mark.get("stage") if isinstance(mark.get("stage"), str) else "an unknown writer"
         raise ValueError(f"--output {output!r}: holds the output of {who}; a session would overwrite it. "
@@ -309,7 +297,7 @@ def claim_output(output: str) -> None:
     """:func:`check_output`, then create ``output`` and mark it as a session's."""
     check_output(output)
     os.makedirs(output, exist_ok=True)
-    if _marker(output) is None:
+    if read_marker(output) is None:
         with atomic_path(os.path.join(output, MARKER)) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump({"stage": STAGE, "layout_version": 1}, f, sort_keys=True)
             f.write("\n")

@@ -37,10 +37,10 @@ from microturn.pipelines.duplex.items_write import LAYOUT_VERSION, item_name, wr
 from microturn.pipelines.shard.config import parse_splits
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, check_record, model_speakers
 from microturn.pipelines.shard.streams import build_stream
+from microturn.schemas.stage_marker import MARKER, read_marker
 
 log = logging.getLogger(__name__)
 STAGE = "eval-items"
-MARKER = "_microturn_stage.json"
 INDEX = "items.jsonl"
 
 
@@ -106,14 +106,7 @@ def check_items_output(output: str) -> None:
         raise ValueError(f"--output {output} is a file, not a folder")
     if not os.path.isdir(output) or not os.listdir(output):
         return
-    marker = os.path.join(output, MARKER)
-    stage = None
-    if os.path.isfile(marker):
-        try:
-            with open(marker, encoding="utf-8") as f:
-                stage = json.load(f).get("stage")
-        except (OSError, ValueError, AttributeError):
-            stage = None
+    stage = (read_marker(output) or {}).get("stage")
     if stage != STAGE:
         raise ValueError(f"--output {output} is not empty and was not written by `microturn eval items` "
                          f"(no {MARKER} saying stage {STAGE!r}); give a new or empty folder")
