@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -140,7 +141,7 @@ class ModelRunner:
         with tempfile.TemporaryDirectory(prefix="microturn-eval-session-") as tmp:
             out = os.path.join(tmp, "session")
             report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, session=self.session,
-                                 user_text=_user_words(dest, tmp), progress=False)
+                                 user_text=_user_words_file(dest, tmp), progress=False)
             if report.interrupted:  # the session stops its stream at Ctrl-C; the command stops too
                 raise KeyboardInterrupt
             # model.wav is whole chunks long and already time-aligned with the input (the
@@ -150,16 +151,30 @@ class ModelRunner:
                 shutil.copyfile(os.path.join(out, name), os.path.join(dest, name))
 
 
-def _user_words(dest: str, tmp: str) -> str | None:
-    """The item's ``transcription.json`` (the user's words, as a streaming recogniser would give
-    them) as the session's words JSON in ``tmp``; None when the item has none (Full-Duplex-Bench's
-    own items may not), and the model then hears the audio alone."""
+def user_words(folder: str) -> list[dict] | None:
+    """The words of the item's ``transcription.json`` (the user's words, as a streaming recogniser
+    would give them) as the session's words (``text``, ``start_ms``); None when the item has none
+    (Full-Duplex-Bench's own items may not), and the model then hears the audio alone.
+    ``ValueError`` naming the file for a malformed one or a start that is not a time >= 0."""
     from microturn.pipelines.duplex.systems import read_fdb_words
 
-    path = os.path.join(dest, "transcription.json")
+    path = os.path.join(folder, "transcription.json")
     if not os.path.isfile(path):
         return None
-    words = [{"text": text, "start_ms": round(start * 1000)} for text, start, _ in read_fdb_words(path) if text]
+    words = []
+    for text, start, _ in read_fdb_words(path):
+        if not (math.isfinite(start) and start >= 0):
+            raise ValueError(f"{path}: word {text!r} starts at {start} s; starts are seconds >= 0")
+        if text:
+            words.append({"text": text, "start_ms": round(start * 1000)})
+    return words
+
+
+def _user_words_file(dest: str, tmp: str) -> str | None:
+    """:func:`user_words` of the item copied to ``dest``, written to ``tmp`` for the session."""
+    words = user_words(dest)
+    if words is None:
+        return None
     out = os.path.join(tmp, "user_words.json")
     with open(out, "w", encoding="utf-8") as f:
         json.dump(words, f)
@@ -207,6 +222,7 @@ def _check_inputs(args: argparse.Namespace, items: list) -> tuple[dict[str, Call
         runner = ModelRunner(args.checkpoint, tag=args.tag, config=session_config(args.config, seed=args.seed))
         chunk = SAMPLE_RATE // 5
         for item in items:
+            user_words(item.path)  # a malformed transcript fails now, not after other items were answered
             chunks = -(-samples[item.rel] // chunk)
             if chunks > runner.max_time:
                 raise ValueError(f"item {item.rel}: {chunks} chunks; the model takes at most max_time="

@@ -154,3 +154,24 @@ def test_bad_input_is_one_line_and_nothing_written(items, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["interaction", "--items", items, "--output", str(tmp_path / "c"), "--systems", "model,oracle"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("transcript, match", [
+    ("{not json", "transcription.json"),
+    (json.dumps({"chunks": [{"text": "hi"}]}), "transcription.json"),
+    (json.dumps({"chunks": [{"text": "hi", "timestamp": [-1.0, 0.2]}]}), "starts at -1.0 s"),
+    (json.dumps({"chunks": [{"text": "hi", "timestamp": ["nan", 0.2]}]}), "starts at nan s"),
+])
+def test_a_malformed_transcript_stops_the_command_before_any_item_is_answered(tmp_path, capsys, transcript,
+                                                                                match):
+    root = str(tmp_path / "items")
+    write_items(root)
+    last = sorted(ITEMS)[-1]  # the last item: a check made only while answering would come too late
+    with open(os.path.join(root, last, "transcription.json"), "w", encoding="utf-8") as f:
+        f.write(transcript)
+    out = tmp_path / "out"
+    assert main(["interaction", "--checkpoint", trained_run_dir(), "--items", root, "--output", str(out),
+                 "--systems", "model", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and last in err[0], err
+    assert not out.exists()
