@@ -41,11 +41,10 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     from microturn.schemas.config import from_mapping
     from microturn.trainer.checkpoint import latest_tag
     from microturn.trainer.config import ModelConfig
-    from microturn.trainer.data import make_loader, resolve_shards
+    from microturn.trainer.data import resolve_shards
     from microturn.trainer.engine import build_engine, init_distributed
     from microturn.trainer.loop import CKPT_DIR
     from microturn.trainer.model import InteractionModel
-    from microturn.trainer.tokenizer import get_tokenizer
     from microturn.trainer.train_config import TrainConfig
     from microturn.trainer.turn_taking_eval import THRESHOLD, collect_events, score
 
@@ -63,10 +62,7 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
     tag = tag or latest_tag(ckpt)  # only a complete checkpoint; before any model is built
     if tag is None:
         raise ValueError(f"no checkpoint under {ckpt}")
-    loader = make_loader(shards, tokenizer=get_tokenizer(train_cfg.tokenizer),
-                         batch_size=batch_size or train_cfg.micro_batch, max_len=train_cfg.max_len,
-                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0,
-                         user_text_dropout=0.0 if user_text else 1.0)
+    loader = _loader(shards, train_cfg, batch_size, user_text)
     init_distributed()
     model = InteractionModel(model_cfg, ep_size=1, seed=train_cfg.seed)
     engine = build_engine(model, train_cfg, world_size=torch.distributed.get_world_size())
@@ -116,17 +112,24 @@ def evaluate(run_dir: str, shards, *, tag: str | None = None, max_batches: int |
             "user_text": user_text}
 
 
+def _loader(shards, train_cfg, batch_size: int | None, user_text: bool):
+    """The shards in order, once, batched as the run was trained; without the user's words unless
+    ``user_text``."""
+    from microturn.trainer.data import make_loader
+    from microturn.trainer.tokenizer import get_tokenizer
+
+    return make_loader(shards, tokenizer=get_tokenizer(train_cfg.tokenizer),
+                       batch_size=batch_size or train_cfg.micro_batch, max_len=train_cfg.max_len,
+                       pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0,
+                       user_text_dropout=0.0 if user_text else 1.0)
+
+
 def _calibrate(engine, shards, train_cfg, batch_size, max_batches, gen, user_text: bool) -> tuple[float, dict]:
     """The shift/hold threshold that maximises balanced accuracy on the events of ``shards``, and
     what it was chosen on; the turn-taking readings only (no losses)."""
-    from microturn.trainer.data import make_loader
-    from microturn.trainer.tokenizer import get_tokenizer
     from microturn.trainer.turn_taking_eval import calibrate, collect_events
 
-    loader = make_loader(shards, tokenizer=get_tokenizer(train_cfg.tokenizer),
-                         batch_size=batch_size or train_cfg.micro_batch, max_len=train_cfg.max_len,
-                         pack=train_cfg.pack, shuffle_shards=False, buffer=0, resampled=False, seed=0,
-                         user_text_dropout=0.0 if user_text else 1.0)
+    loader = _loader(shards, train_cfg, batch_size, user_text)
     speak: dict[str, dict[int, float]] = {}
     with torch.no_grad():
         for i, batch in enumerate(loader):
