@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing", metavar="JSON",
                    help="timing model of the training dialogues only (synthesize --timing; ablations), "
                         "the held-out ones keep the default")
+    p.add_argument("--interruption-share", type=float, metavar="P",
+                   help="share of the training dialogues with an extra interruption (synthesize "
+                        "--interruption-share; default 0.3), the held-out ones keep the default")
     p.add_argument("--interaction", type=int, default=0, metavar="N",
                    help="also make items from N more dialogues and run eval interaction on them")
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(w, exist_ok=True)
     n = str(args.dialogues)
     _step(f"{w}/train_rec", f"synthesize {n} (seed 1)", "synthesize", "--generate", n, "--seed", "1",
-          "--output", f"{w}/train_rec", *(("--timing", args.timing) if args.timing else ()))
+          "--output", f"{w}/train_rec", *(("--timing", args.timing) if args.timing else ()),
+          *(("--interruption-share", str(args.interruption_share)) if args.interruption_share is not None else ()))
     _step(f"{w}/held_rec", f"synthesize {n} (seed 2, held out)", "synthesize", "--generate", n, "--seed", "2",
           "--output", f"{w}/held_rec")
     for name, split in (("train", "train"), ("held", "test")):

@@ -64,7 +64,10 @@ LONG_TURN_WORDS = 12
 BACKCHANNEL_P = 0.5      # chance of a backchannel after a long turn
 DROP_BACKCHANNEL_P = 0.15  # chance that a scripted backchannel is left out
 RESAY_BACKCHANNEL_P = 0.5  # chance that a scripted backchannel gets another token
-INTERRUPT_P = 0.3        # chance that a conversation gets one extra interruption
+# Chance that a conversation gets one extra interruption (``generate(interruption_share=...)``):
+# with 0.3, 300 generated dialogues held 101 interruptions, and a model learns to yield to a
+# barge-in from each only once (as the interrupted speaker); recipes that teach yielding raise it.
+INTERRUPT_P = 0.3
 INTERRUPTED_MIN_WORDS = 8  # only turns long enough to be cut into (~3 s) are interrupted
 # Speakers hesitate mid-turn: a filler ("um", "uh") inside a statement or question of 6+ words,
 # where the layout may pause after it (a pause after a filler is a hold: the speaker is not done).
@@ -243,9 +246,10 @@ def _listen(rng: np.random.Generator, turns: list[TurnSpec]) -> list[TurnSpec]:
     return out
 
 
-def _interrupt(rng: np.random.Generator, turns: list[TurnSpec]) -> list[TurnSpec]:
-    """Turn one answer to a long turn into an interruption, opened by a short interjection."""
-    if rng.random() >= INTERRUPT_P:
+def _interrupt(rng: np.random.Generator, turns: list[TurnSpec], share: float) -> list[TurnSpec]:
+    """With chance ``share``, turn one answer to a long turn into an interruption, opened by a
+    short interjection."""
+    if rng.random() >= share:
         return turns
     candidates = [i for i in range(1, len(turns))
                   if turns[i].act in ("statement", "question")
@@ -293,9 +297,9 @@ def _hesitate(rng: np.random.Generator, turns: list[TurnSpec]) -> list[TurnSpec]
 
 
 def _conversation(rng: np.random.Generator, did: str, language: str,
-                  bases: Sequence[Dialogue]) -> Dialogue:
+                  bases: Sequence[Dialogue], interruption_share: float) -> Dialogue:
     turns = _from_bundled(rng, bases) if rng.random() < BUNDLED_BASE_P else _composed(rng)
-    turns = _repair(_interrupt(rng, _listen(rng, turns)))
+    turns = _repair(_interrupt(rng, _listen(rng, turns), interruption_share))
     speakers = _speakers(rng, (None, None))
     # Drawn last, so that everything above is what it was without fillers.
     turns = _hesitate(rng, turns)
@@ -340,16 +344,21 @@ def _timed(rng: np.random.Generator, did: str, language: str) -> Dialogue:
                     language=language, license=LICENSE)
 
 
-def generate(n: int, *, seed: int = 0, timed_share: float = 0.15, language: str = "en") -> list[Dialogue]:
+def generate(n: int, *, seed: int = 0, timed_share: float = 0.15, language: str = "en",
+             interruption_share: float = INTERRUPT_P) -> list[Dialogue]:
     """``n`` varied dialogue scripts with ids ``gen-{seed}-{i:05d}``; a share ``timed_share`` of
     them (in expectation) are time-aware. The templates are English, so ``language`` must be an
-    English tag ("en", "en-GB", ...); it is recorded on every dialogue."""
+    English tag ("en", "en-GB", ...); it is recorded on every dialogue. A share
+    ``interruption_share`` of the other conversations (in expectation, where a turn is long
+    enough to cut into) gets one extra interruption; the draw is made whatever the share, so a
+    dialogue that gets none is the same whatever the share."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not 0.0 <= timed_share <= 1.0:
-        raise ValueError(f"timed_share must be in [0, 1], got {timed_share!r}")
+    for name, share in (("timed_share", timed_share), ("interruption_share", interruption_share)):
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {share!r}")
     if not isinstance(language, str) or language.split("-")[0].lower() != "en":
         raise ValueError(f"the templates are English; language must be an English tag such as 'en' or "
                          f"'en-GB', got {language!r}")
@@ -362,7 +371,7 @@ def generate(n: int, *, seed: int = 0, timed_share: float = 0.15, language: str 
         if rng.random() < timed_share:
             out.append(_timed(rng, did, language))
         else:
-            out.append(_conversation(rng, did, language, bases))
+            out.append(_conversation(rng, did, language, bases, float(interruption_share)))
     return out
 
 
@@ -382,11 +391,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True, help="number of dialogues")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timed-share", type=float, default=0.15, help="share of time-aware dialogues")
+    parser.add_argument("--interruption-share", type=float, default=INTERRUPT_P,
+                        help="share of conversations with one extra interruption")
     parser.add_argument("--language", default="en")
     parser.add_argument("--output", help="JSONL file to write; stdout when omitted")
     args = parser.parse_args(argv)
     try:
-        dialogues = generate(args.n, seed=args.seed, timed_share=args.timed_share, language=args.language)
+        dialogues = generate(args.n, seed=args.seed, timed_share=args.timed_share, language=args.language,
+                             interruption_share=args.interruption_share)
     except ValueError as exc:
         parser.error(str(exc))
     if args.output:

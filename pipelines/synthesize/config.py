@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from microturn.schemas.config import setting, validate
 from microturn.synth.mix import DEGRADE, MixConfig
+from microturn.synth.templates import INTERRUPT_P
 
 # Fields a named config may not set: the command line gives them.
 CLI_ONLY = ("output",)
@@ -18,6 +19,8 @@ class SynthesizeConfig:
     Attributes:
         scripts: JSONL files of dialogue scripts (local paths or Beam filesystem URLs, globs allowed).
         generate: also make this many dialogues with the bundled template generator.
+        interruption_share: the share of generated conversations that get one extra interruption
+            (:func:`microturn.synth.templates.generate`); scripts keep their own.
         remix: an ingest output directory whose diarized turns are re-timed into two-stream dialogues.
         output: the output directory OUT.
         seed: the run seed, in [0, 2^32) (numpy's seed range); the same seed and inputs give the
@@ -34,6 +37,7 @@ class SynthesizeConfig:
 
     scripts: tuple[str, ...] = ()
     generate: int = setting(0, ge=0, flag="--generate")
+    interruption_share: float = setting(INTERRUPT_P, ge=0.0, le=1.0, flag="--interruption-share")
     remix: str | None = None
     output: str = setting(flag="--output")
     seed: int = setting(0, ge=0, lt=2**32, flag="--seed")

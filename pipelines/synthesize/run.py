@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scripts", action="append", metavar="JSONL", help="dialogue scripts (glob or URL); repeatable")
     p.add_argument("--generate", type=int, metavar="N", help="also synthesize N dialogues from the bundled templates")
+    p.add_argument("--interruption-share", type=finite_float, metavar="P",
+                   help="share of generated conversations with one extra interruption (default 0.3)")
     p.add_argument("--remix", metavar="OUT_OF_INGEST", help="re-time the real turns of an ingest output")
     p.add_argument("--output", required=True, metavar="OUT", help="output directory")
     p.add_argument("--config", metavar="TOML", help="named config; command-line flags override it")
@@ -119,7 +121,8 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
     if cfg.generate:
         from microturn.synth.templates import generate
 
-        generated = [d.to_json() for d in generate(cfg.generate, seed=cfg.seed)]
+        generated = [d.to_json() for d in generate(cfg.generate, seed=cfg.seed,
+                                                   interruption_share=cfg.interruption_share)]
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
     # Checked, locked and claimed before any work; published only when a conversation was made.

@@ -176,6 +176,12 @@ def test_cli_flags_and_config(tmp_path):
         parse_args(["--output", "o"])
     with pytest.raises(ValueError, match="reverb"):
         parse_args(["--output", "o", "--generate", "1", "--reverb-rt60-s", "9"])
+    assert parse_args(["--output", "o", "--generate", "1"])[0].interruption_share == 0.3
+    assert parse_args(["--output", "o", "--generate", "1", "--interruption-share", "1"])[0].interruption_share == 1.0
+    cfg.write_text("generate = 2\ninterruption_share = 0.5\n")
+    assert parse_args(["--config", str(cfg), "--output", "o"])[0].interruption_share == 0.5
+    with pytest.raises(ValueError, match="--interruption-share"):
+        parse_args(["--output", "o", "--generate", "1", "--interruption-share", "1.2"])
 
 
 def test_remix_of_a_mixed_channel_record_has_no_leakage(out, tmp_path):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from microturn.schemas.dialogue import Dialogue, ScriptError, TimedSpec, TurnSpec, parse_dialogue, read_dialogues
 from microturn.schemas.numbers import cardinal
 from microturn.synth import templates
-from microturn.synth.templates import bundled_dialogues, generate, main, write_jsonl
+from microturn.synth.templates import INTERRUPT_P, bundled_dialogues, generate, main, write_jsonl
 
 
 def _timed_turns(d: Dialogue):
@@ -105,6 +105,26 @@ def test_timed_share(generated):
     assert all(_timed_turns(d) for d in generate(50, seed=1, timed_share=1.0))
     half = generate(300, seed=2, timed_share=0.5)
     assert 0.4 <= sum(bool(_timed_turns(d)) for d in half) / 300 <= 0.6
+
+
+def _interruptions(dialogues) -> int:
+    return sum(t.act == "interruption" for d in dialogues for t in d.turns)
+
+
+def test_interruption_share_sets_how_many_conversations_get_one():
+    """Share 0 leaves only the bundled scripts' own interruptions; share 1 gives one to every
+    conversation with a turn long enough to cut into; the default is the documented 0.3; the
+    draw is taken whatever the share, so dialogues without the extra interruption are unchanged."""
+    none, default, every = (generate(300, seed=4, interruption_share=s) for s in (0.0, INTERRUPT_P, 1.0))
+    assert generate(300, seed=4) == default
+    assert _interruptions(none) < _interruptions(default) < _interruptions(every)
+    conversations = sum(not _timed_turns(d) for d in every)
+    assert _interruptions(every) - _interruptions(none) >= 0.8 * conversations
+    changed = sum(a != b for a, b in zip(none, every, strict=True))
+    assert changed == _interruptions(every) - _interruptions(none)
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="interruption_share"):
+            generate(3, interruption_share=bad)
 
 
 def _number(word: str) -> int:
