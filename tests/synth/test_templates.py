@@ -122,7 +122,8 @@ def test_interruption_share_sets_how_many_conversations_get_one():
     assert _interruptions(every) - _interruptions(none) >= 0.8 * conversations
     changed = sum(a != b for a, b in zip(none, every, strict=True))
     assert changed == _interruptions(every) - _interruptions(none)
-    for bad in (-0.1, 1.5, True, "0.5"):
+    bads: list[Any] = [-0.1, 1.5, True, "0.5"]
+    for bad in bads:
         with pytest.raises(ValueError, match="interruption_share"):
             generate(3, interruption_share=bad)
 
