@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interruption-share", type=float, metavar="P",
                    help="share of the training dialogues with an extra interruption (synthesize "
                         "--interruption-share; default 0.3), the held-out ones keep the default")
+    p.add_argument("--ckpt-every", type=int, default=0, metavar="K",
+                   help="also keep a checkpoint every K steps (train.ckpt_every), for bench/turn_taking_curve.py")
     p.add_argument("--interaction", type=int, default=0, metavar="N",
                    help="also make items from N more dialogues and run eval interaction on them")
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(run):
         started = time.perf_counter()
         _microturn("train", "--config", "turn-taking-cpu", "--shards", f"{w}/train_sh/train/*.tar", "--output",
-                   run, "--no-progress", f"train.steps={args.steps}",
+                   run, "--no-progress", f"train.steps={args.steps}", f"train.ckpt_every={args.ckpt_every}",
                    f"train.user_text_dropout={args.user_text_dropout}")
         print(f"[{time.perf_counter() - started:6.0f} s] train turn-taking-cpu {args.steps} steps (budget: 600 s)")
     print(f"\nheld-out generated dialogues ({n}):")

@@ -5,7 +5,8 @@ Report (one dict, keyed by Full-Duplex-Bench's task names; a task with no item i
 
     {"smooth_turn_taking": {"n", "tor", "latency_s", "response_latency_s", "words"},
      "pause_handling":     {"n", "tor", "words"},
-     "user_interruption":  {"n", "tor", "latency_s", "stop_latency_s", "response_latency_s", "words"},
+     "user_interruption":  {"n", "tor", "latency_s", "stop_latency_s", "response_latency_s",
+                            "yield_rate", "yield_s", "words"},
      "backchannel":        {"n", "tor", "frequency", "jsd", "jsd_n", "words"},
      "vap": {...}}
 
@@ -15,6 +16,15 @@ reference distribution (``jsd_n`` of them); v1.5's stop and response latency ove
 of the task's items (:mod:`.timing`). A mean with nothing to average is None, never 0. ``words``
 counts the items by where their words came from (``output.json``, ``timeline.jsonl`` or ``vad``:
 :mod:`.words`, :mod:`.rules`).
+
+Beyond Full-Duplex-Bench (microturn's own, named so): ``yield_rate`` is the share of interruption
+items where the model is silent from :data:`YIELD_WITHIN_S` (0.6 s) after the interrupt's start
+until its end: it yielded the floor within 600 ms and did not take it back while the user spoke.
+An item's ``yield_s`` is when, counted from the interrupt's start, the model's last speech inside
+the interrupt ends (0 when it was silent throughout); the section's ``yield_s`` is their median.
+The model's speech is its merged VAD segments (v1.5's, :mod:`.timing`), so a pause under 0.5 s
+does not count as yielding. v1.5's ``stop_latency_s`` answers a different question (how long
+every overlap of the whole item lasts), and is kept as the reference defines it.
 
 Full-Duplex-Bench's interruption script averages latency only over the items its LLM judge rated;
 the judge (and every other LLM-judged score) is not part of this scorer, so latency here is over
@@ -27,6 +37,7 @@ the ``"vap"`` section whenever that module is present.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
@@ -38,6 +49,10 @@ from microturn.pipelines.duplex.words import read_words
 __all__ = ["VAP_SECTION", "default_sections", "score_item", "score_items", "summarise"]
 
 VAP_SECTION = "vap"
+# A barge-in is yielded to when the model is silent within this long of its start (module notes):
+# people stop within a few hundred ms of being talked over (the synthesizer's reaction median is
+# 400 ms), and a system that needs longer is heard talking over its user.
+YIELD_WITHIN_S = 0.6
 Section = Callable[[list[Item]], dict]
 
 
@@ -60,6 +75,12 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _lengths(intervals: Sequence[tuple[float, float]]) -> list[float]:
     return [e - s for s, e in intervals]
+
+
+def _yield_s(model: Sequence[tuple[float, float]], start_s: float, end_s: float) -> float:
+    """Seconds from ``start_s`` until the model's last speech inside ``[start_s, end_s]`` ends."""
+    ends = [min(e, end_s) for s, e in model if s < end_s and e > start_s]
+    return round(max(ends) - start_s, 3) if ends else 0.0
 
 
 def score_item(item: Item, reference: Mapping[str, tuple[float, ...]] | None = None) -> dict:
@@ -98,6 +119,10 @@ def score_item(item: Item, reference: Mapping[str, tuple[float, ...]] | None = N
         row.update(tor=tor)
         if item.task != "pause_handling":
             row.update(latency_s=latency)
+    if item.task == "user_interruption":
+        assert item.event_start_s is not None and item.event_s is not None
+        row["yield_s"] = _yield_s(model_merged, item.event_start_s, item.event_s)
+        row["yielded"] = int(row["yield_s"] <= YIELD_WITHIN_S)
     stops = timing.overlaps(user_merged, model_merged)
     gaps = timing.response_gaps(user_merged, model_merged)
     row.update(stop_intervals=[list(s) for s in stops], response_intervals=[list(g) for g in gaps],
@@ -117,6 +142,8 @@ def summarise(rows: Sequence[dict]) -> dict:
             section["latency_s"] = _mean([r["latency_s"] for r in mine if r["tor"] == 1 and r["latency_s"] is not None])
         if task == "user_interruption":
             section["stop_latency_s"] = _mean([e - s for r in mine for s, e in r["stop_intervals"]])
+            section["yield_rate"] = _mean([r["yielded"] for r in mine])
+            section["yield_s"] = float(statistics.median(r["yield_s"] for r in mine))
         if task in ("smooth_turn_taking", "user_interruption"):
             section["response_latency_s"] = _mean([e - s for r in mine for s, e in r["response_intervals"]])
         if task == "backchannel":

@@ -150,6 +150,29 @@ def test_pause_and_interruption_with_timeline_words(tmp_path):
     assert section["response_latency_s"] == pytest.approx(gap[1] - gap[0])
 
 
+def test_yield_rate_counts_the_items_where_the_model_falls_silent_within_600_ms(tmp_path):
+    """microturn's own interruption figures: the interrupt runs 2.0-4.0 s; the model's last speech
+    inside it ends (its merged VAD end, read from silero) 0.3 s, ~1.5 s and 0 s after 2.0, and in
+    the fourth item it stops at once but starts again at 3.0 s, while the user still talks."""
+    spans = {"quick": [(0.5, 2.3)], "slow": [(0.5, 3.5)], "silent": [(0.5, 1.0)], "back": [(0.5, 2.1), (3.0, 4.5)]}
+    for name, model in spans.items():
+        _item(str(tmp_path / name), user=[(2.0, 4.0)], model=model, annotation=_interrupt(2.0, 4.0),
+              timeline=[(600, "so")])
+    report, rows = score_items(str(tmp_path), extra={})
+    by = {r["item"]: r for r in rows}
+    for name in spans:
+        merged = merge_segments(_segments(str(tmp_path / name / "output.wav")), 0.5)
+        inside = [min(e, 4.0) for s, e in merged if s < 4.0 and e > 2.0]
+        want = round(max(inside) - 2.0, 3) if inside else 0.0
+        assert by[name]["yield_s"] == pytest.approx(want), name
+    assert by["quick"]["yield_s"] <= 0.6 < by["slow"]["yield_s"]
+    assert by["silent"]["yield_s"] == 0.0 and by["back"]["yield_s"] > 1.5
+    assert [by[n]["yielded"] for n in spans] == [1, 0, 1, 0]
+    section = report["user_interruption"]
+    assert section["yield_rate"] == 0.5
+    assert section["yield_s"] == pytest.approx((by["quick"]["yield_s"] + by["slow"]["yield_s"]) / 2)
+
+
 def test_vad_only_rule_when_no_words(tmp_path):
     # Smooth: the model speaks 4.0-6.0 s (>= 1 s): TOR 1, latency = its VAD start - 3.0.
     _item(str(tmp_path / "s"), user=[(1.0, 3.0)], model=[(4.0, 6.0)], annotation=_turn(3.0))
