@@ -19,7 +19,8 @@ __all__ = ["add_duplex_parser", "render_report", "run_duplex"]
 # Figures per task, in the table's column order (the report's keys).
 _COLUMNS = {"smooth_turn_taking": ("tor", "latency_s", "response_latency_s"),
             "pause_handling": ("tor",),
-            "user_interruption": ("tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_rate", "yield_s"),
+            "user_interruption": ("tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_n", "yield_rate",
+                          "yield_s"),
             "backchannel": ("tor", "frequency", "jsd")}
 
 

@@ -37,7 +37,8 @@ __all__ = ["TASK_METRICS", "VAP_COLUMNS", "item_events", "model_texts", "timelin
 TASK_METRICS = {
     "smooth_turn_taking": ("tor", "latency_s", "response_latency_s"),
     "pause_handling": ("tor",),
-    "user_interruption": ("tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_rate", "yield_s"),
+    "user_interruption": ("tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_n", "yield_rate",
+                          "yield_s"),
     "backchannel": ("tor", "frequency", "jsd"),
 }
 VAP_CATEGORIES = ("shift_hold", "shift_prediction", "backchannel_prediction")

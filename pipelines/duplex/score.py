@@ -6,7 +6,7 @@ Report (one dict, keyed by Full-Duplex-Bench's task names; a task with no item i
     {"smooth_turn_taking": {"n", "tor", "latency_s", "response_latency_s", "words"},
      "pause_handling":     {"n", "tor", "words"},
      "user_interruption":  {"n", "tor", "latency_s", "stop_latency_s", "response_latency_s",
-                            "yield_rate", "yield_s", "words"},
+                            "yield_n", "yield_rate", "yield_s", "words"},
      "backchannel":        {"n", "tor", "frequency", "jsd", "jsd_n", "words"},
      "vap": {...}}
 
@@ -17,14 +17,16 @@ of the task's items (:mod:`.timing`). A mean with nothing to average is None, ne
 counts the items by where their words came from (``output.json``, ``timeline.jsonl`` or ``vad``:
 :mod:`.words`, :mod:`.rules`).
 
-Beyond Full-Duplex-Bench (microturn's own, named so): ``yield_rate`` is the share of interruption
-items where the model is silent from :data:`YIELD_WITHIN_S` (0.6 s) after the interrupt's start
-until its end: it yielded the floor within 600 ms and did not take it back while the user spoke.
-An item's ``yield_s`` is when, counted from the interrupt's start, the model's last speech inside
-the interrupt ends (0 when it was silent throughout); the section's ``yield_s`` is their median.
-The model's speech is its merged VAD segments (v1.5's, :mod:`.timing`), so a pause under 0.5 s
-does not count as yielding. v1.5's ``stop_latency_s`` answers a different question (how long
-every overlap of the whole item lasts), and is kept as the reference defines it.
+Beyond Full-Duplex-Bench (microturn's own, named so): an interruption item's ``yield_s`` is how
+long after the interrupt's start the model's speech that was on then, or that began within
+:data:`YIELD_WITHIN_S` (0.6 s) of it, ends; None when there was none (the user did not talk over
+the model: the item is no barge-in on it). The item ``yielded`` when ``yield_s`` is at most 0.6 s.
+The section's ``yield_n`` counts the items that were barge-ins on the model, ``yield_rate`` is
+the share of them it yielded, and ``yield_s`` their median. Speech the model starts later is a
+new turn, taken over the user or not (TOR and latency judge it), not a failure to stop. The
+model's speech is its merged VAD segments (v1.5's, :mod:`.timing`), so a pause under 0.5 s does
+not count as stopping. v1.5's ``stop_latency_s`` answers another question (how long every overlap
+of the whole item lasts) and is kept as the reference defines it.
 
 Full-Duplex-Bench's interruption script averages latency only over the items its LLM judge rated;
 the judge (and every other LLM-judged score) is not part of this scorer, so latency here is over
@@ -77,10 +79,11 @@ def _lengths(intervals: Sequence[tuple[float, float]]) -> list[float]:
     return [e - s for s, e in intervals]
 
 
-def _yield_s(model: Sequence[tuple[float, float]], start_s: float, end_s: float) -> float:
-    """Seconds from ``start_s`` until the model's last speech inside ``[start_s, end_s]`` ends."""
-    ends = [min(e, end_s) for s, e in model if s < end_s and e > start_s]
-    return round(max(ends) - start_s, 3) if ends else 0.0
+def _yield_s(model: Sequence[tuple[float, float]], start_s: float) -> float | None:
+    """Seconds from ``start_s`` until the model's speech on at ``start_s`` or begun within
+    :data:`YIELD_WITHIN_S` of it ends (module notes); None when there is none."""
+    ends = [e for s, e in model if s < start_s + YIELD_WITHIN_S and e > start_s]
+    return round(max(ends) - start_s, 3) if ends else None
 
 
 def score_item(item: Item, reference: Mapping[str, tuple[float, ...]] | None = None) -> dict:
@@ -120,9 +123,9 @@ def score_item(item: Item, reference: Mapping[str, tuple[float, ...]] | None = N
         if item.task != "pause_handling":
             row.update(latency_s=latency)
     if item.task == "user_interruption":
-        assert item.event_start_s is not None and item.event_s is not None
-        row["yield_s"] = _yield_s(model_merged, item.event_start_s, item.event_s)
-        row["yielded"] = int(row["yield_s"] <= YIELD_WITHIN_S)
+        assert item.event_start_s is not None, "an interruption item always has its interrupt's start"
+        row["yield_s"] = _yield_s(model_merged, item.event_start_s)
+        row["yielded"] = None if row["yield_s"] is None else int(row["yield_s"] <= YIELD_WITHIN_S)
     stops = timing.overlaps(user_merged, model_merged)
     gaps = timing.response_gaps(user_merged, model_merged)
     row.update(stop_intervals=[list(s) for s in stops], response_intervals=[list(g) for g in gaps],
@@ -142,8 +145,10 @@ def summarise(rows: Sequence[dict]) -> dict:
             section["latency_s"] = _mean([r["latency_s"] for r in mine if r["tor"] == 1 and r["latency_s"] is not None])
         if task == "user_interruption":
             section["stop_latency_s"] = _mean([e - s for r in mine for s, e in r["stop_intervals"]])
-            section["yield_rate"] = _mean([r["yielded"] for r in mine])
-            section["yield_s"] = float(statistics.median(r["yield_s"] for r in mine))
+            barged = [r for r in mine if r["yield_s"] is not None]
+            section["yield_n"] = len(barged)
+            section["yield_rate"] = _mean([r["yielded"] for r in barged])
+            section["yield_s"] = float(statistics.median(r["yield_s"] for r in barged)) if barged else None
         if task in ("smooth_turn_taking", "user_interruption"):
             section["response_latency_s"] = _mean([e - s for r in mine for s, e in r["response_intervals"]])
         if task == "backchannel":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 
 import numpy as np
 import pytest
@@ -151,10 +152,13 @@ def test_pause_and_interruption_with_timeline_words(tmp_path):
 
 
 def test_yield_rate_counts_the_items_where_the_model_falls_silent_within_600_ms(tmp_path):
-    """microturn's own interruption figures: the interrupt runs 2.0-4.0 s; the model's last speech
-    inside it ends (its merged VAD end, read from silero) 0.3 s, ~1.5 s and 0 s after 2.0, and in
-    the fourth item it stops at once but starts again at 3.0 s, while the user still talks."""
-    spans = {"quick": [(0.5, 2.3)], "slow": [(0.5, 3.5)], "silent": [(0.5, 1.0)], "back": [(0.5, 2.1), (3.0, 4.5)]}
+    """microturn's own interruption figures, the interrupt running 2.0-4.0 s: the model's speech
+    on at 2.0 s ends (its merged VAD end, read from silero) ~0.3 s or ~1.5 s after it; in the
+    third it was silent (no barge-in on the model: left out of the rate); in the fourth it starts at 2.3 s, inside the first 0.6 s, and talks on to
+    3.5 s; in the fifth it stops at once and starts a new turn at 3.0 s, which is not a failure
+    to stop."""
+    spans = {"quick": [(0.5, 2.3)], "slow": [(0.5, 3.5)], "silent": [(0.5, 1.0)], "starts": [(2.3, 3.5)],
+             "back": [(0.5, 2.1), (3.0, 4.5)]}
     for name, model in spans.items():
         _item(str(tmp_path / name), user=[(2.0, 4.0)], model=model, annotation=_interrupt(2.0, 4.0),
               timeline=[(600, "so")])
@@ -162,15 +166,15 @@ def test_yield_rate_counts_the_items_where_the_model_falls_silent_within_600_ms(
     by = {r["item"]: r for r in rows}
     for name in spans:
         merged = merge_segments(_segments(str(tmp_path / name / "output.wav")), 0.5)
-        inside = [min(e, 4.0) for s, e in merged if s < 4.0 and e > 2.0]
-        want = round(max(inside) - 2.0, 3) if inside else 0.0
-        assert by[name]["yield_s"] == pytest.approx(want), name
+        ends = [e for s, e in merged if s < 2.6 and e > 2.0]
+        assert by[name]["yield_s"] == (pytest.approx(round(max(ends) - 2.0, 3)) if ends else None), name
     assert by["quick"]["yield_s"] <= 0.6 < by["slow"]["yield_s"]
-    assert by["silent"]["yield_s"] == 0.0 and by["back"]["yield_s"] > 1.5
-    assert [by[n]["yielded"] for n in spans] == [1, 0, 1, 0]
+    assert by["starts"]["yield_s"] > 1.2 and by["back"]["yield_s"] <= 0.6
+    assert [by[n]["yielded"] for n in spans] == [1, 0, None, 0, 1]
     section = report["user_interruption"]
-    assert section["yield_rate"] == 0.5
-    assert section["yield_s"] == pytest.approx((by["quick"]["yield_s"] + by["slow"]["yield_s"]) / 2)
+    assert section["yield_n"] == 4 and section["yield_rate"] == 0.5
+    assert section["yield_s"] == pytest.approx(statistics.median(by[n]["yield_s"] for n in ("quick", "slow",
+                                                                                           "starts", "back")))
 
 
 def test_vad_only_rule_when_no_words(tmp_path):

@@ -36,7 +36,7 @@ REPORTS = {
     "cascade": {"smooth_turn_taking": {"n": 1, "tor": 1.0, "latency_s": 0.8125, "response_latency_s": 0.75,
                                        "words": {"output.json": 1}},
                 "user_interruption": {"n": 1, "tor": 1.0, "latency_s": 0.9, "stop_latency_s": 0.3,
-                                      "yield_rate": 1.0, "yield_s": 0.25}},
+                                      "yield_n": 1, "yield_rate": 1.0, "yield_s": 0.25}},
     "reference": {"smooth_turn_taking": {"n": 1, "tor": 1.0, "latency_s": 0.5},
                   "vap": {"items": 3, "shift_hold": {"n_shift": 3, "n_hold": 2, "shift_accuracy": 1.0,
                                                      "balanced_accuracy": 0.75, "auc": None, "n_after_reference": 1},
@@ -147,8 +147,8 @@ def test_summary_tables_hold_a_row_per_system_and_task(page):
                       ["cascade", "1", "1.000", "0.812", "0.750", "output.json 1"],
                       ["reference", "1", "1.000", "0.500", "-", "-"]]
     assert tables[("system", "n", "tor", "words")] == [["model", "1", "1.000", "-"]]
-    assert tables[("system", "n", "tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_rate", "yield_s",
-                   "words")] == [["cascade", "1", "1.000", "0.900", "0.300", "-", "1.000", "0.250", "-"]]
+    assert tables[("system", "n", "tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_n", "yield_rate",
+                   "yield_s", "words")] == [["cascade", "1", "1.000", "0.900", "0.300", "-", "1", "1.000", "0.250", "-"]]
     vap = tables[("system", "category", "positives", "negatives", "balanced_accuracy", "auc")]
     assert vap == [["reference", "shift_hold", "shift 3", "hold 2", "0.750", "-"],
                    ["reference", "backchannel_prediction", "backchannel 0", "negative 4", "-", "-"]]
