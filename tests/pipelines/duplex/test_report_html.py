@@ -148,7 +148,8 @@ def test_summary_tables_hold_a_row_per_system_and_task(page):
                       ["reference", "1", "1.000", "0.500", "-", "-"]]
     assert tables[("system", "n", "tor", "words")] == [["model", "1", "1.000", "-"]]
     assert tables[("system", "n", "tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_n", "yield_rate",
-                   "yield_s", "words")] == [["cascade", "1", "1.000", "0.900", "0.300", "-", "1", "1.000", "0.250", "-"]]
+                   "yield_s", "words")] == [
+        ["cascade", "1", "1.000", "0.900", "0.300", "-", "1", "1.000", "0.250", "-"]]
     vap = tables[("system", "category", "positives", "negatives", "balanced_accuracy", "auc")]
     assert vap == [["reference", "shift_hold", "shift 3", "hold 2", "0.750", "-"],
                    ["reference", "backchannel_prediction", "backchannel 0", "negative 4", "-", "-"]]
