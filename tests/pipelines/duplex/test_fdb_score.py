@@ -155,8 +155,8 @@ def test_yield_rate_counts_the_items_where_the_model_falls_silent_within_600_ms(
     """microturn's own interruption figures, the interrupt running 2.0-4.0 s: the model's speech
     on at 2.0 s ends (its merged VAD end, read from silero) ~0.3 s or ~1.5 s after it; in the
     third it was silent (no barge-in on the model: left out of the rate); in the fourth it starts
-    at 2.3 s, inside the first 0.6 s, and talks on to 3.5 s; in the fifth it stops at once and starts a new turn at 3.0 s, which is not a failure
-    to stop."""
+    at 2.3 s, inside the first 0.6 s, and talks on to 3.5 s; in the fifth it stops at once and
+    starts a new turn at 3.0 s, which is not a failure to stop."""
     spans = {"quick": [(0.5, 2.3)], "slow": [(0.5, 3.5)], "silent": [(0.5, 1.0)], "starts": [(2.3, 3.5)],
              "back": [(0.5, 2.1), (3.0, 4.5)]}
     for name, model in spans.items():
