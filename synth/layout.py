@@ -24,8 +24,9 @@ scripted events. The rules:
   when the turn has none to spare), starting a sampled delay into the pause, and kept inside the
   speaker's turn so that the record's statistics count them as backchannels.
 - An interruption starts at a word onset in the last two thirds of the current turn;
-  the interrupted speaker goes on for a sampled reaction time, stops at the next word boundary and
-  yields; the words they did not get to say are dropped.
+  the interrupted speaker goes on for a sampled reaction time and stops there, mid-word if need
+  be (a cut-off: the word keeps its text and ends at the cut; a fragment under
+  :data:`MIN_FRAGMENT_MS` is not begun), and yields; the words they did not get to say are dropped.
 - A timed request is answered by the responder starting exactly at each target time, counted
   from the end of the request.
 """
@@ -55,6 +56,14 @@ MIN_SELF_GAP_MS = 80
 # An overlapping start may not reach further back than this share of the previous turn, so that
 # a sampled 900 ms overlap does not swallow a 600 ms answer whole.
 MAX_OVERLAP_SHARE = 0.5
+# An interrupted speaker stops when the sampled reaction time is up, inside a word if need be:
+# overlapped talk is dropped within one to two syllables of the overlap onset (Schegloff 2000,
+# Language in Society 29:1), often in a cut-off word. Waiting for the word's end instead made
+# the realised reactions of 300 generated dialogues 566 ms at the median for a sampled 402 ms
+# (59% within 600 ms). A word that would be cut to less than 60 ms (a phone or so: no audible
+# word) is not begun: the speaker stops at the end of the word before (when that is after the
+# onset). A stop in the silence between words ends the turn with the word before it.
+MIN_FRAGMENT_MS = 60
 # An interruption comes after the first third of the words of the turn it interrupts: an
 # interruption needs something to interrupt.
 INTERRUPT_FROM = 1 / 3
@@ -152,7 +161,8 @@ class PlacedTurn:
         return out
 
     def truncate(self, stop_ms: int) -> None:
-        """Stop speaking at ``stop_ms`` (a word end): later words and audio are dropped."""
+        """Stop speaking at ``stop_ms``: later words and audio are dropped; a word spoken across
+        it is cut off there (its audio faded out, its end moved to ``stop_ms``)."""
         kept = []
         for start, wave_N in self.pieces:
             if start >= stop_ms:
@@ -163,7 +173,7 @@ class PlacedTurn:
             kept.append((start, wave_N))
         assert kept, "truncate before the turn starts"
         self.pieces = kept
-        self.words = [w for w in self.words if w[2] <= stop_ms]
+        self.words = [(t, ws, min(we, stop_ms)) for t, ws, we in self.words if ws < stop_ms]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,8 +406,12 @@ class _Planner:
         parts = self.holds(parts)
         onset = int(cands[int(self.rng.integers(len(cands)))])
         reaction = self.timing.sample_reaction(self.rng)
-        later_ends = [w[2] for w in prev.words if w[2] >= onset + reaction]
-        stop = later_ends[0] if later_ends else prev.end_ms
+        stop = onset + max(1, reaction)
+        said = [(ws, we) for _, ws, we in prev.words if ws < stop]  # the onset's word at least
+        if said[-1][1] <= stop:
+            stop = said[-1][1]  # in the silence after a word: the turn ends with that word
+        elif stop - said[-1][0] < MIN_FRAGMENT_MS and len(said) >= 2 and said[-2][1] > onset:
+            stop = said[-2][1]  # a fragment too short to be heard as a word is not begun
         if stop < prev.end_ms:
             prev.truncate(stop)
             self.own_end[prev.speaker] = prev.end_ms

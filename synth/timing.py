@@ -201,7 +201,7 @@ class TimingModel:
     - overlap: magnitude of that overlap (> 0).
     - pause: silence inside one speaker's turn, at a phrase or sentence break.
     - reaction: at an interruption, from the interrupter's onset until the interrupted speaker
-      stops (a synthesizer then snaps the stop to the next word boundary).
+      stops (mid-word if need be).
     - backchannel_delay: from the start of the speaker's pause until the listener's
       backchannel starts.
     - backchannel_rate: listener backchannels per minute of the other speaker's main-turn speech.

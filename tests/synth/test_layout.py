@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import parse_dialogue
 from microturn.schemas.turns import Turn, turn_stats
-from microturn.synth.layout import LATCH_MS, PHRASE_BREAK_MS, lay_out, phrases, speakable
+from microturn.synth.layout import LATCH_MS, MIN_FRAGMENT_MS, PHRASE_BREAK_MS, lay_out, phrases, speakable
 from microturn.synth.timing import DEFAULT_TIMING, Duration, TimingModel
 from microturn.synth.tts import Speech, SpokenWord
 
@@ -89,23 +89,51 @@ def test_backchannel_sits_in_a_pause_and_counts_as_one():
     assert stats.backchannels == 1 and stats.turns == 2 and stats.gaps_ms == [200]
 
 
-def test_interruption_cuts_the_speaker_at_a_word_boundary():
+def _assert_stopped_at_the_reaction(a, b, starts: list[int], *, word_ms: int) -> None:
+    """A (words of ``word_ms`` at ``starts``) stopped at B's onset + 400 ms (the fixed reaction),
+    cutting the word said then; or, where that word was begun less than MIN_FRAGMENT_MS before,
+    at the end of the word before it; or, in the silence between words, at the last word's end."""
+    stop = b.start_ms + 400
+    said = [s for s in starts if s < stop]
+    on = said[-1]  # the last word begun before the stop
+    if stop < on + word_ms and stop - on >= MIN_FRAGMENT_MS:
+        assert a.end_ms == stop and a.words[-1][2] == stop  # cut off mid-word
+    elif stop < on + word_ms:
+        assert a.end_ms == said[-2] + word_ms and len(a.words) == len(said) - 1  # the fragment not begun
+    else:
+        assert a.end_ms == on + word_ms and len(a.words) == len(said)  # stopped in the silence after a word
+
+
+def test_interruption_cuts_the_speaker_off_when_the_reaction_time_is_up():
     d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "y", "act": "interruption"}])
     a_speech = speech(12, word_ms=200)
     lay = lay_out(d, [a_speech, speech(3)], {}, model(), np.random.default_rng(3))
     a, b = lay.turns
-    ends = [w[2] for w in a.words]
-    assert a.end_ms == ends[-1]  # stopped at a word end
     assert len(a.words) < 12  # the rest was never said
     starts = [w.start_ms + a.start_ms - a_speech.words[0].start_ms for w in a_speech.words]
     assert b.start_ms in starts[4:]  # onset at a word start after the first third
-    assert a.end_ms >= b.start_ms + 400  # spoke on for at least the reaction time
-    assert a.end_ms - 200 - 30 < b.start_ms + 400  # ... and stopped at the first word end after it
+    _assert_stopped_at_the_reaction(a, b, starts, word_ms=200)
     (ev,) = lay.events
     assert ev.type == "interruption" and ev.payload["interrupted"] == "A"
     assert ev.payload["overlap_ms"] == a.end_ms - b.start_ms > 0
     # The audio of A stops where its words stop.
-    assert a.pieces[-1][0] + a.pieces[-1][1].size // SPMS == a.end_ms
+    assert a.pieces[-1][0] + a.pieces[-1][1].size // SPMS == a.end_ms == a.words[-1][2]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_interruption_reaction_is_the_sampled_one_and_words_stay_inside_the_audio(seed):
+    """Whatever the onset, the interrupted speaker's audio stops at onset + reaction (or, to not
+    begin a fragment of under MIN_FRAGMENT_MS, at the start of that word), and every kept word
+    lies inside the audio that was kept."""
+    d = dialogue([{"speaker": "A", "text": "x"}, {"speaker": "B", "text": "y", "act": "interruption"}])
+    a_speech = speech(14, word_ms=170)
+    lay = lay_out(d, [a_speech, speech(3)], {}, model(), np.random.default_rng(seed))
+    a, b = lay.turns
+    starts = [w.start_ms + a.start_ms - a_speech.words[0].start_ms for w in a_speech.words]
+    _assert_stopped_at_the_reaction(a, b, starts, word_ms=170)
+    assert all(ws < we <= a.end_ms for _, ws, we in a.words)
+    (ev,) = lay.events
+    assert ev.payload["overlap_ms"] == a.end_ms - b.start_ms
 
 
 def test_timed_responses_start_exactly_on_target():
