@@ -307,6 +307,7 @@ def render_tables(reports: dict[str, dict]) -> str:
 
 def run_interaction(args: argparse.Namespace) -> int:
     """The command (the module notes); ``ValueError`` for bad input before any work."""
+    from microturn.cli.json_stdout import stdout_to_stderr
     from microturn.pipelines.duplex.report_html import write_report
     from microturn.pipelines.duplex.systems import find_items
 
@@ -316,8 +317,9 @@ def run_interaction(args: argparse.Namespace) -> int:
     claim_output(args.output, {"items": os.path.abspath(args.items), "systems": list(args.systems),
                                "checkpoint": args.checkpoint and os.path.abspath(args.checkpoint),
                                "tag": args.tag, "seed": args.seed})
-    answer_items(args, items, answerers, samples)
-    reports, rows = score_systems(args.output, args.systems)
+    with stdout_to_stderr(args.json):
+        answer_items(args, items, answerers, samples)
+        reports, rows = score_systems(args.output, args.systems)
     _write_json(os.path.join(args.output, "report.json"), {"reports": reports, "items": rows})
     write_report(args.output, list(args.systems), [i.rel for i in items], reports, rows)
     if args.json:

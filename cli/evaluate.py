@@ -28,6 +28,7 @@ and tables are printed with control characters escaped.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -38,6 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 from microturn.cli.eval_duplex import add_duplex_parser, run_duplex
 from microturn.cli.eval_interaction import add_interaction_parser, run_interaction
 from microturn.cli.eval_items import add_items_parser, run_items
+from microturn.cli.json_stdout import stdout_to_stderr
 from microturn.pipelines.tables import read_table
 from microturn.schemas.text import visible
 
@@ -151,9 +153,10 @@ def _model(args: argparse.Namespace) -> int:
 
     shards = [s for pattern in args.shards for s in glob_shards(pattern)]
     calibration = [s for pattern in args.calibrate or () for s in glob_shards(pattern)]
-    result = evaluate(args.checkpoint, shards, tag=args.tag, max_batches=args.max_batches,
-                      calibration_shards=calibration or None, user_text=not args.without_user_text)
-    print(render(result, args.checkpoint))
+    with stdout_to_stderr(args.json):
+        result = evaluate(args.checkpoint, shards, tag=args.tag, max_batches=args.max_batches,
+                          calibration_shards=calibration or None, user_text=not args.without_user_text)
+    print(json.dumps(result, sort_keys=True) if args.json else render(result, args.checkpoint))
     return 0
 
 
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="read every sample without the user's words, as a session without a streaming recogniser "
                         "hears the user (also the --calibrate shards): the model's turn-taking from audio alone")
     m.add_argument("--tag", help="checkpoint tag (default: the latest)")
+    m.add_argument("--json", action="store_true", help="print the result as one JSON object (losses, turn_taking)")
     m.add_argument("--max-batches", type=int, help="stop after this many batches")
     add_duplex_parser(sub)
     add_interaction_parser(sub)

@@ -222,6 +222,14 @@ def test_eval_model_reports_shift_hold_on_the_trained_run(capsys, tmp_path):
     assert f"{expected['shift']} shifts, {expected['hold']} holds" in out, out
     assert "P(a model word starts in the silence's first 2 chunks)" in out and "endpointer" in out, out
     assert "read without the user's words" not in out
+    # --json: the same figures as one object a script reads.
+    assert main(["model", "--checkpoint", trained_run_dir(), "--shards", shard_dir(), "--json"]) == 0
+    # (its last line: loggers that DeepSpeed made while pytest held stdout still write there;
+    # in a process the whole of stdout is the object, tests/pipelines/test_json_stdout.py)
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    tt = data["turn_taking"]
+    assert (tt["n_shift"], tt["n_hold"]) == (expected["shift"], expected["hold"]) and data["text"] > 0
+    assert tt["threshold"] == 0.5 and set(tt["model"]) == {"balanced_accuracy", "auc"}
     # Without the user's words: the same events (labels, not text, make them), read from audio alone.
     assert main(["model", "--checkpoint", trained_run_dir(), "--shards", shard_dir(), "--without-user-text"]) == 0
     bare = capsys.readouterr().out
