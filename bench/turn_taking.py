@@ -2,6 +2,7 @@
 against the user-only endpointer, on held-out generated dialogues and on real meetings.
 
     python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 2400] [--user-text-dropout P]
+                                [--interruption-share P] [--timing JSON] [--ckpt-every K]
                                 [--ami ../shared/data/ami-dev] [--interaction N]
 
 1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
