@@ -2,7 +2,8 @@
 against the user-only endpointer, on held-out generated dialogues and on real meetings.
 
     python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 2400] [--user-text-dropout P]
-                                [--interruption-share P] [--timing JSON] [--ckpt-every K]
+                                [--interruption-share P] [--timing JSON] [--ckpt-every K] [--brief]
+                                [--synthesize-flag=--FLAG=VALUE ...]
                                 [--ami ../shared/data/ami-dev] [--interaction N]
 
 1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
@@ -90,13 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interaction", type=int, default=0, metavar="N",
                    help="also make items from N more dialogues and run eval interaction on them")
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
+    p.add_argument("--brief", action="store_true",
+                   help="only the calibrated held-out reading (no fixed-threshold and audio-only ones): ablations")
+    p.add_argument("--synthesize-flag", action="append", default=[], metavar="FLAG",
+                   help="another synthesize flag for the training dialogues only (repeatable, e.g. "
+                        "--synthesize-flag=--noise-snr-db=20 or --synthesize-flag=--remix=OUT_OF_INGEST)")
     args = p.parse_args(argv)
     w = args.work
     os.makedirs(w, exist_ok=True)
     n = str(args.dialogues)
     _step(f"{w}/train_rec", f"synthesize {n} (seed 1)", "synthesize", "--generate", n, "--seed", "1",
           "--output", f"{w}/train_rec", *(("--timing", args.timing) if args.timing else ()),
-          *(("--interruption-share", str(args.interruption_share)) if args.interruption_share is not None else ()))
+          *(("--interruption-share", str(args.interruption_share)) if args.interruption_share is not None else ()),
+          *args.synthesize_flag)
     _step(f"{w}/held_rec", f"synthesize {n} (seed 2, held out)", "synthesize", "--generate", n, "--seed", "2",
           "--output", f"{w}/held_rec")
     for name, split in (("train", "train"), ("held", "test")):
@@ -113,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     calibrate = ("--calibrate", f"{w}/train_sh/train/*.tar")
     audio_only = (*calibrate, "--without-user-text")
     chosen = None
-    for how, extra in (("fixed threshold 0.5", ()), ("threshold chosen on the training shards", calibrate),
-                       ("without the user's words, threshold chosen so on the training shards", audio_only)):
+    readings = (("fixed threshold 0.5", ()), ("threshold chosen on the training shards", calibrate),
+                ("without the user's words, threshold chosen so on the training shards", audio_only))
+    for how, extra in readings[1:2] if args.brief else readings:
         print(f"[{how}]")
         out = _microturn("eval", "model", "--checkpoint", run, "--shards", f"{w}/held_sh/test/*.tar", *extra)
         print(_turn_taking_lines(out))
