@@ -313,11 +313,13 @@ def run_interaction(args: argparse.Namespace) -> int:
 
     items = find_items(args.items)
     check_output(args.output, args.items)
-    answerers, samples = _check_inputs(args, items)
-    claim_output(args.output, {"items": os.path.abspath(args.items), "systems": list(args.systems),
-                               "checkpoint": args.checkpoint and os.path.abspath(args.checkpoint),
-                               "tag": args.tag, "seed": args.seed})
+    # From here on libraries may print (DeepSpeed notes its accelerator when the checkpoint's
+    # model is built in _check_inputs): with --json, standard output keeps only the object.
     with stdout_to_stderr(args.json):
+        answerers, samples = _check_inputs(args, items)
+        claim_output(args.output, {"items": os.path.abspath(args.items), "systems": list(args.systems),
+                                   "checkpoint": args.checkpoint and os.path.abspath(args.checkpoint),
+                                   "tag": args.tag, "seed": args.seed})
         answer_items(args, items, answerers, samples)
         reports, rows = score_systems(args.output, args.systems)
     _write_json(os.path.join(args.output, "report.json"), {"reports": reports, "items": rows})

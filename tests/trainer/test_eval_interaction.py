@@ -19,6 +19,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -54,6 +56,18 @@ def run(items, tmp_path_factory) -> dict:
         rc = main(["interaction", "--checkpoint", checkpoint, "--items", items, "--output", out, "--seed", "0",
                    "--json", "--no-progress"])
     return {"rc": rc, "out": out, "stdout": buf.getvalue(), "checkpoint": checkpoint}
+
+
+def test_json_is_all_of_standard_output_in_a_fresh_process(items, tmp_path):
+    """DeepSpeed notes its accelerator on standard output once per process, when the model is
+    first built; a script reading ``--json`` must still get one object (bench/turn_taking_curve.py)."""
+    proc = subprocess.run([sys.executable, "-m", "microturn.cli.main", "eval", "interaction", "--checkpoint",
+                           trained_run_dir(), "--items", items, "--output", str(tmp_path / "out"), "--systems",
+                           "model", "--json", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert set(report) == {"model"}
+    assert report["model"]["smooth_turn_taking"]["n"] >= 1
 
 
 def test_every_system_answers_every_item(run, items):
