@@ -124,6 +124,8 @@ class ChunkOutput:
         text_ids: its token ids.
         text_forced_end: True when the chunk hit ``max_text_per_chunk`` before the text head
             ended it.
+        p_speak: the text head's P(not end-of-text) at the model marker: its probability that a
+            word of the model starts in this chunk (what ``speak_threshold`` is compared with).
         dmel_TM: uint8 [4, 80] dMel bins of the model's audio frames.
         logmel_TM: float32 [4, 80] log-mel frames (flow head).
         audio_N: float32 [3200] model audio from the vocoder (delayed by its ``delay_samples``).
@@ -136,6 +138,7 @@ class ChunkOutput:
     text: str
     text_ids: tuple[int, ...]
     text_forced_end: bool
+    p_speak: float
     dmel_TM: np.ndarray
     logmel_TM: np.ndarray
     audio_N: np.ndarray
@@ -333,14 +336,16 @@ class Session:
         head = self.model.text_head
         said: list[int] = []
         forced = False
+        logits_1V = head.logits(h_D.unsqueeze(0))  # at the model marker: does a word start?
+        p_speak = 1.0 - float(logits_1V[0].float().softmax(-1)[head.end_of_text])
         while True:
             if len(said) >= cfg.max_text_per_chunk:
                 forced = True
                 break
-            logits_1V = head.logits(h_D.unsqueeze(0))
+            if said:
+                logits_1V = head.logits(h_D.unsqueeze(0))
             if not said and cfg.speak_threshold is not None:
-                p_end = float(logits_1V[0].float().softmax(-1)[head.end_of_text])
-                if 1.0 - p_end < cfg.speak_threshold:
+                if p_speak < cfg.speak_threshold:
                     break
                 logits_1V = logits_1V.clone()
                 logits_1V[0, head.end_of_text] = float("-inf")  # the decision is taken: a word starts
@@ -369,7 +374,7 @@ class Session:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         out = ChunkOutput(chunk=self.chunk, text=self.tokenizer.decode(said), text_ids=tuple(said),
-                          text_forced_end=forced, dmel_TM=np.stack(frames), logmel_TM=logmel_TM.numpy(),
+                          text_forced_end=forced, p_speak=p_speak, dmel_TM=np.stack(frames), logmel_TM=logmel_TM.numpy(),
                           audio_N=audio_N, voiced=bool(logmel_TM.mean(-1).max() > cfg.voiced_level),
                           compute_ms=(time.perf_counter() - started) * 1000.0, positions=fed)
         self.chunk += 1

@@ -15,7 +15,8 @@ the chunk (``--user-text``). Written into ``--output``:
 - ``conversation.wav``: stereo 16 kHz, the user left and the model right, time-aligned as in the
   training data: the model's chunk k sits at chunk k's time, beside the user's chunk k, with the
   vocoder's ``delay_samples`` (50 ms for Griffin-Lim) removed; ``model.wav`` is its right channel;
-- ``timeline.jsonl``: one object per chunk: chunk, start_ms, compute_ms, text, voiced,
+- ``timeline.jsonl``: one object per chunk: chunk, start_ms, compute_ms, text, p_speak (the text
+  head's probability that a word starts in the chunk, :attr:`ChunkOutput.p_speak`), voiced,
   text_forced_end, positions;
 - ``session.json``: the run, checkpoint tag, inputs, settings and latency figures.
 
@@ -207,7 +208,7 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
                     voiced.append(out.voiced)
                     lines.write(json.dumps({"chunk": out.chunk, "start_ms": out.chunk * CHUNK_MS,
                                             "compute_ms": round(out.compute_ms, 3), "text": out.text,
-                                            "voiced": out.voiced, "text_forced_end": out.text_forced_end,
+                                            "p_speak": round(out.p_speak, 4), "voiced": out.voiced, "text_forced_end": out.text_forced_end,
                                             "positions": out.positions}) + "\n")
                     bar.update(1)
                     if out.text:

@@ -382,13 +382,16 @@ def test_speak_threshold_starts_a_word_where_p_not_end_of_text_reaches_it(monkey
         return probs.log()
 
     monkeypatch.setattr(head, "logits", logits)
-    assert all(o.text_ids == () for o in _run_session(greedy, 3))  # end-of-text is the argmax
+    outs = _run_session(greedy, 3)
+    assert all(o.text_ids == () for o in outs)  # end-of-text is the argmax
+    assert [o.p_speak for o in outs] == pytest.approx([p_start] * 3)  # reported whatever decides
     for threshold, speaks in ((0.25, True), (0.29, True), (0.31, False), (0.9, False)):
         s = Session(tiny_run(), SessionConfig(speak_threshold=threshold, max_text_per_chunk=3, flow_steps=1))
         monkeypatch.setattr(s.model.text_head, "logits", logits)
         for o in _run_session(s, 3):
             # A started word is token 65 (the best of the others), then greedy text ends it.
             assert o.text_ids == ((other,) if speaks else ()), (threshold, o.text_ids)
+            assert o.p_speak == pytest.approx(p_start)
     for bad in (0.0, 1.0, -0.1):
         with pytest.raises(ValueError, match="speak_threshold"):
             SessionConfig(speak_threshold=bad)

@@ -89,8 +89,9 @@ def test_the_command_writes_the_conversation_the_timeline_and_the_latency(run_di
     rows = [json.loads(line) for line in open(os.path.join(out, "timeline.jsonl"))]
     assert [r["chunk"] for r in rows] == list(range(CHUNKS))
     assert [r["start_ms"] for r in rows] == [200 * k for k in range(CHUNKS)]
-    assert all(set(r) == {"chunk", "start_ms", "compute_ms", "text", "voiced", "text_forced_end", "positions"}
-               for r in rows)
+    assert all(set(r) == {"chunk", "start_ms", "compute_ms", "text", "p_speak", "voiced", "text_forced_end",
+                          "positions"} for r in rows)
+    assert all(0.0 <= r["p_speak"] <= 1.0 for r in rows)
     # 6x8 = 48 patches per chunk on 320x240 video, for 2 s plus the 1 s pad of its last frame.
     assert all(r["positions"] >= 48 + 6 for r in rows)
 
