@@ -48,13 +48,14 @@ def barge_ins(out: str, before: int, after: int) -> list[dict]:
         pre, post = chunks[max(0, k0 - before):k0], chunks[k0 + 1:k0 + 1 + after]
         rows.append({"item": it["item"], "k0": k0, "yield_s": it["yield_s"],
                      "p_before": [c["p_speak"] for c in pre], "p_after": [c["p_speak"] for c in post],
-                     "words_before": sum(bool(c["text"]) for c in pre), "words_after": sum(bool(c["text"]) for c in post),
+                     "words_before": sum(bool(c["text"]) for c in pre),
+                     "words_after": sum(bool(c["text"]) for c in post),
                      "n_before": len(pre), "n_after": len(post)})
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0], allow_abbrev=False)
     p.add_argument("--interaction", required=True, help="an `eval interaction --output` folder with model answers")
     p.add_argument("--before", type=int, default=3, help="chunks before the barge-in's chunk (default 3)")
     p.add_argument("--after", type=int, default=3, help="chunks after the barge-in's chunk (default 3: 600 ms)")

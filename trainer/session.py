@@ -374,7 +374,8 @@ class Session:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         out = ChunkOutput(chunk=self.chunk, text=self.tokenizer.decode(said), text_ids=tuple(said),
-                          text_forced_end=forced, p_speak=p_speak, dmel_TM=np.stack(frames), logmel_TM=logmel_TM.numpy(),
+                          text_forced_end=forced, p_speak=p_speak, dmel_TM=np.stack(frames),
+                          logmel_TM=logmel_TM.numpy(),
                           audio_N=audio_N, voiced=bool(logmel_TM.mean(-1).max() > cfg.voiced_level),
                           compute_ms=(time.perf_counter() - started) * 1000.0, positions=fed)
         self.chunk += 1

@@ -208,7 +208,8 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
                     voiced.append(out.voiced)
                     lines.write(json.dumps({"chunk": out.chunk, "start_ms": out.chunk * CHUNK_MS,
                                             "compute_ms": round(out.compute_ms, 3), "text": out.text,
-                                            "p_speak": round(out.p_speak, 4), "voiced": out.voiced, "text_forced_end": out.text_forced_end,
+                                            "p_speak": round(out.p_speak, 4), "voiced": out.voiced,
+                                            "text_forced_end": out.text_forced_end,
                                             "positions": out.positions}) + "\n")
                     bar.update(1)
                     if out.text:

@@ -7,6 +7,10 @@ Beside them: ``catalog_meta`` (schema version, inputs, allow-list, row counts),
 ``license_allowlist``, ``catalog_views`` (name and description of every view) and the views of
 :mod:`microturn.pipelines.catalog.views`.
 
+Tables stream in: each Parquet file of an output is read a batch of :data:`BATCH_ROWS` rows at a
+time and inserted, so a build's memory does not grow with the corpus (a remote file is read
+whole first: one file's bytes). Rows keep the order of a whole-table read.
+
 A build writes a temporary file next to the target and renames it over the old catalog only
 when complete, so a reader never sees half a catalog, and the same inputs give the same tables.
 A build killed at any point (``kill -9`` included) leaves the previous catalog as it was; its
@@ -31,10 +35,13 @@ from importlib import metadata
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from microturn.pipelines.catalog.views import VIEWS
 from microturn.pipelines.outputs import LockHeld, fault_point, holder_locked, release_lock
-from microturn.pipelines.tables import read_table
+from microturn.pipelines.parquet_bytes import arrow_owned
+from microturn.pipelines.tables import table_path
 from microturn.schemas import SCHEMA_VERSION, TABLE_NAMES, schema_for
 
 # Licenses whose terms allow using the data to train models, commercial use included, by their
@@ -60,6 +67,10 @@ DEFAULT_ALLOWED_LICENSES: tuple[str, ...] = (
 )
 
 OUTPUT_COLUMN = "output"
+# Rows read and inserted at a time. A conversations row with its stats lists is about 1-2 KiB in
+# Arrow, so 16384 rows keep a batch near 16-32 MiB while DuckDB's insert overhead per batch
+# (a few ms) stays small against its rows.
+BATCH_ROWS = 16384
 _NOT_LICENSES = frozenset({"", "unknown"})
 
 
@@ -131,16 +142,54 @@ def _inputs(outputs: Sequence[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def _read(output: str, table: str) -> pa.Table:
-    try:
-        data = read_table(output, table)
-    except (OSError, pa.ArrowException) as exc:
-        raise ValueError(f"{output}: cannot read table {table!r}: {exc}") from exc
-    return data.append_column(OUTPUT_COLUMN, pa.array([output] * data.num_rows, pa.string()))
+def _files(output: str, table: str) -> list[str]:
+    """The Parquet files of ``OUT/<table>/`` in name order (none when the table is absent)."""
+    pattern = FileSystems.join(table_path(output, table), "*.parquet")
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    """A local file opened by Arrow itself (row groups read as they are needed); a remote one
+    read whole into an Arrow-owned buffer first (see :mod:`microturn.pipelines.parquet_bytes`:
+    no Arrow thread may ever release a Python-owned buffer)."""
+    if "://" not in path:
+        return pq.ParquetFile(path)
+    with FileSystems.open(path) as f:
+        return pq.ParquetFile(pa.BufferReader(arrow_owned(f.read())))
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, output: str) -> pa.Table:
+    """``batch`` with the schema's columns in its order and types (a column a file of an older
+    schema lacks is null, as a dataset read fills it) and ``output`` last."""
+    n = batch.num_rows
+    columns = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(n, f.type)
+               for f in schema]
+    columns.append(pa.array([output] * n, pa.string()))
+    return pa.Table.from_arrays(columns, schema=schema.append(pa.field(OUTPUT_COLUMN, pa.string())))
+
+
+def _append(con: duckdb.DuckDBPyConnection, output: str, table: str) -> int:
+    """Insert ``output``'s rows of ``table`` batch by batch: at most :data:`BATCH_ROWS` rows (and
+    one remote file's bytes) in memory at a time, whatever the table's size. Rows of the files in
+    name order, each file's in its order: the order a whole-table read gives."""
+    schema, rows = schema_for(table), 0
+    for path in _files(output, table):
+        try:
+            with contextlib.closing(_parquet_file(path)) as parquet:
+                for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+                    if batch.num_rows == 0:
+                        continue
+                    con.register("_incoming", _conform(batch, schema, output))
+                    con.execute(f'INSERT INTO "{table}" SELECT * FROM _incoming')
+                    con.unregister("_incoming")
+                    rows += batch.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise ValueError(f"{output}: cannot read table {table!r} ({path}): {exc}") from exc
+    return rows
 
 
 def _load_tables(con: duckdb.DuckDBPyConnection, inputs: tuple[str, ...]) -> dict[str, int]:
-    """One table per record table, appended one output at a time (one output's table in memory)."""
+    """One table per record table, streamed in from every output in turn (see :func:`_append`)."""
     rows: dict[str, int] = {}
     found = {out: 0 for out in inputs}
     for table in TABLE_NAMES:
@@ -149,13 +198,7 @@ def _load_tables(con: duckdb.DuckDBPyConnection, inputs: tuple[str, ...]) -> dic
         con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _incoming')
         con.unregister("_incoming")
         for out in inputs:
-            part = _read(out, table)
-            if part.num_rows == 0:
-                continue
-            found[out] += part.num_rows
-            con.register("_incoming", part)
-            con.execute(f'INSERT INTO "{table}" SELECT * FROM _incoming')
-            con.unregister("_incoming")
+            found[out] += _append(con, out, table)
         rows[table] = _count(con, f'SELECT count(*) FROM "{table}"')
         fault_point()  # tests kill the build here (MICROTURN_FAULT=kill_after_writes:N)
     for out, n in found.items():

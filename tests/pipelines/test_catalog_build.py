@@ -177,6 +177,34 @@ def test_rebuild_is_idempotent_and_replaces_the_file_whole(outputs, catalog, tmp
     assert sorted(os.listdir(tmp_path)) == ["broken", "cat.duckdb"]
 
 
+def test_tables_stream_in_batch_by_batch_with_the_rows_of_a_whole_read(outputs, catalog, tmp_path, monkeypatch):
+    """One row per batch gives the catalog of the default batch size, rows in the same order; a
+    table in two files and a file of an older schema (no ``provenance`` column: null, as a
+    dataset read fills it) read as a whole-table read gives them."""
+    import pyarrow.parquet as pq
+
+    from microturn.pipelines.catalog import build
+
+    monkeypatch.setattr(build, "BATCH_ROWS", 1)
+    path = str(tmp_path / "one-row-batches.duckdb")
+    build_catalog(outputs.all, path)
+    assert dump(path) == dump(catalog)
+    order = "SELECT conversation_id, output FROM conversations"
+    assert query(path, order) == query(catalog, order)  # insertion order, not only the same rows
+
+    split = tmp_path / "split"
+    whole = read_table(outputs.synth, "conversations")
+    (split / "conversations").mkdir(parents=True)
+    pq.write_table(whole.slice(0, 2), split / "conversations" / "part-00000-of-00002.parquet")
+    pq.write_table(whole.slice(2).drop_columns(["provenance"]), split / "conversations" / "part-00001-of-00002.parquet")
+    other = str(tmp_path / "split.duckdb")
+    with pytest.warns(UserWarning, match="remix conversation"):  # their sources are in another output
+        build_catalog([str(split)], other)
+    got = query(other, "SELECT conversation_id, provenance FROM conversations")
+    assert [cid for cid, _ in got] == whole.column("conversation_id").to_pylist()
+    assert [p for _, p in got] == whole.column("provenance").to_pylist()[:2] + [None] * (whole.num_rows - 2)
+
+
 def test_only_a_shard_output_and_a_clean_ingest(outputs, tmp_path):
     shard_only = str(tmp_path / "shard.duckdb")
     build_catalog([outputs.shard], shard_only)

@@ -18,6 +18,7 @@ _PATH = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "barge_in.p
 
 def _bench():
     spec = importlib.util.spec_from_file_location("barge_in_bench", _PATH)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,7 +30,7 @@ def _item(out, name, start_s, p, texts, *, p_speak=True):
     (folder / "interrupt.json").write_text(json.dumps([{"context": "a", "interrupt": "b",
                                                          "timestamp": [start_s, start_s + 2]}]))
     with open(folder / "timeline.jsonl", "w") as f:
-        for k, (pk, text) in enumerate(zip(p, texts)):
+        for k, (pk, text) in enumerate(zip(p, texts, strict=True)):
             row = {"chunk": k, "start_ms": 200 * k, "text": text, "voiced": True}
             if p_speak:
                 row["p_speak"] = pk
