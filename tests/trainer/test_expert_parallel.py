@@ -1,4 +1,6 @@
-"""Two processes with expert parallelism (ep_size 2, gloo, ZeRO 2) train as one process does.
+"""Two processes with expert parallelism (ep_size 2, gloo, ZeRO 2) train as one process does,
+on one node (``--nproc_per_node 2``) and on two (two ``torchrun --nnodes 2`` launchers, one process
+each, meeting at a c10d rendezvous on 127.0.0.1, as on a cluster; see the README).
 
 Each process holds 2 of the 4 experts of every MoE layer and exchanges tokens all-to-all; the
 per-step losses must match those of one process holding all experts (see ep_worker.py for why
@@ -117,3 +119,54 @@ def test_processes_with_different_row_counts_are_padded_to_the_largest(tmp_path)
     uneven = json.loads((tmp_path / "uneven.json").read_text())
     assert uneven["world"] == 2 and uneven["rows"] == 2
     assert len(uneven["losses"]) == 2 and all(math.isfinite(x) for x in uneven["losses"])
+
+
+def _two_nodes(args: list[str], tmp) -> None:
+    """Two launchers, one "node" each, with one process per node, meeting at a c10d rendezvous on
+    127.0.0.1 (a free port): the ranks of a 2-node job, whose all-to-all and gradient reduction
+    cross the nodes. ``args``: what each launcher runs (a script and its arguments, or ``-m``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    port, procs = _port(), []
+    for node in (0, 1):
+        log = open(tmp / f"node{node}.log", "w")  # noqa: SIM115 - closed below, after the process
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(node),
+               "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+               "--rdzv_id", f"microturn-test-{port}", *args]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    try:
+        codes = [proc.wait(timeout=300) for proc, _ in procs]
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    logs = "".join((tmp / f"node{n}.log").read_text()[-2000:] for n in (0, 1))
+    assert codes == [0, 0], logs
+
+
+def test_two_nodes_at_a_c10d_rendezvous_give_the_losses_of_one_process(ep_runs, tmp_path):
+    _two_nodes([WORKER, train_shards()[0], str(tmp_path / "nodes.json"), "2", "2", "4", "same",
+                str(tmp_path / "nodes-run")], tmp_path)
+    one, nodes = (json.loads(p.read_text()) for p in (ep_runs / "one.json", tmp_path / "nodes.json"))
+    assert nodes["world"] == 2
+    rel = [abs(a - b) / abs(a) for a, b in zip(one["losses"], nodes["losses"], strict=True)]
+    assert max(rel) <= REL_TOL, (one["losses"], nodes["losses"], rel)
+    # Each node saved its own experts; loaded whole, they are the one-process run's.
+    saved, reference = load_trained_run(str(tmp_path / "nodes-run")), load_trained_run(str(ep_runs / "one-run"))
+    assert saved.train.ep_size == 2 and set(saved.state_dict) == set(reference.state_dict)
+    for name, value in reference.state_dict.items():
+        torch.testing.assert_close(saved.state_dict[name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_the_train_command_on_two_nodes_trains_and_checkpoints(ep_runs, tmp_path):
+    # The command a cluster runs on each node (README, "Training on many nodes"), on real shards.
+    out = tmp_path / "run"
+    _two_nodes(["-m", "microturn.trainer", "--config", "tiny-cpu", "--shards",
+                os.path.join(os.path.dirname(train_shards()[0]), "*.tar"), "--output", str(out), "--no-progress",
+                "train.ep_size=2", "train.zero_stage=2", "train.steps=3", "train.ckpt_every=3"], tmp_path)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert [m["step"] for m in metrics][-1] == 3 and all(math.isfinite(m["loss"]) for m in metrics)
+    run = load_trained_run(str(out))
+    assert run.step == 3 and run.train.ep_size == 2
+    assert set(run.state_dict) == set(load_trained_run(str(ep_runs / "one-run")).state_dict)  # all 4 experts
