@@ -14,8 +14,9 @@ Arrow owns: 0 of 200. The core dump of an aborted ``microturn shard`` run shows 
 in ``Py_FinalizeEx`` and an Arrow I/O thread in ``PyBuffer::~PyBuffer`` ->
 ``PyGILState_Ensure`` -> ``PyThread_exit_thread``.
 
-So every in-memory Parquet read goes through :func:`read_parquet_bytes`, which copies the bytes
-into Arrow's memory pool first (one ``memcpy`` of a file already read whole).
+So every in-memory Parquet read goes through :func:`read_parquet_bytes` (or
+:func:`parquet_file_bytes`, to read it a batch at a time), which copies the bytes into Arrow's
+memory pool first (one ``memcpy`` of a file already read whole).
 """
 
 from __future__ import annotations
@@ -35,3 +36,9 @@ def read_parquet_bytes(data: bytes | bytearray | memoryview, schema: pa.Schema |
     """The table in the Parquet file ``data`` (read with ``schema`` when given), read from an
     Arrow-owned copy so that Arrow's threads never hold a Python object (see the module doc)."""
     return pq.read_table(pa.BufferReader(arrow_owned(data)), schema=schema)
+
+
+def parquet_file_bytes(data: bytes | bytearray | memoryview) -> pq.ParquetFile:
+    """The Parquet file ``data`` opened for reading by row group or batch, over an Arrow-owned
+    copy (see the module doc)."""
+    return pq.ParquetFile(pa.BufferReader(arrow_owned(data)))

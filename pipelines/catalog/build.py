@@ -40,7 +40,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from microturn.pipelines.catalog.views import VIEWS
 from microturn.pipelines.outputs import LockHeld, fault_point, holder_locked, release_lock
-from microturn.pipelines.parquet_bytes import arrow_owned
+from microturn.pipelines.parquet_bytes import parquet_file_bytes
 from microturn.pipelines.tables import table_path
 from microturn.schemas import SCHEMA_VERSION, TABLE_NAMES, schema_for
 
@@ -155,7 +155,7 @@ def _parquet_file(path: str) -> pq.ParquetFile:
     if "://" not in path:
         return pq.ParquetFile(path)
     with FileSystems.open(path) as f:
-        return pq.ParquetFile(pa.BufferReader(arrow_owned(f.read())))
+        return parquet_file_bytes(f.read())
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, output: str) -> pa.Table:

@@ -200,6 +200,9 @@ def test_tables_stream_in_batch_by_batch_with_the_rows_of_a_whole_read(outputs, 
     other = str(tmp_path / "split.duckdb")
     with pytest.warns(UserWarning, match="remix conversation"):  # their sources are in another output
         build_catalog([str(split)], other)
+    # A remote file is read whole into an Arrow-owned buffer, then batch by batch like a local one.
+    first = split / "conversations" / "part-00000-of-00002.parquet"
+    assert build.parquet_file_bytes(first.read_bytes()).read().equals(pq.read_table(first))
     got = query(other, "SELECT conversation_id, provenance FROM conversations")
     assert [cid for cid, _ in got] == whole.column("conversation_id").to_pylist()
     assert [p for _, p in got] == whole.column("provenance").to_pylist()[:2] + [None] * (whole.num_rows - 2)
