@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{stray[0]!r} is not a section.key=value override; if it is a shard, the shell expanded a "
                      "--shards glob: quote it ('SHARDS/train/*.tar') or repeat --shards per file")
     from microturn.trainer.data import glob_shards, resolve_shards
+    from microturn.trainer.shard_reader import local_path
     from microturn.trainer.train_config import load_named
 
     try:
@@ -57,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         from microturn.trainer.loop import train
 
         shards = [s for pattern in args.shards for s in glob_shards(pattern)]
-        resolve_shards(shards, allow_pipe=args.allow_pipe)  # a pipe: URL without --allow-pipe: before any work
+        resolved = resolve_shards(shards, allow_pipe=args.allow_pipe)  # a pipe: URL without --allow-pipe: now
+        missing = [s for s in resolved if (path := local_path(s)) is not None and not os.path.isfile(path)]
+        if missing:  # a typo or a comma-joined list: before DeepSpeed starts, not after 100 failed reads
+            raise ValueError(f"--shards: {len(missing)} of {len(resolved)} local shard(s) do not exist, e.g. "
+                             f"{missing[0]!r}; give tar files, a folder of them, or a quoted glob (repeat "
+                             "--shards for several)")
         result = train(cfg, shards=shards, output=args.output, progress=args.progress, allow_pipe=args.allow_pipe)
     except ValueError as exc:
         raise SystemExit(f"microturn train: error: {exc}") from None
-    import os
 
     if result.records and int(os.environ.get("RANK", "0")) == 0:
         last = result.records[-1]

@@ -99,6 +99,18 @@ def test_the_cli_refuses_a_pipe_url_before_any_work(tmp_path, monkeypatch):
     assert not os.path.exists("X") and not os.path.exists("out")
 
 
+@pytest.mark.parametrize("pattern", ["missing.tar", "a.tar,b.tar", "train-{000000..000001}.tar"])
+def test_the_cli_refuses_local_shards_that_do_not_exist_before_any_work(tmp_path, monkeypatch, pattern):
+    # A typo, a comma-joined list (--shards repeats instead) or a brace range past the last shard.
+    from microturn.trainer.run import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train-000000.tar").write_bytes(b"")
+    with pytest.raises(SystemExit, match="do not exist"):
+        main(["--config", "tiny-cpu", "--shards", pattern, "--output", "out"])
+    assert not os.path.exists("out")
+
+
 # ------------------------------------------------------------------ crafted tars
 
 
