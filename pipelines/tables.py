@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
-from apache_beam.pvalue import TaggedOutput
+from apache_beam.pvalue import AsSingleton, TaggedOutput
 
 from microturn.pipelines.outputs import pending_name, publish
 from microturn.pipelines.parquet_bytes import read_parquet_bytes
@@ -116,13 +116,13 @@ class _WriteSortedShard(beam.DoFn):
     def __init__(self, output: str, table: str, num_shards: int, pending: bool):
         self.output, self.table, self.num_shards, self.pending = output, table, num_shards, pending
 
-    def process(self, item):
+    def process(self, item, parts: int | None = None):
         index, rows = item
         rows = sorted((r for r in rows if r is not None), key=lambda r: _sort_key(self.table, r))
         data = pa.Table.from_pylist(rows, schema=schema_for(self.table))
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="zstd")
-        name = f"part-{index:05d}-of-{self.num_shards:05d}.parquet"
+        name = f"part-{index:05d}-of-{parts or self.num_shards:05d}.parquet"
         final = FileSystems.join(table_path(self.output, self.table), name)
         target = pending_name(final) if self.pending else final
         publish(buf.getvalue(), target)
@@ -138,20 +138,40 @@ class WriteSortedTable(beam.PTransform):
     and renamed when complete, so a reader never sees half a file. Holds one shard's rows in
     memory at a time: raise ``num_shards`` for tables of many millions of rows.
 
+    With ``rows_per_part`` the number of files grows with the table: ``max(num_shards,
+    ceil(rows / rows_per_part))``, from a count (a combiner), so that no writer holds more than
+    about ``rows_per_part`` rows whatever the corpus size.
+
     With ``pending=True`` the files get pending names (``.part-...parquet.pending``) that no
     reader matches, published by :func:`microturn.pipelines.outputs.commit` once the whole run
     succeeded (which also removes parts of an earlier run with another ``num_shards``).
     """
 
-    def __init__(self, output: str, table: str, *, num_shards: int = 1, pending: bool = False):
+    def __init__(self, output: str, table: str, *, num_shards: int = 1, pending: bool = False,
+                 rows_per_part: int | None = None):
         super().__init__()
         if num_shards < 1:
             raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        if rows_per_part is not None and rows_per_part < 1:
+            raise ValueError(f"rows_per_part must be at least 1, got {rows_per_part}")
         schema_for(table)
         self.output, self.table, self.num_shards, self.pending = output, table, num_shards, pending
+        self.rows_per_part = rows_per_part
 
     def expand(self, rows):
-        t, n = self.table, self.num_shards
+        t, n, per = self.table, self.num_shards, self.rows_per_part
+        if per is not None:
+            parts = (rows
+                     | f"Count{t.title()}" >> beam.combiners.Count.Globally()
+                     | f"Parts{t.title()}" >> beam.Map(lambda count: max(n, -(-count // per))))
+            return (
+                (rows | f"Shard{t.title()}" >> beam.Map(lambda r, k: (_shard_of(t, r, k), r), AsSingleton(parts)),
+                 parts | f"AllShards{t.title()}" >> beam.FlatMap(lambda k: [(i, None) for i in range(k)]))
+                | f"Join{t.title()}" >> beam.Flatten()
+                | f"Group{t.title()}" >> beam.GroupByKey()
+                | f"WriteSorted{t.title()}" >> beam.ParDo(_WriteSortedShard(self.output, t, n, self.pending),
+                                                          AsSingleton(parts))
+            )
         keyed = rows | f"Shard{t.title()}" >> beam.Map(lambda r: (_shard_of(t, r, n), r))
         every = rows.pipeline | f"AllShards{t.title()}" >> beam.Create([(i, None) for i in range(n)])
         return (
@@ -162,7 +182,7 @@ class WriteSortedTable(beam.PTransform):
         )
 
 
-def store_tables(rows: dict, rejects: list, *, output: str, num_shards: int) -> None:
+def store_tables(rows: dict, rejects: list, *, output: str, num_shards: int, rows_per_part: int | None = None) -> None:
     """Validate and write every table of a stage: ``rows`` maps a table name to a PCollection
     (or a tuple of them, flattened first); rows that fail validation join ``rejects``, which are
     validated and written last. Tables are written sorted (:class:`WriteSortedTable`), under
@@ -175,10 +195,11 @@ def store_tables(rows: dict, rejects: list, *, output: str, num_shards: int) -> 
         checked = pcolls | f"Check{table.title()}" >> ValidateRows(table)
         rejects.append(checked[REJECTS])
         _ = checked.valid | f"Store{table.title()}" >> WriteSortedTable(output, table, num_shards=num_shards,
-                                                                         pending=True)
+                                                                         pending=True, rows_per_part=rows_per_part)
     all_rejects = tuple(rejects) | "FlattenRejects" >> beam.Flatten()
     checked = all_rejects | "CheckRejects" >> ValidateRows(REJECTS)
-    _ = checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards, pending=True)
+    _ = checked.valid | "StoreRejects" >> WriteSortedTable(output, REJECTS, num_shards=num_shards, pending=True,
+                                                           rows_per_part=rows_per_part)
 
 
 def read_table(output: str, table: str) -> pa.Table:

@@ -69,6 +69,12 @@ class ShardConfig:
         shard_bytes: target tar size; shards rotate before passing it (512 MiB default: large
             enough for sequential reads at full disk speed, small enough for a few hundred
             shards per 1000 hours, so nodes x workers can split them evenly).
+        bucket_shards: shards' worth of samples per writer bucket (4): a split is spread over
+            ``ceil(payload / (bucket_shards * shard_bytes))`` buckets by conversation, and each
+            bucket is packed into shards by one writer. Larger buckets leave fewer part-filled
+            shards (each bucket ends with one) but make each writer's group larger.
+        writer_memory: sample bytes a shard writer keeps in memory before it spools the rest of
+            its bucket to a local temporary file (64 MiB; 0 spools every byte).
         video: cut video clips for conversations that have video.
         patch_budget, crf: video patches per chunk and H.264 quality (see :class:`VideoSpec`).
         fade_ms, tolerance_ms: see :class:`WindowSpec`.
@@ -82,6 +88,8 @@ class ShardConfig:
     splits: str = format_splits(DEFAULT_SPLITS)
     # A named config may spell it "512MiB"; 64 KiB is far below one sample of 30 s (~100 KB of dMel).
     shard_bytes: int = setting(512 << 20, ge=64 << 10, flag="--shard-bytes", parse=parse_bytes)
+    bucket_shards: int = setting(4, ge=1)
+    writer_memory: int = setting(64 << 20, ge=0, parse=parse_bytes)
     video: bool = True
     patch_budget: int = VideoSpec().patch_budget  # checked by VideoSpec
     crf: int = VideoSpec().crf

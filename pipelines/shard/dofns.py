@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import tempfile
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -19,7 +20,7 @@ from apache_beam.pvalue import TaggedOutput
 from microturn.pipelines import media
 from microturn.pipelines.dead_letter import RejectingStep
 from microturn.pipelines.outputs import atomic_file, pending_name, publish, raise_if_output_fault
-from microturn.pipelines.shard.plan import shard_name
+from microturn.pipelines.shard.plan import first_indices, plan_bucket, shard_name
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, make_samples, warn_skipped
 from microturn.pipelines.shard.tar import TarWriter, sample_blob
 from microturn.pipelines.shard.video import VideoSpec
@@ -165,41 +166,75 @@ class MakeSamples(RejectingStep):
         yield from made
 
 
-class PlanSplit(beam.DoFn):
-    """``(split, [(key, size), ...])`` → ``(key, shard index)`` for every sample of the split."""
+class CountParts(beam.DoFn):
+    """``((split, bucket), [(key, size), ...])`` → ``((split, bucket), shards in the bucket)``."""
 
     def __init__(self, target_bytes: int):
         self.target_bytes = target_bytes
 
     def process(self, item):
-        from microturn.pipelines.shard.plan import plan_split
-
-        _, sizes = item
-        yield from plan_split(sizes, target_bytes=self.target_bytes).items()
+        where, sizes = item
+        yield where, max(plan_bucket(sizes, target_bytes=self.target_bytes).values()) + 1
 
 
-class WriteShard(beam.DoFn):
-    """``((split, index), samples)`` → one tar and its Parquet manifest, each written under a
-    temporary name and renamed to its pending name when complete (published by the run's
-    commit); emits the ``shards`` row (main output) and the ``samples`` rows (tagged
-    ``samples``)."""
+class WriteBucket(beam.DoFn):
+    """``((split, bucket), samples)`` → the bucket's shards: for each, one tar and its Parquet
+    manifest, written under a temporary name and renamed to its pending name when complete
+    (published by the run's commit); emits a ``shards`` row per shard (main output) and the
+    ``samples`` rows (tagged ``samples``).
 
-    def __init__(self, output: str):
-        self.output = output
+    The samples arrive in whatever order the runner groups them; their bytes go to a spool that
+    stays in memory up to ``memory_bytes`` and continues in a local temporary file, so the writer
+    holds only keys, sizes and table rows of the bucket, and copies each sample from the spool
+    into its shard in key order. ``parts`` (side input) gives every bucket's shard count, from
+    which the bucket's first shard index follows (:func:`first_indices`).
+    """
+
+    def __init__(self, output: str, *, target_bytes: int, memory_bytes: int):
+        self.output, self.target_bytes, self.memory_bytes = output, target_bytes, memory_bytes
         self.shards = Metrics.counter(NAMESPACE, "shards")
         self.bytes = Metrics.counter(NAMESPACE, "shard_bytes")
+        self.spilled = Metrics.counter(NAMESPACE, "writer_spooled_to_disk")
+        self._first: dict = {}
+        self._parts_seen: object = None
 
-    def process(self, item):
-        (split, index), samples = item
-        samples = sorted(samples, key=lambda s: s["key"])
+    def _first_index(self, parts: dict, where: tuple[str, int]) -> int:
+        if self._parts_seen is not parts:  # the side input is one dict per window: computed once
+            self._first, self._parts_seen = first_indices(parts), parts
+        return self._first[where]
+
+    def process(self, item, parts):
+        (split, bucket), samples = item
+        with tempfile.SpooledTemporaryFile(max_size=self.memory_bytes) as spool:
+            if not self.memory_bytes:  # max_size 0 would mean "never spill"; here it means "always"
+                spool.rollover()
+            entries = []
+            for s in samples:
+                entries.append((s["key"], spool.tell(), s["size"], s["row"]))
+                spool.write(s["blob"])
+            if spool.tell() > self.memory_bytes:
+                self.spilled.inc()  # a bucket larger than writer_memory: its bytes went to local disk
+            plan = plan_bucket(((key, size) for key, _, size, _ in entries), target_bytes=self.target_bytes)
+            count = max(plan.values()) + 1
+            assert count == parts[(split, bucket)], "CountParts and WriteBucket planned the bucket differently"
+            first = self._first_index(parts, (split, bucket))
+            entries.sort(key=lambda e: e[0])
+            for part in range(count):
+                members = [e for e in entries if plan[e[0]] == part]
+                yield from self._write(split, first + part, members, spool)
+
+    def _write(self, split: str, index: int, members: list, spool):
         rel = shard_name(split, index)
         final = FileSystems.join(self.output, rel)
         manifest_rel = rel[: -len(".tar")] + ".parquet"
         rows = []
         with atomic_file(pending_name(final)) as raw:
             writer = TarWriter(raw)
-            for s in samples:
-                rows.append({**s["row"], "shard": rel, "tar_offset": writer.add_blob(s["blob"])})
+            for _, offset, size, row in members:
+                spool.seek(offset)
+                blob = spool.read(size)
+                assert len(blob) == size, "the spool lost sample bytes"
+                rows.append({**row, "shard": rel, "tar_offset": writer.add_blob(blob)})
             total, sha = writer.close()
         buf = io.BytesIO()
         pq.write_table(validate_rows("samples", rows), buf, compression="zstd")

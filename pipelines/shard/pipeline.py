@@ -2,11 +2,11 @@
 
 ::
 
-    OUT₁..OUTₙ ─ ReadRecords ─ PickFirst ─ MakeSamples ─┬─ Sizes ─ PlanSplit ─┐ (side input)
-                                  │            │        └──── Assign ◄────────┘
-                                  │            │                │
-                                  │            │          GroupByShard ─ WriteShard
-                                  └─ rejects ──┴──────────────────────────┴─ samples, shards, rejects tables
+    OUT₁..OUTₙ ─ ReadRecords ─ PickFirst ─ MakeSamples ─┬─ Sizes ─ SplitPayload ─┐ (per split: a sum)
+                                  │            │        └─────── Bucket ◄───────┘
+                                  │            │                  ├─ GroupSizes ─ CountParts ─┐ (per bucket: a count)
+                                  │            │           GroupByBucket ─ WriteBucket ◄──────┘
+                                  └─ rejects ──┴───────────────────────────────┴─ samples, shards, rejects tables
 
 Written under SHARDS: ``{split}/{split}-{index:06d}.tar`` with a Parquet manifest beside each,
 and the tables ``samples``, ``shards`` and ``rejects``, all under pending names that the run
@@ -23,9 +23,13 @@ from apache_beam.pvalue import AsDict
 
 from microturn.pipelines.shard import dofns
 from microturn.pipelines.shard.config import ShardConfig
+from microturn.pipelines.shard.plan import bucket_count, bucket_of
 from microturn.pipelines.tables import REJECTS, store_tables
 
 ROW_TABLES = ("conversations", "segments", "words", "events")
+# The samples table grows with the corpus (a row per sample, 1-2 KB as a Python dict): one
+# table file per 50,000 rows (about 420 h of 30 s samples) keeps a table writer near 100 MB.
+TABLE_ROWS_PER_PART = 50_000
 
 
 def has_table(root: str, table: str) -> bool:
@@ -74,26 +78,47 @@ class ReadRecords(beam.PTransform):
 
 class WriteShards(beam.PTransform):
     """Samples (``{"key", "split", "blob", "size", "row"}``) → tars and manifests; returns the
-    ``shards`` rows and the ``samples`` rows."""
+    ``shards`` rows and the ``samples`` rows.
 
-    def __init__(self, output: str, *, shard_bytes: int):
+    No step sees every sample of a split (see :mod:`microturn.pipelines.shard.plan`): the split's
+    payload is summed by a combiner, samples are grouped by bucket (a few shards each), and the
+    only state every writer reads is one payload total per split and one shard count per bucket.
+    """
+
+    def __init__(self, output: str, *, shard_bytes: int, bucket_shards: int = 4, writer_memory: int = 64 << 20):
         super().__init__()
+        if bucket_shards < 1:
+            raise ValueError(f"bucket_shards must be at least 1, got {bucket_shards}")
         self.output, self.shard_bytes = output, shard_bytes
+        self.bucket_bytes, self.writer_memory = bucket_shards * shard_bytes, writer_memory
 
     def expand(self, samples):
-        plan = (
+        bucket_bytes = self.bucket_bytes
+        payload = (
             samples
-            | "Sizes" >> beam.Map(lambda s: (s["split"], (s["key"], s["size"]))).with_output_types(
-                tuple[str, tuple[str, int]])
+            | "Sizes" >> beam.Map(lambda s: (s["split"], s["size"])).with_output_types(tuple[str, int])
+            | "SplitPayload" >> beam.CombinePerKey(sum)
+        )
+
+        def assign(s: dict, totals: dict) -> tuple[tuple[str, int], dict]:
+            buckets = bucket_count(totals[s["split"]], bucket_bytes=bucket_bytes)
+            return (s["split"], bucket_of(s["row"]["conversation_id"], buckets)), s
+
+        bucketed = samples | "Bucket" >> beam.Map(assign, AsDict(payload)).with_output_types(
+            tuple[tuple[str, int], dict])
+        parts = (
+            bucketed
+            | "KeySizes" >> beam.Map(lambda kv: (kv[0], (kv[1]["key"], kv[1]["size"]))).with_output_types(
+                tuple[tuple[str, int], tuple[str, int]])
             | "GroupSizes" >> beam.GroupByKey()
-            | "PlanSplit" >> beam.ParDo(dofns.PlanSplit(self.shard_bytes))
+            | "CountParts" >> beam.ParDo(dofns.CountParts(self.shard_bytes))
         )
         written = (
-            samples
-            | "Assign" >> beam.Map(lambda s, where: ((s["split"], where[s["key"]]), s), AsDict(plan))
-            .with_output_types(tuple[tuple[str, int], dict])
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(dofns.WriteShard(self.output)).with_outputs("samples", main="shards")
+            bucketed
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "WriteBucket" >> beam.ParDo(dofns.WriteBucket(self.output, target_bytes=self.shard_bytes,
+                                                            memory_bytes=self.writer_memory),
+                                          AsDict(parts)).with_outputs("samples", main="shards")
         )
         return written.shards, written.samples
 
@@ -111,6 +136,7 @@ class Shard(beam.PTransform):
         made = records | "MakeSamples" >> beam.ParDo(dofns.MakeSamples(
             window=c.window_spec, splits=c.split_ratios, video=c.video_spec if c.video else None,
         )).with_outputs(REJECTS, main="samples")
-        shards, samples = made.samples | "Write" >> WriteShards(c.output, shard_bytes=c.shard_bytes)
+        shards, samples = made.samples | "Write" >> WriteShards(
+            c.output, shard_bytes=c.shard_bytes, bucket_shards=c.bucket_shards, writer_memory=c.writer_memory)
         store_tables({"samples": samples, "shards": shards}, [dup_rejects, made[REJECTS]], output=c.output,
-                     num_shards=c.table_shards)
+                     num_shards=c.table_shards, rows_per_part=TABLE_ROWS_PER_PART)

@@ -95,6 +95,21 @@ def test_sorted_writes_are_byte_identical_and_replace_old_files(tmp_path):
     assert not [f for f in os.listdir(os.path.join(out, "segments")) if f.endswith(".tmp")]
 
 
+@pytest.mark.parametrize(("n_rows", "parts"), [(0, 2), (5, 2), (200, 4), (201, 5)])
+def test_rows_per_part_grows_the_number_of_files_with_the_table(tmp_path, n_rows, parts):
+    rows = [{"conversation_id": f"c{k:03d}", "speaker": "A", "start_ms": k, "end_ms": k + 5, "channel": 0}
+            for k in range(n_rows)]
+    out = str(tmp_path)
+    with in_memory() as p:
+        _ = p | beam.Create(rows).with_output_types(dict) | WriteSortedTable(out, "segments", num_shards=2,
+                                                                            rows_per_part=50)
+    files = sorted(os.listdir(os.path.join(out, "segments")))
+    assert files == [f"part-{i:05d}-of-{parts:05d}.parquet" for i in range(parts)]  # empty parts written too
+    assert sorted(read_table(out, "segments").to_pylist(), key=lambda r: r["start_ms"]) == rows
+    with pytest.raises(ValueError, match="rows_per_part"):
+        WriteSortedTable(out, "segments", rows_per_part=0)
+
+
 def test_match_pattern_skips_sidecars(folder):
     with in_memory() as p:
         out = (p | beam.Create([f"{folder}/a.*"])

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microturn.pipelines.shard.labels import mark_spans, stream_labels
-from microturn.pipelines.shard.plan import plan_split, shard_name
+from microturn.pipelines.shard.plan import bucket_count, bucket_of, first_indices, plan_bucket, shard_name
 from microturn.pipelines.shard.streams import build_stream, gate, intervals_intersect, intervals_union
 from microturn.pipelines.shard.tar import TarWriter, archive_bytes, member_bytes
 from microturn.schemas.sample import Label
@@ -129,7 +129,7 @@ def test_tar_bytes_do_not_depend_on_the_run():
 @given(st.dictionaries(st.text("abcdef0123", min_size=1, max_size=6), st.integers(512, 40_000), min_size=1,
                        max_size=60), st.integers(20_000, 200_000))
 def test_plan_rotates_before_the_target_and_keeps_key_order(sizes, target):
-    plan = plan_split(sizes.items(), target_bytes=target)
+    plan = plan_bucket(sizes.items(), target_bytes=target)
     assert set(plan) == set(sizes)
     order = sorted(sizes)
     idx = [plan[k] for k in order]
@@ -138,15 +138,86 @@ def test_plan_rotates_before_the_target_and_keeps_key_order(sizes, target):
         members = [k for k in order if plan[k] == shard]
         payload = sum(sizes[k] for k in members)
         assert len(members) == 1 or archive_bytes(payload) <= target
-    assert plan == plan_split(reversed(list(sizes.items())), target_bytes=target)
+    assert plan == plan_bucket(reversed(list(sizes.items())), target_bytes=target)
 
 
 def test_plan_refuses_duplicates_and_bad_targets():
     with pytest.raises(ValueError, match="duplicate"):
-        plan_split([("a", 1), ("a", 2)], target_bytes=10_000)
+        plan_bucket([("a", 1), ("a", 2)], target_bytes=10_000)
     with pytest.raises(ValueError, match="positive"):
-        plan_split([("a", 1)], target_bytes=0)
+        plan_bucket([("a", 1)], target_bytes=0)
     assert shard_name("valid", 12) == "valid/valid-000012.tar"
+
+
+def _plan(samples: list[tuple[str, str, str, int]], *, target: int, bucket_bytes: int) -> dict[str, tuple[str, int]]:
+    """The shard stage's three steps on ``(split, conversation, key, size)``: key → (split, shard index)."""
+    payload: dict[str, int] = {}
+    for split, _, _, size in samples:
+        payload[split] = payload.get(split, 0) + size
+    buckets: dict[tuple[str, int], list] = {}
+    for split, conv, key, size in samples:
+        where = (split, bucket_of(conv, bucket_count(payload[split], bucket_bytes=bucket_bytes)))
+        buckets.setdefault(where, []).append((key, size))
+    plans = {where: plan_bucket(sizes, target_bytes=target) for where, sizes in buckets.items()}
+    first = first_indices({where: max(p.values()) + 1 for where, p in plans.items()})
+    return {key: (where[0], first[where] + part) for where, p in plans.items() for key, part in p.items()}
+
+
+_SAMPLES = st.lists(st.tuples(st.sampled_from(["train", "valid"]), st.text("abcdef0123", min_size=1, max_size=4),
+                              st.integers(512, 40_000)), min_size=1, max_size=80)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_SAMPLES, st.integers(20_000, 200_000), st.integers(1, 4), st.randoms(use_true_random=False))
+def test_bucketed_plan_numbers_shards_densely_and_does_not_depend_on_order(rows, target, bucket_shards, rnd):
+    samples = [(split, conv, f"{conv}_{i:03d}", size) for i, (split, conv, size) in enumerate(rows)]
+    plan = _plan(samples, target=target, bucket_bytes=bucket_shards * target)
+    assert set(plan) == {key for _, _, key, _ in samples}
+    size_of = {key: size for _, _, key, size in samples}
+    for split in {s for s, _, _, _ in samples}:
+        shards: dict[int, list[str]] = {}
+        for key, (sp, index) in plan.items():
+            if sp == split:
+                shards.setdefault(index, []).append(key)
+        assert sorted(shards) == list(range(len(shards)))  # 0..n-1, no gaps
+        for members in shards.values():
+            assert len(members) == 1 or archive_bytes(sum(size_of[k] for k in members)) <= target
+    by_conv: dict[str, set] = {}
+    for split, conv, key, _ in samples:
+        by_conv.setdefault(f"{split}/{conv}", set()).add(plan[key])
+    # A conversation's windows share a bucket, so they sit in consecutive shards of one split.
+    assert all(max(i for _, i in v) - min(i for _, i in v) < len(v) for v in by_conv.values())
+    shuffled = list(samples)
+    rnd.shuffle(shuffled)
+    assert _plan(shuffled, target=target, bucket_bytes=bucket_shards * target) == plan
+
+
+def test_one_bucket_packs_the_split_in_key_order():
+    samples = [("train", f"c{i % 7}", f"c{i % 7}_{i:03d}", 3000 + 97 * i) for i in range(40)]
+    plan = _plan(samples, target=20_000, bucket_bytes=10**9)
+    assert plan == {k: ("train", i) for k, i in plan_bucket([(k, s) for _, _, k, s in samples],
+                                                            target_bytes=20_000).items()}
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 10**12), st.integers(1, 10**9))
+def test_bucket_count_keeps_the_expected_bucket_under_its_size(payload, bucket_bytes):
+    n = bucket_count(payload, bucket_bytes=bucket_bytes)
+    assert n >= 1 and payload / n <= bucket_bytes and (n == 1 or payload / (n - 1) > bucket_bytes)
+
+
+def test_buckets_are_stable_and_spread():
+    # Fixed values: the bucket of a conversation must not change across runs, machines or versions.
+    # (Python's own str hash is salted per process; these come from sha256.)
+    assert [bucket_of(c, 7) for c in ("a", "b", "s-00000000000000e1")] == [1, 6, 2]
+    counts = np.bincount([bucket_of(f"conv-{i}", 8) for i in range(8000)], minlength=8)
+    assert counts.min() > 850 and counts.max() < 1150  # 1000 expected each; 5 sigma is about +-150
+    with pytest.raises(ValueError, match="at least 1"):
+        bucket_of("a", 0)
+    with pytest.raises(ValueError, match="positive"):
+        bucket_count(10, bucket_bytes=0)
+    assert first_indices({("train", 3): 2, ("train", 0): 1, ("valid", 5): 4}) == {
+        ("train", 0): 0, ("train", 3): 1, ("valid", 5): 0}
 
 
 def test_writer_output_is_what_tarfile_writes_for_the_same_members():

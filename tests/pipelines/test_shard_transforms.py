@@ -102,6 +102,28 @@ def test_write_shards_packs_samples_into_pending_tars_with_manifests(inputs, tmp
     assert len([n for n in written if ".tar" in n]) == len([n for n in written if ".parquet" in n])
 
 
+def _write(first: str, out: str, **kw) -> list[str]:
+    with in_memory() as p:
+        samples = (p | beam.Create([_grouped(first, GOOD), _grouped(first, DUP)])
+                   | beam.ParDo(dofns.MakeSamples(window=WINDOW, splits=TRAIN, video=None)))
+        shards, _ = samples | WriteShards(out, **kw)
+        assert_that(shards, _check_shards, label="shards")
+    outputs.commit(out, "shard")
+    return sorted(os.listdir(os.path.join(out, "train")))
+
+
+def test_write_shards_in_many_buckets_numbers_shards_densely_and_spooled_bytes_are_the_same(inputs, tmp_path):
+    first, _ = inputs
+    # 64 KiB shards, one shard per bucket: several buckets with gaps (2 conversations over >= 3
+    # buckets); every sample still in one shard, indices 0..n-1 (_check_shards).
+    many = _write(first, str(tmp_path / "many"), shard_bytes=64 << 10, bucket_shards=1, writer_memory=0)
+    again = _write(first, str(tmp_path / "again"), shard_bytes=64 << 10, bucket_shards=1, writer_memory=1 << 30)
+    assert many == again and len([n for n in many if n.endswith(".tar")]) >= 2
+    for name in many:  # spooled to disk or held in memory: the same bytes
+        with open(tmp_path / "many" / "train" / name, "rb") as a, open(tmp_path / "again" / "train" / name, "rb") as b:
+            assert a.read() == b.read(), name
+
+
 def test_shard_writes_tables_whose_rejects_name_every_dead_letter(inputs, tmp_path):
     first, second = inputs
     out = str(tmp_path / "out")
