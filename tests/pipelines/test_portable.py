@@ -22,6 +22,7 @@ import pytest
 from media_corpus import SAMPLE_STM, speech
 from microturn.pipelines.ingest.run import run as ingest_run
 from microturn.pipelines.shard.run import run as shard_run
+from microturn.pipelines.tables import read_table
 from microturn.pipelines.synthesize.run import run as synthesize_run
 from microturn.synth.templates import bundled_dialogues
 from microturn.testing.files import tree
@@ -83,8 +84,18 @@ def synthesized(cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sharded(cluster, ingested, synthesized, tmp_path_factory):
-    argv = ["--input", ingested[0], "--input", synthesized[0], "--window-chunks", "50"]
+    # The smallest shards (64 KiB, buckets of 4) so that the train split spreads over several
+    # buckets, each packed by whichever worker gets it.
+    argv = ["--input", ingested[0], "--input", synthesized[0], "--window-chunks", "50", "--shard-bytes", "64KiB"]
     return on_both(shard_run, argv, tmp_path_factory.mktemp("shard"), cluster)
+
+
+def test_the_shard_run_spread_its_train_split_over_several_buckets(sharded):
+    from microturn.pipelines.shard.plan import bucket_count
+
+    shards = read_table(sharded[0], "shards").to_pylist()
+    train = [s for s in shards if s["split"] == "train"]
+    assert bucket_count(sum(s["bytes"] for s in train), bucket_bytes=4 * (64 << 10)) >= 2, train
 
 
 @pytest.mark.parametrize("stage", ["ingested", "synthesized", "sharded"])
