@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 from collections.abc import Iterable, Iterator
 
@@ -487,14 +488,39 @@ def pending_files(output: str, stage: str) -> list[str]:
             if _name(p).startswith(".") and _name(p).endswith(PENDING)]
 
 
+# The shard stage's sample bytes between the worker that made them and the one that packs them
+# into a shard (pipelines/shard): run-private, removed when the run commits or fails.
+SPOOL = ".spool"
+
+
+def spool_dir(output: str) -> str:
+    return FileSystems.join(output, SPOOL)
+
+
+def clear_spool(output: str) -> int:
+    """Delete the spool folder of a shard output (every file under it); returns how many files went."""
+    root = spool_dir(output)
+    if _local(root):
+        path = _os_path(root)
+        if not os.path.isdir(path):
+            return 0
+        n = sum(len(names) for _, _, names in os.walk(path))
+        shutil.rmtree(path)
+        return n
+    files = [m.path for m in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list]
+    if files:
+        FileSystems.delete(files)
+    return len(files)
+
+
 def discard(output: str, stage: str) -> int:
-    """Delete pending and temporary files in the stage's folders (of a failed or killed run);
-    final files are not touched. Returns how many went."""
+    """Delete pending and temporary files in the stage's folders (of a failed or killed run),
+    and the shard spool; final files are not touched. Returns how many went."""
     gone = [p for d, _ in _owned_dirs(output, stage) for p in _list(d)
             if _name(p).startswith(".") and _name(p).endswith((PENDING, TMP))]
     if gone:
         FileSystems.delete(gone)
-    return len(gone)
+    return len(gone) + (clear_spool(output) if stage == "shard" else 0)
 
 
 def commit(output: str, stage: str) -> tuple[int, int]:
@@ -521,6 +547,8 @@ def commit(output: str, stage: str) -> tuple[int, int]:
         with contextlib.suppress(OSError):
             if _local(folder) and not os.listdir(_os_path(folder)) and pattern is SHARD_FILE:
                 os.rmdir(_os_path(folder))
+    if stage == "shard":
+        clear_spool(output)
     return published, removed
 
 

@@ -298,7 +298,10 @@ def portable_runner(workers: int = 2, *, timeout_s: float = 60.0, grace_s: float
                                 port_of, time.monotonic() + timeout_s)
             flags = ["--runner=PortableRunner", f"--job_endpoint=localhost:{ports['job service']}",
                      "--environment_type=EXTERNAL", f"--environment_config=localhost:{ports['worker pool']}",
-                     f"--sdk_worker_parallelism={workers}"]
+                     f"--sdk_worker_parallelism={workers}",
+                     # The PortableRunner watches the job through a stream opened with this
+                     # timeout (300 s by default): a longer job fails with DEADLINE_EXCEEDED.
+                     "--job_server_timeout=86400"]
             yield LocalPortable(flags=flags, workers=workers, job_service=job, worker_pool=pool, logs=logs)
         finally:
             for proc in reversed(started):

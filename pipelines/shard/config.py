@@ -72,9 +72,7 @@ class ShardConfig:
         bucket_shards: shards' worth of samples per writer bucket (4): a split is spread over
             ``ceil(payload / (bucket_shards * shard_bytes))`` buckets by conversation, and each
             bucket is packed into shards by one writer. Larger buckets leave fewer part-filled
-            shards (each bucket ends with one) but make each writer's group larger.
-        writer_memory: sample bytes a shard writer keeps in memory before it spools the rest of
-            its bucket to a local temporary file (64 MiB; 0 spools every byte).
+            shards (each bucket ends with one) and give fewer, longer writer tasks.
         video: cut video clips for conversations that have video.
         patch_budget, crf: video patches per chunk and H.264 quality (see :class:`VideoSpec`).
         fade_ms, tolerance_ms: see :class:`WindowSpec`.
@@ -89,7 +87,6 @@ class ShardConfig:
     # A named config may spell it "512MiB"; 64 KiB is far below one sample of 30 s (~100 KB of dMel).
     shard_bytes: int = setting(512 << 20, ge=64 << 10, flag="--shard-bytes", parse=parse_bytes)
     bucket_shards: int = setting(4, ge=1)
-    writer_memory: int = setting(64 << 20, ge=0, parse=parse_bytes)
     video: bool = True
     patch_budget: int = VideoSpec().patch_budget  # checked by VideoSpec
     crf: int = VideoSpec().crf

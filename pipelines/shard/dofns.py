@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import tempfile
+import re
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -19,7 +19,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from microturn.pipelines import media
 from microturn.pipelines.dead_letter import RejectingStep
-from microturn.pipelines.outputs import atomic_file, pending_name, publish, raise_if_output_fault
+from microturn.pipelines.outputs import atomic_file, pending_name, publish, raise_if_output_fault, spool_dir
 from microturn.pipelines.shard.plan import first_indices, plan_bucket, shard_name
 from microturn.pipelines.shard.samples import Record, RecordError, WindowSpec, make_samples, warn_skipped
 from microturn.pipelines.shard.tar import TarWriter, sample_blob
@@ -177,24 +177,50 @@ class CountParts(beam.DoFn):
         yield where, max(plan_bucket(sizes, target_bytes=self.target_bytes).values()) + 1
 
 
+def spool_path(output: str, key: str) -> str:
+    """Where a sample's bytes wait for their shard writer: ``SHARDS/.spool/XY/{key}.tar``, XY from a
+    hash of the key (256 folders, so that no folder holds a whole corpus's samples). Keys are
+    made of ``[A-Za-z0-9_-]`` (:func:`microturn.schemas.sample.sample_key`)."""
+    assert _SAFE_KEY.match(key), key
+    return FileSystems.join(spool_dir(output), hashlib.sha256(key.encode()).hexdigest()[:2], f"{key}.tar")
+
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class SpoolSample(beam.DoFn):
+    """A sample with its bytes → the bytes written to the run's spool (:func:`spool_path`) and the
+    sample without them (``{"key", "split", "size", "row"}``), so that what the runner shuffles
+    to group samples by shard is a small record per sample (about 1 KB), not its ~200 KB of
+    features (30 s, audio only). A retried bundle writes the same bytes again."""
+
+    def __init__(self, output: str):
+        self.output = output
+        self.spooled = Metrics.counter(NAMESPACE, "spooled_bytes")
+
+    def process(self, sample):
+        publish(sample["blob"], spool_path(self.output, sample["key"]))
+        self.spooled.inc(len(sample["blob"]))
+        yield {k: v for k, v in sample.items() if k != "blob"}
+
+
 class WriteBucket(beam.DoFn):
     """``((split, bucket), samples)`` → the bucket's shards: for each, one tar and its Parquet
     manifest, written under a temporary name and renamed to its pending name when complete
     (published by the run's commit); emits a ``shards`` row per shard (main output) and the
     ``samples`` rows (tagged ``samples``).
 
-    The samples arrive in whatever order the runner groups them; their bytes go to a spool that
-    stays in memory up to ``memory_bytes`` and continues in a local temporary file, so the writer
-    holds only keys, sizes and table rows of the bucket, and copies each sample from the spool
-    into its shard in key order. ``parts`` (side input) gives every bucket's shard count, from
-    which the bucket's first shard index follows (:func:`first_indices`).
+    The samples arrive without their bytes, in whatever order the runner groups them; the writer
+    sorts them by key and copies each one's bytes from the spool into its shard, so it holds
+    the bucket's keys, sizes and table rows and one sample's bytes at a time. ``parts`` (side
+    input) gives every bucket's shard count, from which the bucket's first shard index follows
+    (:func:`first_indices`).
     """
 
-    def __init__(self, output: str, *, target_bytes: int, memory_bytes: int):
-        self.output, self.target_bytes, self.memory_bytes = output, target_bytes, memory_bytes
+    def __init__(self, output: str, *, target_bytes: int):
+        self.output, self.target_bytes = output, target_bytes
         self.shards = Metrics.counter(NAMESPACE, "shards")
         self.bytes = Metrics.counter(NAMESPACE, "shard_bytes")
-        self.spilled = Metrics.counter(NAMESPACE, "writer_spooled_to_disk")
         self._first: dict = {}
         self._parts_seen: object = None
 
@@ -205,35 +231,30 @@ class WriteBucket(beam.DoFn):
 
     def process(self, item, parts):
         (split, bucket), samples = item
-        with tempfile.SpooledTemporaryFile(max_size=self.memory_bytes) as spool:
-            if not self.memory_bytes:  # max_size 0 would mean "never spill"; here it means "always"
-                spool.rollover()
-            entries = []
-            for s in samples:
-                entries.append((s["key"], spool.tell(), s["size"], s["row"]))
-                spool.write(s["blob"])
-            if spool.tell() > self.memory_bytes:
-                self.spilled.inc()  # a bucket larger than writer_memory: its bytes went to local disk
-            plan = plan_bucket(((key, size) for key, _, size, _ in entries), target_bytes=self.target_bytes)
-            count = max(plan.values()) + 1
-            assert count == parts[(split, bucket)], "CountParts and WriteBucket planned the bucket differently"
-            first = self._first_index(parts, (split, bucket))
-            entries.sort(key=lambda e: e[0])
-            for part in range(count):
-                members = [e for e in entries if plan[e[0]] == part]
-                yield from self._write(split, first + part, members, spool)
+        entries = sorted(((s["key"], s["size"], s["row"]) for s in samples), key=lambda e: e[0])
+        plan = plan_bucket(((key, size) for key, size, _ in entries), target_bytes=self.target_bytes)
+        count = max(plan.values()) + 1
+        assert count == parts[(split, bucket)], "CountParts and WriteBucket planned the bucket differently"
+        first = self._first_index(parts, (split, bucket))
+        by_part: list[list] = [[] for _ in range(count)]
+        for e in entries:
+            by_part[plan[e[0]]].append(e)
+        for part, members in enumerate(by_part):
+            yield from self._write(split, first + part, members)
 
-    def _write(self, split: str, index: int, members: list, spool):
+    def _write(self, split: str, index: int, members: list):
         rel = shard_name(split, index)
         final = FileSystems.join(self.output, rel)
         manifest_rel = rel[: -len(".tar")] + ".parquet"
         rows = []
         with atomic_file(pending_name(final)) as raw:
             writer = TarWriter(raw)
-            for _, offset, size, row in members:
-                spool.seek(offset)
-                blob = spool.read(size)
-                assert len(blob) == size, "the spool lost sample bytes"
+            for key, size, row in members:
+                with FileSystems.open(spool_path(self.output, key)) as f:
+                    blob = f.read()
+                if len(blob) != size:
+                    raise OSError(f"the spooled bytes of sample {key} are {len(blob)} bytes, not {size}: "
+                                  "another run wrote into this output's spool?")
                 rows.append({**row, "shard": rel, "tar_offset": writer.add_blob(blob)})
             total, sha = writer.close()
         buf = io.BytesIO()

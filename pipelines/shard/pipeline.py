@@ -2,11 +2,11 @@
 
 ::
 
-    OUT₁..OUTₙ ─ ReadRecords ─ PickFirst ─ MakeSamples ─┬─ Sizes ─ SplitPayload ─┐ (per split: a sum)
-                                  │            │        └─────── Bucket ◄───────┘
-                                  │            │                  ├─ GroupSizes ─ CountParts ─┐ (per bucket: a count)
-                                  │            │           GroupByBucket ─ WriteBucket ◄──────┘
-                                  └─ rejects ──┴───────────────────────────────┴─ samples, shards, rejects tables
+    OUT₁..OUTₙ ─ ReadRecords ─ PickFirst ─ MakeSamples ─ Spool ─┬─ Sizes ─ SplitPayload ─┐ (a sum per split)
+                │                            │              └─────── Bucket ◄───────┘
+                │                            │                 ├─ GroupSizes ─ CountParts ─┐ (a count per bucket)
+                │                            │           GroupByBucket ─ WriteBucket ◄─────┘
+                └─ rejects ──────────────────┴──────────────────────────┴─ samples, shards, rejects tables
 
 Written under SHARDS: ``{split}/{split}-{index:06d}.tar`` with a Parquet manifest beside each,
 and the tables ``samples``, ``shards`` and ``rejects``, all under pending names that the run
@@ -83,17 +83,20 @@ class WriteShards(beam.PTransform):
     No step sees every sample of a split (see :mod:`microturn.pipelines.shard.plan`): the split's
     payload is summed by a combiner, samples are grouped by bucket (a few shards each), and the
     only state every writer reads is one payload total per split and one shard count per bucket.
+    Sample bytes never go through the shuffle: the worker that made a sample writes them to the
+    run's spool (``SHARDS/.spool``, removed when the run commits or fails) and the shard writer
+    reads them from there.
     """
 
-    def __init__(self, output: str, *, shard_bytes: int, bucket_shards: int = 4, writer_memory: int = 64 << 20):
+    def __init__(self, output: str, *, shard_bytes: int, bucket_shards: int = 4):
         super().__init__()
         if bucket_shards < 1:
             raise ValueError(f"bucket_shards must be at least 1, got {bucket_shards}")
-        self.output, self.shard_bytes = output, shard_bytes
-        self.bucket_bytes, self.writer_memory = bucket_shards * shard_bytes, writer_memory
+        self.output, self.shard_bytes, self.bucket_bytes = output, shard_bytes, bucket_shards * shard_bytes
 
     def expand(self, samples):
         bucket_bytes = self.bucket_bytes
+        samples = samples | "Spool" >> beam.ParDo(dofns.SpoolSample(self.output))
         payload = (
             samples
             | "Sizes" >> beam.Map(lambda s: (s["split"], s["size"])).with_output_types(tuple[str, int])
@@ -116,8 +119,7 @@ class WriteShards(beam.PTransform):
         written = (
             bucketed
             | "GroupByBucket" >> beam.GroupByKey()
-            | "WriteBucket" >> beam.ParDo(dofns.WriteBucket(self.output, target_bytes=self.shard_bytes,
-                                                            memory_bytes=self.writer_memory),
+            | "WriteBucket" >> beam.ParDo(dofns.WriteBucket(self.output, target_bytes=self.shard_bytes),
                                           AsDict(parts)).with_outputs("samples", main="shards")
         )
         return written.shards, written.samples
@@ -137,6 +139,6 @@ class Shard(beam.PTransform):
             window=c.window_spec, splits=c.split_ratios, video=c.video_spec if c.video else None,
         )).with_outputs(REJECTS, main="samples")
         shards, samples = made.samples | "Write" >> WriteShards(
-            c.output, shard_bytes=c.shard_bytes, bucket_shards=c.bucket_shards, writer_memory=c.writer_memory)
+            c.output, shard_bytes=c.shard_bytes, bucket_shards=c.bucket_shards)
         store_tables({"samples": samples, "shards": shards}, [dup_rejects, made[REJECTS]], output=c.output,
                      num_shards=c.table_shards, rows_per_part=TABLE_ROWS_PER_PART)

@@ -35,8 +35,8 @@ def start_stage(stage: str, *args: str, env: dict | None = None) -> subprocess.P
 
 
 def leftovers(root) -> list[str]:
-    """Lock, temporary and pending files under ``root``: none may survive a finished run."""
-    return sorted(p for p in tree(root) if p.endswith((".tmp", ".pending", ".lock")))
+    """Lock, temporary, pending and spooled files under ``root``: none may survive a finished run."""
+    return sorted(p for p in tree(root) if p.endswith((".tmp", ".pending", ".lock")) or p.startswith(".spool"))
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:

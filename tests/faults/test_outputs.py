@@ -218,6 +218,19 @@ def test_a_rerun_in_which_every_record_fails_keeps_the_earlier_shards(tmp_path):
     assert leftovers(out) == []
 
 
+def test_a_killed_runs_spool_goes_with_the_next_run_and_a_finished_run_leaves_none(tmp_path):
+    rec = make_records(tmp_path / "rec")
+    out = tmp_path / "out"
+    shard(rec, out)
+    before = tree(out)
+    assert before and leftovers(out) == []
+    spool = out / outputs.SPOOL / "ab"  # what a run killed between spooling and packing leaves
+    spool.mkdir(parents=True)
+    (spool / "s-00000000000000e1_A_00000.tar").write_bytes(bytes(512))
+    shard(rec, out)
+    assert tree(out) == before and not (out / outputs.SPOOL).exists()
+
+
 def test_inputs_that_match_nothing_fail_and_keep_the_earlier_output(tmp_path, scripts_file):
     from microturn.pipelines.ingest.run import main as ingest_main
     from microturn.pipelines.synthesize.run import main as synthesize_main

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def visible(files: dict[str, bytes]) -> dict[str, bytes]:
-    return {k: v for k, v in files.items() if not k.endswith((".pending", ".tmp", ".lock"))}
+    return {k: v for k, v in files.items() if not k.endswith((".pending", ".tmp", ".lock"))
+            and not k.startswith(".spool/")}
 
 
 def killed_then_rerun(stage: str, args: list, tmp_path, *, kill_after: int):

@@ -22,8 +22,8 @@ import pytest
 from media_corpus import SAMPLE_STM, speech
 from microturn.pipelines.ingest.run import run as ingest_run
 from microturn.pipelines.shard.run import run as shard_run
-from microturn.pipelines.tables import read_table
 from microturn.pipelines.synthesize.run import run as synthesize_run
+from microturn.pipelines.tables import read_table
 from microturn.synth.templates import bundled_dialogues
 from microturn.testing.files import tree
 from microturn.testing.portable import LocalPortable, PortableStartError, WorkerWatch, portable_runner, watch_workers

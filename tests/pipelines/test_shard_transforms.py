@@ -6,6 +6,7 @@ bursts where A, then B talk, cut into two windows of 15 chunks for each of the 2
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import apache_beam as beam
@@ -18,7 +19,7 @@ from microturn.pipelines.shard import dofns
 from microturn.pipelines.shard.config import ShardConfig
 from microturn.pipelines.shard.pipeline import ReadRecords, Shard, WriteShards
 from microturn.pipelines.shard.samples import WindowSpec
-from microturn.pipelines.tables import REJECTS, read_table
+from microturn.pipelines.tables import REJECTS, WriteSortedTable, read_table
 from microturn.testing.records import two_streams, write_records
 
 GOOD, DUP, ORPHAN = "s-00000000000000e1", "s-00000000000000e2", "s-00000000000000e3"
@@ -106,22 +107,29 @@ def _write(first: str, out: str, **kw) -> list[str]:
     with in_memory() as p:
         samples = (p | beam.Create([_grouped(first, GOOD), _grouped(first, DUP)])
                    | beam.ParDo(dofns.MakeSamples(window=WINDOW, splits=TRAIN, video=None)))
-        shards, _ = samples | WriteShards(out, **kw)
+        shards, rows = samples | WriteShards(out, **kw)
         assert_that(shards, _check_shards, label="shards")
+        _ = rows | WriteSortedTable(out, "samples", pending=True)
     outputs.commit(out, "shard")
     return sorted(os.listdir(os.path.join(out, "train")))
 
 
-def test_write_shards_in_many_buckets_numbers_shards_densely_and_spooled_bytes_are_the_same(inputs, tmp_path):
+def test_write_shards_in_many_buckets_numbers_shards_densely_and_copies_each_sample_from_the_spool(inputs, tmp_path):
     first, _ = inputs
     # 64 KiB shards, one shard per bucket: several buckets with gaps (2 conversations over >= 3
     # buckets); every sample still in one shard, indices 0..n-1 (_check_shards).
-    many = _write(first, str(tmp_path / "many"), shard_bytes=64 << 10, bucket_shards=1, writer_memory=0)
-    again = _write(first, str(tmp_path / "again"), shard_bytes=64 << 10, bucket_shards=1, writer_memory=1 << 30)
+    many = _write(first, str(tmp_path / "many"), shard_bytes=64 << 10, bucket_shards=1)
+    again = _write(first, str(tmp_path / "again"), shard_bytes=64 << 10, bucket_shards=1)
     assert many == again and len([n for n in many if n.endswith(".tar")]) >= 2
-    for name in many:  # spooled to disk or held in memory: the same bytes
+    for name in many:
         with open(tmp_path / "many" / "train" / name, "rb") as a, open(tmp_path / "again" / "train" / name, "rb") as b:
             assert a.read() == b.read(), name
+    # Each sample's byte range in its shard is the blob MakeSamples hashed; the spool is gone.
+    for row in read_table(str(tmp_path / "many"), "samples").to_pylist():
+        with open(tmp_path / "many" / row["shard"], "rb") as f:
+            f.seek(row["tar_offset"])
+            assert hashlib.sha256(f.read(row["tar_bytes"])).hexdigest() == row["sha256"], row["key"]
+    assert not os.path.exists(tmp_path / "many" / outputs.SPOOL)
 
 
 def test_shard_writes_tables_whose_rejects_name_every_dead_letter(inputs, tmp_path):
