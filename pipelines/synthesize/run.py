@@ -13,6 +13,7 @@ usage error (:func:`microturn.pipelines.cli_args.split_args`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -86,20 +87,31 @@ def parse_args(argv: list[str] | None) -> tuple[SynthesizeConfig, list[str]]:
     return cfg, beam_args
 
 
+def _label(kind: str, timing: TimingModel) -> str:
+    # The label goes into the conversation ids and rows, so it names the model by its content:
+    # the same timing file at another path (another checkout, a per-run folder of a DAG) must
+    # give the same conversations, ids and splits.
+    digest = hashlib.sha256(json.dumps(timing.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return f"{kind}:sha256={digest}"
+
+
 def load_timing(cfg: SynthesizeConfig) -> tuple[TimingModel, str]:
-    """The timing model of a run and a label of where it came from (for provenance)."""
+    """The timing model of a run and a label of where it came from (for provenance): ``file:`` or
+    ``fit:`` and a hash of the model, never a path; ``default`` for the bundled model."""
     if cfg.timing:
         try:
             with FileSystems.open(cfg.timing) as f:
                 data = json.loads(f.read().decode("utf-8"))
-            return TimingModel.from_dict(data), f"file:{cfg.timing}"
+            timing = TimingModel.from_dict(data)
+            return timing, _label("file", timing)
         except OSError as exc:
             raise ValueError(f"--timing {cfg.timing}: cannot read it: {exc}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"--timing {cfg.timing}: not a timing model as `microturn synthesize fit` "
                              f"writes it: {exc}") from None
     if cfg.fit_from:
-        return fit(read_table(cfg.fit_from, "segments"), read_table(cfg.fit_from, "words")), f"fit:{cfg.fit_from}"
+        timing = fit(read_table(cfg.fit_from, "segments"), read_table(cfg.fit_from, "words"))
+        return timing, _label("fit", timing)
     return DEFAULT_TIMING, "default"
 
 

@@ -241,6 +241,23 @@ def test_corrupt_and_empty_files_cost_only_themselves(tmp_path):
         ("EmptyFile", str(tmp_path / "empty.jsonl")), ("invalid_utf8", f"{tmp_path / 'corrupt.jsonl'}:1")]
 
 
+def test_the_same_timing_file_at_another_path_gives_the_same_bytes(tmp_path):
+    from microturn.synth.timing import DEFAULT_TIMING
+
+    model = DEFAULT_TIMING.to_dict()
+    model["gap"]["params"] = [270.0, 0.7]  # not the default model: a file of one's own
+    digests = []
+    for where in ("a", "b/deeper"):
+        path = tmp_path / where / "timing.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(model))
+        out = str(tmp_path / f"out-{len(digests)}")
+        run(["--generate", "1", "--timing", str(path), "--output", out], print_summary=False)
+        digests.append(files_digest(out))
+        assert all(str(tmp_path) not in json.dumps(r, default=str) for r in read_table(out, "conversations").to_pylist())
+    assert digests[0] == digests[1]
+
+
 def test_bad_sources_and_timing_files_are_clear_errors(tmp_path):
     from microturn.synth.timing import DEFAULT_TIMING
 
