@@ -25,6 +25,7 @@ bench: setup
 	.venv/bin/python bench/ingest.py
 	.venv/bin/python bench/synth.py
 	.venv/bin/python bench/shard.py
+	.venv/bin/python bench/scale.py
 	.venv/bin/python bench/train.py
 	.venv/bin/python bench/moe_kernel.py
 	.venv/bin/python bench/session.py

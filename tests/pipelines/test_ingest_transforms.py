@@ -110,6 +110,20 @@ def test_rows_per_part_grows_the_number_of_files_with_the_table(tmp_path, n_rows
         WriteSortedTable(out, "segments", rows_per_part=0)
 
 
+def test_large_tables_are_written_in_bounded_row_groups(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from microturn.pipelines import tables
+
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", 7)  # readers hold one group at a time
+    rows = [{"conversation_id": "c", "speaker": "A", "start_ms": k, "end_ms": k + 5, "channel": 0} for k in range(20)]
+    with in_memory() as p:
+        _ = p | beam.Create(rows) | WriteSortedTable(str(tmp_path), "segments")
+    meta = pq.ParquetFile(tmp_path / "segments" / "part-00000-of-00001.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [7, 7, 6]
+    assert read_table(str(tmp_path), "segments").to_pylist() == rows
+
+
 def test_match_pattern_skips_sidecars(folder):
     with in_memory() as p:
         out = (p | beam.Create([f"{folder}/a.*"])
