@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from microturn.pipelines.media import encode_flac
 from microturn.pipelines.tables import ROW_GROUP_ROWS
 from microturn.schemas import validate_rows
+from microturn.testing.files import tree
 from microturn.testing.portable import portable_runner, watch_workers
 from microturn.testing.records import real_call
 
@@ -225,15 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _same_tree(a: str, b: str) -> bool:
-    def files(root: str) -> dict[str, bytes]:
-        out = {}
-        for d, _, names in os.walk(root):
-            for name in names:
-                path = os.path.join(d, name)
-                with open(path, "rb") as f:
-                    out[os.path.relpath(path, root)] = f.read()
-        return out
-    return files(a) == files(b)
+    return tree(a) == tree(b)
 
 
 if __name__ == "__main__":
