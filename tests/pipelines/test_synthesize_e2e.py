@@ -254,7 +254,8 @@ def test_the_same_timing_file_at_another_path_gives_the_same_bytes(tmp_path):
         out = str(tmp_path / f"out-{len(digests)}")
         run(["--generate", "1", "--timing", str(path), "--output", out], print_summary=False)
         digests.append(files_digest(out))
-        assert all(str(tmp_path) not in json.dumps(r, default=str) for r in read_table(out, "conversations").to_pylist())
+        rows = read_table(out, "conversations").to_pylist()
+        assert all(str(tmp_path) not in json.dumps(r, default=str) for r in rows)
     assert digests[0] == digests[1]
 
 
