@@ -110,14 +110,21 @@ def _diarization(args: argparse.Namespace) -> int:
 
     check_reference("--reference", args.reference)
     check_hypothesis(args.hypothesis)
+    if args.uem:
+        check_reference("--uem", args.uem)
     refs = read_rttm(args.reference)
     hyp = _pair(_hypothesis(args.hypothesis, "segments", ("speaker", "start_ms", "end_ms")), set(refs))
-    report = evaluate_diarization(refs, hyp, collar_s=args.collar)
-    print(f"{'file':<32} {'DER':>7} {'JER':>7} {'miss':>7} {'FA':>7} {'conf':>7}  (collar {args.collar} s)")
+    report = evaluate_diarization(refs, hyp, collar_s=args.collar, uem=args.uem)
+    scored = "UEM" if args.uem else "first to last turn"
+    print(f"{'file':<32} {'DER':>7} {'JER':>7} {'miss':>7} {'FA':>7} {'conf':>7} {'spk ref':>7} {'hyp':>4} "
+          f"{'overlap ref':>11} {'hyp':>6}  (collar {args.collar} s, scored: {scored})")
     for f in [*report.files, report.total]:
         ref = f.reference_s or 1.0
         print(f"{visible(f.uri)[:32]:<32} {f.der:>7.2%} {f.jer:>7.2%} {f.missed_s / ref:>7.2%} "
-              f"{f.false_alarm_s / ref:>7.2%} {f.confusion_s / ref:>7.2%}")
+              f"{f.false_alarm_s / ref:>7.2%} {f.confusion_s / ref:>7.2%} {f.reference_speakers:>7} "
+              f"{f.hypothesis_speakers:>4} {f.reference_overlap:>11.1%} {f.hypothesis_overlap:>6.1%}")
+    wrong = [f for f in report.files if f.reference_speakers != f.hypothesis_speakers]
+    print(f"speaker count right on {len(report.files) - len(wrong)} of {len(report.files)} file(s)")
     return 0
 
 
@@ -170,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")
     d.add_argument("--collar", type=_collar, default=0.0,
                    help="total forgiveness collar in seconds around reference boundaries (default 0)")
+    d.add_argument("--uem", metavar="UEM_OR_DIR",
+                   help="scored regions (a UEM file or a folder of *.uem); every reference file needs one "
+                        "(default: each file from its first to its last turn)")
     w = sub.add_parser("words", help="word timing against STM references", allow_abbrev=False)
     w.add_argument("--reference", required=True, help="an STM file or a folder of them")
     w.add_argument("--hypothesis", required=True, help="an ingest output directory (OUT)")

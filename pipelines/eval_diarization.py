@@ -10,8 +10,9 @@ A small library, no command line (the ``microturn`` CLI wires it). Typical use::
 Conventions: hypothesis rows are ``(speaker, start_ms, end_ms)`` in integer milliseconds (the
 unit of every record in microturn); RTTM and :class:`pyannote.core.Annotation` use seconds.
 DER is computed with overlap scored (``skip_overlap=False``) and an optional forgiveness collar;
-JER with the same collar. Both are ratios (0.12 means 12 %). The scored time of a file runs from
-the first to the last turn of reference or hypothesis (pyannote's default without a UEM).
+JER with the same collar. Both are ratios (0.12 means 12 %). The scored time of a file is its UEM
+(``read_uem``) when one is given, else from the first to the last turn of reference or hypothesis
+(pyannote's default without a UEM).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "annotation_from_rows",
     "evaluate_diarization",
     "read_rttm",
+    "read_uem",
 ]
 
 HypothesisRows = Iterable[tuple[str, int, int]]
@@ -41,7 +43,11 @@ class DiarizationScore:
     """Scores of one file (or of all files together for ``DiarizationReport.total``).
 
     Durations are seconds of reference speech time counted with overlap (two reference
-    speakers talking for 1 s count 2 s), the denominator of DER.
+    speakers talking for 1 s count 2 s), the denominator of DER. ``reference_speakers`` and
+    ``hypothesis_speakers`` count the speakers heard in the scored region (summed in the
+    total); ``reference_overlap`` and ``hypothesis_overlap`` are the shares of speech time
+    where two or more speakers talk (the total weights files by reference speech). A
+    hypothesis that never overlaps cannot score below its reference's overlap share.
     """
 
     uri: str
@@ -51,6 +57,24 @@ class DiarizationScore:
     missed_s: float
     false_alarm_s: float
     confusion_s: float
+    reference_speakers: int = 0
+    hypothesis_speakers: int = 0
+    reference_overlap: float = 0.0
+    hypothesis_overlap: float = 0.0
+
+
+def overlap_share(annotation: Annotation, uem: Timeline | None = None) -> float:
+    """Share of the speech time (inside ``uem`` when given) where two or more speakers talk."""
+    if uem is not None:
+        annotation = annotation.crop(uem)
+    timelines = [annotation.label_timeline(label).support() for label in annotation.labels()]
+    speech = Timeline(segments=[s for t in timelines for s in t]).support().duration()
+    overlap = Timeline(uri=annotation.uri)
+    for i, a in enumerate(timelines):
+        for b in timelines[i + 1 :]:
+            for segment in a.crop(b, mode="intersection"):
+                overlap.add(segment)
+    return overlap.support().duration() / speech if speech > 0 else 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,6 +144,46 @@ def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
     return annotations
 
 
+def read_uem(path: str | os.PathLike[str]) -> dict[str, Timeline]:
+    """Read a UEM file, or every ``*.uem`` file in a directory, into ``{uri: Timeline}``.
+
+    A UEM line is ``uri channel onset offset`` (seconds): the regions to score. Lines of one uri
+    add up; ``;;`` comments and blank lines are skipped.
+
+    Raises:
+        FileNotFoundError: the path does not exist, or a directory holds no ``.uem`` file.
+        ValueError: a malformed line (the message names file and line).
+    """
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".uem" and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"no .uem file in directory {str(root)!r}")
+    elif root.is_file():
+        files = [root]
+    else:
+        raise FileNotFoundError(f"UEM path {str(root)!r} does not exist")
+    regions: dict[str, Timeline] = {}
+    for file in files:
+        with file.open("r", encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                fields = line.split()
+                if not fields or fields[0].startswith(";;"):
+                    continue
+                if len(fields) != 4:
+                    raise ValueError(f"{file}:{line_no}: a UEM line has 4 fields (uri channel onset offset), "
+                                     f"got {len(fields)}")
+                try:
+                    onset, offset = float(fields[2]), float(fields[3])
+                except ValueError:
+                    raise ValueError(f"{file}:{line_no}: onset {fields[2]!r} and offset {fields[3]!r} must be "
+                                     "numbers of seconds") from None
+                if not 0 <= onset < offset:
+                    raise ValueError(f"{file}:{line_no}: need 0 <= onset < offset, got {onset} and {offset}")
+                regions.setdefault(fields[0], Timeline(uri=fields[0])).add(Segment(onset, offset))
+    return {uri: timeline.support() for uri, timeline in regions.items()}
+
+
 def annotation_from_rows(rows: HypothesisRows, *, uri: str = "") -> Annotation:
     """Build an :class:`Annotation` from ``(speaker, start_ms, end_ms)`` rows.
 
@@ -142,8 +206,9 @@ def annotation_from_rows(rows: HypothesisRows, *, uri: str = "") -> Annotation:
     return annotation
 
 
-def _score(uri: str, der_components: Mapping[str, float], der: float, jer: float) -> DiarizationScore:
-    return DiarizationScore(
+def _score(uri: str, der_components: Mapping[str, float], der: float, jer: float,
+           **counts: float) -> DiarizationScore:
+    return DiarizationScore(**counts,  # type: ignore[arg-type]  # speaker counts and overlap shares
         uri=uri,
         der=float(der),
         jer=float(jer),
@@ -158,6 +223,7 @@ def evaluate_diarization(
     reference: Mapping[str, Annotation] | str | os.PathLike[str],
     hypothesis: Mapping[str, HypothesisRows | Annotation],
     collar_s: float = 0.0,
+    uem: Mapping[str, Timeline] | str | os.PathLike[str] | None = None,
 ) -> DiarizationReport:
     """Score hypothesis diarizations against references with DER and JER.
 
@@ -170,6 +236,9 @@ def evaluate_diarization(
             boundary (pyannote's convention: ``collar_s / 2`` on each side, so NIST md-eval's
             ``-c 0.25`` is ``collar_s=0.5``).
             0.0 (the default) scores every frame.
+        uem: the scored regions, ``{uri: Timeline}`` or a UEM file / directory. A reference uri
+            without one is an error (its score would silently use another region). None: from
+            the first to the last turn of reference or hypothesis.
 
     Returns:
         One :class:`DiarizationScore` per reference uri (files missing from the hypothesis are
@@ -184,6 +253,13 @@ def evaluate_diarization(
     references = read_rttm(reference) if isinstance(reference, (str, os.PathLike)) else reference
     if not references:
         raise ValueError("the reference holds no file to score against")
+
+    regions = read_uem(uem) if isinstance(uem, (str, os.PathLike)) else uem
+    if regions is not None:
+        missing = sorted(set(references) - set(regions))
+        if missing:
+            raise ValueError(f"{len(missing)} reference uri(s) without a UEM region: {missing[:5]}; give every "
+                             "scored file a UEM line or leave the UEM out")
 
     extra = sorted(set(hypothesis) - set(references))
     if extra:
@@ -205,13 +281,20 @@ def evaluate_diarization(
             hyp = annotation_from_rows(hyp_value, uri=uri)
         # Scored region: from the earliest to the latest turn of either side, which is what
         # pyannote assumes (with a warning) when no UEM is given.
-        extent = ref.get_timeline().extent() | hyp.get_timeline().extent()
-        uem = Timeline(segments=[extent] if extent else [], uri=uri)
-        components = der_metric(ref, hyp, uem=uem, detailed=True)
-        jer = jer_metric(ref, hyp, uem=uem)
+        if regions is not None:
+            scored = regions[uri]
+        else:
+            extent = ref.get_timeline().extent() | hyp.get_timeline().extent()
+            scored = Timeline(segments=[extent] if extent else [], uri=uri)
+        components = der_metric(ref, hyp, uem=scored, detailed=True)
+        jer = jer_metric(ref, hyp, uem=scored)
         # pyannote returns the components (a dict) when detailed, the rate (a float) otherwise.
         assert isinstance(components, dict) and not isinstance(jer, dict)
-        files.append(_score(uri, components, components["diarization error rate"], jer))
+        files.append(_score(
+            uri, components, components["diarization error rate"], jer,
+            reference_speakers=len(ref.crop(scored).labels()), hypothesis_speakers=len(hyp.crop(scored).labels()),
+            reference_overlap=overlap_share(ref, scored), hypothesis_overlap=overlap_share(hyp, scored),
+        ))
 
     total_components = {
         key: sum(getattr(f, attr) for f in files)
@@ -222,5 +305,14 @@ def evaluate_diarization(
             ("confusion", "confusion_s"),
         )
     }
-    total = _score("TOTAL", total_components, abs(der_metric), abs(jer_metric))
+    speech = [(f.reference_s, f.reference_overlap, f.hypothesis_overlap) for f in files]
+    weight = sum(r for r, _, _ in speech) or 1.0
+    total = _score(
+        "TOTAL", total_components, abs(der_metric), abs(jer_metric),
+        reference_speakers=sum(f.reference_speakers for f in files),
+        hypothesis_speakers=sum(f.hypothesis_speakers for f in files),
+        # Weighted by each file's reference speech: the share a listener of the whole set hears.
+        reference_overlap=sum(r * o for r, o, _ in speech) / weight,
+        hypothesis_overlap=sum(r * o for r, _, o in speech) / weight,
+    )
     return DiarizationReport(files=files, total=total, collar_s=collar_s)

@@ -300,3 +300,25 @@ def link_tracks(
     _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first, kind="stable"), kind="stable")
     return rank[inverse]
+
+
+def hysteresis(activation: np.ndarray, *, onset: float, offset: float) -> np.ndarray:
+    """Binarise activations [window, frame, local speaker] with hysteresis: a run of frames at
+    or above ``offset`` is on when one of its frames reaches ``onset`` (``offset <= onset``).
+    Speech fades out below the level it starts at; one threshold either cuts word endings or
+    lets noise in."""
+    high = activation >= onset
+    if offset >= onset:
+        return high
+    low = activation >= offset
+    num_windows, num_frames, num_local = activation.shape
+    # Runs of `low` along frames, labelled per (window, local speaker) row.
+    rows_low = low.transpose(0, 2, 1).reshape(-1, num_frames)
+    rows_high = high.transpose(0, 2, 1).reshape(-1, num_frames)
+    starts = rows_low & ~np.concatenate([np.zeros((len(rows_low), 1), bool), rows_low[:, :-1]], axis=1)
+    label = np.cumsum(starts, axis=1) * rows_low  # 0 outside runs, 1.. per run within a row
+    keep = np.zeros_like(rows_low)
+    for r in np.flatnonzero(rows_high.any(axis=1)):
+        good = np.unique(label[r][rows_high[r]])
+        keep[r] = np.isin(label[r], good[good > 0])
+    return keep.reshape(num_windows, num_local, num_frames).transpose(0, 2, 1)

@@ -42,6 +42,7 @@ def global_activity(
     *,
     grid: FrameGrid,
     warm_up_s: float,
+    min_clusters: int = 0,
 ) -> np.ndarray:
     """Binary global activity [global frame, cluster] from the clustered local activations.
 
@@ -51,6 +52,11 @@ def global_activity(
     Frames near a window edge (``warm_up_s``) do not count speakers where a neighbour sees them
     with more context. With ``regions`` (merged VAD speech, ms), frames outside speech are
     silent; None keeps every frame.
+
+    A cluster that is never among a frame's most active speakers would vanish; while fewer
+    than ``min_clusters`` clusters speak (a requested count), such clusters, strongest first,
+    speak on the frames where their score is at least half its peak, on top of the others
+    (overlap). The clustering found that voice; the count of simultaneous speakers missed it.
     """
     step, per_window = grid.step, grid.per_window
     frame_s = grid.frame_s
@@ -85,6 +91,7 @@ def global_activity(
         count_n[start : start + per_window][unseen] += 1
     frame_count = np.rint(count_sum / np.maximum(count_n, 1)).astype(np.int64)
     frame_count = np.minimum(frame_count, num_clusters)
+    in_speech = np.ones(num_frames, dtype=bool)
     if regions is not None:
         centre_ms = (np.arange(num_frames) * step + grid.centre) * 1000 / SAMPLE_RATE
         region_starts, region_ends = regions
@@ -96,7 +103,12 @@ def global_activity(
     order = np.argsort(-score, axis=1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(num_clusters)[None, :], axis=1)
-    return (rank < frame_count[:, None]) & (score > 0)
+    speaking = (rank < frame_count[:, None]) & (score > 0)
+    peak = score.max(axis=0)
+    silent = [k for k in np.argsort(-peak, kind="stable") if not speaking[:, k].any() and peak[k] > 0]
+    for k in silent[: max(0, min_clusters - int(speaking.any(axis=0).sum()))]:
+        speaking[:, k] = (score[:, k] >= peak[k] / 2) & in_speech
+    return speaking
 
 
 def to_turns(

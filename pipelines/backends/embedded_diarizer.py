@@ -53,7 +53,13 @@ from .base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
 from .configs import EmbeddedDiarizerConfig
 from .diarize_cluster import assign_pairs, cluster_centroids, cluster_tracks, track_constraints
 from .diarize_embed import TrackEmbedder
-from .diarize_segments import Segmenter, default_segmentation_path, link_tracks, merged_regions
+from .diarize_segments import (
+    Segmenter,
+    default_segmentation_path,
+    hysteresis,
+    link_tracks,
+    merged_regions,
+)
 from .diarize_turns import global_activity, to_turns
 from .silero import torch_threads
 
@@ -89,9 +95,10 @@ class EmbeddedDiarizer:
 
         Args:
             wave_N: the mixed channel.
-            speech: VAD regions in ms. Windows without speech are skipped, and with
-                ``config.vad_mask`` the turns are cut to these regions. An empty list means
-                no speech: the result is empty.
+            speech: VAD regions in ms, used with ``config.speech = "vad"`` only: windows
+                without speech are skipped and the turns cut to these regions (an empty list
+                then means no speech: the result is empty). With ``"segmentation"`` (the
+                default) the segmentation model finds the speech itself.
             count: speaker-count constraints (exact, or min / max; all None: estimated).
 
         Returns:
@@ -103,10 +110,13 @@ class EmbeddedDiarizer:
             ValueError: non-1-D, non-float32, empty or non-finite audio.
         """
         wave_N = validate_wave(wave_N, who=self.name)
-        if not any(r.end_ms > r.start_ms for r in speech):
+        n_ms = wave_N.size * 1000 // SAMPLE_RATE
+        if self.config.speech == "segmentation":
+            # The segmentation model decides where speech is: every window is segmented.
+            speech = [Region(0, max(n_ms, 1))]
+        elif not any(r.end_ms > r.start_ms for r in speech):
             warnings.warn(f"{self.name}: no speech regions given; no diarization", stacklevel=2)
             return []
-        n_ms = wave_N.size * 1000 // SAMPLE_RATE
         window_samples = self._segmenter.grid.window_samples
         if wave_N.size < window_samples:
             # A clip shorter than one 5 s window (a short answer, a voice note) is padded with
@@ -132,7 +142,7 @@ class EmbeddedDiarizer:
         # 1. local segmentation: activation, on and clean are [window, frame, local speaker],
         # active_local [window, local speaker], local_count [window, frame]
         activation = self._segmenter(wave_N, starts)
-        on = activation >= cfg.onset
+        on = hysteresis(activation, onset=cfg.onset, offset=cfg.onset if cfg.offset is None else cfg.offset)
         active_local = on.sum(axis=1) * frame_s >= cfg.min_active_s
         on &= active_local[:, None, :]  # blips are not speakers, not even for the count
         local_count = on.sum(axis=-1)
@@ -179,7 +189,8 @@ class EmbeddedDiarizer:
         # 5. reconstruction: speaking [global frame, cluster]
         speaking = global_activity(
             activation, local_count, starts, pairs, cluster_of_pair, len(centroids),
-            regions if cfg.vad_mask else None, grid=grid, warm_up_s=cfg.warm_up_s,
+            regions if cfg.speech == "vad" else None, grid=grid, warm_up_s=cfg.warm_up_s,
+            min_clusters=wanted,
         )
         turns = to_turns(
             speaking, wave_N.size, grid=grid, min_gap_ms=cfg.min_gap_ms, min_turn_ms=cfg.min_turn_ms

@@ -317,7 +317,9 @@ class Diarize(_Step):
             else:
                 wave_N = load_streams(self.output, rec)[0]
                 speech = [Region(s, e) for s, e in rec["speech"][0]]
-                turns = self.diarizer(wave_N, speech=speech, count=self.count) if speech else []
+                # The diarizer decides what to make of the VAD regions: the embedded one finds
+                # speech itself by default (silero misses far-field meeting speech).
+                turns = self.diarizer(wave_N, speech=speech, count=self.count)
                 name = self.diarizer.name
             turns = _clip_turns(turns, rec["duration_ms"])
         except Exception as exc:  # noqa: BLE001

@@ -96,3 +96,17 @@ def test_collar_must_be_a_finite_number(files, capsys, value):
     status, _, err = run_eval(capsys, "diarization", "--reference", str(files / "ref.rttm"), "--hypothesis",
                               str(files / "out"), "--collar", value)
     assert status == 2 and "--collar" in err
+
+
+def test_diarization_prints_counts_overlap_and_takes_a_uem(files, capsys):
+    (files / "ref.uem").write_text("call1 NA 0 4\n")
+    status, out, _ = run_eval(capsys, "diarization", "--reference", str(files / "ref.rttm"), "--hypothesis",
+                              str(files / "out"), "--uem", str(files / "ref.uem"))
+    assert status == 0, out
+    assert "scored: UEM" in out and "spk ref" in out and "overlap ref" in out
+    call = next(line.split() for line in out.splitlines() if line.startswith("call1"))
+    assert call[6:8] == ["2", "2"]  # reference and hypothesis speakers
+    assert "speaker count right on 1 of 1 file(s)" in out
+    status, _, err = run_eval(capsys, "diarization", "--reference", str(files / "ref.rttm"), "--hypothesis",
+                              str(files / "out"), "--uem", str(files / "missing.uem"))
+    assert status == 2 and "--uem" in err and "does not exist" in err

@@ -11,7 +11,9 @@ from microturn.pipelines.eval_diarization import (
     DiarizationReport,
     annotation_from_rows,
     evaluate_diarization,
+    overlap_share,
     read_rttm,
+    read_uem,
 )
 from microturn.testing.sample_call import sample_path
 
@@ -160,3 +162,47 @@ def test_pyannote_sample_reference_reads() -> None:
     ann = refs["sample"]
     assert len(ann.labels()) == 2
     assert 20.0 < ann.get_timeline().support().duration() < 30.0
+
+
+def test_uem_limits_the_scored_region(tmp_path: Path, tiny_rttm: Path) -> None:
+    # Scored 5-15 s only: the hypothesis misses alice's 0-5 s, which no longer counts.
+    (tmp_path / "call1.uem").write_text("call1 NA 5.000 15.000\n;; comment\n", encoding="utf-8")
+    hyp = {"call1": [("S0", 5_000, 10_000), ("S1", 10_000, 20_000)]}
+    report = evaluate_diarization(tiny_rttm, hyp, uem=tmp_path / "call1.uem")
+    assert report.files[0].reference_s == pytest.approx(10.0)
+    assert report.total.der == pytest.approx(0.0)
+    # Without it the scored region runs over both sides' turns: alice's first 5 s are missed.
+    assert evaluate_diarization(tiny_rttm, hyp).total.der == pytest.approx(0.25)
+    # A UEM that extends past every turn counts the hypothesis' speech there as false alarm.
+    (tmp_path / "call1.uem").write_text("call1 NA 0 30\n", encoding="utf-8")
+    late = {"call1": [("S0", 0, 10_000), ("S1", 10_000, 20_000), ("S1", 25_000, 30_000)]}
+    assert evaluate_diarization(tiny_rttm, late, uem=tmp_path).files[0].false_alarm_s == pytest.approx(5.0)
+
+
+def test_uem_errors(tmp_path: Path, tiny_rttm: Path) -> None:
+    bad = tmp_path / "bad.uem"
+    for text, match in [("call1 NA 5\n", "4 fields"), ("call1 NA a b\n", "numbers of seconds"),
+                        ("call1 NA 9 3\n", "onset < offset")]:
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=match):
+            read_uem(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_uem(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .uem file"):
+        read_uem(tmp_path / "empty")
+    bad.write_text("other NA 0 5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="without a UEM region: \\['call1'\\]"):
+        evaluate_diarization(tiny_rttm, {"call1": []}, uem=bad)
+
+
+def test_speaker_counts_and_overlap_shares() -> None:
+    ref = Annotation(uri="m")
+    ref[Segment(0, 10)] = "a"
+    ref[Segment(8, 12)] = "b"  # 2 s of overlap in 12 s of speech
+    ref[Segment(14, 16)] = "c"
+    assert overlap_share(ref) == pytest.approx(2 / 14)
+    hyp = {"m": [("X", 0, 12_000), ("Y", 14_000, 16_000)]}  # no overlap, 2 speakers
+    (f,) = evaluate_diarization({"m": ref}, hyp).files
+    assert (f.reference_speakers, f.hypothesis_speakers) == (3, 2)
+    assert f.reference_overlap == pytest.approx(2 / 14) and f.hypothesis_overlap == 0.0

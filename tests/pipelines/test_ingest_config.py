@@ -147,7 +147,7 @@ def test_without_tables_the_backends_keep_their_defaults():
      r"\[embedded_diarizer\]: cluster_threshold must be in \(0, 2\), got 2.5"),
     ("[embedded_diarizer]\nstep_s = nan\n", r"\[embedded_diarizer\]: step_s must be a finite number"),
     ("[embedded_diarizer]\nbatch_size = true\n", r"\[embedded_diarizer\]: batch_size must be an integer, got True"),
-    ("[embedded_diarizer]\nvad_mask = 1\n", r"\[embedded_diarizer\]: vad_mask must be true or false, got 1"),
+    ("[embedded_diarizer]\nspeech = \"all\"\n", r"\[embedded_diarizer\]: speech must be one of"),
     ("[aligner]\npad_ms = -1\n", r"\[aligner\]: pad_ms must be at least 0, got -1"),
     ("[aligner]\nloglevel = 'LOUD'\n", r"\[aligner\]: loglevel must be one of"),
     ("[vad]\nneg_threshold = 0.9\n", r"\[vad\]: neg_threshold must be in \(0, threshold=0.5\]"),

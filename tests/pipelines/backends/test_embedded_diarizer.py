@@ -31,6 +31,11 @@ def diarizer() -> EmbeddedDiarizer:
 
 
 @pytest.fixture(scope="module")
+def vad_diarizer() -> EmbeddedDiarizer:
+    return EmbeddedDiarizer(EmbeddedDiarizerConfig(speech="vad"))
+
+
+@pytest.fixture(scope="module")
 def wave_N(sample_wave: np.ndarray) -> np.ndarray:
     return sample_wave  # the pyannote sample call, from conftest.py
 
@@ -144,21 +149,26 @@ def test_audio_shorter_than_a_window_is_diarized(diarizer, vad, wave_N) -> None:
     assert all(0 <= t.start_ms < t.end_ms <= 4000 for t in turns)
 
 
-def test_no_speech_gives_no_turns(diarizer, wave_N) -> None:
+def test_no_speech_gives_no_turns(diarizer, vad_diarizer, wave_N) -> None:
     with pytest.warns(UserWarning, match="no speech"):
-        assert diarizer(wave_N, speech=[], count=SpeakerCount()) == []
+        assert vad_diarizer(wave_N, speech=[], count=SpeakerCount()) == []
     silent_N = np.zeros(10 * SAMPLE_RATE, dtype=np.float32)
     with pytest.warns(UserWarning, match="found no speaker"):
         assert diarizer(silent_N, speech=[Region(0, 10_000)], count=SpeakerCount()) == []
     # Speech regions only where there is no window to segment: nothing to do either.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert diarizer(wave_N, speech=[Region(40_000, 41_000)], count=SpeakerCount()) == []
+        assert vad_diarizer(wave_N, speech=[Region(40_000, 41_000)], count=SpeakerCount()) == []
 
 
-def test_vad_mask_keeps_turns_inside_speech(diarizer, wave_N) -> None:
+def test_segmentation_finds_speech_the_vad_regions_leave_out(diarizer, wave_N, turns_estimated) -> None:
+    """speech = "segmentation" (default): the VAD regions do not gate the result."""
+    assert diarizer(wave_N, speech=[], count=SpeakerCount()) == turns_estimated
+
+
+def test_vad_speech_keeps_turns_inside_speech(vad_diarizer, wave_N) -> None:
     region = Region(10_000, 20_000)
-    turns = diarizer(wave_N, speech=[region], count=SpeakerCount(num_speakers=2))
+    turns = vad_diarizer(wave_N, speech=[region], count=SpeakerCount(num_speakers=2))
     assert turns
     assert all(region.start_ms - 20 <= t.start_ms and t.end_ms <= region.end_ms + 20 for t in turns)
 
