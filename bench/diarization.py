@@ -25,6 +25,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -37,10 +38,11 @@ from microturn.testing.ami import AMI_DIR, ami_uris
 from microturn.testing.sample_call import sample_path
 
 # The settings before ami-dev was measured: VAD-gated windows and turns.
-BASELINE = {"speech": "vad", "step_s": 3.0, "onset": 0.5, "offset": None}
+BASELINE: dict[str, Any] = {"speech": "vad", "step_s": 3.0, "onset": 0.5, "offset": None, "cluster_threshold": 0.3,
+            "level_dbfs": None}
 
 # The grid of --sweep: the settings that moved totals in exploratory runs.
-SWEEP = {"step_s": [2.0, 3.0], "offset": [None, 0.4], "cluster_threshold": [0.25, 0.3]}
+SWEEP: dict[str, list] = {"step_s": [2.0, 3.0], "level_dbfs": [-20.0, -30.0], "cluster_threshold": [0.25, 0.3]}
 
 
 def load() -> tuple[dict[str, np.ndarray], dict, dict]:
@@ -78,7 +80,8 @@ def score(hyp: dict, refs, uems, uris: list[str]) -> DiarizationReport:
 
 def show(name: str, report: DiarizationReport) -> None:
     print(f"  {name}")
-    print(f"    {'clip':<8} {'DER':>6} {'JER':>6} {'miss':>6} {'FA':>6} {'conf':>6} {'spk':>5} {'ovl ref':>8} {'hyp':>5}")
+    print(f"    {'clip':<8} {'DER':>6} {'JER':>6} {'miss':>6} {'FA':>6} {'conf':>6} {'spk':>5} "
+          f"{'ovl ref':>8} {'hyp':>5}")
     for f in [*report.files, report.total]:
         r = f.reference_s or 1.0
         print(f"    {f.uri:<8} {f.der:>6.1%} {f.jer:>6.1%} {f.missed_s / r:>6.1%} {f.false_alarm_s / r:>6.1%} "
@@ -127,7 +130,7 @@ def sweep(waves, refs, uems, speech) -> None:
     print(f"\nleave-some-out: half A {halves[0]}, half B {halves[1]}")
     totals = []
     for values in itertools.product(*SWEEP.values()):
-        settings = dict(zip(SWEEP, values, strict=True))
+        settings: dict[str, Any] = dict(zip(SWEEP, values, strict=True))
         hyp, _ = run(EmbeddedDiarizerConfig(**settings), waves, refs, speech, known=False)
         der = [score(hyp, refs, uems, half).total.der for half in halves]
         everything = score(hyp, refs, uems, ami).total.der

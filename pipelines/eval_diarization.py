@@ -69,12 +69,11 @@ def overlap_share(annotation: Annotation, uem: Timeline | None = None) -> float:
         annotation = annotation.crop(uem)
     timelines = [annotation.label_timeline(label).support() for label in annotation.labels()]
     speech = Timeline(segments=[s for t in timelines for s in t]).support().duration()
-    overlap = Timeline(uri=annotation.uri)
+    pieces: list[Segment] = []
     for i, a in enumerate(timelines):
         for b in timelines[i + 1 :]:
-            for segment in a.crop(b, mode="intersection"):
-                overlap.add(segment)
-    return overlap.support().duration() / speech if speech > 0 else 0.0
+            pieces += [x & y for x in a for y in b if x.intersects(y)]
+    return Timeline(segments=pieces).support().duration() / speech if speech > 0 else 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

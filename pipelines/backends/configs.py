@@ -140,11 +140,18 @@ class EmbeddedDiarizerConfig:
     Attributes:
         step_s: hop between 5 s segmentation windows. pyannote uses 0.5 s (10 views of every
             frame) on GPUs; here the segmentation LSTM dominates the run time (~20 ms per
-            window on one core) and its cost is proportional to 1 / step_s. With 3 s,
-            consecutive windows share 2 s (enough to chain local speakers into tracks), every
-            frame near a window edge is also seen by the neighbour's centre, and the frames
-            seen once are the middle second of a window, where the model has most context.
-            Steps from 1 to 4 s all gave DER 0.045-0.072 on the sample.
+            window on one core) and its cost is proportional to 1 / step_s. With 2 s,
+            consecutive windows share 3 s (enough to chain local speakers into tracks) and
+            every frame is seen by two or three windows. Steps from 1 to 4 s all gave DER
+            0.045-0.072 on the sample; on ami-dev 2 s beat 3 s on both halves of the
+            leave-some-out check (26.6 % against 28.3 % in total), at ~100x realtime.
+        level_dbfs: the audio is scaled so that its loud frames (95th percentile of 30 ms RMS)
+            sit at this level before any model sees it (None: as recorded). The segmentation
+            model's per-window normalisation adds 1e-5 to the variance, which attenuates quiet
+            recordings by a level-dependent amount: trn06 30 dB quieter lost a speaker.
+            -30 dBFS (resemblyzer's own target level) against -20: ami-dev DER 26.6 % vs
+            27.3 % with the count estimated, chosen on half the clips (bench/diarization.py
+            --sweep); the sample call's false alarm rose with -20.
         offset: with hysteresis, a run of frames at or above ``offset`` is active when one of
             its frames reaches ``onset``; None means ``offset = onset`` (no hysteresis).
         onset: threshold on the local sigmoid activations that marks a local speaker active
@@ -180,8 +187,10 @@ class EmbeddedDiarizerConfig:
             separates these voices only below ~0.2, which split one voice in two in the
             single-speaker check. Speakers who talk to each other share windows, and the
             window constraints push them apart; every count check came out right for
-            thresholds 0.25-0.35, and 0.3 is the middle. Two voices that never share a
-            window and sound alike on the channel may be merged.
+            thresholds 0.25-0.35. On ami-dev (far-field meetings), voices of different people
+            sit 0.29-0.49 apart on clean segments and 0.25 gave the lower total on the half
+            it was chosen on. Two voices that never share a window and sound alike on the
+            channel may be merged.
         min_cluster_s: when the count is estimated, clusters with less clean speech than
             this join the most similar larger cluster (2 s: less than a sentence is not enough
             evidence for one more speaker).
@@ -224,6 +233,7 @@ class EmbeddedDiarizerConfig:
     min_turn_ms: int = setting(100, ge=0)
     min_gap_ms: int = setting(100, ge=0)
     speech: Literal["segmentation", "vad"] = "segmentation"
+    level_dbfs: float | None = setting(-30.0, lt=0.0)
     batch_size: int = setting(8, ge=1)
     num_threads: int | None = setting(1, ge=1)
     segmentation_path: str | os.PathLike[str] | None = None
