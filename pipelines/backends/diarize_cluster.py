@@ -146,7 +146,14 @@ def cut_tree(merges: list[Merge], n: int, num_merges: int) -> np.ndarray:
 
 
 def merge_small_clusters(
-    embeddings: np.ndarray, labels: np.ndarray, support: np.ndarray, *, min_support: float, min_k: int
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    support: np.ndarray,
+    *,
+    min_support: float,
+    min_k: int,
+    penalty: np.ndarray | None = None,
+    active: np.ndarray | None = None,
 ) -> np.ndarray:
     """Move clusters with less than ``min_support`` seconds of clean speech into the most similar
     large cluster (centroid cosine).
@@ -155,8 +162,12 @@ def merge_small_clusters(
 
     Small clusters never merge with each other: two stray embeddings must not add up to a
     speaker. Without enough large clusters, the best supported ones are promoted (at least
-    ``max(1, min_k)``). Returns labels ``0 .. k - 1`` (k clusters) ordered by the input's cluster
-    ids, where only large clusters' labels remain.
+    ``max(1, min_k)``). With ``penalty`` [item, item] a small cluster never joins a large one
+    it has a cannot-link with (they talked at the same time); one that is cannot-linked with
+    every large cluster and has ``min_support`` seconds of speech in all (``active``, per item,
+    overlapped speech included) is a voice of its own and is promoted: in a meeting, the
+    person who only ever speaks over others has no clean speech. Returns labels ``0 .. k - 1``
+    (k clusters) ordered by the input's cluster ids, where only large clusters' labels remain.
     """
     ids, labels = np.unique(labels, return_inverse=True)
     num_clusters = len(ids)
@@ -170,9 +181,66 @@ def merge_small_clusters(
         return labels
     centroids = unit_rows(np.stack([embeddings[labels == k].mean(axis=0) for k in range(num_clusters)]))
     sim = centroids @ centroids.T  # [cluster, cluster]
-    sim[:, ~large] = -np.inf
-    target = np.where(large, np.arange(num_clusters), sim.argmax(axis=1))
+    blocked = np.zeros((num_clusters, num_clusters), dtype=bool)
+    if penalty is not None:
+        members = [np.flatnonzero(labels == k) for k in range(num_clusters)]
+        for a in range(num_clusters):
+            for b in range(a + 1, num_clusters):
+                blocked[a, b] = blocked[b, a] = penalty[np.ix_(members[a], members[b])].max() >= CANNOT_LINK
+        cluster_active = np.bincount(labels, weights=support if active is None else active, minlength=num_clusters)
+        for k in np.argsort(-cluster_active, kind="stable"):  # most speech first
+            if not large[k] and not (large & ~blocked[k]).any() and cluster_active[k] >= min_support:
+                large[k] = True
+    target = np.arange(num_clusters)
+    for k in np.flatnonzero(~large):
+        allowed = large & ~blocked[k]
+        if not allowed.any():
+            allowed = large  # too little speech to be a voice of its own
+        target[k] = int(np.flatnonzero(allowed)[np.argmax(sim[k, allowed])])
     return target[labels]
+
+
+def cut_known(
+    embeddings: np.ndarray,
+    merges: list[Merge],
+    support: np.ndarray,
+    k: int,
+    *,
+    min_cluster_s: float,
+    penalty: np.ndarray | None = None,
+    active: np.ndarray | None = None,
+) -> np.ndarray:
+    """Labels of the ``n`` items in exactly ``min(k, n)`` clusters, for a requested count.
+
+    Cutting the tree at k clusters makes a stray item (a track of overlapped speech, a cough)
+    one of the k speakers and merges two real ones. Instead the tree is cut at the fewest
+    clusters that leave k voices after :func:`merge_small_clusters` (clusters of at least
+    ``min_cluster_s`` seconds of clean speech, or heard over every other voice), and the small
+    ones join those. When no cut gives exactly k, the finest cut with fewer voices is taken and
+    its best supported small clusters are promoted up to k.
+    """
+    n = len(embeddings)
+    k = min(k, n)
+    fewer = None  # the finest cut that still leaves fewer than k voices
+    for num_merges in range(n - k, -1, -1):  # fewest clusters first
+        labels = merge_small_clusters(
+            embeddings, cut_tree(merges, n, num_merges), support, min_support=min_cluster_s, min_k=1,
+            penalty=penalty, active=active,
+        )
+        found = len(np.unique(labels))
+        if found == k:
+            return labels
+        if found > k:
+            break
+        fewer = num_merges
+    if fewer is None:
+        return cut_tree(merges, n, n - k)
+    # Too few voices with enough speech: the best supported small clusters of that cut make up
+    # the count, and the big voices stay whole.
+    return merge_small_clusters(
+        embeddings, cut_tree(merges, n, fewer), support, min_support=min_cluster_s, min_k=k,
+        penalty=penalty, active=active,
+    )
 
 
 def cluster_tracks(
@@ -183,6 +251,7 @@ def cluster_tracks(
     *,
     threshold: float,
     min_cluster_s: float,
+    active: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cluster label ``0 .. k - 1`` (k clusters) of every track, from unit-norm ``embeddings``
     [track, D] and the window ``penalty`` [track, track] of ``n`` tracks.
@@ -199,13 +268,15 @@ def cluster_tracks(
     dist = np.clip(1.0 - embeddings.astype(np.float64) @ embeddings.T, 0.0, 2.0)
     merges = constrained_average_linkage(dist, penalty)
     if count.num_speakers is not None:
-        labels = cut_tree(merges, n, n - min(count.num_speakers, n))
+        labels = cut_known(embeddings, merges, support, count.num_speakers, min_cluster_s=min_cluster_s,
+                           penalty=penalty, active=active)
     else:
         below = 0
         while below < len(merges) and merges[below][2] <= threshold:
             below += 1
         labels = merge_small_clusters(
-            embeddings, cut_tree(merges, n, below), support, min_support=min_cluster_s, min_k=lo
+            embeddings, cut_tree(merges, n, below), support, min_support=min_cluster_s, min_k=lo,
+            penalty=penalty, active=active,
         )
         k = len(np.unique(labels))
         if k < lo or k > hi:

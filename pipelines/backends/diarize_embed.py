@@ -68,8 +68,8 @@ class TrackEmbedder:
         grid: FrameGrid,
         min_clean_s: float,
         max_embed_s: float,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Track embeddings [track, D] and clean speech seconds per track.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Track embeddings [track, D], clean speech seconds and all speech seconds per track.
 
         ``on`` and ``clean`` are the binarised and the non-overlapped activity, [window, frame,
         local speaker]; ``pairs`` the (window, local speaker) of each active pair and
@@ -89,6 +89,7 @@ class TrackEmbedder:
         num_mel = 1 + wave_N.size // _MEL_HOP
         num_tracks = int(track_of_pair.max()) + 1
         support = np.zeros(num_tracks)
+        active = np.zeros(num_tracks)
         frames_per_track: list[np.ndarray] = []
         for t in range(num_tracks):
             members = pairs[track_of_pair == t]
@@ -105,6 +106,7 @@ class TrackEmbedder:
                 any_clean[sl] |= clean[c, :, local]
                 any_active[sl] |= on[c, :, local]
             support[t] = any_clean.sum() * frame_s
+            active[t] = any_active.sum() * frame_s
             if core.sum() * frame_s >= min_clean_s:
                 use = core
             elif any_clean.any():
@@ -125,7 +127,7 @@ class TrackEmbedder:
                 cut = (len(idx) - max_frames) // 2
                 idx = idx[cut : cut + max_frames]
             frames_per_track.append(idx)
-        return self.embed(wave_N, frames_per_track), support
+        return self.embed(wave_N, frames_per_track), support, active
 
     def mel(self, wave_N: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """resemblyzer's power mel [frame, mel channel 40] and mean power [frame] at mel frames ``idx``.

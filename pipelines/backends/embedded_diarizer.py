@@ -51,7 +51,7 @@ import torch
 
 from .base import SAMPLE_RATE, Region, SpeakerCount, Turn, validate_wave
 from .configs import EmbeddedDiarizerConfig
-from .diarize_cluster import assign_pairs, cluster_centroids, cluster_tracks, track_constraints
+from .diarize_cluster import CANNOT_LINK, assign_pairs, cluster_centroids, cluster_tracks, track_constraints
 from .diarize_embed import TrackEmbedder
 from .diarize_segments import (
     Segmenter,
@@ -175,7 +175,7 @@ class EmbeddedDiarizer:
         track_of_pair = link_tracks(
             on, starts, pairs, grid=grid, link_iou=cfg.link_iou, link_min_s=cfg.link_min_s
         )
-        track_embeddings, track_support = self._embedder.embed_tracks(
+        track_embeddings, track_support, track_active = self._embedder.embed_tracks(
             wave_N, starts, on, clean, pairs, track_of_pair,
             grid=grid, min_clean_s=cfg.min_clean_s, max_embed_s=cfg.max_embed_s,
         )
@@ -187,6 +187,10 @@ class EmbeddedDiarizer:
             frame_s=frame_s, cooccur_penalty=cfg.cooccur_penalty, cannot_link_s=cfg.cannot_link_s,
         )
         strong = track_support >= cfg.min_clean_s
+        # A voice heard only over others (no clean speech) still counts when it talks at the
+        # same time as a reliable track for long enough: it cannot be that track's speaker.
+        heard_over = (track_penalty[:, strong] >= CANNOT_LINK).any(axis=1)
+        strong |= heard_over & (track_active >= cfg.min_cluster_s)
         wanted = count.num_speakers or count.min_speakers or 1
         if strong.sum() < wanted:
             if not strong.any():
@@ -200,7 +204,7 @@ class EmbeddedDiarizer:
         embeddings = track_embeddings[selected]
         labels = cluster_tracks(
             embeddings, track_penalty[np.ix_(selected, selected)], track_support[selected], count,
-            threshold=cfg.cluster_threshold, min_cluster_s=cfg.min_cluster_s,
+            threshold=cfg.cluster_threshold, min_cluster_s=cfg.min_cluster_s, active=track_active[selected],
         )
         centroids = cluster_centroids(embeddings, labels)
         cluster_of_pair = assign_pairs(track_embeddings[track_of_pair] @ centroids.T, pairs[:, 0])

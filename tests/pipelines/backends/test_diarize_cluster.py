@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from microturn.pipelines.backends.base import SpeakerCount
 from microturn.pipelines.backends.diarize_cluster import (
     CANNOT_LINK,
+    CANNOT_LINK,
     assign_pairs,
     cluster_centroids,
     cluster_tracks,
@@ -123,9 +124,6 @@ def test_cluster_count_respects_the_constraints(drawn: tuple[int, int, int], cou
     assert sorted(np.unique(labels)) == list(range(num_clusters))  # contiguous labels
     if count.num_speakers is not None:
         assert num_clusters == min(count.num_speakers, n)
-        # Labels in order of first appearance when the tree is only cut.
-        _, first = np.unique(labels, return_index=True)
-        assert list(first) == sorted(first)
     else:
         assert min(count.min_speakers or 1, n) <= num_clusters <= min(count.max_speakers or n, n)
     centroids = cluster_centroids(embeddings, labels)
@@ -249,3 +247,44 @@ def test_clustering_imports_without_torch() -> None:
         "bad = {'torch', 'resemblyzer', 'librosa'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_voice_heard_over_every_other_is_promoted() -> None:
+    """A small cluster cannot-linked with every large one is a voice of its own when it has
+    enough speech in all; with too little, or without the constraint, it joins a large one."""
+    e = np.eye(4)
+    embeddings = unit_rows(np.stack([e[0], e[0] + 0.2 * e[1], e[2]]))
+    labels = np.array([0, 1, 2])
+    support = np.array([5.0, 0.0, 5.0])  # item 1: no clean speech (always overlapped)
+    penalty = np.zeros((3, 3))
+    penalty[0, 1] = penalty[1, 0] = CANNOT_LINK
+    common = dict(min_support=2.0, min_k=1, penalty=penalty)
+    # Cannot-linked with item 0 only: it joins the other large cluster, not the most similar one.
+    joined = merge_small_clusters(embeddings, labels, support, active=np.array([5.0, 3.0, 5.0]), **common)
+    assert joined[1] == joined[2] != joined[0]
+    penalty[1, 2] = penalty[2, 1] = CANNOT_LINK
+    promoted = merge_small_clusters(embeddings, labels, support, active=np.array([5.0, 3.0, 5.0]), **common)
+    assert len(np.unique(promoted)) == 3
+    too_little = merge_small_clusters(embeddings, labels, support, active=np.array([5.0, 1.0, 5.0]), **common)
+    assert len(np.unique(too_little)) == 2
+    unconstrained = merge_small_clusters(embeddings, labels, support, min_support=2.0, min_k=1)
+    assert unconstrained[1] == unconstrained[0]  # the most similar
+
+
+def test_a_requested_count_keeps_big_voices_whole() -> None:
+    """Asked for 2 voices among a big speaker, a second speaker and a far stray track, the stray
+    track joins a voice instead of taking the place of one (the plain 2-cluster cut would merge
+    the two speakers and keep the stray track)."""
+    rng = np.random.default_rng(0)
+    e = np.eye(8)
+    big = unit_rows(e[0] + 0.05 * rng.standard_normal((4, 8)))
+    stray = unit_rows(-(e[0] + e[1])[None, :])
+    embeddings = np.concatenate([big, stray, e[1][None, :]])
+    support = np.array([4.0, 4.0, 4.0, 4.0, 0.3, 3.0])
+    penalty = np.zeros((6, 6))
+    labels = cluster_tracks(embeddings, penalty, support, SpeakerCount(num_speakers=2),
+                            threshold=THRESHOLD, min_cluster_s=MIN_CLUSTER_S)
+    assert len(np.unique(labels[:4])) == 1 and labels[5] != labels[0]
+    merges = constrained_average_linkage(distances(embeddings), penalty)
+    plain = cut_tree(merges, 6, 4)
+    assert plain[5] == plain[0] != plain[4]  # what the count used to give
