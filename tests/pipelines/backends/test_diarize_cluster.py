@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from microturn.pipelines.backends.base import SpeakerCount
 from microturn.pipelines.backends.diarize_cluster import (
     CANNOT_LINK,
-    CANNOT_LINK,
     assign_pairs,
     cluster_centroids,
     cluster_tracks,
@@ -258,14 +257,18 @@ def test_a_voice_heard_over_every_other_is_promoted() -> None:
     support = np.array([5.0, 0.0, 5.0])  # item 1: no clean speech (always overlapped)
     penalty = np.zeros((3, 3))
     penalty[0, 1] = penalty[1, 0] = CANNOT_LINK
-    common = dict(min_support=2.0, min_k=1, penalty=penalty)
+
+    def merged(active: list[float]) -> np.ndarray:
+        return merge_small_clusters(embeddings, labels, support, min_support=2.0, min_k=1, penalty=penalty,
+                                    active=np.array(active))
+
     # Cannot-linked with item 0 only: it joins the other large cluster, not the most similar one.
-    joined = merge_small_clusters(embeddings, labels, support, active=np.array([5.0, 3.0, 5.0]), **common)
+    joined = merged([5.0, 3.0, 5.0])
     assert joined[1] == joined[2] != joined[0]
     penalty[1, 2] = penalty[2, 1] = CANNOT_LINK
-    promoted = merge_small_clusters(embeddings, labels, support, active=np.array([5.0, 3.0, 5.0]), **common)
+    promoted = merged([5.0, 3.0, 5.0])
     assert len(np.unique(promoted)) == 3
-    too_little = merge_small_clusters(embeddings, labels, support, active=np.array([5.0, 1.0, 5.0]), **common)
+    too_little = merged([5.0, 1.0, 5.0])
     assert len(np.unique(too_little)) == 2
     unconstrained = merge_small_clusters(embeddings, labels, support, min_support=2.0, min_k=1)
     assert unconstrained[1] == unconstrained[0]  # the most similar
