@@ -90,6 +90,19 @@ class DiarizationReport:
     collar_s: float
 
 
+def _files(path: str | os.PathLike[str], suffix: str, what: str) -> list[Path]:
+    """``path`` itself, or the ``*suffix`` files of the directory ``path`` in name order."""
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() == suffix and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"no {suffix} file in directory {str(root)!r}")
+        return files
+    if root.is_file():
+        return [root]
+    raise FileNotFoundError(f"{what} path {str(root)!r} does not exist")
+
+
 def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
     """Read an RTTM file, or every ``*.rttm`` file in a directory, into ``{uri: Annotation}``.
 
@@ -102,15 +115,7 @@ def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
         FileNotFoundError: the path does not exist, or a directory holds no ``.rttm`` file.
         ValueError: a ``SPEAKER`` line is malformed (the message names file and line).
     """
-    root = Path(path)
-    if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".rttm" and p.is_file())
-        if not files:
-            raise FileNotFoundError(f"no .rttm file in directory {str(root)!r}")
-    elif root.is_file():
-        files = [root]
-    else:
-        raise FileNotFoundError(f"RTTM path {str(root)!r} does not exist")
+    files = _files(path, ".rttm", "RTTM")
 
     annotations: dict[str, Annotation] = {}
     for file in files:
@@ -153,15 +158,7 @@ def read_uem(path: str | os.PathLike[str]) -> dict[str, Timeline]:
         FileNotFoundError: the path does not exist, or a directory holds no ``.uem`` file.
         ValueError: a malformed line (the message names file and line).
     """
-    root = Path(path)
-    if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() == ".uem" and p.is_file())
-        if not files:
-            raise FileNotFoundError(f"no .uem file in directory {str(root)!r}")
-    elif root.is_file():
-        files = [root]
-    else:
-        raise FileNotFoundError(f"UEM path {str(root)!r} does not exist")
+    files = _files(path, ".uem", "UEM")
     regions: dict[str, Timeline] = {}
     for file in files:
         with file.open("r", encoding="utf-8") as handle:
