@@ -23,8 +23,9 @@ that need no download:
    them), tracks talking at the same time a cannot-link. The tree is cut at a distance
    threshold or at the requested number of speakers; weakly supported clusters join large
    ones they have no cannot-link with, and a voice heard only over others (no clean speech,
-   cannot-linked with every large cluster) stays a speaker. Every active local speaker then gets a cluster through a per-window optimal
-   assignment (two local speakers of a window are two global speakers).
+   cannot-linked with every large cluster) stays a speaker. Every active local speaker then
+   gets a cluster through a per-window optimal assignment (two local speakers of a window
+   are two global speakers).
 5. Reconstruction. Local activations mapped to their clusters are overlap-added on the global
    frame grid (Hamming weighted); the number of simultaneous speakers per frame is the
    rounded mean of the binarised local counts; each frame keeps that many most active
