@@ -138,3 +138,30 @@ def test_sample_call_quality(tmp_path, count, capsys):
     assert cli_main(["eval", "words", "--reference", SAMPLE_STM, "--hypothesis", out]) == 0
     total = [line for line in capsys.readouterr().out.splitlines() if line.startswith("TOTAL")]
     assert total and float(total[0].split()[2].rstrip("%")) >= 90.0
+
+
+def test_far_field_meetings_get_turns_where_the_vad_hears_nothing(tmp_path, capsys):
+    """Two real AMI clips through ingest: trn01 (silero-vad finds no speech in it) still gets
+    turns, and `eval diarization --uem` scores both with speaker counts and overlap shares."""
+    from microturn.testing.ami import AMI_DIR
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for uri in ("trn01", "trn06"):
+        shutil.copy(AMI_DIR / f"{uri}.flac", root / f"{uri}.flac")
+    out = str(tmp_path / "out")
+    ingest([f"{root}/*.flac"], out, "--transcriber", "none")
+    ids = {r["source_uri"].rsplit("/", 1)[-1]: r["conversation_id"] for r in table_rows(out, "conversations")}
+    assert set(ids) == {"trn01.flac", "trn06.flac"}
+    assert any(s["conversation_id"] == ids["trn01.flac"] for s in table_rows(out, "segments"))
+    capsys.readouterr()
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for uri in ("trn01", "trn06"):
+        for suffix in (".rttm", ".uem"):
+            shutil.copy(AMI_DIR / f"{uri}{suffix}", refs / f"{uri}{suffix}")
+    assert cli_main(["eval", "diarization", "--reference", str(refs), "--hypothesis", out, "--uem", str(refs)]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert int(lines["trn01"][7]) >= 1, lines["trn01"]  # hypothesis speakers: turns were found
+    assert int(lines["trn06"][6]) == 3  # reference speakers
+    assert float(lines["TOTAL"][1].rstrip("%")) < 60.0
