@@ -181,12 +181,11 @@ def merge_small_clusters(
         return labels
     centroids = unit_rows(np.stack([embeddings[labels == k].mean(axis=0) for k in range(num_clusters)]))
     sim = centroids @ centroids.T  # [cluster, cluster]
-    blocked = np.zeros((num_clusters, num_clusters), dtype=bool)
+    blocked = np.zeros((num_clusters, num_clusters), dtype=bool)  # a cannot-link between members
     if penalty is not None:
-        members = [np.flatnonzero(labels == k) for k in range(num_clusters)]
-        for a in range(num_clusters):
-            for b in range(a + 1, num_clusters):
-                blocked[a, b] = blocked[b, a] = penalty[np.ix_(members[a], members[b])].max() >= CANNOT_LINK
+        member = (labels[None, :] == np.arange(num_clusters)[:, None]).astype(np.float64)  # [cluster, item]
+        blocked = member @ (penalty >= CANNOT_LINK).astype(np.float64) @ member.T > 0
+        np.fill_diagonal(blocked, False)
         cluster_active = np.bincount(labels, weights=support if active is None else active, minlength=num_clusters)
         for k in np.argsort(-cluster_active, kind="stable"):  # most speech first
             if not large[k] and not (large & ~blocked[k]).any() and cluster_active[k] >= min_support:
