@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,17 @@ def _files(path: str | os.PathLike[str], suffix: str, what: str) -> list[Path]:
     raise FileNotFoundError(f"{what} path {str(root)!r} does not exist")
 
 
+def _fields(file: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, whitespace-split fields)`` of every line of a UTF-8 text file; a file
+    that is not UTF-8 text is a ``ValueError`` naming it."""
+    try:
+        with file.open("r", encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                yield line_no, line.split()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{file}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
+
+
 def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
     """Read an RTTM file, or every ``*.rttm`` file in a directory, into ``{uri: Annotation}``.
 
@@ -119,32 +130,30 @@ def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
 
     annotations: dict[str, Annotation] = {}
     for file in files:
-        with file.open("r", encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                fields = line.split()
-                if not fields or fields[0].startswith(";;") or fields[0] != "SPEAKER":
-                    continue
-                if len(fields) < 8:
-                    raise ValueError(
-                        f"{file}:{line_no}: a SPEAKER line needs at least 8 fields "
-                        f"(SPEAKER uri channel onset duration <NA> <NA> speaker), got {len(fields)}"
-                    )
-                uri, speaker = fields[1], fields[7]
-                try:
-                    onset, duration = float(fields[3]), float(fields[4])
-                except ValueError:
-                    raise ValueError(
-                        f"{file}:{line_no}: onset {fields[3]!r} and duration {fields[4]!r} must be "
-                        "numbers of seconds"
-                    ) from None
-                if duration < 0:
-                    raise ValueError(f"{file}:{line_no}: negative duration {duration}")
-                annotation = annotations.setdefault(uri, Annotation(uri=uri))
-                if duration == 0:
-                    warnings.warn(f"{file}:{line_no}: zero-length turn skipped", stacklevel=2)
-                    continue
-                segment = Segment(onset, onset + duration)
-                annotation[segment, annotation.new_track(segment)] = speaker
+        for line_no, fields in _fields(file):
+            if not fields or fields[0].startswith(";;") or fields[0] != "SPEAKER":
+                continue
+            if len(fields) < 8:
+                raise ValueError(
+                    f"{file}:{line_no}: a SPEAKER line needs at least 8 fields "
+                    f"(SPEAKER uri channel onset duration <NA> <NA> speaker), got {len(fields)}"
+                )
+            uri, speaker = fields[1], fields[7]
+            try:
+                onset, duration = float(fields[3]), float(fields[4])
+            except ValueError:
+                raise ValueError(
+                    f"{file}:{line_no}: onset {fields[3]!r} and duration {fields[4]!r} must be "
+                    "numbers of seconds"
+                ) from None
+            if duration < 0:
+                raise ValueError(f"{file}:{line_no}: negative duration {duration}")
+            annotation = annotations.setdefault(uri, Annotation(uri=uri))
+            if duration == 0:
+                warnings.warn(f"{file}:{line_no}: zero-length turn skipped", stacklevel=2)
+                continue
+            segment = Segment(onset, onset + duration)
+            annotation[segment, annotation.new_track(segment)] = speaker
     return annotations
 
 
@@ -161,22 +170,20 @@ def read_uem(path: str | os.PathLike[str]) -> dict[str, Timeline]:
     files = _files(path, ".uem", "UEM")
     regions: dict[str, Timeline] = {}
     for file in files:
-        with file.open("r", encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                fields = line.split()
-                if not fields or fields[0].startswith(";;"):
-                    continue
-                if len(fields) != 4:
-                    raise ValueError(f"{file}:{line_no}: a UEM line has 4 fields (uri channel onset offset), "
-                                     f"got {len(fields)}")
-                try:
-                    onset, offset = float(fields[2]), float(fields[3])
-                except ValueError:
-                    raise ValueError(f"{file}:{line_no}: onset {fields[2]!r} and offset {fields[3]!r} must be "
-                                     "numbers of seconds") from None
-                if not 0 <= onset < offset:
-                    raise ValueError(f"{file}:{line_no}: need 0 <= onset < offset, got {onset} and {offset}")
-                regions.setdefault(fields[0], Timeline(uri=fields[0])).add(Segment(onset, offset))
+        for line_no, fields in _fields(file):
+            if not fields or fields[0].startswith(";;"):
+                continue
+            if len(fields) != 4:
+                raise ValueError(f"{file}:{line_no}: a UEM line has 4 fields (uri channel onset offset), "
+                                 f"got {len(fields)}")
+            try:
+                onset, offset = float(fields[2]), float(fields[3])
+            except ValueError:
+                raise ValueError(f"{file}:{line_no}: onset {fields[2]!r} and offset {fields[3]!r} must be "
+                                 "numbers of seconds") from None
+            if not 0 <= onset < offset:
+                raise ValueError(f"{file}:{line_no}: need 0 <= onset < offset, got {onset} and {offset}")
+            regions.setdefault(fields[0], Timeline(uri=fields[0])).add(Segment(onset, offset))
     return {uri: timeline.support() for uri, timeline in regions.items()}
 
 

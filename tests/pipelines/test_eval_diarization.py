@@ -206,3 +206,11 @@ def test_speaker_counts_and_overlap_shares() -> None:
     (f,) = evaluate_diarization({"m": ref}, hyp).files
     assert (f.reference_speakers, f.hypothesis_speakers) == (3, 2)
     assert f.reference_overlap == pytest.approx(2 / 14) and f.hypothesis_overlap == 0.0
+
+
+@pytest.mark.parametrize("reader,name", [(read_rttm, "bin.rttm"), (read_uem, "bin.uem")])
+def test_a_binary_reference_is_an_error_naming_the_file(tmp_path: Path, reader, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"SPEAKER \x00\xff\xfe garbage")
+    with pytest.raises(ValueError, match=rf"{name}: not a UTF-8 text file"):
+        reader(path)
