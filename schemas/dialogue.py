@@ -49,7 +49,8 @@ from typing import Any
 
 from microturn.schemas.text import describe_char, refused_char, visible
 
-ACTS = ("statement", "question", "backchannel", "interruption", "timed_request")
+ACTS = ("statement", "question", "backchannel", "interruption", "timed_request", "visual_request", "delegation",
+        "simultaneous")
 ROLES = ("user", "model")
 
 # 600 characters is about 100 words: espeak-ng speaks that in ~35 s at its default 175 wpm
@@ -103,9 +104,18 @@ _VOICE_RE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*(?:\+[A-Za-z0-9_]{1,32})?"
 _LANG_RE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 
 _DIALOGUE_KEYS = ("id", "speakers", "turns", "language", "license")
-_SPEAKER_KEYS = ("voice", "pitch", "rate", "role")
-_TURN_KEYS = ("speaker", "text", "act", "targets_ms", "responses", "responder")
-_TIMED_KEYS = ("targets_ms", "responses", "responder")
+_SPEAKER_KEYS = ("voice", "pitch", "rate", "role", "language")
+_TURN_KEYS = ("speaker", "text", "act", "targets_ms", "responses", "responder", "cues", "result", "mention",
+              "after_ms", "lag_ms")
+# Keys that belong to one act only (``responder`` to both acts that are answered by another speaker).
+_ACT_KEYS = {"timed_request": ("targets_ms", "responses", "responder"), "visual_request": ("cues", "responder"),
+             "delegation": ("result", "mention", "after_ms"), "simultaneous": ("lag_ms",)}
+_CUE_KEYS = ("kind", "after_ms", "shape", "colour", "to_colour", "text", "count", "period_ms", "responses")
+# A visual request watches for at most 16 things: a counting set of 20 is one cue.
+MAX_CUES = 16
+# A rendering (interpreting, shadowing) trails its source by 0.5-5 s: simultaneous interpreters
+# keep an ear-voice span of about 2-3 s, and under 0.5 s no source word has ended to be rendered.
+LAG_RANGE_MS = (500, 5000)
 
 
 class ScriptError(ValueError):
@@ -213,12 +223,14 @@ def _as_tuple(value: Any, field: str) -> tuple:
 @dataclass(frozen=True, kw_only=True)
 class SpeakerSpec:
     """How one speaker sounds: an espeak-ng voice name, pitch 0-99 and rate in words per minute;
-    ``role`` is "user", "model" or None."""
+    ``role`` is "user", "model" or None; ``language`` is the language this speaker speaks when it
+    is not the dialogue's (an interpreter rendering the other speaker), None otherwise."""
 
     voice: str = "en-us"
     pitch: int = 50
     rate: int = 175
     role: str | None = None
+    language: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.voice, str):
@@ -236,12 +248,17 @@ class SpeakerSpec:
         if self.role is not None and self.role not in ROLES:
             raise ScriptError("bad_role", f"{self.role!r} is not a role; use one of {ROLES} or omit it",
                               field="role")
+        if self.language is not None and (not isinstance(self.language, str) or not _LANG_RE.fullmatch(self.language)):
+            raise ScriptError("bad_language", f"{self.language!r} is not a BCP-47-like language tag "
+                              "(e.g. 'fr', 'de'); omit it for the dialogue's language", field="language")
 
     def to_dict(self) -> dict:
-        """Canonical JSON object (sorted keys, role left out when None)."""
-        out = {"pitch": self.pitch, "rate": self.rate, "voice": self.voice}
+        """Canonical JSON object (sorted keys, role and language left out when None)."""
+        out: dict[str, Any] = {"pitch": self.pitch, "rate": self.rate, "voice": self.voice}
         if self.role is not None:
             out["role"] = self.role
+        if self.language is not None:
+            out["language"] = self.language
         return dict(sorted(out.items()))
 
 
@@ -281,42 +298,222 @@ class TimedSpec:
         object.__setattr__(self, "responses", responses)
 
 
+def _check_ms(value: Any, field: str, lo: int, hi: int, what: str) -> int:
+    if not _is_int(value):
+        raise ScriptError("bad_type", f"must be integer milliseconds, got {value!r}", field=field)
+    if not lo <= value <= hi:
+        raise ScriptError("bad_timing", f"{value} ms is outside {lo}..{hi} ({what})", field=field)
+    return int(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CueSpec:
+    """One thing a visual request watches for (vocabularies in :mod:`microturn.schemas.visual`).
+
+    ``after_ms`` is when it happens on screen, counted from the END of the request turn (for
+    ``repeat``: when the first repetition starts); ``responses`` is what the responder says at
+    it: one answer, or for ``repeat`` either one answer after the last repetition or one per
+    repetition (counting aloud). ``to_colour`` belongs to ``colour`` cues, ``text`` (what is shown,
+    upper case) to ``text`` cues, ``count`` and ``period_ms`` (a multiple of the 100 ms frame
+    time of 10 fps video) to ``repeat`` cues; the others take ``shape`` and ``colour``.
+    """
+
+    kind: str
+    after_ms: int
+    responses: tuple[str, ...]
+    shape: str = "circle"
+    colour: str = "red"
+    to_colour: str | None = None
+    text: str | None = None
+    count: int | None = None
+    period_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        from microturn.schemas import visual
+
+        if self.kind not in visual.CUE_KINDS:
+            raise ScriptError("bad_act", f"{self.kind!r} is not a cue kind; use one of {visual.CUE_KINDS}",
+                              field="kind")
+        object.__setattr__(self, "after_ms", _check_ms(self.after_ms, "after_ms", 1, MAX_TARGET_MS,
+                                                       "10 minutes after the request ends"))
+        if self.shape not in visual.SHAPES:
+            raise ScriptError("bad_act", f"{self.shape!r} is not a shape; use one of {visual.SHAPES}", field="shape")
+        for name in ("colour", "to_colour"):
+            value = getattr(self, name)
+            if (value is not None or name == "colour") and value not in visual.COLOURS:
+                raise ScriptError("bad_act", f"{value!r} is not a colour; use one of {visual.COLOURS}", field=name)
+        own = _CUE_OWN.get(self.kind, ())
+        for name in ("to_colour", "text", "count", "period_ms"):
+            given = getattr(self, name) is not None
+            if given and name not in own:
+                owner = "/".join(k for k, v in _CUE_OWN.items() if name in v)
+                raise ScriptError("bad_timing", f"{name!r} belongs to a {owner} cue, not a {self.kind!r} cue; "
+                                  "remove it", field=name)
+            if not given and name in own:
+                raise ScriptError("missing_field", f"a {self.kind!r} cue needs {name!r}", field=name)
+        if self.kind == "colour" and self.to_colour == self.colour:
+            raise ScriptError("bad_timing", f"to_colour is the colour it already has ({self.colour!r}); name another",
+                              field="to_colour")
+        if self.text is not None:
+            text = _norm_text(self.text, "text")
+            bad = sorted(set(text) - visual.SCREEN_TEXT_CHARS)
+            if bad or len(text) > visual.MAX_SCREEN_TEXT:
+                raise ScriptError("bad_text", f"screen text {text!r} must be at most {visual.MAX_SCREEN_TEXT} "
+                                  f"upper-case letters, digits, spaces and .,!?:-' ({bad or 'too long'})",
+                                  field="text")
+            object.__setattr__(self, "text", text)
+        if self.count is not None:
+            if not _is_int(self.count) or not 1 <= self.count <= visual.MAX_COUNT:
+                raise ScriptError("bad_timing", f"count must be an integer in 1..{visual.MAX_COUNT}, got "
+                                  f"{self.count!r}", field="count")
+            object.__setattr__(self, "count", int(self.count))
+        if self.period_ms is not None:
+            lo, hi = visual.PERIOD_MS
+            period = _check_ms(self.period_ms, "period_ms", lo, hi, "one repetition")
+            if period % 100:
+                raise ScriptError("bad_timing", f"period_ms {period} is not a multiple of 100 ms, the frame time of "
+                                  "10 fps video; round it", field="period_ms")
+            object.__setattr__(self, "period_ms", period)
+        responses = _as_tuple(self.responses, "responses")
+        allowed = (1, self.count) if self.kind == "repeat" else (1,)
+        if len(responses) not in allowed:
+            raise ScriptError("bad_timing", f"{len(responses)} responses; a {self.kind!r} cue takes "
+                              f"{' or '.join(str(n) for n in sorted(set(allowed)))}", field="responses")
+        responses = tuple(_norm_text(r, f"responses[{i}]") for i, r in enumerate(responses))
+        object.__setattr__(self, "responses", responses)
+
+    def to_dict(self) -> dict:
+        """Canonical JSON object (sorted keys, unset fields left out)."""
+        out: dict[str, Any] = {"after_ms": self.after_ms, "kind": self.kind, "responses": list(self.responses)}
+        if self.kind != "text":
+            out.update(shape=self.shape, colour=self.colour)
+        for name in ("to_colour", "text", "count", "period_ms"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return dict(sorted(out.items()))
+
+
+_CUE_OWN = {"colour": ("to_colour",), "text": ("text",), "repeat": ("count", "period_ms")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisualSpec:
+    """What a visual request asks for: ``responder`` reacts to each of ``cues`` (1-16, their
+    ``after_ms`` strictly increasing) when it shows on screen, with no cue from the requester."""
+
+    cues: tuple[CueSpec, ...]
+    responder: str
+
+    def __post_init__(self) -> None:
+        cues = _as_tuple(self.cues, "cues")
+        if not 1 <= len(cues) <= MAX_CUES:
+            raise ScriptError("bad_timing", f"{len(cues)} cues; a visual request watches for 1..{MAX_CUES}",
+                              field="cues")
+        for i, cue in enumerate(cues):
+            if not isinstance(cue, CueSpec):
+                raise ScriptError("bad_type", f"must be a CueSpec, got {type(cue).__name__}", field=f"cues[{i}]")
+            if i and cue.after_ms <= cues[i - 1].after_ms:
+                raise ScriptError("bad_timing", f"{cue.after_ms} ms does not come after {cues[i - 1].after_ms} ms; "
+                                  "cues must be in time order", field=f"cues[{i}].after_ms")
+        _check_name(self.responder, "responder", "responder")
+        object.__setattr__(self, "cues", cues)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackgroundSpec:
+    """A delegation: the speaker hands work to a background model; its ``result`` (text on the
+    background stream) arrives ``after_ms`` after the END of the delegation turn, and the speaker
+    brings it up by saying ``mention`` when the user has yielded."""
+
+    result: str
+    mention: str
+    after_ms: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "result", _norm_text(self.result, "result"))
+        object.__setattr__(self, "mention", _norm_text(self.mention, "mention"))
+        object.__setattr__(self, "after_ms", _check_ms(self.after_ms, "after_ms", 1, MAX_TARGET_MS,
+                                                       "10 minutes after the delegation ends"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class TurnSpec:
-    """One turn: who speaks, what, and which act it is (one of :data:`ACTS`); ``timed`` is set
-    exactly when the act is "timed_request"."""
+    """One turn: who speaks, what, and which act it is (one of :data:`ACTS`). The act's own part
+    is set exactly for its act: ``timed`` for "timed_request", ``visual`` for "visual_request",
+    ``background`` for "delegation"; ``lag_ms`` (optional) for "simultaneous", a turn that renders
+    the previous turn of another speaker while it is spoken, trailing it by ``lag_ms`` (drawn
+    from 1-3 s by the layout when None)."""
 
     speaker: str
     text: str
     act: str = "statement"
     timed: TimedSpec | None = None
+    visual: VisualSpec | None = None
+    background: BackgroundSpec | None = None
+    lag_ms: int | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.speaker, "speaker", "speaker name")
         object.__setattr__(self, "text", _norm_text(self.text, "text"))
         if self.act not in ACTS:
             raise ScriptError("bad_act", f"{self.act!r} is not an act; use one of {ACTS}", field="act")
-        if self.act == "timed_request":
-            if self.timed is None:
-                raise ScriptError("missing_field", "a timed_request turn needs targets_ms and responses",
-                                  field="targets_ms")
-            if not isinstance(self.timed, TimedSpec):
-                raise ScriptError("bad_type", f"must be a TimedSpec, got {type(self.timed).__name__}",
-                                  field="timed")
-            if self.timed.responder == self.speaker:
-                raise ScriptError("bad_timing", f"the responder {self.speaker!r} is the speaker who makes "
-                                  "the request; name another speaker", field="responder")
-        elif self.timed is not None:
-            raise ScriptError("bad_timing", f"targets_ms, responses and responder are only allowed when "
-                              f"act is 'timed_request' (act is {self.act!r})", field="targets_ms")
+        parts = (("timed", "timed_request", TimedSpec, "targets_ms and responses"),
+                 ("visual", "visual_request", VisualSpec, "cues"),
+                 ("background", "delegation", BackgroundSpec, "result, mention and after_ms"))
+        for name, act, kind, needs in parts:
+            value = getattr(self, name)
+            if self.act == act:
+                if value is None:
+                    raise ScriptError("missing_field", f"a {act} turn needs {needs}",
+                                      field=needs.split(",")[0].split()[0])
+                if not isinstance(value, kind):
+                    raise ScriptError("bad_type", f"must be a {kind.__name__}, got {type(value).__name__}", field=name)
+            elif value is not None:
+                raise ScriptError("bad_timing", f"{needs} are only allowed when act is {act!r} (act is {self.act!r})",
+                                  field=needs.split(",")[0].split()[0])
+        responder = (self.timed or self.visual).responder if (self.timed or self.visual) else None
+        if responder == self.speaker:
+            raise ScriptError("bad_timing", f"the responder {self.speaker!r} is the speaker who makes "
+                              "the request; name another speaker", field="responder")
+        if self.lag_ms is not None:
+            if self.act != "simultaneous":
+                raise ScriptError("bad_timing", f"lag_ms is only allowed when act is 'simultaneous' (act is "
+                                  f"{self.act!r})", field="lag_ms")
+            object.__setattr__(self, "lag_ms", _check_ms(self.lag_ms, "lag_ms", *LAG_RANGE_MS,
+                                                         "behind the turn it renders"))
+
+    @property
+    def responder(self) -> str | None:
+        """Who answers a timed or visual request; None for other acts."""
+        spec = self.timed or self.visual
+        return spec.responder if spec is not None else None
+
+    def spoken_chars(self) -> int:
+        """Characters of speech this turn makes anyone say (responses and mentions included)."""
+        n = len(self.text)
+        if self.timed is not None:
+            n += sum(map(len, self.timed.responses))
+        if self.visual is not None:
+            n += sum(len(r) for cue in self.visual.cues for r in cue.responses)
+        if self.background is not None:
+            n += len(self.background.mention)
+        return n
 
     def to_dict(self) -> dict:
-        """Canonical JSON object: sorted keys, timed fields flat on the turn."""
+        """Canonical JSON object: sorted keys, the act's fields flat on the turn."""
         out: dict[str, Any] = {"act": self.act, "speaker": self.speaker, "text": self.text}
         if self.timed is not None:
             out["responder"] = self.timed.responder
             out["responses"] = list(self.timed.responses)
             out["targets_ms"] = list(self.timed.targets_ms)
+        if self.visual is not None:
+            out["responder"] = self.visual.responder
+            out["cues"] = [c.to_dict() for c in self.visual.cues]
+        if self.background is not None:
+            out.update(result=self.background.result, mention=self.background.mention,
+                       after_ms=self.background.after_ms)
+        if self.lag_ms is not None:
+            out["lag_ms"] = self.lag_ms
         return dict(sorted(out.items()))
 
 
@@ -379,17 +576,17 @@ class Dialogue:
             if turn.speaker not in names:
                 raise ScriptError("unknown_speaker", f"{turn.speaker!r} is not declared in speakers {names}",
                                   turn=i, field="speaker")
-            if turn.timed is not None and turn.timed.responder not in names:
-                raise ScriptError("unknown_speaker", f"{turn.timed.responder!r} is not declared in speakers "
+            if turn.responder is not None and turn.responder not in names:
+                raise ScriptError("unknown_speaker", f"{turn.responder!r} is not declared in speakers "
                                   f"{names}", turn=i, field="responder")
-            if turn.act in ("backchannel", "interruption"):
+            if turn.act in ("backchannel", "interruption", "simultaneous"):
                 if i == 0:
                     raise ScriptError("bad_act", f"a dialogue cannot open with act {turn.act!r}",
                                       turn=i, field="act")
                 if turns[i - 1].speaker == turn.speaker:
                     raise ScriptError("bad_act", f"act {turn.act!r} must follow a turn by another speaker, "
                                       f"but turns[{i - 1}] is also {turn.speaker!r}", turn=i, field="act")
-        spoken = sum(len(t.text) + (sum(map(len, t.timed.responses)) if t.timed else 0) for t in turns)
+        spoken = sum(t.spoken_chars() for t in turns)
         if spoken > MAX_DIALOGUE_CHARS:
             raise ScriptError("text_too_long", f"{spoken} characters of speech in all, more than "
                               f"{MAX_DIALOGUE_CHARS} (about 20 minutes); split the dialogue", field="turns")
@@ -478,35 +675,68 @@ def _check_keys(obj: dict, allowed: tuple[str, ...], required: tuple[str, ...], 
             raise ScriptError("missing_field", f"{where} needs {key!r}", field=field)
 
 
+def _default_responder(obj: dict, names: list[str]) -> str:
+    responder = obj.get("responder")
+    if responder is not None:
+        return responder
+    speaker = obj["speaker"]
+    if speaker in names and len(names) == 2:
+        return names[1 - names.index(speaker)]
+    if speaker in names:
+        raise ScriptError("missing_field", f"with {len(names)} speakers, say who answers: add 'responder'",
+                          field="responder")
+    raise ScriptError("unknown_speaker", f"{speaker!r} is not declared in speakers {names}", field="speaker")
+
+
+def _parse_cue(obj: Any) -> CueSpec:
+    if not isinstance(obj, dict):
+        raise ScriptError("bad_type", f"a cue must be an object, got {type(obj).__name__}")
+    _check_keys(obj, _CUE_KEYS, ("kind", "after_ms", "responses"), "a cue")
+    if not isinstance(obj["responses"], list):
+        raise ScriptError("bad_type", "must be a list", field="responses")
+    return CueSpec(**obj)
+
+
 def _parse_turn(obj: Any, names: list[str]) -> TurnSpec:
     if not isinstance(obj, dict):
         raise ScriptError("bad_type", f"a turn must be an object, got {type(obj).__name__}")
     _check_keys(obj, _TURN_KEYS, ("speaker", "text"), "a turn")
     act = obj.get("act", "statement")
-    timed = None
-    present = [k for k in _TIMED_KEYS if k in obj]
+    own = _ACT_KEYS.get(act, ())
+    stray = [k for keys in _ACT_KEYS.values() for k in keys if k in obj and k not in own]
+    if stray:
+        owners = [a for a, keys in _ACT_KEYS.items() if stray[0] in keys]
+        raise ScriptError("bad_timing", f"{stray[0]!r} only belongs on a turn with \"act\" "
+                          f"{' or '.join(map(repr, owners))}; set the act or remove it", field=stray[0])
+    kwargs: dict[str, Any] = {}
     if act == "timed_request":
         for key in ("targets_ms", "responses"):
             if key not in obj:
                 raise ScriptError("missing_field", f"a timed_request turn needs {key!r}", field=key)
             if not isinstance(obj[key], list):
                 raise ScriptError("bad_type", "must be a list", field=key)
-        responder = obj.get("responder")
-        if responder is None:
-            speaker = obj["speaker"]
-            if speaker in names and len(names) == 2:
-                responder = names[1 - names.index(speaker)]
-            elif speaker in names:
-                raise ScriptError("missing_field", f"with {len(names)} speakers, say who answers: add "
-                                  "'responder'", field="responder")
-            else:
-                raise ScriptError("unknown_speaker", f"{speaker!r} is not declared in speakers {names}",
-                                  field="speaker")
-        timed = TimedSpec(targets_ms=obj["targets_ms"], responses=obj["responses"], responder=responder)
-    elif present:
-        raise ScriptError("bad_timing", f"{present} only belong on a turn with \"act\": \"timed_request\"; "
-                          "set the act or remove them", field=present[0])
-    return TurnSpec(speaker=obj["speaker"], text=obj["text"], act=act, timed=timed)
+        kwargs["timed"] = TimedSpec(targets_ms=obj["targets_ms"], responses=obj["responses"],
+                                    responder=_default_responder(obj, names))
+    elif act == "visual_request":
+        if "cues" not in obj:
+            raise ScriptError("missing_field", "a visual_request turn needs 'cues'", field="cues")
+        if not isinstance(obj["cues"], list):
+            raise ScriptError("bad_type", "must be a list of cue objects", field="cues")
+        cues = []
+        for i, cue in enumerate(obj["cues"]):
+            try:
+                cues.append(_parse_cue(cue))
+            except ScriptError as exc:
+                raise exc.located(field_prefix=f"cues[{i}]") from None
+        kwargs["visual"] = VisualSpec(cues=tuple(cues), responder=_default_responder(obj, names))
+    elif act == "delegation":
+        for key in ("result", "mention", "after_ms"):
+            if key not in obj:
+                raise ScriptError("missing_field", f"a delegation turn needs {key!r}", field=key)
+        kwargs["background"] = BackgroundSpec(result=obj["result"], mention=obj["mention"], after_ms=obj["after_ms"])
+    elif act == "simultaneous" and "lag_ms" in obj:
+        kwargs["lag_ms"] = obj["lag_ms"]
+    return TurnSpec(speaker=obj["speaker"], text=obj["text"], act=act, **kwargs)
 
 
 def parse_dialogue(line: str | bytes | Mapping) -> Dialogue:
@@ -655,6 +885,7 @@ def _read_lines(lines: Iterable[str | bytes | None]) -> Iterator[tuple[int, Dial
 
 __all__ = [
     "ACTS", "MAX_DIALOGUE_CHARS", "MAX_LINE_BYTES", "MAX_TEXT_CHARS", "MAX_TURNS", "MAX_WORD_CHARS",
-    "REASONS", "ROLES", "Dialogue", "ScriptError", "SpeakerSpec", "TimedSpec", "TurnSpec", "bounded_lines",
+    "REASONS", "ROLES", "BackgroundSpec", "CueSpec", "Dialogue", "ScriptError", "SpeakerSpec", "TimedSpec", "TurnSpec",
+    "VisualSpec", "bounded_lines",
     "parse_dialogue", "read_dialogues",
 ]

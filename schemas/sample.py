@@ -1,4 +1,4 @@
-"""The micro-turn sample (DESIGN.md, "The micro-turn sample", schema version 2).
+"""The micro-turn sample (DESIGN.md, "The micro-turn sample", schema version 3).
 
 A sample is a window of K chunks of 200 ms of one conversation under one role assignment (one
 speaker as ``model``, everyone else as ``user``). In a WebDataset tar it is a run of members
@@ -11,9 +11,9 @@ field                  array / content     meaning
 ``user.dmel.npy``      uint8 [T, M]        dMel of the user stream (T = 4 K, M = 80)
 ``model.dmel.npy``     uint8 [T, M]        dMel of the model stream
 ``model.logmel.npy``   float16 [T, M]      log-mel before quantisation (flow-head target)
-``user.labels.npy``    uint8 [K]           :class:`Label` bits per chunk, user stream
-``model.labels.npy``   uint8 [K]           :class:`Label` bits per chunk, model stream
-``words.json``         JSON object         ``{"user": [...], "model": [...]}`` words
+``user.labels.npy``    uint16 [K]          :class:`Label` bits per chunk, user stream
+``model.labels.npy``   uint16 [K]          :class:`Label` bits per chunk, model stream
+``words.json``         JSON object         ``{"user", "model", "background"}`` word lists
 ``events.json``        JSON list           events inside the window
 ``video.mp4``          H.264 in MP4        optional: 10 fps frames, sides multiples of 40
 =====================  ==================  ============================================
@@ -21,6 +21,13 @@ field                  array / content     meaning
 Times inside a sample (words, events) are integer ms from the start of the window; the meta's
 ``offset_ms`` is where the window starts in the conversation. A word's ``chunk`` is the chunk
 (0..K-1) holding its start. Arrays are ``.npy`` written and read with ``allow_pickle=False``.
+
+The ``background`` list of ``words.json`` is the third, input-side stream: text that a
+background model (a search, a tool, a slower model the speaker delegated to) delivers to the
+model-role speaker while the conversation goes on. Each entry is one result,
+``{"text", "start_ms", "end_ms", "chunk"}`` with ``start_ms == end_ms`` its arrival and ``chunk``
+the chunk it arrives in; the trainer tokenises it like user text at that chunk. Only results for
+the sample's model speaker are in it (the other role assignment of the same window has none).
 
 Shape suffixes follow :mod:`microturn.schemas.legend`: K chunks, T = 4 K dMel frames, M = 80 mel
 channels, P video patches per chunk (``patches_h * patches_w``), F = 2 video frames per temporal
@@ -54,7 +61,7 @@ DEFAULT_CHUNKS = 150  # 30 s windows
 
 
 class Label(enum.IntFlag):
-    """Per-chunk, per-stream label bits (uint8).
+    """Per-chunk, per-stream label bits (uint16 since schema version 3).
 
     VOICED (since schema version 2) follows speech, not turns. A stream's speech is the union
     of its words' spans and the 10 ms frames of its own audio within 35 dB of its speech level
@@ -64,7 +71,10 @@ class Label(enum.IntFlag):
     words, its segments). Pauses under 200 ms in that speech are closed; a chunk is VOICED when
     speech covers at least 100 ms of its 200 ms. So a silence of 200 ms or more covering most
     of a chunk leaves it unvoiced even inside a turn. OVERLAP is set where both streams are
-    VOICED. TURN_START, TURN_END and BACKCHANNEL follow the turns.
+    VOICED. TURN_START, TURN_END and BACKCHANNEL follow the turns. CUE_RESPONSE, BACKGROUND and
+    SIMULTANEOUS (since version 3) follow the events of those types: the stream's answer to a
+    visual cue, its mention of a background result, its speech over the other stream on purpose
+    (a rendering; such overlap is the task, never an INTERRUPT).
     """
 
     VOICED = 1  # the stream's speech covers at least 100 ms of the chunk (see above)
@@ -75,9 +85,15 @@ class Label(enum.IntFlag):
     INTERRUPT = 32  # the stream's speaker interrupts the other stream in the chunk
     OVERLAP = 64  # both streams are VOICED in the chunk
     LEAK = 128  # mixed source: the other stream's speech may be audible in this stream
+    CUE_RESPONSE = 256  # the stream answers a visual cue in the chunk (no audio cue from the other stream)
+    BACKGROUND = 512  # the stream brings up a background result in the chunk
+    SIMULTANEOUS = 1024  # the stream speaks over the other on purpose (renders it) in the chunk
 
 
-EVENT_TYPES = ("backchannel", "interruption", "turn_end", "timed_instruction")
+EVENT_TYPES = ("backchannel", "interruption", "turn_end", "timed_instruction", "visual_cue", "background_result",
+               "simultaneous")
+WORD_STREAMS = (*ROLES, "background")  # the lists of words.json
+LABEL_DTYPE = "uint16"
 FIELDS = ("json", "user.dmel.npy", "model.dmel.npy", "model.logmel.npy", "user.labels.npy",
           "model.labels.npy", "words.json", "events.json", "video.mp4")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -111,8 +127,8 @@ class Sample:
         meta: the ``json`` field (see :func:`make_meta`).
         dmel: role -> uint8 [T, M] dMel.
         logmel_TM: float16 [T, M] log-mel of the model stream.
-        labels: role -> uint8 [K] label bits.
-        words: role -> list of ``{"text", "start_ms", "end_ms", "chunk"}``.
+        labels: role -> uint16 [K] label bits.
+        words: role or "background" -> list of ``{"text", "start_ms", "end_ms", "chunk"}``.
         events: list of ``{"type", "speaker", "role", "t_ms", "chunk", "payload"}``.
         video: the encoded clip (bytes) or None; :func:`decode_sample` adds its patches.
     """
@@ -122,7 +138,7 @@ class Sample:
     dmel: dict[str, np.ndarray]
     logmel_TM: np.ndarray
     labels: dict[str, np.ndarray]
-    words: dict[str, list[dict]] = field(default_factory=lambda: {"user": [], "model": []})
+    words: dict[str, list[dict]] = field(default_factory=lambda: {"user": [], "model": [], "background": []})
     events: list[dict] = field(default_factory=list)
     video: bytes | None = None
 
@@ -217,7 +233,7 @@ def decode_sample(fields: Mapping[str, Any], *, video: bool = True) -> dict[str,
     ``fields`` maps field names (``"json"``, ``"user.dmel.npy"``, ...) to bytes, as a plain
     ``webdataset.WebDataset(url)`` yields them (its ``__key__``/``__url__`` entries are ignored).
     Returns ``{"key", "meta", "dmel": {role: uint8 [T, M]}, "logmel_TM": float16 [T, M],
-    "labels": {role: uint8 [K]}, "words", "events", "video_KPFHWC"}`` where ``video_KPFHWC`` is
+    "labels": {role: uint16 [K]}, "words", "events", "video_KPFHWC"}`` where ``video_KPFHWC`` is
     uint8 [K, P, 2, 40, 40, 3] (or None without a clip, or when ``video`` is False). The result
     is validated: a sample that breaks the contract raises :class:`SampleError`.
     """
@@ -295,14 +311,14 @@ def validate_sample(sample: Sample) -> None:
         _check_array(f"{role}.dmel", sample.dmel[role], "uint8", (T, N_MELS))
         if sample.dmel[role].size and int(sample.dmel[role].max()) >= DMEL_BINS:
             raise SampleError(f"{role}.dmel has a bin >= {DMEL_BINS}")
-        _check_array(f"{role}.labels", sample.labels[role], "uint8", (K,))
+        _check_array(f"{role}.labels", sample.labels[role], LABEL_DTYPE, (K,))
     _check_array("model.logmel", sample.logmel_TM, "float16", (T, N_MELS))
     if not np.isfinite(sample.logmel_TM).all():
         raise SampleError("model.logmel has non-finite values")
-    if not isinstance(sample.words, dict) or set(sample.words) != set(ROLES):
-        raise SampleError(f"words must be an object with keys {ROLES}")
+    if not isinstance(sample.words, dict) or set(sample.words) != set(WORD_STREAMS):
+        raise SampleError(f"words must be an object with keys {WORD_STREAMS}")
     span = K * CHUNK_MS
-    for role in ROLES:
+    for role in WORD_STREAMS:
         starts = np.zeros(K, dtype=bool)
         for w in sample.words[role]:
             if set(w) != {"text", "start_ms", "end_ms", "chunk"} or not isinstance(w["text"], str) or not w["text"]:
@@ -312,7 +328,11 @@ def validate_sample(sample: Sample) -> None:
                                   f"inside the window of {span} ms")
             if w["chunk"] != w["start_ms"] // CHUNK_MS:
                 raise SampleError(f"{role} word {w['text']!r}: chunk {w['chunk']} does not hold its start")
+            if role == "background" and w["end_ms"] != w["start_ms"]:
+                raise SampleError(f"background entry {w['text'][:40]!r} must have end_ms == start_ms (its arrival)")
             starts[w["chunk"]] = True
+        if role == "background":
+            continue
         has_bit = (sample.labels[role] & Label.WORD_START).astype(bool)
         if not np.array_equal(starts, has_bit):
             raise SampleError(f"{role}.labels WORD_START bits disagree with the words' chunks")

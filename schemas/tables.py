@@ -11,7 +11,11 @@ import pyarrow as pa
 # 2: VOICED marks speech (words and the stream's own audio activity, pauses of 200 ms or more
 # unvoiced) instead of whole diarized turns, and OVERLAP follows it; samples of version 1 label
 # a pause inside a turn as voiced, so readers refuse them. The tables' columns are unchanged.
-SCHEMA_VERSION = 2
+# 3: label bits are uint16, because the 8 bits of uint8 were all taken and three behaviours need
+# their own: CUE_RESPONSE, BACKGROUND and SIMULTANEOUS; words.json gains the input-side
+# "background" stream; events gain visual_cue, background_result and simultaneous. A version-2
+# reader would fail on the uint16 labels, so the number changes. The tables' columns are unchanged.
+SCHEMA_VERSION = 3
 _META = {b"microturn.schema_version": str(SCHEMA_VERSION).encode()}
 
 ORIGINS = ("real", "synthetic", "remix")

@@ -15,15 +15,19 @@ from microturn.schemas.dialogue import (
     MAX_TURNS,
     MAX_WORD_CHARS,
     REASONS,
+    BackgroundSpec,
+    CueSpec,
     Dialogue,
     ScriptError,
     SpeakerSpec,
     TimedSpec,
     TurnSpec,
+    VisualSpec,
     bounded_lines,
     parse_dialogue,
     read_dialogues,
 )
+from microturn.schemas import visual
 from microturn.schemas.text import refused_char, visible
 
 EXAMPLE = {
@@ -300,6 +304,26 @@ _VOICE = st.from_regex(r"[a-z]{2,3}(-[a-z0-9]{1,4}){0,2}(\+[A-Za-z0-9_]{1,5})?",
 
 
 @st.composite
+def _cue(draw, after_ms: int) -> CueSpec:
+    kind = draw(st.sampled_from(visual.CUE_KINDS))
+    extra: dict = {}
+    if kind == "colour":
+        extra["to_colour"] = draw(st.sampled_from(visual.COLOURS[1:]))
+    elif kind == "text":
+        extra["text"] = draw(st.text(alphabet=sorted(visual.SCREEN_TEXT_CHARS - {" "}), min_size=1, max_size=24))
+    elif kind == "repeat":
+        extra["count"] = draw(st.integers(1, visual.MAX_COUNT))
+        extra["period_ms"] = 100 * draw(st.integers(3, 30))
+    n = draw(st.sampled_from([1, extra["count"]])) if kind == "repeat" else 1
+    return CueSpec(kind=kind, after_ms=after_ms, responses=tuple(draw(_TEXT) for _ in range(n)), colour="red",
+                   shape=draw(st.sampled_from(visual.SHAPES)), **extra)
+
+
+_CUES = st.lists(st.integers(1, 600_000), min_size=1, max_size=3, unique=True).flatmap(
+    lambda ts: st.tuples(*[_cue(t) for t in sorted(ts)]))
+
+
+@st.composite
 def dialogues(draw):
     names = draw(st.lists(_NAME, min_size=2, max_size=4, unique=True))
     roles: list[str | None] = [None] * len(names)
@@ -314,14 +338,23 @@ def dialogues(draw):
         speaker = draw(st.sampled_from(names))
         act = draw(st.sampled_from(ACTS))
         timed = None
-        if act in ("backchannel", "interruption") and (i == 0 or turns[-1].speaker == speaker):
+        if act in ("backchannel", "interruption", "simultaneous") and (i == 0 or turns[-1].speaker == speaker):
             act = "statement"
+        parts: dict = {}
         if act == "timed_request":
             targets = sorted(draw(st.sets(st.integers(1, 600_000), min_size=1, max_size=4)))
             responder = draw(st.sampled_from([n for n in names if n != speaker]))
             timed = TimedSpec(targets_ms=tuple(targets), responses=tuple(draw(_TEXT) for _ in targets),
                               responder=responder)
-        turns.append(TurnSpec(speaker=speaker, text=draw(_TEXT), act=act, timed=timed))
+        elif act == "visual_request":
+            parts["visual"] = VisualSpec(cues=tuple(draw(_CUES)), responder=draw(st.sampled_from(
+                [n for n in names if n != speaker])))
+        elif act == "delegation":
+            parts["background"] = BackgroundSpec(result=draw(_TEXT), mention=draw(_TEXT),
+                                                 after_ms=draw(st.integers(1, 600_000)))
+        elif act == "simultaneous":
+            parts["lag_ms"] = draw(st.none() | st.integers(500, 5000))
+        turns.append(TurnSpec(speaker=speaker, text=draw(_TEXT), act=act, timed=timed, **parts))
     return Dialogue(id=draw(st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True)), speakers=speakers,
                     turns=tuple(turns), language=draw(st.sampled_from(["en", "en-GB", "fr", "zh-Hant-TW"])),
                     license=draw(st.sampled_from([None, "Apache-2.0", "CC-BY-4.0"])))
