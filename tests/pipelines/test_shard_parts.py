@@ -58,7 +58,7 @@ def test_interval_helpers():
 
 
 def test_span_marks_every_chunk_it_touches_and_no_more():
-    bits = np.zeros(5, np.uint8)
+    bits = np.zeros(5, np.uint16)  # the labels' dtype since schema version 3
     mark_spans(bits, [(199, 400)], Label.VOICED)  # ends on a boundary: chunk 2 stays clear
     assert bits.tolist() == [1, 1, 0, 0, 0]
 

@@ -28,7 +28,7 @@ from microturn.schemas.sample import (
 def _sample(k: int = 3, **kw) -> Sample:
     key = sample_key("c-0123456789abcdef", "SPEAKER_00", 2)
     rng = np.random.default_rng(0)
-    labels = {"user": np.zeros(k, np.uint8), "model": np.zeros(k, np.uint8)}
+    labels = {"user": np.zeros(k, np.uint16), "model": np.zeros(k, np.uint16)}
     labels["model"][1] |= Label.WORD_START | Label.VOICED
     base: dict[str, Any] = dict(
         key=key,
@@ -38,12 +38,17 @@ def _sample(k: int = 3, **kw) -> Sample:
         dmel={r: rng.integers(0, 16, (4 * k, 80), dtype=np.uint8) for r in ("user", "model")},
         logmel_TM=rng.uniform(-7, 2, (4 * k, 80)).astype(np.float16),
         labels=labels,
-        words={"user": [], "model": [{"text": "hi", "start_ms": 250, "end_ms": 390, "chunk": 1}]},
+        words={"user": [], "model": [{"text": "hi", "start_ms": 250, "end_ms": 390, "chunk": 1}], "background": []},
         events=[{"type": "turn_end", "speaker": "SPEAKER_00", "role": "model", "t_ms": 399, "chunk": 1,
                  "payload": {"gap_ms": 120}}],
     )
     base.update(kw)
     return Sample(**base)
+
+
+def _words(*model: dict) -> dict[str, list[dict]]:
+    """words.json with these model words, no user words and no background results."""
+    return {"user": [], "model": list(model), "background": []}
 
 
 def test_round_trip_through_tar_fields():
@@ -69,11 +74,11 @@ def test_keys_are_tar_and_webdataset_safe(cid, role, window):
     (lambda s: dataclasses.replace(s, dmel={**s.dmel, "user": s.dmel["user"][:-1]}), "shape"),
     (lambda s: dataclasses.replace(s, dmel={**s.dmel, "user": s.dmel["user"] + 16}), "bin >= 16"),
     (lambda s: dataclasses.replace(s, logmel_TM=s.logmel_TM.astype(np.float32)), "float16"),
-    (lambda s: dataclasses.replace(s, words={"user": [], "model": [{"text": "x", "start_ms": 700, "end_ms": 800,
-                                                                    "chunk": 3}]}), "inside the window"),
-    (lambda s: dataclasses.replace(s, words={"user": [], "model": [{"text": "x", "start_ms": 250, "end_ms": 300,
-                                                                    "chunk": 0}]}), "does not hold"),
-    (lambda s: dataclasses.replace(s, words={"user": [], "model": []}), "WORD_START"),
+    (lambda s: dataclasses.replace(s, words=_words({"text": "x", "start_ms": 700, "end_ms": 800, "chunk": 3})),
+     "inside the window"),
+    (lambda s: dataclasses.replace(s, words=_words({"text": "x", "start_ms": 250, "end_ms": 300, "chunk": 0})),
+     "does not hold"),
+    (lambda s: dataclasses.replace(s, words=_words()), "WORD_START"),
     (lambda s: dataclasses.replace(s, events=[{"type": "laugh", "t_ms": 0, "chunk": 0, "role": "user"}]), "event"),
     (lambda s: dataclasses.replace(s, meta={**s.meta, "schema_version": 99}), "schema_version"),
     (lambda s: dataclasses.replace(s, meta={**s.meta, "extra": 1}), "meta keys"),
