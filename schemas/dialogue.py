@@ -321,8 +321,8 @@ class CueSpec:
     kind: str
     after_ms: int
     responses: tuple[str, ...]
-    shape: str = "circle"
-    colour: str = "red"
+    shape: str | None = None
+    colour: str | None = None
     to_colour: str | None = None
     text: str | None = None
     count: int | None = None
@@ -331,16 +331,24 @@ class CueSpec:
     def __post_init__(self) -> None:
         from microturn.schemas import visual
 
+        if self.kind == "text":
+            for name in ("shape", "colour"):
+                if getattr(self, name) is not None:
+                    raise ScriptError("bad_timing", f"a 'text' cue shows words, not a shape: remove {name!r}",
+                                      field=name)
+        else:  # an object cue names its object, or takes the default red circle
+            object.__setattr__(self, "shape", "circle" if self.shape is None else self.shape)
+            object.__setattr__(self, "colour", "red" if self.colour is None else self.colour)
         if self.kind not in visual.CUE_KINDS:
             raise ScriptError("bad_act", f"{self.kind!r} is not a cue kind; use one of {visual.CUE_KINDS}",
                               field="kind")
         object.__setattr__(self, "after_ms", _check_ms(self.after_ms, "after_ms", 1, MAX_TARGET_MS,
                                                        "10 minutes after the request ends"))
-        if self.shape not in visual.SHAPES:
+        if self.kind != "text" and self.shape not in visual.SHAPES:
             raise ScriptError("bad_act", f"{self.shape!r} is not a shape; use one of {visual.SHAPES}", field="shape")
         for name in ("colour", "to_colour"):
             value = getattr(self, name)
-            if (value is not None or name == "colour") and value not in visual.COLOURS:
+            if (value is not None or (name == "colour" and self.kind != "text")) and value not in visual.COLOURS:
                 raise ScriptError("bad_act", f"{value!r} is not a colour; use one of {visual.COLOURS}", field=name)
         own = _CUE_OWN.get(self.kind, ())
         for name in ("to_colour", "text", "count", "period_ms"):
@@ -517,6 +525,24 @@ class TurnSpec:
         return dict(sorted(out.items()))
 
 
+def _check_scene(turns: tuple[TurnSpec, ...]) -> None:
+    """All visual requests of a dialogue share one scene: each cue's object must be one a viewer
+    can tell apart from every other cue's (its own shape and colour, the colour it turns to
+    included), or the answers would be ambiguous."""
+    seen: dict[tuple[str, str], tuple[int, int]] = {}
+    for i, turn in enumerate(turns):
+        for k, cue in enumerate(turn.visual.cues if turn.visual else ()):
+            if cue.kind == "text":
+                continue
+            for pair in {(cue.shape, cue.colour), (cue.shape, cue.to_colour or cue.colour)}:
+                if pair in seen:
+                    j, m = seen[pair]
+                    raise ScriptError("bad_act", f"shows a {pair[1]} {pair[0]}, as turns[{j}].cues[{m}] does: a "
+                                      "viewer could not tell which one is meant; give each cue's object its own "
+                                      "shape and colour", turn=i, field=f"cues[{k}]")
+                seen[pair] = (i, k)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Dialogue:
     """A validated dialogue script. ``speakers`` keeps the order of the script (a mapping or a
@@ -586,6 +612,7 @@ class Dialogue:
                 if turns[i - 1].speaker == turn.speaker:
                     raise ScriptError("bad_act", f"act {turn.act!r} must follow a turn by another speaker, "
                                       f"but turns[{i - 1}] is also {turn.speaker!r}", turn=i, field="act")
+        _check_scene(turns)
         spoken = sum(t.spoken_chars() for t in turns)
         if spoken > MAX_DIALOGUE_CHARS:
             raise ScriptError("text_too_long", f"{spoken} characters of speech in all, more than "

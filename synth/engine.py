@@ -32,6 +32,8 @@ class Conversation:
     ``segments``: one per placed turn (channel = the speaker's stream index). ``words``:
     (speaker, text, start_ms, end_ms) in time order. ``events``: rows of the events table
     without the conversation id. ``transitions_ms``: the offsets the timing model asked for.
+    ``scene_cues``: what a scene video must show (:attr:`~microturn.synth.layout.Layout.scene_cues`);
+    empty when the dialogue has no visual request.
     """
 
     stems: dict[str, np.ndarray]
@@ -41,6 +43,7 @@ class Conversation:
     events: tuple[dict, ...]
     stats: TurnStats
     transitions_ms: tuple[int, ...]
+    scene_cues: tuple[dict, ...] = ()
 
 
 def dialogue_rng(seed: int, key: str) -> np.random.Generator:
@@ -57,7 +60,8 @@ def voice_of(dialogue: Dialogue, speaker: str) -> Voice:
 def check_dialogue(dialogue: Dialogue, tts: TTS) -> None:
     """``ValueError`` when the TTS cannot speak the dialogue's language or one of its voices."""
     for name in dialogue.speaker_names:
-        tts.check_voice(voice_of(dialogue, name), language=dialogue.language)
+        # An interpreter's voice speaks its own language (SpeakerSpec.language), not the dialogue's.
+        tts.check_voice(voice_of(dialogue, name), language=dialogue.speaker(name).language or dialogue.language)
 
 
 def assemble(layout: Layout, roles: Mapping[str, str | None], mix: MixConfig,
@@ -86,13 +90,15 @@ def assemble(layout: Layout, roles: Mapping[str, str | None], mix: MixConfig,
     events.sort(key=lambda e: (e["t_ms"], e["type"], e["speaker"]))
     return Conversation(stems=stems, duration_ms=duration_ms, segments=segments, words=words,
                         events=tuple(events), stats=turn_stats(segments, duration_ms),
-                        transitions_ms=layout.transitions_ms)
+                        transitions_ms=layout.transitions_ms, scene_cues=layout.scene_cues)
 
 
 def speak_dialogue(dialogue: Dialogue, tts: TTS) -> tuple[list[Speech], dict[int, list[Speech]]]:
     """Speech of every turn (``speakable`` text: inner sentence ends spoken as commas, and the
-    last one too where the same speaker's next turn follows) and of
-    the timed responses of each timed request, by turn index, as :func:`lay_out` takes them."""
+    last one too where the same speaker's next turn follows) and of the timed responses of each
+    timed request, the answers of each visual request (in cue order) and the mention of each
+    delegation, by turn index, as :func:`lay_out` takes them. A simultaneous rendering keeps its
+    sentence ends (each sentence is placed after its source sentence)."""
     spoken, responses = [], {}
     turns = dialogue.turns
     for i, turn in enumerate(turns):
@@ -102,10 +108,16 @@ def speak_dialogue(dialogue: Dialogue, tts: TTS) -> tuple[list[Speech], dict[int
                      None)
         goes_on = (after is not None and after.speaker == turn.speaker and turn.timed is None
                    and turn.act in ("statement", "question") and after.act in ("statement", "question"))
-        spoken.append(tts.speak(speakable(turn.text, ends_turn=not goes_on), voice_of(dialogue, turn.speaker)))
+        text = turn.text if turn.act == "simultaneous" else speakable(turn.text, ends_turn=not goes_on)
+        spoken.append(tts.speak(text, voice_of(dialogue, turn.speaker)))
         if turn.timed is not None:
             voice = voice_of(dialogue, turn.timed.responder)
             responses[i] = [tts.speak(speakable(text), voice) for text in turn.timed.responses]
+        if turn.visual is not None:
+            voice = voice_of(dialogue, turn.visual.responder)
+            responses[i] = [tts.speak(speakable(text), voice) for cue in turn.visual.cues for text in cue.responses]
+        if turn.background is not None:
+            responses[i] = [tts.speak(speakable(turn.background.mention), voice_of(dialogue, turn.speaker))]
     return spoken, responses
 
 
@@ -119,3 +131,14 @@ def synthesize_dialogue(dialogue: Dialogue, *, tts: TTS, timing: TimingModel, mi
     layout = lay_out(dialogue, spoken, responses, timing, rng)
     roles = {name: dialogue.speaker(name).role for name in dialogue.speaker_names}
     return assemble(layout, roles, mix, rng)
+
+
+def scene_spec(conv: Conversation, *, seed: int):
+    """The :class:`~microturn.synth.scene.SceneSpec` of a conversation's visual cues (the whole
+    conversation long, at the scene module's default size and 10 fps), or None without a cue."""
+    if not conv.scene_cues:
+        return None
+    from microturn.synth.scene import SceneCue, SceneSpec
+
+    cues = tuple(SceneCue(**{k: v for k, v in c.items() if v is not None}) for c in conv.scene_cues)
+    return SceneSpec(duration_ms=conv.duration_ms, cues=cues, seed=seed)

@@ -29,6 +29,21 @@ scripted events. The rules:
   :data:`MIN_FRAGMENT_MS` is not begun), and yields; the words they did not get to say are dropped.
 - A timed request is answered by the responder starting exactly at each target time, counted
   from the end of the request.
+- A visual request is answered at each cue: the cue is put on the 10 fps frame grid (the first
+  frame that shows it), and the responder starts a reaction drawn from the timing model's
+  ``cue_reaction`` later, whatever else is said (there is no audio cue to wait for); the turns
+  written after the request follow its last answer. The cues go to :attr:`Layout.scene_cues`,
+  from which the scene video is drawn.
+- A delegation's result arrives ``after_ms`` after the delegation turn ends; the speaker brings
+  it up (the ``mention``) after the first turn of another speaker that ends once it has arrived,
+  a gap drawn from the timing model after that turn (never over it), and the script goes on
+  after the mention. A result that arrives after the last such turn is brought up after the
+  last turn.
+- A simultaneous turn renders the turn before it while that turn is spoken: sentence k of the
+  rendering starts ``lag_ms`` (drawn from :data:`LAG_MS` when the script gives none) after
+  sentence k of the source starts, or later when its previous sentence is still being said;
+  with different sentence counts the whole rendering trails the source's start by the lag.
+  The rendering does not take the floor: the source speaker's next turn follows their own.
 """
 
 from __future__ import annotations
@@ -82,6 +97,12 @@ LATCH_MS = 120
 # fillers. A pause after one of them is a hold.
 CONTINUATION_WORDS = frozenset({"and", "but", "so", "because", "or", "then", "um", "uh", "er",
                                 "if", "when", "that", "which", "like"})
+# A simultaneous rendering trails its source by 1-3 s: simultaneous interpreters keep an
+# ear-voice span of about 2-3 s (Gile 1995; Christoffels & de Groot 2004 report ~2-3 s), and a
+# shadower repeating the same language can follow closer; uniform over 1-3 s covers both.
+LAG_MS = (1000, 3000)
+# Cue times lie on the frame grid of the scene video: 10 fps, one frame per 100 ms.
+FRAME_MS = 100
 # Tokens ending in "." that are not a sentence end.
 _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e."})
 
@@ -188,11 +209,17 @@ class TimedEvent:
 
 @dataclass(frozen=True, kw_only=True)
 class Layout:
-    """All placed turns (script order; timed responses follow their request) and scripted events."""
+    """All placed turns (script order; timed responses follow their request) and scripted events.
+
+    ``scene_cues``: what the scene video must show, one dict per cue of every visual request, in
+    time order: the :class:`~microturn.schemas.dialogue.CueSpec` fields with the absolute,
+    frame-aligned ``t_ms`` instead of ``after_ms`` (and without ``responses``).
+    """
 
     turns: tuple[PlacedTurn, ...]
     events: tuple[TimedEvent, ...]
     transitions_ms: tuple[int, ...]  # what the model asked for at each change of speaker
+    scene_cues: tuple[dict, ...] = ()
 
     @property
     def end_ms(self) -> int:
@@ -314,6 +341,8 @@ class _Planner:
         self.transitions: list[int] = []
         self.last_main: PlacedTurn | None = None
         self.own_end: dict[str, int] = {}
+        self.scene_cues: list[dict] = []
+        self.pending: list[dict] = []  # delegated results not yet brought up
 
     # -- placing -------------------------------------------------------------------------
     def place(self, speaker: str, act: str, parts: Sequence[Phrase], start_ms: int) -> PlacedTurn:
@@ -440,12 +469,131 @@ class _Planner:
             self.last_main = turn
 
 
+    # -- visual cues, background results, simultaneous speech ---------------------------------
+    def visual(self, request: PlacedTurn, spec: TurnSpec, answers: list[list[Phrase]]) -> None:
+        visual = spec.visual
+        assert visual is not None
+        end = request.end_ms
+        k = 0
+        for index, cue in enumerate(visual.cues):
+            start = frame_ceil(end + cue.after_ms)
+            scene = {"kind": cue.kind, "t_ms": start, "shape": cue.shape, "colour": cue.colour,
+                     "to_colour": cue.to_colour, "text": cue.text, "count": cue.count, "period_ms": cue.period_ms}
+            self.scene_cues.append(scene)
+            if cue.kind == "repeat":
+                assert cue.count is not None and cue.period_ms is not None
+                # Repetition r is seen done on the last frame of its bounce, one frame before the
+                # next one lifts (microturn.synth.scene.cue_times draws it so).
+                reps = [start + r * cue.period_ms - FRAME_MS for r in range(1, cue.count + 1)]
+                times = list(zip(reps, range(1, cue.count + 1), strict=True))
+                if len(cue.responses) == 1:
+                    times = times[-1:]
+            else:
+                times = [(start, None)]
+            what = cue.text if cue.kind == "text" else f"{cue.colour} {cue.shape}"
+            for (t, rep), text in zip(times, cue.responses, strict=True):
+                due = t + max(1, self.timing.sample_cue_reaction(self.rng))
+                begin = max(due, self.earliest(visual.responder))
+                if begin != due:
+                    warnings.warn(f"visual answer {text!r} starts {begin - due} ms after its reaction time: the "
+                                  "previous answer was still being spoken", stacklevel=3)
+                turn = self.place(visual.responder, "visual_response", answers[k], begin)
+                k += 1
+                self.events.append(TimedEvent(type="visual_cue", speaker=visual.responder, t_ms=t, payload={
+                    "index": index, "cue": cue.kind, "object": what, "answer": text, "request_end_ms": end,
+                    "response_start_ms": turn.start_ms, "response_end_ms": turn.end_ms,
+                    "delay_ms": turn.start_ms - t, "rep": rep, "count": cue.count, "requester": spec.speaker}))
+                self.last_main = turn
+
+    def delegate(self, turn: PlacedTurn, spec: TurnSpec, mention: list[Phrase]) -> None:
+        background = spec.background
+        assert background is not None
+        self.pending.append({"speaker": spec.speaker, "spec": background, "parts": mention,
+                             "delegated_ms": turn.end_ms, "arrival_ms": turn.end_ms + background.after_ms})
+
+    def mention_due(self, final: bool = False) -> None:
+        """Bring up every pending result that has arrived by the end of the last main turn, when
+        that turn is another speaker's (they have yielded); with ``final``, all that remain."""
+        prev = self.last_main
+        for item in list(self.pending):
+            yielded = prev is not None and prev.speaker != item["speaker"] and prev.act != "simultaneous"
+            if not final and not (prev is not None and yielded and item["arrival_ms"] <= prev.end_ms):
+                continue
+            self.pending.remove(item)
+            after = max(t.end_ms for t in self.turns)
+            if yielded and not final:
+                assert prev is not None
+                after = prev.end_ms
+            gap = int(self.timing.gap.sample(self.rng))
+            start = max(max(after, item["arrival_ms"]) + gap, self.earliest(item["speaker"]))
+            turn = self.place(item["speaker"], "background_mention", item["parts"], start)
+            spec = item["spec"]
+            payload = {"result": spec.result, "mention": spec.mention, "delegated_ms": item["delegated_ms"],
+                       "arrival_ms": item["arrival_ms"], "mention_ms": turn.start_ms, "mention_end_ms": turn.end_ms,
+                       "yield_ms": prev.end_ms if yielded and prev is not None else None,
+                       "delay_ms": turn.start_ms - item["arrival_ms"]}
+            for phase, t in (("arrival", item["arrival_ms"]), ("mention", turn.start_ms)):
+                self.events.append(TimedEvent(type="background_result", speaker=item["speaker"], t_ms=t,
+                                              payload={"phase": phase, **payload}))
+            self.last_main = turn
+            prev = turn
+
+    def simultaneous(self, spec: TurnSpec, source_spec: TurnSpec, speech: Speech, language: str) -> None:
+        source = self.last_main
+        if source is None or source.speaker == spec.speaker:
+            raise ValueError(f"a simultaneous turn by {spec.speaker!r} needs a turn of another speaker before it")
+        lag = spec.lag_ms if spec.lag_ms is not None else int(self.rng.integers(LAG_MS[0], LAG_MS[1] + 1))
+        mine = sentence_spans(spec.text, [(w.start_ms, w.end_ms) for w in speech.words])
+        theirs = sentence_spans(source_spec.text, [(ws, we) for _, ws, we in source.words])
+        if len(mine) != len(theirs) or not theirs:
+            mine = [(0, len(speech.words) - 1)]
+            theirs = [(0, len(source.words) - 1)]
+        texts = spec.text.split()
+        source_texts = source_spec.text.split()
+        turn = PlacedTurn(speaker=spec.speaker, act="simultaneous")
+        floor = self.earliest(spec.speaker)
+        for (a, b), (c, d) in zip(mine, theirs, strict=True):
+            s0, e0 = speech.words[a].start_ms, speech.words[b].end_ms
+            src_start, src_end = source.words[c][1], source.words[d][2]
+            start = max(src_start + lag, floor)
+            turn.pieces.append((start, speech.wave_N[s0 * SAMPLES_PER_MS: e0 * SAMPLES_PER_MS]))
+            turn.words.extend((w.text, start + w.start_ms - s0, start + w.end_ms - s0) for w in speech.words[a: b + 1])
+            floor = start + (e0 - s0) + MIN_SELF_GAP_MS
+            self.events.append(TimedEvent(type="simultaneous", speaker=spec.speaker, t_ms=start, payload={
+                "source_speaker": source.speaker, "source_start_ms": src_start, "source_end_ms": src_end,
+                "end_ms": start + (e0 - s0), "lag_ms": start - src_start, "text": " ".join(texts[a: b + 1]),
+                "source_text": " ".join(source_texts[c: d + 1]), "language": language}))
+        self.turns.append(turn)
+        self.own_end[spec.speaker] = max(self.own_end.get(spec.speaker, 0), turn.end_ms)
+
+
+def frame_ceil(t_ms: int) -> int:
+    """The start of the first video frame at or after ``t_ms`` (frames every :data:`FRAME_MS`)."""
+    return -(-t_ms // FRAME_MS) * FRAME_MS
+
+
+def sentence_spans(text: str, words: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Word index ranges ``(first, last)`` of the sentences of ``text``, whose whitespace tokens
+    are ``words``: a sentence ends at a token ending in ".", "?" or "!" (not "..." or an
+    abbreviation). Empty when the token count and ``words`` disagree (a truncated turn)."""
+    tokens = text.split()
+    if len(tokens) != len(words) or not tokens:
+        return []
+    spans, first = [], 0
+    for k, tok in enumerate(tokens):
+        if k == len(tokens) - 1 or (_boundary(tok) == "final" and tok.lower() not in _ABBREVIATIONS):
+            spans.append((first, k))
+            first = k + 1
+    return spans
+
+
 def lay_out(dialogue: Dialogue, spoken: Sequence[Speech], responses: dict[int, list[Speech]],
             timing: TimingModel, rng: np.random.Generator, *, break_ms: int = PHRASE_BREAK_MS) -> Layout:
     """Place every turn of ``dialogue`` on one timeline.
 
     ``spoken[i]`` is the speech of ``dialogue.turns[i]``; ``responses[i]`` the speeches of the
-    timed responses of turn ``i`` (a timed request). Draws from ``rng`` in script order, so the
+    timed responses of turn ``i`` (a timed request), of its answers in cue order (a visual
+    request: one per response of each cue), or ``[mention]`` (a delegation). Draws from ``rng`` in script order, so the
     same inputs and generator state give the same layout.
     """
     if len(spoken) != len(dialogue.turns):
@@ -455,8 +603,14 @@ def lay_out(dialogue: Dialogue, spoken: Sequence[Speech], responses: dict[int, l
     i = 0
     while i < len(turns):
         spec = turns[i]
-        parts = phrases(spoken[i], break_ms=break_ms)
         j = i + 1
+        if spec.act == "simultaneous":
+            language = dialogue.speaker(spec.speaker).language or dialogue.language
+            plan.simultaneous(spec, turns[i - 1], spoken[i], language)
+            i = j
+            continue
+        plan.mention_due()
+        parts = phrases(spoken[i], break_ms=break_ms)
         if spec.act == "interruption":
             turn = plan.interruption(spec, parts)
         elif spec.act == "backchannel":
@@ -471,5 +625,13 @@ def lay_out(dialogue: Dialogue, spoken: Sequence[Speech], responses: dict[int, l
             turn = plan.main_turn(spec, parts, bcs)
         if spec.act == "timed_request":
             plan.timed(turn, spec, [phrases(s, break_ms=break_ms) for s in responses[i]])
+        elif spec.act == "visual_request":
+            plan.visual(turn, spec, [phrases(s, break_ms=break_ms) for s in responses[i]])
+        elif spec.act == "delegation":
+            plan.delegate(turn, spec, phrases(responses[i][0], break_ms=break_ms))
         i = j
-    return Layout(turns=tuple(plan.turns), events=tuple(plan.events), transitions_ms=tuple(plan.transitions))
+    plan.mention_due()
+    plan.mention_due(final=True)
+    cues = sorted(plan.scene_cues, key=lambda c: c["t_ms"])
+    return Layout(turns=tuple(plan.turns), events=tuple(plan.events), transitions_ms=tuple(plan.transitions),
+                  scene_cues=tuple(cues))

@@ -192,6 +192,14 @@ def _check_keys(d, expected: set[str], what: str) -> None:
 DEFAULT_PAUSE_RATE = 12.0
 
 
+# Answering what one sees takes a visual reaction (simple reaction times ~200-250 ms) plus
+# planning the words: picture-naming latencies run ~600-1000 ms for common objects (Indefrey &
+# Levelt 2004, Cognition 92:101, estimate ~600 ms to articulation). A live assistant answers the
+# moment it sees; median 700 ms, sigma 0.3 (90% within 430-1140 ms) keeps answers clearly after
+# the cue yet inside the evaluation's 3 s window.
+DEFAULT_CUE_REACTION = Duration(family="lognormal", params=(700.0, 0.3))
+
+
 @dataclass(frozen=True, kw_only=True)
 class TimingModel:
     """Turn-taking timing of two-or-more-party dialogue.
@@ -208,6 +216,9 @@ class TimingModel:
     - pause_rate: pauses (silences of at least ``timing_fit.PAUSE_MIN_MS`` inside one speaker's
       main turn) per minute of main-turn time. Optional in :meth:`from_dict` (models written
       before it existed take :data:`DEFAULT_PAUSE_RATE`).
+    - cue_reaction: from a visual cue (the first video frame that shows it) until the speaker's
+      answer starts, with no audio cue to react to. Not fitted (real recordings carry no cue
+      times): the default, or what a model file sets. Optional in :meth:`from_dict`.
     """
 
     gap: Duration
@@ -218,6 +229,7 @@ class TimingModel:
     backchannel_delay: Duration
     backchannel_rate: float
     pause_rate: float = DEFAULT_PAUSE_RATE
+    cue_reaction: Duration = DEFAULT_CUE_REACTION
 
     def __post_init__(self):
         for f in fields(self):
@@ -260,6 +272,9 @@ class TimingModel:
     def sample_reaction(self, rng: np.random.Generator) -> int:
         return self.reaction.sample(rng)
 
+    def sample_cue_reaction(self, rng: np.random.Generator) -> int:
+        return self.cue_reaction.sample(rng)
+
     def sample_backchannel_delay(self, rng: np.random.Generator) -> int:
         return self.backchannel_delay.sample(rng)
 
@@ -280,8 +295,11 @@ class TimingModel:
         """Inverse of :meth:`to_dict`; ``ValueError`` on unknown or missing keys."""
         if isinstance(d, Mapping) and "pause_rate" not in d:
             d = {"pause_rate": DEFAULT_PAUSE_RATE, **d}  # written before pauses were counted
+        if isinstance(d, Mapping) and "cue_reaction" not in d:
+            d = {"cue_reaction": DEFAULT_CUE_REACTION.to_dict(), **d}  # written before visual cues
         _check_keys(d, {f.name for f in fields(cls)}, "TimingModel")
-        return cls(pause_rate=d["pause_rate"], gap=Duration.from_dict(d["gap"]), overlap_prob=d["overlap_prob"],
+        return cls(pause_rate=d["pause_rate"], cue_reaction=Duration.from_dict(d["cue_reaction"]),
+                   gap=Duration.from_dict(d["gap"]), overlap_prob=d["overlap_prob"],
                    overlap=Duration.from_dict(d["overlap"]), pause=Duration.from_dict(d["pause"]),
                    reaction=Duration.from_dict(d["reaction"]),
                    backchannel_delay=Duration.from_dict(d["backchannel_delay"]),

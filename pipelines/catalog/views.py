@@ -318,6 +318,53 @@ ORDER BY c.conversation_id
 """,
 )
 
+TASK_TYPES = View(
+    name="task_types",
+    description=(
+        "Hours and counts per task type and origin. A conversation's task types are the\n"
+        "behaviours its events show: 'visual_cue' (answers to what is on screen), 'background_result'\n"
+        "(results delegated to a background model and brought up later), 'simultaneous' (speech\n"
+        "over the other speaker on purpose: interpreting, shadowing), 'timed_instruction'\n"
+        "(time-aware requests); a conversation with none of them is 'conversation'. A conversation\n"
+        "with several types counts under each, so hours do not add up across types. Columns:\n"
+        "task_type, origin, conversations, with_video (conversations that carry video), hours, and\n"
+        "items (visual answers, delegations, rendered segments or timed responses; for\n"
+        "'conversation' the turn ends)."
+    ),
+    sql="""
+WITH kept_events AS (
+    SELECT e.conversation_id, e.type, e.payload
+    FROM events AS e
+    JOIN unique_conversations AS c
+      ON e.conversation_id = c.conversation_id AND e.output = c.output
+),
+typed AS (
+    SELECT conversation_id, type AS task_type,
+           count(*) FILTER (WHERE type <> 'background_result'
+                            OR json_extract_string(payload, '$.phase') = 'arrival') AS items
+    FROM kept_events
+    WHERE type IN ('visual_cue', 'background_result', 'simultaneous', 'timed_instruction')
+    GROUP BY conversation_id, type
+),
+plain AS (
+    SELECT c.conversation_id, 'conversation' AS task_type,
+           (SELECT count(*) FROM kept_events AS k
+            WHERE k.conversation_id = c.conversation_id AND k.type = 'turn_end') AS items
+    FROM unique_conversations AS c
+    WHERE c.conversation_id NOT IN (SELECT conversation_id FROM typed)
+)
+SELECT t.task_type, c.origin,
+       count(*) AS conversations,
+       count(*) FILTER (WHERE c.has_video) AS with_video,
+       sum(c.duration_ms)::DOUBLE / 3600000 AS hours,
+       sum(t.items)::BIGINT AS items
+FROM (SELECT * FROM typed UNION ALL SELECT * FROM plain) AS t
+JOIN unique_conversations AS c USING (conversation_id)
+GROUP BY t.task_type, c.origin
+ORDER BY t.task_type, c.origin
+""",
+)
+
 # In creation order: a view may only use the views before it.
 VIEWS: tuple[View, ...] = (
     UNIQUE_CONVERSATIONS,
@@ -331,5 +378,6 @@ VIEWS: tuple[View, ...] = (
     REJECTS_BY_STAGE,
     LEAKAGE,
     LICENSE_CHECK,
+    TASK_TYPES,
 )
 VIEW_NAMES = tuple(v.name for v in VIEWS)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microturn.pipelines.shard.activity import stream_speech
-from microturn.pipelines.shard.labels import stream_labels
+from microturn.pipelines.shard.labels import behaviour_spans, stream_labels
 from microturn.pipelines.shard.streams import Stream, build_stream
 from microturn.schemas import dmel
 from microturn.schemas.ids import split_of
@@ -41,7 +41,9 @@ from microturn.schemas.turns import Turn, split_backchannels
 log = logging.getLogger(__name__)
 SAMPLES_PER_CHUNK = 16 * CHUNK_MS  # 3200 at 16 kHz
 # Event payload keys that hold conversation times; inside a sample they become window times.
-ABSOLUTE_PAYLOAD_KEYS = ("target_ms", "response_start_ms")
+ABSOLUTE_PAYLOAD_KEYS = ("target_ms", "response_start_ms", "response_end_ms", "request_end_ms", "delegated_ms",
+                         "arrival_ms", "mention_ms", "mention_end_ms", "yield_ms", "source_start_ms", "source_end_ms",
+                         "end_ms")
 
 
 class RecordError(ValueError):
@@ -177,7 +179,12 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
     split = split_of(split_key(conv), splits)
     main, backchannels = split_backchannels(record.segments)
     events = sorted(record.events, key=lambda e: (e["t_ms"], e["type"], e.get("speaker") or ""))
+    events = [{**e, "payload": _payload(e)} for e in events]
     event_times = [e["t_ms"] for e in events]
+    behaviours = behaviour_spans(events)
+    # The background stream: results arriving for a speaker, shown to that speaker as the model.
+    arrivals = [(e["speaker"], e["t_ms"], e["payload"]["result"]) for e in events
+                if e["type"] == "background_result" and e["payload"].get("phase") == "arrival"]
     words_sorted = sorted(record.words, key=lambda w: (w[2], w[3], w[1], w[0] or ""))
     word_starts = [w[2] for w in words_sorted]
     unattributed = sum(1 for w in record.words if w[0] is None)
@@ -204,7 +211,7 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
                 word_starts_ms=[w[2] for w in record.words if w[0] in speakers],
                 interruptions_ms=[e["t_ms"] for e in events if e["type"] == "interruption"
                                   and e.get("speaker") in speakers],
-                leaks_ms=s.leaks_ms)
+                leaks_ms=s.leaks_ms, behaviours=behaviours)
             streams[speakers] = (s, _features(s, chunks), bits_K)
         return streams[speakers]
 
@@ -225,6 +232,10 @@ def make_samples(record: Record, audio: Mapping[int, np.ndarray], *, spec: Windo
                           "chunk": (s - offset_ms) // CHUNK_MS}
                          for spk, text, s, e in in_words if spk in roles[r]]
                      for r in roles}
+            words["background"] = [{"text": text, "start_ms": t - offset_ms, "end_ms": t - offset_ms,
+                                    "chunk": (t - offset_ms) // CHUNK_MS}
+                                   for spk, t, text in arrivals
+                                   if spk == model and offset_ms <= t < offset_ms + span_ms]
             in_events = events[bisect.bisect_left(event_times, offset_ms):
                                bisect.bisect_left(event_times, offset_ms + span_ms)]
             window_events = [_sample_event(e, offset_ms, model) for e in in_events if e.get("speaker") is not None]
@@ -253,10 +264,13 @@ def role_tokens(speakers: Sequence[str]) -> dict[str, str]:
     return {s: (f"{i}-{s}" if base[s] in clash else s) for i, s in enumerate(speakers)}
 
 
-def _sample_event(e: Mapping, offset_ms: int, model: str) -> dict:
+def _payload(e: Mapping) -> dict:
     payload = e.get("payload") or {}
-    if isinstance(payload, str):
-        payload = json.loads(payload)
+    return json.loads(payload) if isinstance(payload, str) else dict(payload)
+
+
+def _sample_event(e: Mapping, offset_ms: int, model: str) -> dict:
+    payload = _payload(e)
     payload = {k: (v - offset_ms if k in ABSOLUTE_PAYLOAD_KEYS and isinstance(v, int) else v)
                for k, v in payload.items()}
     t = int(e["t_ms"]) - offset_ms

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import tempfile
 import time
 
 from apache_beam.io.filesystems import FileSystems
@@ -26,7 +27,7 @@ from microturn.schemas import RowError, check_media_paths, conversation_id, spli
 from microturn.schemas.dialogue import MAX_LINE_BYTES, Dialogue, ScriptError, bounded_lines, parse_dialogue
 from microturn.schemas.text import describe_char, refused_char, visible
 from microturn.schemas.turns import Turn
-from microturn.synth.engine import Conversation, dialogue_rng, synthesize_dialogue, voice_of
+from microturn.synth.engine import Conversation, check_dialogue, dialogue_rng, scene_spec, synthesize_dialogue
 from microturn.synth.espeak import EspeakUnavailableError
 from microturn.synth.mix import MixConfig
 from microturn.synth.timing import TimingModel
@@ -187,8 +188,7 @@ class ParseScript(_Step):
                                f"{dialogue.language!r}", "unsupported_language")
             return
         try:
-            for name in dialogue.speaker_names:
-                self.tts.check_voice(voice_of(dialogue, name), language=dialogue.language)
+            check_dialogue(dialogue, self.tts)
         except ValueError as exc:
             yield self._reject(item["input"], f"{dialogue.id}: {exc}", "unsupported_voice")
             return
@@ -216,12 +216,35 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64] or "speaker"
 
 
+VIDEO_FILE = "video.mp4"
+SCENE_BACKEND = "microturn-scene"  # the backends entry of a conversation whose video was drawn
+
+
+def write_scene(conv: Conversation, *, cid: str, output: str) -> str | None:
+    """Draw and encode the scene video of a conversation with visual cues into OUT/media/{cid}/;
+    its file name, or None when the conversation has no visual cue. The scene's seed is a
+    function of the conversation id, so a rerun draws the same frames."""
+    seed = int(hashlib.sha256(f"microturn/scene/{cid}".encode()).hexdigest()[:8], 16)
+    spec = scene_spec(conv, seed=seed)
+    if spec is None:
+        return None
+    from microturn.synth.scene_video import write_scene_video
+
+    with tempfile.TemporaryDirectory(prefix="microturn-scene-") as tmp:
+        local = os.path.join(tmp, VIDEO_FILE)
+        write_scene_video(spec, local)
+        media.copy_file_to(local, FileSystems.join(output, f"media/{cid}", VIDEO_FILE))
+    return VIDEO_FILE
+
+
 def conversation_rows(conv: Conversation, *, cid: str, source_uri: str, origin: str, license: str,
-                      backends: dict[str, str], prov: dict, output: str, word_score: float | None):
+                      backends: dict[str, str], prov: dict, output: str, word_score: float | None,
+                      video_file: str | None = None):
     """Write the stems of ``conv`` under OUT/media/{cid}/ and return its rows by table.
 
     ``word_score``: 1.0 for TTS word times (exact by construction); None for remixed words, whose
     times moved with their turn and whose aligner scores stay in the source record.
+    ``video_file``: the conversation's video in the same folder (:func:`write_scene`), if any.
     """
     media_dir = f"media/{cid}"
     files = []
@@ -232,8 +255,9 @@ def conversation_rows(conv: Conversation, *, cid: str, source_uri: str, origin: 
     speakers = list(conv.stems)
     row = {
         "conversation_id": cid, "source_uri": source_uri, "origin": origin, "duration_ms": conv.duration_ms,
-        "channels": len(files), "channel_layout": "per_speaker", "has_video": False, "media_dir": media_dir,
-        "audio_files": files, "video_file": None, "speakers": speakers, "num_speakers": len(speakers),
+        "channels": len(files), "channel_layout": "per_speaker", "has_video": video_file is not None,
+        "media_dir": media_dir, "audio_files": files, "video_file": video_file, "speakers": speakers,
+        "num_speakers": len(speakers),
         "backends": sorted(backends.items()), "license": license, "split": split_of(cid),
         "stats": conv.stats.as_row(), "provenance": json.dumps(prov, sort_keys=True),
     }
@@ -285,11 +309,14 @@ class Synthesize(_Step):
                 # marks): the script's fault, named as such.
                 yield self._reject(item["input"], f"{dialogue.id}: {visible(str(exc))}", "unspeakable")
                 return
+            video_file = write_scene(conv, cid=cid, output=self.output)
+            backends = {"tts": self.tts.version(), "timing": self.timing_source}
+            if video_file is not None:
+                backends["video"] = SCENE_BACKEND
             row, rows = conversation_rows(
                 conv, cid=cid, source_uri=item["input"], origin="synthetic",
-                license=dialogue.license or self.license,
-                backends={"tts": self.tts.version(), "timing": self.timing_source}, prov=item["provenance"],
-                output=self.output, word_score=1.0)
+                license=dialogue.license or self.license, backends=backends, prov=item["provenance"],
+                output=self.output, word_score=1.0, video_file=video_file)
         except Exception as exc:  # noqa: BLE001 - one dialogue's failure is a reject, not a crash
             yield self._reject(item["input"], exc)
             return

@@ -4,9 +4,10 @@ import copy
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from microturn.schemas import visual
 from microturn.schemas.dialogue import (
     ACTS,
     MAX_DIALOGUE_CHARS,
@@ -27,7 +28,6 @@ from microturn.schemas.dialogue import (
     parse_dialogue,
     read_dialogues,
 )
-from microturn.schemas import visual
 from microturn.schemas.text import refused_char, visible
 
 EXAMPLE = {
@@ -315,8 +315,20 @@ def _cue(draw, after_ms: int) -> CueSpec:
         extra["count"] = draw(st.integers(1, visual.MAX_COUNT))
         extra["period_ms"] = 100 * draw(st.integers(3, 30))
     n = draw(st.sampled_from([1, extra["count"]])) if kind == "repeat" else 1
-    return CueSpec(kind=kind, after_ms=after_ms, responses=tuple(draw(_TEXT) for _ in range(n)), colour="red",
-                   shape=draw(st.sampled_from(visual.SHAPES)), **extra)
+    if kind != "text":
+        extra.update(colour="red", shape=draw(st.sampled_from(visual.SHAPES)))
+    return CueSpec(kind=kind, after_ms=after_ms, responses=tuple(draw(_TEXT) for _ in range(n)), **extra)
+
+
+def test_cues_of_one_scene_must_show_objects_told_apart():
+    cue = {"kind": "appear", "after_ms": 1000, "shape": "circle", "colour": "red", "responses": ["there"]}
+    turns = [{"speaker": "A", "text": "watch", "act": "visual_request", "cues": [cue]},
+             {"speaker": "A", "text": "and this", "act": "visual_request",
+              "cues": [{**cue, "kind": "colour", "colour": "blue", "to_colour": "red"}]}]
+    with pytest.raises(ScriptError, match=r"turns\[1\]\.cues\[0\]: shows a red circle, as turns\[0\]\.cues\[0\]"):
+        parse_dialogue({"id": "d", "speakers": {"A": {}, "B": {}}, "turns": turns})
+    turns[1]["cues"][0]["shape"] = "square"
+    parse_dialogue({"id": "d", "speakers": {"A": {}, "B": {}}, "turns": turns})
 
 
 _CUES = st.lists(st.integers(1, 600_000), min_size=1, max_size=3, unique=True).flatmap(
@@ -334,6 +346,7 @@ def dialogues(draw):
                                      rate=draw(st.integers(80, 450)), role=r))
                      for n, r in zip(names, roles, strict=True))
     turns = []
+    used: set[tuple[str, str]] = set()
     for i in range(draw(st.integers(1, 10))):
         speaker = draw(st.sampled_from(names))
         act = draw(st.sampled_from(ACTS))
@@ -347,8 +360,15 @@ def dialogues(draw):
             timed = TimedSpec(targets_ms=tuple(targets), responses=tuple(draw(_TEXT) for _ in targets),
                               responder=responder)
         elif act == "visual_request":
-            parts["visual"] = VisualSpec(cues=tuple(draw(_CUES)), responder=draw(st.sampled_from(
-                [n for n in names if n != speaker])))
+            cues = tuple(draw(_CUES))
+            pairs = [p for c in cues if c.kind != "text"
+                     for p in {(c.shape, c.colour), (c.shape, c.to_colour or c.colour)}]
+            if len(set(pairs)) == len(pairs) and not used & set(pairs):  # one scene: objects told apart
+                used.update(pairs)
+                others = [n for n in names if n != speaker]
+                parts["visual"] = VisualSpec(cues=cues, responder=draw(st.sampled_from(others)))
+            else:
+                act = "statement"
         elif act == "delegation":
             parts["background"] = BackgroundSpec(result=draw(_TEXT), mention=draw(_TEXT),
                                                  after_ms=draw(st.integers(1, 600_000)))
@@ -360,7 +380,8 @@ def dialogues(draw):
                     license=draw(st.sampled_from([None, "Apache-2.0", "CC-BY-4.0"])))
 
 
-@settings(max_examples=150, deadline=None)
+# Dialogues draw many texts, each filtered for speakable characters: filtering is expected.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(dialogues())
 def test_canonical_round_trip(d):
     text = d.to_json()
@@ -446,3 +467,79 @@ def test_bounded_lines_are_the_lines_with_long_ones_left_out(parts, final_newlin
                                                           data.endswith(b"\n") else [])
     want = [line if len(line) <= limit else None for line in lines]
     assert list(bounded_lines(io.BytesIO(data), limit=limit, chunk=chunk)) == want
+
+
+_CUE = {"kind": "appear", "after_ms": 1000, "shape": "circle", "colour": "red", "responses": ["there"]}
+
+
+def _behaviour(turn: dict, speakers: dict | None = None) -> dict:
+    return {"id": "b", "speakers": speakers or {"A": {}, "B": {}},
+            "turns": [{"speaker": "A", "text": "hello there"}, turn]}
+
+
+@pytest.mark.parametrize("turn, reason, where", [
+    ({"speaker": "A", "text": "watch", "act": "visual_request"}, "missing_field", "cues"),
+    ({"speaker": "A", "text": "watch", "cues": [_CUE]}, "bad_timing", "cues"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": []}, "bad_timing", "cues"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [{**_CUE, "kind": "blink"}]}, "bad_act",
+     "cues[0].kind"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [{**_CUE, "colour": "mauve"}]}, "bad_act",
+     "cues[0].colour"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [{**_CUE, "kind": "repeat"}]},
+     "missing_field", "cues[0].count"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request",
+      "cues": [{**_CUE, "kind": "repeat", "count": 3, "period_ms": 1250}]}, "bad_timing", "cues[0].period_ms"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request",
+      "cues": [{**_CUE, "kind": "repeat", "count": 3, "period_ms": 1200, "responses": ["a", "b"]}]},
+     "bad_timing", "cues[0].responses"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [{**_CUE, "kind": "colour"}]},
+     "missing_field", "cues[0].to_colour"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [{**_CUE, "to_colour": "blue"}]},
+     "bad_timing", "cues[0].to_colour"),
+    ({"speaker": "A", "text": "read it", "act": "visual_request",
+      "cues": [{"kind": "text", "after_ms": 5, "text": "hello", "responses": ["hi"]}]}, "bad_text", "cues[0].text"),
+    ({"speaker": "A", "text": "read it", "act": "visual_request",
+      "cues": [{"kind": "text", "after_ms": 5, "text": "HELLO", "shape": "square", "responses": ["hi"]}]},
+     "bad_timing", "cues[0].shape"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [{**_CUE, "sound": 1}]}, "unknown_field",
+     "cues[0].sound"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "responder": "A", "cues": [_CUE]}, "bad_timing",
+     "responder"),
+    ({"speaker": "A", "text": "watch", "act": "visual_request", "cues": [_CUE, {**_CUE, "shape": "square",
+                                                                                 "after_ms": 1000}]},
+     "bad_timing", "cues[1].after_ms"),
+    ({"speaker": "B", "text": "let me check", "act": "delegation", "result": "x"}, "missing_field", "mention"),
+    ({"speaker": "B", "text": "let me check", "act": "delegation", "result": "x", "mention": "y", "after_ms": 0},
+     "bad_timing", "after_ms"),
+    ({"speaker": "B", "text": "ok", "result": "x"}, "bad_timing", "result"),
+    ({"speaker": "B", "text": "bonjour", "act": "simultaneous", "lag_ms": 100}, "bad_timing", "lag_ms"),
+    ({"speaker": "A", "text": "again", "act": "simultaneous"}, "bad_act", "act"),
+    ({"speaker": "B", "text": "ok", "lag_ms": 1000}, "bad_timing", "lag_ms"),
+])
+def test_behaviour_acts_are_checked(turn, reason, where):
+    with pytest.raises(ScriptError) as info:
+        parse_dialogue(_behaviour(turn))
+    assert info.value.reason == reason, str(info.value)
+    assert info.value.field == where and info.value.turn == 1, str(info.value)
+
+
+def test_a_speaker_language_must_be_a_language_tag():
+    with pytest.raises(ScriptError, match="bad_language"):
+        parse_dialogue(_behaviour({"speaker": "B", "text": "salut"}, {"A": {}, "B": {"language": "french!"}}))
+    d = parse_dialogue(_behaviour({"speaker": "B", "text": "salut", "act": "simultaneous"},
+                                  {"A": {}, "B": {"voice": "fr-fr", "language": "fr"}}))
+    assert d.speaker("B").language == "fr" and d.to_dict()["speakers"]["B"]["language"] == "fr"
+
+
+def test_the_act_parts_round_trip_and_count_as_speech():
+    turn = {"speaker": "A", "text": "count", "act": "visual_request",
+            "cues": [{**_CUE, "kind": "repeat", "count": 2, "period_ms": 900, "responses": ["one", "two"]},
+                     {"kind": "text", "after_ms": 9000, "text": "GATE 12", "responses": ["gate twelve"]}]}
+    d = parse_dialogue(_behaviour(turn))
+    assert parse_dialogue(d.to_json()) == d
+    assert d.turns[1].spoken_chars() == len("count") + len("one") + len("two") + len("gate twelve")
+    assert d.turns[1].responder == "B"
+    bg = parse_dialogue(_behaviour({"speaker": "B", "text": "let me check", "act": "delegation",
+                                    "result": "Open 10-18.", "mention": "It opens at ten.", "after_ms": 4000}))
+    assert parse_dialogue(bg.to_json()) == bg and bg.turns[1].background is not None
+
