@@ -99,7 +99,7 @@ def test_only_the_visual_dialogue_carries_a_video_of_its_whole_length(pipeline):
     assert [k for k, c in convs.items() if c["has_video"]] == ["visual"]
     c = convs["visual"]
     assert c["video_file"] == "video.mp4" and dict(c["backends"])["video"] == "microturn-scene"
-    with av.open(os.path.join(out, c["media_dir"], c["video_file"])) as f:
+    with av.open(str(os.path.join(out, c["media_dir"], c["video_file"])), "r") as f:
         stream = f.streams.video[0]
         frames = sum(1 for _ in f.decode(stream))
         assert (stream.width, stream.height) == (320, 240)
