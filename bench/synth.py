@@ -3,7 +3,7 @@
     python bench/synth.py [--dialogues 100] [--seed 0] [--repeats 2]
 
 1. Speed. The same generated dialogues are spoken twice in the same run: by espeak-ng alone
-   (every turn and timed response, same voices, in process, nothing else), and by the whole
+   (everything synthesis speaks, same voices, in process, nothing else), and by the whole
    ``microturn synthesize`` pipeline (parse, speak, lay out, mix, FLAC, validate, sorted
    Parquet) on the DirectRunner, in process and with 2 threads (the runner setting this 2-core
    machine is best at: one thread's mixing and writing overlaps the other's wait on espeak-ng,
@@ -33,7 +33,7 @@ import numpy as np
 from microturn.pipelines.media import read_flac
 from microturn.pipelines.synthesize.run import run as synthesize
 from microturn.pipelines.tables import read_table
-from microturn.synth.engine import voice_of
+from microturn.synth.engine import speak_dialogue
 from microturn.synth.templates import generate, write_jsonl
 from microturn.synth.timing import DEFAULT_TIMING
 from microturn.synth.tts import get_tts
@@ -44,16 +44,14 @@ ACTIVE_DBFS = -50.0
 
 
 def tts_only(dialogues) -> tuple[float, float]:
-    """Wall seconds and audio seconds of espeak-ng speaking every text of ``dialogues``."""
+    """Wall seconds and audio seconds of espeak-ng speaking everything synthesis speaks for
+    ``dialogues`` (``speak_dialogue``: turns, timed responses, visual answers, mentions)."""
     tts = get_tts("espeak-ng")
     audio_ms = 0
     started = time.perf_counter()
     for d in dialogues:
-        for turn in d.turns:
-            audio_ms += tts.speak(turn.text, voice_of(d, turn.speaker)).duration_ms
-            if turn.timed is not None:
-                for text in turn.timed.responses:
-                    audio_ms += tts.speak(text, voice_of(d, turn.timed.responder)).duration_ms
+        spoken, responses = speak_dialogue(d, tts)
+        audio_ms += sum(s.duration_ms for s in spoken) + sum(s.duration_ms for rs in responses.values() for s in rs)
     return time.perf_counter() - started, audio_ms / 1000
 
 
