@@ -3,7 +3,10 @@
 It turns the real two-person phone call that ships with pyannote.audio into a conversational
 video (a test picture drawn by ffmpeg plus the call's audio), puts its transcript beside it as an
 STM sidecar, ingests it, and prints the summary with the DER against the reference RTTM. Then it
-synthesizes a handful of dialogues from the bundled templates (espeak-ng), remixes the ingested
+synthesizes a handful of dialogues from the bundled templates (espeak-ng): the generator's first
+dialogues are one of each of its kinds (a conversation, a time-aware request, a visual-cue
+request with its scene video, a background look-up, a simultaneous rendering), so the default six
+show them all. It remixes the ingested
 call into per-speaker streams, and prints their turn-taking statistics against the real call's,
 with a histogram PNG. Finally it cuts everything into micro-turn shards (WebDataset tars with
 Parquet manifests), builds the DuckDB catalog over records and shards, prints three audit
@@ -48,6 +51,9 @@ HELDOUT_SEED = 1
 # at full scale); after 150: no text yet, 11 voiced chunks, nothing clipped; after 400: text in 69
 # chunks (pseudo-words at the right moments), but 400 s of training would take the demo past 6 min.
 TRAIN_STEPS = 150
+# The generator makes one of each of its five kinds first (microturn.synth.templates.generate),
+# so six dialogues show every kind and one drawn from the mix, at ~1-3 s of synthesis each.
+DIALOGUES = 6
 
 
 def sample_files() -> dict[str, str]:
@@ -73,9 +79,13 @@ def make_video(wav: str, out_mp4: str, *, size: str = "640x360", fps: int = 25) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from microturn.synth.templates import KINDS
+
     p = argparse.ArgumentParser(prog="microturn demo", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--output", default="demo-out", help="working folder (default: demo-out)")
-    p.add_argument("--dialogues", type=int, default=6, help="dialogues to synthesize (default: 6)")
+    p.add_argument("--dialogues", type=int, default=DIALOGUES,
+                   help=f"dialogues to synthesize (default: {DIALOGUES}; the first {len(KINDS)} are one of each kind: "
+                        f"{', '.join(KINDS)})")
     p.add_argument("--train-steps", type=int, default=TRAIN_STEPS,
                    help=f"training steps of the demo's tiny-cpu run (default: {TRAIN_STEPS}; 0 skips training and "
                         "the session)")
@@ -106,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from microturn.pipelines.synthesize.stats import collect, plot, render
 
     synth_out = os.path.join(args.output, "synth")
-    print(f"\ndemo: synthesizing {args.dialogues} dialogues and remixing the ingested call")
+    shown = ", ".join(KINDS[: args.dialogues]) + (", ..." if args.dialogues > len(KINDS) else "")
+    print(f"\ndemo: synthesizing {args.dialogues} dialogues (kinds: {shown}) and remixing the ingested call")
     made = synthesize(["--generate", str(args.dialogues), "--remix", out, "--output", synth_out, *beam_args])
     real = collect(out)
     print()

@@ -9,20 +9,33 @@ bundled scripts (``synth/data/*.jsonl``) and the slot templates of ``synth/data/
   exchanges with filled slots; then listener backchannels after long turns, the occasional
   interruption, fresh voices, pitch and rate for both speakers, and fillers ("um", "uh")
   inside some long turns;
-- time-aware dialogues (with probability ``timed_share``): a user asks the model to say when N
-  seconds have passed, to count at an interval, or to remind them of something, with the target
-  times and spelled-out responses that the request implies.
+- time-aware dialogues ("timed", with probability ``timed_share``): a user asks the model to say
+  when N seconds have passed, to count at an interval, or to remind them of something, with the
+  target times and spelled-out responses that the request implies;
+- visual-cue dialogues ("visual"): the user asks the model to react to what it sees on a scripted
+  scene (an object appears, disappears, changes colour, starts moving, bounces N times, words
+  show up), 1-3 cues a request, answered once per cue or counting aloud;
+- background dialogues ("background"): the user asks something to look up or work out, the model
+  delegates it ("Let me look that up.") with the result that comes back and what it will say
+  about it, and the conversation goes on until the user yields to the mention;
+- simultaneous dialogues ("simultaneous"): the user speaks 2-4 passages, each rendered by the
+  model while it is spoken, as a French, Spanish or German translation (a voice of that
+  language) or as an English repetition (shadowing).
 
-Dialogue ``i`` of seed ``s`` depends only on ``(s, i)``, so ``generate(n)`` is a prefix of
-``generate(n + k)`` and the same arguments always give the same JSON.
+Which kind dialogue ``i`` is: see :func:`generate` (the mix, ``kinds`` and ``timed_share``).
+Dialogue ``i`` of seed ``s`` depends only on ``(s, i)`` and the arguments, so ``generate(n)`` is
+a prefix of ``generate(n + k)`` and the same arguments always give the same JSON;
+:func:`dialogue_kind` tells the kind of any dialogue (bundled ones too).
 
-Run as ``python -m microturn.synth.templates --n 100 --seed 0 --output dialogues.jsonl``.
+Run as ``python -m microturn.synth.templates --n 100 --seed 0 --output dialogues.jsonl``
+(``--kinds visual,background`` for some kinds only).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import importlib.resources
 import os
@@ -32,19 +45,24 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from microturn.schemas import visual
 from microturn.schemas.dialogue import (
     MAX_TEXT_CHARS,
+    BackgroundSpec,
+    CueSpec,
     Dialogue,
     ScriptError,
     SpeakerSpec,
     TimedSpec,
     TurnSpec,
+    VisualSpec,
     read_dialogues,
 )
 from microturn.schemas.numbers import cardinal
-from microturn.synth.template_text import bundled_template_text
+from microturn.synth.template_text import RENDER_LANGUAGES, bundled_template_text
 
-BUNDLED_FILES = ("dialogues.jsonl", "timed.jsonl")
+# One file per kind, in the order of KINDS (bundled_dialogues() keeps it).
+BUNDLED_FILES = ("dialogues.jsonl", "timed.jsonl", "visual.jsonl", "background.jsonl", "simultaneous.jsonl")
 LICENSE = "Apache-2.0"  # the bundled scripts and templates are the project's own text
 
 # espeak-ng English voices of its standard data (all listed by `espeak-ng --voices=en` in 1.51),
@@ -80,12 +98,69 @@ MIN_CROP_TURNS = 8
 OPENER_P = CLOSER_P = 0.7
 EXCHANGES_PER_DIALOGUE = (2, 4)  # inclusive
 
+# The kinds of dialogue the generator makes (see generate()).
+KINDS = ("dialogue", "timed", "visual", "background", "simultaneous")
+# The default mix. "timed" takes timed_share (0.15 by default, as before the newer kinds came);
+# the other kinds share the rest in proportion to these weights, which sum to 0.85 so that with
+# the default timed_share they are the shares themselves: conversations 0.55, visual, background
+# and simultaneous 0.10 each. Why: ordinary turn-taking (gaps, overlaps, backchannels,
+# interruptions, fillers) is in every sample a model trains on and the conversations teach it,
+# so they stay the majority; each special behaviour then still gets 30 examples in the 300
+# dialogues of a bench run and 10,000 in a 100,000-dialogue corpus, and each new kind also
+# carries some ordinary turns. The 0.55 of conversations is what remains, over half as before.
+KIND_WEIGHTS = {"dialogue": 0.55, "visual": 0.10, "background": 0.10, "simultaneous": 0.10}
+# The order of the kinds' bands on the first draw of a dialogue's stream: timed first and
+# conversations last, so that with the default shares a dialogue drawn into either is exactly the
+# one the generator made before the newer kinds existed (the newer kinds took the band
+# 0.15-0.45, which used to make conversations).
+_BANDS = ("timed", "visual", "background", "simultaneous", "dialogue")
+TIMED_SHARE = 0.15
+
 # Time-aware requests: single targets 3-20 s, counting every 2-5 s for 2-5 counts.
 TARGET_S = (3, 20)
 COUNT_STEP_S = (2, 5)
 COUNT_N = (2, 5)
 TIMED_PREAMBLE_P = 0.5
 TIMED_CLOSING_P = 0.7
+
+# Visual requests: 1-3 cues (one in two requests watches for one thing, the longest for three:
+# a viewer holds three targets in mind easily, and a longer list is a test of memory, not of
+# reacting). Each cue waits 2-15 s after the request, or after the previous cue is over: at
+# least 2 s, so that the answer to one cue (a reaction of ~0.5-1 s and a few words) is said
+# before the next, at most 15 s, so that a scene holds 1-3 cues in under a minute.
+CUE_COUNTS, CUE_COUNT_P = (1, 2, 3), (0.5, 0.3, 0.2)
+CUE_WAIT_MS = (2000, 15_000)
+# A repeat (bounce) cue: 2-8 repetitions. Counted aloud, one every 1.0-2.0 s, long enough to say
+# a number between two bounces (a spelled number up to eight is one or two syllables, ~0.3-0.5 s
+# at 175 wpm, after a ~0.5 s reaction); counted silently, 0.5-1.5 s, fast but at least 5 frames
+# of 10 fps video per bounce. Periods are whole frames (multiples of 100 ms).
+REPEAT_COUNT = (2, 8)
+ALOUD_PERIOD_MS = (1000, 2000)
+SILENT_PERIOD_MS = (500, 1500)
+COUNT_ALOUD_P = 0.5
+VISUAL_PREAMBLE_P = 0.5
+VISUAL_CHAT_P = 0.25      # a template exchange before the request, as in an ongoing conversation
+VISUAL_CLOSING_P = 0.7
+# Background requests: the result arrives 3-12 s after the delegation turn (a web search or a
+# small computation by a tool-using model takes seconds), within the 1-2 exchanges of ordinary
+# conversation that follow it (each ~8-15 s), so the model mostly has to hold the result until
+# the user yields, and sometimes brings it up only after the last turn.
+RESULT_AFTER_MS = (3000, 12_000)
+BACKGROUND_EXCHANGES = (1, 2)
+BACKGROUND_PREAMBLE_P = 0.5
+BACKGROUND_ACK_P = 0.5
+# Simultaneous dialogues: 2-4 passages, each rendered right after it is written. A rendering is a
+# translation into one of RENDER_LANGUAGES or the English source again (shadowing), equally
+# likely: three in four dialogues train interpreting, one in four repeating with a lag.
+PASSAGES_PER_DIALOGUE = (2, 4)
+RENDER_CHOICES = (*RENDER_LANGUAGES, "en")
+# espeak-ng voices of those languages (`espeak-ng --voices=fr` etc. in 1.51), each with no
+# variant or one of the English voices' variants: 2 x 7 French, 2 x 7 Spanish, 7 German.
+LANGUAGE_VOICES = {
+    "fr": tuple(b + v for b in ("fr-fr", "fr-be") for v in ("", "+m1", "+m3", "+m5", "+f2", "+f3", "+f4")),
+    "es": tuple(b + v for b in ("es", "es-419") for v in ("", "+m1", "+m3", "+m5", "+f2", "+f3", "+f4")),
+    "de": tuple("de" + v for v in ("", "+m1", "+m3", "+m5", "+f2", "+f3", "+f4")),
+}
 
 # The words: slot vocabularies and template exchanges, from synth/data/templates.toml (its
 # comments say what each list is and which {slots} its texts may use).
@@ -102,6 +177,21 @@ WHEN_REQUESTS, WHEN_RESPONSES = _TEXT.when_requests, _TEXT.when_responses
 COUNT_STEP_REQUESTS, COUNT_TO_REQUESTS = _TEXT.count_step_requests, _TEXT.count_to_requests
 REMIND_REQUESTS, REMIND_RESPONSES, TASKS = _TEXT.remind_requests, _TEXT.remind_responses, _TEXT.tasks
 TIMED_PREAMBLES, TIMED_CLOSINGS = _TEXT.timed_preambles, _TEXT.timed_closings
+VISUAL_REQUESTS = {
+    "appear": _TEXT.visual_appear_requests, "disappear": _TEXT.visual_disappear_requests,
+    "colour": _TEXT.visual_colour_requests, "move": _TEXT.visual_move_requests,
+    "count_aloud": _TEXT.visual_count_aloud_requests, "count_total": _TEXT.visual_count_total_requests,
+    "text": _TEXT.visual_text_requests,
+}
+VISUAL_RESPONSES = {
+    "appear": _TEXT.visual_appear_responses, "disappear": _TEXT.visual_disappear_responses,
+    "colour": _TEXT.visual_colour_responses, "move": _TEXT.visual_move_responses,
+    "count_total": _TEXT.visual_count_total_responses, "text": _TEXT.visual_text_responses,
+}
+VISUAL_CONNECTORS, SCREEN_TEXTS = _TEXT.visual_connectors, _TEXT.screen_texts
+VENUES, WEATHER = _TEXT.venues, _TEXT.weather
+DELEGATIONS, BACKGROUND_ACKS, MENTION_OPENERS = _TEXT.delegations, _TEXT.background_acks, _TEXT.mention_openers
+BACKGROUND_TOPICS, PASSAGES = _TEXT.background_topics, _TEXT.passages
 
 
 def _capital(text: str) -> str:
@@ -122,8 +212,61 @@ def _bundled() -> tuple[Dialogue, ...]:
 
 
 def bundled_dialogues() -> list[Dialogue]:
-    """The bundled scripts, ``dialogues.jsonl`` then ``timed.jsonl``, in file order."""
+    """The bundled scripts of :data:`BUNDLED_FILES` (one file per kind, in the order of
+    :data:`KINDS`), in file order."""
     return list(_bundled())
+
+
+def dialogue_kind(dialogue: Dialogue) -> str:
+    """The kind of ``dialogue`` (one of :data:`KINDS`), from its acts: "timed" with a timed
+    request, "visual" with a visual request, "background" with a delegation, "simultaneous"
+    with a rendering, else "dialogue" (in that order, for a script that mixes them)."""
+    acts = {t.act for t in dialogue.turns}
+    for act, kind in (("timed_request", "timed"), ("visual_request", "visual"), ("delegation", "background"),
+                      ("simultaneous", "simultaneous")):
+        if act in acts:
+            return kind
+    return "dialogue"
+
+
+def check_kinds(kinds: Iterable[str] | None) -> tuple[str, ...]:
+    """``kinds`` as :func:`generate` reads it: the named kinds in the order of :data:`KINDS`,
+    repeats dropped; None gives all of them. Raises ValueError naming an unknown kind (with the
+    nearest known one) and the valid kinds, or for an empty selection or a bare string."""
+    if kinds is None:
+        return KINDS
+    if isinstance(kinds, (str, bytes)):
+        raise ValueError(f"kinds must be a list of kind names such as ['visual', 'background'], not the "
+                         f"string {kinds!r}; the kinds are {', '.join(KINDS)}")
+    names = list(kinds)
+    for name in names:
+        if name == "":
+            raise ValueError(f"an empty kind name (a stray comma?); the kinds are {', '.join(KINDS)}")
+        if name not in KINDS:
+            close = difflib.get_close_matches(str(name), KINDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown kind {name!r}{hint}; the kinds are {', '.join(KINDS)}")
+    if not names:
+        raise ValueError(f"kinds is empty; name at least one of {', '.join(KINDS)} (or give none for all)")
+    return tuple(k for k in KINDS if k in names)
+
+
+def kind_shares(kinds: Iterable[str] | None = None, *, timed_share: float = TIMED_SHARE) -> dict[str, float]:
+    """The expected share of each selected kind (in the order of :data:`KINDS`; they sum to 1):
+    "timed" gets ``timed_share`` and the other selected kinds the rest in proportion to
+    :data:`KIND_WEIGHTS`; a selection of "timed" alone is all timed. Raises ValueError when the
+    selection makes nothing (``kinds=["timed"]`` with ``timed_share`` 0)."""
+    chosen = check_kinds(kinds)
+    others = [k for k in chosen if k != "timed"]
+    if "timed" not in chosen:
+        total = sum(KIND_WEIGHTS[k] for k in others)
+        return {k: KIND_WEIGHTS[k] / total for k in chosen}
+    if not others:
+        if timed_share == 0:
+            raise ValueError("kinds ['timed'] with timed_share 0 makes nothing; raise timed_share or add kinds")
+        return {"timed": 1.0}
+    total = sum(KIND_WEIGHTS[k] for k in others)
+    return {k: timed_share if k == "timed" else (1.0 - timed_share) * KIND_WEIGHTS[k] / total for k in chosen}
 
 
 def _pick(rng: np.random.Generator, seq: Sequence):
@@ -344,14 +487,219 @@ def _timed(rng: np.random.Generator, did: str, language: str) -> Dialogue:
                     language=language, license=LICENSE)
 
 
-def generate(n: int, *, seed: int = 0, timed_share: float = 0.15, language: str = "en",
-             interruption_share: float = INTERRUPT_P) -> list[Dialogue]:
-    """``n`` varied dialogue scripts with ids ``gen-{seed}-{i:05d}``; a share ``timed_share`` of
-    them (in expectation) are time-aware. The templates are English, so ``language`` must be an
-    English tag ("en", "en-GB", ...); it is recorded on every dialogue. A share
-    ``interruption_share`` of the other conversations (in expectation, where a turn is long
-    enough to cut into) gets one extra interruption; the draw is made whatever the share, so a
-    dialogue that gets none is the same whatever the share."""
+def _lower_first(text: str) -> str:
+    """``text`` to follow a connector: its first letter lower-cased, unless it opens with "I"."""
+    first = text.split(" ", 1)[0]
+    if first == "I" or first.startswith("I'"):
+        return text
+    return text[:1].lower() + text[1:]
+
+
+def _visual_request(rng: np.random.Generator) -> tuple[str, VisualSpec]:
+    """A visual request by A and the cues B answers: 1-3 cues of different kinds, objects of
+    different colours (no two cues show the same shape and colour, which the scene requires)."""
+    n = CUE_COUNTS[int(rng.choice(len(CUE_COUNTS), p=CUE_COUNT_P))]
+    kinds = [visual.CUE_KINDS[int(j)] for j in rng.choice(len(visual.CUE_KINDS), size=n, replace=False)]
+    colours = [visual.COLOURS[int(j)] for j in rng.permutation(len(visual.COLOURS))]
+    texts: list[str] = []
+    cues: list[CueSpec] = []
+    ready_ms = 0  # when the previous cue is over (the end of the request for the first)
+    for k, kind in enumerate(kinds):
+        after_ms = ready_ms + _randint(rng, CUE_WAIT_MS)
+        ready_ms = after_ms
+        template = kind
+        extra: dict = {}
+        if kind == "text":
+            screen, said = _pick(rng, SCREEN_TEXTS)
+            slots = {"text": said, "Text": _capital(said)}
+            extra["text"] = screen
+        else:
+            slots = {"colour": colours.pop(), "shape": _pick(rng, visual.SHAPES)}
+            extra.update(colour=slots["colour"], shape=slots["shape"])
+        if kind == "colour":
+            slots["to_colour"] = extra["to_colour"] = colours.pop()
+        if kind == "repeat":
+            count = _randint(rng, REPEAT_COUNT)
+            aloud = rng.random() < COUNT_ALOUD_P
+            lo, hi = ALOUD_PERIOD_MS if aloud else SILENT_PERIOD_MS
+            period = 100 * _randint(rng, (lo // 100, hi // 100))
+            extra.update(count=count, period_ms=period)
+            slots.update(count=cardinal(count), Count=_capital(cardinal(count)))
+            ready_ms = after_ms + count * period
+            template = "count_aloud" if aloud else "count_total"
+            if aloud:
+                responses = [_capital(cardinal(j)) + "." for j in range(1, count + 1)]
+            else:
+                responses = [_capital(_pick(rng, VISUAL_RESPONSES["count_total"]).format(**slots))]
+        else:
+            responses = [_capital(_pick(rng, VISUAL_RESPONSES[kind]).format(**slots))]
+        request = _pick(rng, VISUAL_REQUESTS[template]).format(**slots)
+        if k:
+            request = _pick(rng, VISUAL_CONNECTORS).format(request=_lower_first(request), Request=request)
+        texts.append(request)
+        cues.append(CueSpec(kind=kind, after_ms=after_ms, responses=tuple(responses), **extra))
+    return " ".join(texts), VisualSpec(cues=tuple(cues), responder="B")
+
+
+def _turns_after(rng: np.random.Generator, turns: list[TurnSpec], exchange: Sequence[tuple]) -> list[TurnSpec]:
+    """``exchange`` filled with fresh slots, opened by whoever did not speak last (A when none did)."""
+    x, y = ("B", "A") if turns and turns[-1].speaker == "A" else ("A", "B")
+    return _template_turns(exchange, x, y, _slot_values(rng))
+
+
+def _visual(rng: np.random.Generator, did: str, language: str) -> Dialogue:
+    turns: list[TurnSpec] = []
+    if rng.random() < VISUAL_PREAMBLE_P:
+        turns.extend(_turns_after(rng, turns, _pick(rng, OPENERS + TIMED_PREAMBLES)))
+    if rng.random() < VISUAL_CHAT_P:
+        turns.extend(_turns_after(rng, turns, _pick(rng, EXCHANGES)))
+    text, spec = _visual_request(rng)
+    turns.append(TurnSpec(speaker="A", text=text, act="visual_request", visual=spec))
+    if rng.random() < VISUAL_CLOSING_P:
+        # Spoken after the last answer, so the user (A) closes, as after a timed request.
+        turns.extend(_template_turns(_pick(rng, CLOSERS + TIMED_CLOSINGS), "A", "B", _slot_values(rng)))
+    return Dialogue(id=did, speakers=_speakers(rng, ("user", "model")), turns=tuple(turns),
+                    language=language, license=LICENSE)
+
+
+# Airline codes of the flight numbers in background results (text only, never spoken).
+_AIRLINES = ("BA", "LH", "AF", "KL", "IB", "TP", "SK", "AZ", "EI", "LX")
+
+
+def _clock(h: int, m: int) -> tuple[str, str]:
+    """A time of day as said ("seven oh five", "six o'clock", 12-hour) and as written ("19:05")."""
+    hour = cardinal(h % 12 or 12)
+    said = f"{hour} o'clock" if m == 0 else f"{hour} oh {cardinal(m)}" if m < 10 else f"{hour} {cardinal(m)}"
+    return said, f"{h:02d}:{m:02d}"
+
+
+def _background_slots(rng: np.random.Generator) -> dict[str, str]:
+    """Every slot of the background topics: words, numbers spelled ({sum}) and as digits ({sum_d})."""
+    out: dict[str, str] = {}
+
+    def number(name: str, value: int) -> None:
+        out[name], out[f"{name}_d"] = cardinal(value), str(value)
+
+    def clock(name: str, minutes: int) -> None:
+        out[name], out[f"{name}_d"] = _clock((minutes // 60) % 24, minutes % 60)
+
+    place, place2 = rng.choice(len(PLACES), size=2, replace=False)
+    out.update(name=_pick(rng, NAMES), place=PLACES[int(place)], place2=PLACES[int(place2)], day=_pick(rng, DAYS),
+               venue=_pick(rng, VENUES), weather=_pick(rng, WEATHER), dish=_pick(rng, DISHES))
+    # Opening hours: from 7-11 in the morning to 4-10 in the evening, said as the hour alone.
+    open_h, close_h = _randint(rng, (7, 11)), _randint(rng, (16, 22))
+    out.update(open=cardinal(open_h), open_d=f"{open_h:02d}:00", close=cardinal(close_h - 12), close_d=f"{close_h}:00")
+    # Clock times in 5-minute steps: a departure or appointment 6:00-21:55, the next one 15-60
+    # minutes later, a sunset 16:00-21:55.
+    start = 60 * _randint(rng, (6, 21)) + 5 * _randint(rng, (0, 11))
+    clock("time", start)
+    clock("time2", start + 5 * _randint(rng, (3, 12)))
+    clock("sunset", 60 * _randint(rng, (16, 21)) + 5 * _randint(rng, (0, 11)))
+    a, b = _randint(rng, (12, 99)), _randint(rng, (12, 99))
+    x, y = _randint(rng, (3, 12)), _randint(rng, (11, 40))
+    for name, value in (("a", a), ("b", b), ("sum", a + b), ("x", x), ("y", y), ("product", x * y),
+                        ("grams", 125 * x)):  # a cup of flour weighs about 125 g
+        number(name, value)
+    # Euros to dollars at 1.05-1.25, the range of the last decade's rates.
+    amount, rate = 10 * _randint(rng, (2, 40)), _randint(rng, (105, 125)) / 100
+    number("amount", amount)
+    number("converted", round(amount * rate))
+    out["rate_d"] = f"{rate:.2f}"
+    people, each = _randint(rng, (2, 8)), _randint(rng, (8, 45))
+    percent, bill = int(_pick(rng, (10, 15, 20))), 20 * _randint(rng, (1, 10))  # whole tips: 20 x 5% steps
+    miles = _randint(rng, (2, 60))
+    for name, value in (("temp", _randint(rng, (4, 31))), ("delay", 5 * _randint(rng, (1, 11))),
+                        ("km", _randint(rng, (40, 900))), ("platform", _randint(rng, (1, 14))),
+                        ("people", people), ("each", each), ("total", people * each), ("percent", percent),
+                        ("bill", bill), ("tip", bill * percent // 100), ("miles", miles),
+                        ("miles_km", round(miles * 1.609344)), ("route", _randint(rng, (2, 99))),
+                        ("gate", _randint(rng, (1, 40))), ("price", _randint(rng, (6, 25))),
+                        ("walk", 5 * _randint(rng, (1, 8)))):
+        number(name, value)
+    out["flight_d"] = f"{_pick(rng, _AIRLINES)} {_randint(rng, (100, 999))}"
+    return out
+
+
+def _background(rng: np.random.Generator, did: str, language: str) -> Dialogue:
+    turns: list[TurnSpec] = []
+    if rng.random() < BACKGROUND_PREAMBLE_P:
+        turns.extend(_turns_after(rng, turns, _pick(rng, OPENERS + TIMED_PREAMBLES)))
+    topic = _pick(rng, BACKGROUND_TOPICS)
+    slots = _background_slots(rng)
+    request = _capital(_pick(rng, topic.requests).format(**slots))
+    found = _pick(rng, topic.mentions).format(**slots)
+    mention = _pick(rng, MENTION_OPENERS).format(found=found, Found=_capital(found))
+    spec = BackgroundSpec(result=topic.result.format(**slots), mention=mention,
+                          after_ms=_randint(rng, RESULT_AFTER_MS))
+    turns.append(TurnSpec(speaker="A", text=request, act="question" if request.endswith("?") else "statement"))
+    turns.append(TurnSpec(speaker="B", text=_pick(rng, DELEGATIONS), act="delegation", background=spec))
+    if rng.random() < BACKGROUND_ACK_P:
+        turns.append(TurnSpec(speaker="A", text=_pick(rng, BACKGROUND_ACKS)))
+    # The conversation goes on: the model holds the result until the user yields a turn.
+    k = _randint(rng, BACKGROUND_EXCHANGES)
+    for j in rng.choice(len(EXCHANGES), size=k, replace=False):
+        turns.extend(_turns_after(rng, turns, EXCHANGES[int(j)]))
+    turns.extend(_turns_after(rng, turns, _pick(rng, CLOSERS)))
+    return Dialogue(id=did, speakers=_speakers(rng, ("user", "model")), turns=tuple(turns),
+                    language=language, license=LICENSE)
+
+
+def _renderer_speakers(rng: np.random.Generator, render: str) -> tuple:
+    """A (user, English) and B (model) who renders in ``render``: another English voice to
+    shadow, or a voice of that language with ``language`` declared."""
+    if render == "en":
+        return _speakers(rng, ("user", "model"))
+    voices = LANGUAGE_VOICES[render]
+    return (("A", SpeakerSpec(voice=_pick(rng, VOICES), pitch=_randint(rng, PITCH_RANGE),
+                              rate=_randint(rng, RATE_RANGE), role="user")),
+            ("B", SpeakerSpec(voice=_pick(rng, voices), pitch=_randint(rng, PITCH_RANGE),
+                              rate=_randint(rng, RATE_RANGE), role="model", language=render)))
+
+
+def _simultaneous(rng: np.random.Generator, did: str, language: str) -> Dialogue:
+    render = _pick(rng, RENDER_CHOICES)
+    turns: list[TurnSpec] = []
+    for j in rng.choice(len(PASSAGES), size=_randint(rng, PASSAGES_PER_DIALOGUE), replace=False):
+        passage = PASSAGES[int(j)]
+        turns.append(TurnSpec(speaker="A", text=passage.source, act="statement"))
+        turns.append(TurnSpec(speaker="B", text=passage.rendering(render), act="simultaneous"))
+    return Dialogue(id=did, speakers=_renderer_speakers(rng, render), turns=tuple(turns),
+                    language=language, license=LICENSE)
+
+
+def _band(u: float, shares: dict[str, float]) -> str:
+    """The kind whose band of [0, 1) holds ``u``; bands in the order of :data:`_BANDS`."""
+    acc, last = 0.0, ""
+    for kind in _BANDS:
+        share = shares.get(kind, 0.0)
+        if share > 0:
+            acc += share
+            last = kind
+            if u < acc:
+                return kind
+    return last  # u within float rounding of 1
+
+
+def generate(n: int, *, seed: int = 0, timed_share: float = TIMED_SHARE, language: str = "en",
+             interruption_share: float = INTERRUPT_P, kinds: Sequence[str] | None = None) -> list[Dialogue]:
+    """``n`` varied dialogue scripts with ids ``gen-{seed}-{i:05d}``.
+
+    Kinds (:data:`KINDS`): ``kinds`` selects some (None: all five; order and repeats do not
+    matter; an unknown name is a ValueError). Their shares are :func:`kind_shares`: "timed" gets
+    ``timed_share``, the other selected kinds the rest in proportion to :data:`KIND_WEIGHTS`
+    (by default conversations 0.55, timed 0.15, visual, background and simultaneous 0.10 each).
+    The first dialogues of every seed are one of each selected kind with a share above 0, in the
+    order of :data:`KINDS`, so that any set of at least five (a demo, a smoke test) shows every
+    kind; after that each dialogue's kind is drawn by the shares. The conversations and timed
+    dialogues of the default mix are those the generator made before the newer kinds existed
+    (from dialogue 5 on), and ``kinds=("dialogue", "timed")`` is that earlier mix itself (from
+    dialogue 2 on).
+
+    The templates are English, so ``language`` must be an English tag ("en", "en-GB", ...); it
+    is recorded on every dialogue (a simultaneous rendering's speaker declares its own). A share
+    ``interruption_share`` of the conversations (in expectation, where a turn is long enough to
+    cut into) gets one extra interruption; the draw is made whatever the share, so a dialogue
+    that gets none is the same whatever the share."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -362,17 +710,34 @@ def generate(n: int, *, seed: int = 0, timed_share: float = 0.15, language: str 
     if not isinstance(language, str) or language.split("-")[0].lower() != "en":
         raise ValueError(f"the templates are English; language must be an English tag such as 'en' or "
                          f"'en-GB', got {language!r}")
-    bases = [d for d in _bundled() if all(t.timed is None for t in d.turns)]
+    shares = kind_shares(kinds, timed_share=float(timed_share))
+    first = [k for k in KINDS if shares.get(k, 0.0) > 0]
+    bases = [d for d in _bundled() if dialogue_kind(d) == "dialogue"]
     out = []
     for i in range(n):
         # One stream per dialogue, so dialogue i does not depend on n or on the dialogues before it.
         rng = np.random.default_rng([seed, i])
         did = f"gen-{seed}-{i:05d}"
-        if rng.random() < timed_share:
+        # Drawn even where the kind is set, so the rest of the stream is what it would be anyway.
+        u = float(rng.random())
+        kind = first[i] if i < len(first) else _band(u, shares)
+        if kind == "timed":
             out.append(_timed(rng, did, language))
+        elif kind == "visual":
+            out.append(_visual(rng, did, language))
+        elif kind == "background":
+            out.append(_background(rng, did, language))
+        elif kind == "simultaneous":
+            out.append(_simultaneous(rng, did, language))
         else:
             out.append(_conversation(rng, did, language, bases, float(interruption_share)))
     return out
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """A comma-separated list of kinds ("visual,background") as :func:`check_kinds` reads it;
+    ValueError naming the unknown kind and the valid ones."""
+    return check_kinds([part.strip() for part in text.split(",")])
 
 
 def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
@@ -382,15 +747,24 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: str | os.PathLike) -> None:
             f.write(dialogue.to_json() + "\n")
 
 
+def _kinds_arg(text: str) -> tuple[str, ...]:
+    try:
+        return parse_kinds(text)
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``--n``, ``--seed``, ``--timed-share``, ``--language``, ``--output``
-    (stdout when omitted); returns the exit status."""
+    """Command line: ``--n``, ``--seed``, ``--timed-share``, ``--interruption-share``, ``--kinds``,
+    ``--language``, ``--output`` (stdout when omitted); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m microturn.synth.templates",
                                      description="Generate dialogue scripts (JSONL) from the "
                                                  "bundled templates.")
     parser.add_argument("--n", type=int, required=True, help="number of dialogues")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timed-share", type=float, default=0.15, help="share of time-aware dialogues")
+    parser.add_argument("--timed-share", type=float, default=TIMED_SHARE, help="share of time-aware dialogues")
+    parser.add_argument("--kinds", type=_kinds_arg, metavar="K1,K2",
+                        help=f"comma-separated kinds to make (default: all of {','.join(KINDS)})")
     parser.add_argument("--interruption-share", type=float, default=INTERRUPT_P,
                         help="share of conversations with one extra interruption")
     parser.add_argument("--language", default="en")
@@ -398,7 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         dialogues = generate(args.n, seed=args.seed, timed_share=args.timed_share, language=args.language,
-                             interruption_share=args.interruption_share)
+                             interruption_share=args.interruption_share, kinds=args.kinds)
     except ValueError as exc:
         parser.error(str(exc))
     if args.output:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from microturn.schemas.config import setting, validate
 from microturn.synth.mix import DEGRADE, MixConfig
-from microturn.synth.templates import INTERRUPT_P
+from microturn.synth.templates import INTERRUPT_P, check_kinds
 
 # Fields a named config may not set: the command line gives them.
 CLI_ONLY = ("output",)
@@ -21,6 +21,9 @@ class SynthesizeConfig:
         generate: also make this many dialogues with the bundled template generator.
         interruption_share: the share of generated conversations that get one extra interruption
             (:func:`microturn.synth.templates.generate`); scripts keep their own.
+        kinds: the kinds of dialogue to generate (of :data:`microturn.synth.templates.KINDS`:
+            dialogue, timed, visual, background, simultaneous); empty: all of them, in the
+            generator's default mix. Only with ``generate``.
         remix: an ingest output directory whose diarized turns are re-timed into two-stream dialogues.
         output: the output directory OUT.
         seed: the run seed, in [0, 2^32) (numpy's seed range); the same seed and inputs give the
@@ -38,6 +41,7 @@ class SynthesizeConfig:
     scripts: tuple[str, ...] = ()
     generate: int = setting(0, ge=0, flag="--generate")
     interruption_share: float = setting(INTERRUPT_P, ge=0.0, le=1.0, flag="--interruption-share")
+    kinds: tuple[str, ...] = setting((), flag="--kinds")
     remix: str | None = None
     output: str = setting(flag="--output")
     seed: int = setting(0, ge=0, lt=2**32, flag="--seed")
@@ -54,12 +58,20 @@ class SynthesizeConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.kinds and not self.generate:
+            raise ValueError(f"--kinds {','.join(self.kinds)} chooses what --generate makes; give --generate N too "
+                             "(scripts and remixes keep their own kinds)")
         if not self.scripts and not self.generate and not self.remix:
             raise ValueError("nothing to synthesize: give --scripts JSONL, --generate N or --remix OUT_OF_INGEST")
         if not self.output:
             raise ValueError("--output is required")
         if self.timing and self.fit_from:
             raise ValueError("give either --timing FILE or --fit-from OUT, not both")
+        if self.kinds:
+            try:
+                check_kinds(self.kinds)
+            except ValueError as exc:
+                raise ValueError(f"--kinds: {exc}") from None
         _ = self.mix  # validates the mixing values
 
     @property

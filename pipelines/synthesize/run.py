@@ -2,7 +2,8 @@
 
 ::
 
-    microturn synthesize --scripts JSONL... | --generate N | --remix OUT_OF_INGEST --output OUT [beam flags]
+    microturn synthesize --scripts JSONL... | --generate N [--kinds K1,K2] | --remix OUT_OF_INGEST --output OUT
+        [beam flags]
     microturn synthesize stats OUT [--against OUT_OF_INGEST] [--plot PNG]
     microturn synthesize fit OUT_OF_INGEST --output TIMING.json
 
@@ -43,10 +44,17 @@ from microturn.pipelines.synthesize.config import CLI_ONLY, SynthesizeConfig
 from microturn.pipelines.synthesize.pipeline import Synthesize
 from microturn.pipelines.tables import read_table
 from microturn.synth.mix import DEGRADE
+from microturn.synth.templates import KINDS
 from microturn.synth.timing import DEFAULT_TIMING, TimingModel
 from microturn.synth.timing_fit import fit
 
 log = logging.getLogger(__name__)
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    # Split only: the config checks the names (the same check for a TOML file's `kinds`), and an
+    # unknown one is a one-line error naming the valid kinds before any work.
+    return tuple(part.strip() for part in text.split(","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generate", type=int, metavar="N", help="also synthesize N dialogues from the bundled templates")
     p.add_argument("--interruption-share", type=finite_float, metavar="P",
                    help="share of generated conversations with one extra interruption (default 0.3)")
+    p.add_argument("--kinds", type=_kinds, metavar="K1,K2",
+                   help=f"comma-separated kinds of dialogue --generate makes (default: all of {','.join(KINDS)})")
     p.add_argument("--remix", metavar="OUT_OF_INGEST", help="re-time the real turns of an ingest output")
     p.add_argument("--output", required=True, metavar="OUT", help="output directory")
     p.add_argument("--config", metavar="TOML", help="named config; command-line flags override it")
@@ -134,7 +144,8 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True):
         from microturn.synth.templates import generate
 
         generated = [d.to_json() for d in generate(cfg.generate, seed=cfg.seed,
-                                                   interruption_share=cfg.interruption_share)]
+                                                   interruption_share=cfg.interruption_share,
+                                                   kinds=cfg.kinds or None)]
     options = PipelineOptions(beam_args, save_main_session=False)
     started = time.perf_counter()
     # Checked, locked and claimed before any work; published only when a conversation was made.

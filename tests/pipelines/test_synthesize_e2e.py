@@ -14,16 +14,17 @@ from microturn.pipelines.synthesize.run import main as synthesize_main
 from microturn.pipelines.synthesize.run import parse_args, run
 from microturn.pipelines.tables import read_table
 from microturn.schemas.dialogue import MAX_TEXT_CHARS
-from microturn.synth.templates import bundled_dialogues
+from microturn.synth.templates import bundled_dialogues, dialogue_kind
 
 pytestmark = pytest.mark.slow
 
 
 def good_dialogues(n: int = 3) -> list[dict]:
-    """The shortest bundled dialogues (including a timed one), as script dicts."""
+    """The shortest bundled conversations and timed dialogue, as script dicts (the newer kinds have
+    tests of their own)."""
     ds = bundled_dialogues()
-    timed = [d for d in ds if any(t.timed for t in d.turns)]
-    plain = sorted((d for d in ds if d not in timed), key=lambda d: sum(len(t.text) for t in d.turns))
+    timed = [d for d in ds if dialogue_kind(d) == "timed"]
+    plain = sorted((d for d in ds if dialogue_kind(d) == "dialogue"), key=lambda d: sum(len(t.text) for t in d.turns))
     picked = [*plain[: n - 1], min(timed, key=lambda d: sum(len(t.text) for t in d.turns))]
     return [d.to_dict() for d in picked]
 
@@ -182,6 +183,43 @@ def test_cli_flags_and_config(tmp_path):
     assert parse_args(["--config", str(cfg), "--output", "o"])[0].interruption_share == 0.5
     with pytest.raises(ValueError, match="--interruption-share"):
         parse_args(["--output", "o", "--generate", "1", "--interruption-share", "1.2"])
+
+
+def test_kinds_flag_and_config_key(tmp_path, capsys):
+    """--kinds (comma-separated) and the config's `kinds` choose what --generate makes; a bad or
+    stray value is an error naming the valid kinds before any work."""
+    assert parse_args(["--output", "o", "--generate", "3"])[0].kinds == ()
+    cfg, _ = parse_args(["--output", "o", "--generate", "3", "--kinds", "visual, background"])
+    assert cfg.kinds == ("visual", "background")
+    toml = tmp_path / "synth.toml"
+    toml.write_text('generate = 4\nkinds = ["simultaneous"]\n')
+    assert parse_args(["--config", str(toml), "--output", "o"])[0].kinds == ("simultaneous",)
+    assert parse_args(["--config", str(toml), "--output", "o", "--kinds", "timed"])[0].kinds == ("timed",)
+    valid = "the kinds are dialogue, timed, visual, background, simultaneous"
+    with pytest.raises(ValueError, match=rf"--kinds: unknown kind 'visaul' \(did you mean 'visual'\?\); {valid}"):
+        parse_args(["--output", "o", "--generate", "3", "--kinds", "visaul"])
+    with pytest.raises(ValueError, match=rf"--kinds: an empty kind name \(a stray comma\?\); {valid}"):
+        parse_args(["--output", "o", "--generate", "3", "--kinds", "visual,"])
+    with pytest.raises(ValueError, match="--kinds visual chooses what --generate makes; give --generate N too"):
+        parse_args(["--output", "o", "--scripts", "a.jsonl", "--kinds", "visual"])
+    toml.write_text('scripts = ["a.jsonl"]\nkinds = ["visual"]\n')
+    with pytest.raises(ValueError, match="give --generate N too"):
+        parse_args(["--config", str(toml), "--output", "o"])
+    toml.write_text('generate = 2\nkinds = ["visual", "backgruond"]\n')
+    with pytest.raises(ValueError, match=r"did you mean 'background'\?"):
+        parse_args(["--config", str(toml), "--output", "o"])
+    toml.write_text('generate = 2\nkinds = "visual"\n')
+    with pytest.raises(ValueError, match="kinds must be a list of strings"):
+        parse_args(["--config", str(toml), "--output", "o"])
+    toml.write_text('generate = 2\nkind = ["visual"]\n')
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['kind'\]"):
+        parse_args(["--config", str(toml), "--output", "o"])
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        synthesize_main(["--generate", "2", "--kinds", "visaul", "--output", str(out)])
+    message = str(exc.value)
+    assert message.startswith("microturn synthesize: error: --kinds: unknown kind 'visaul'") and valid in message
+    assert not out.exists()  # refused before any work
 
 
 def test_remix_of_a_mixed_channel_record_has_no_leakage(out, tmp_path):
