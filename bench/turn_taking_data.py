@@ -60,7 +60,9 @@ def generated(n: int, seed: int, timing: TimingModel):
     silences: list[Silence] = []
     last_words: list[str] = []
     speech_ms = 0
-    for d in generate(n, seed=seed):
+    # Conversations and time-aware requests only: a visual request's silent wait for its cue and
+    # an interpreter's planned overlap are not turn-taking, and would blur what this measures.
+    for d in generate(n, seed=seed, kinds=("dialogue", "timed")):
         spoken, responses = speak_dialogue(d, tts)
         layout = lay_out(d, spoken, responses, timing, dialogue_rng(seed, d.sha256()))
         activity: dict[str, list[tuple[int, int]]] = defaultdict(list)
