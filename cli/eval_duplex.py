@@ -2,10 +2,13 @@
 
 Reads Full-Duplex-Bench's item layout as it is (``input.wav``, ``output.wav``, ``output.json``
 and ``turn_taking.json`` / ``pause.json`` / ``interrupt.json``; or a stereo ``conversation.wav``,
-``timeline.jsonl`` words and ``backchannel.json``: :mod:`microturn.pipelines.duplex.layout`) and
-prints a table per task, or with ``--json`` the one report object of
-:mod:`microturn.pipelines.duplex.score`. ``--per-item FILE.jsonl`` writes each item's row (its
-TOR, latency, word source, backchannels and v1.5 intervals). LLM-judged scores are not computed.
+``timeline.jsonl`` words and ``backchannel.json``: :mod:`microturn.pipelines.duplex.layout`; and
+microturn's behaviour tasks, ``visual_cue.json`` / ``repetition.json`` / ``background.json`` /
+``simultaneous.json``: :mod:`microturn.pipelines.duplex.score_behaviours`) and prints a row per
+task, or with ``--json`` the one report object of :mod:`microturn.pipelines.duplex.score`.
+``--per-item FILE.jsonl`` writes each item's row (its TOR, latency, word source, backchannels and
+v1.5 intervals; the behaviour tasks' per-cue, per-repetition and per-sentence figures).
+LLM-judged scores are not computed.
 """
 
 from __future__ import annotations
@@ -49,8 +52,11 @@ def _cell(value) -> str:
 
 def render_report(report: dict) -> str:
     """The report as a readable table: a row per task, its figures, and where its words came from."""
+    from microturn.pipelines.duplex.score_behaviours import BEHAVIOUR_METRICS
+
+    known = {**_COLUMNS, **BEHAVIOUR_METRICS}
     lines = []
-    for task, columns in _COLUMNS.items():
+    for task, columns in known.items():
         section = report.get(task)
         if section is None:
             continue
@@ -58,7 +64,7 @@ def render_report(report: dict) -> str:
         words = ", ".join(f"{k}: {v}" for k, v in section["words"].items())
         lines.append(f"{task:<20} n={section['n']:<4} {figures}  (words: {words})")
     for key, section in report.items():
-        if key not in _COLUMNS:
+        if key not in known:
             lines.append(f"{key:<20} {json.dumps(section, sort_keys=True)}")
     return "\n".join(lines)
 

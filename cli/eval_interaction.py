@@ -12,13 +12,18 @@ layout) is answered by each system, and each system's answers become a tree
 - ``model``: the trained run streamed over the item's ``input.wav`` 200 ms at a time by the live
   session (:func:`microturn.trainer.session_cli.run_session`, one session per item, each from
   the same seed), with the user's words of the item's ``transcription.json`` fed at their start
-  chunks as a streaming recogniser would give them (audio alone when the item has none):
+  chunks as a streaming recogniser would give them (audio alone when the item has none), the
+  item's video ``input.mp4`` (visual items) decoded to 10 fps and scaled to the patch grid the
+  session expects, two frames a chunk (the session's own reader,
+  :class:`microturn.trainer.session_media.VideoFrames`), and the background result of
+  ``background.json`` given as ``Session.step(background_text=...)`` in the chunk it arrives in
+  (``arrival_s // 0.2``, as the shard stage numbers a background word's chunk):
   ``output.wav`` is its audio, time-aligned with the input and as long as it;
   ``timeline.jsonl`` its per-chunk text, from which the scorer reads its words (each word of a
   chunk's text spans that chunk), and ``session.json`` its settings;
 - ``cascade``: the VAD-gated cascade of :mod:`microturn.pipelines.duplex.cascade` (one fixed
   espeak answer 0.7 s after each end of the user's speech, cut 0.25 s after a barge-in), with
-  its words in ``output.json``;
+  its words in ``output.json``; it hears ``input.wav`` only (no video, no background text);
 - ``reference``: the item's true second speaker, ``reference.wav`` and ``reference.json``.
 
 Each tree is scored with the Full-Duplex-Bench scorer in the same run; the command prints one
@@ -119,9 +124,58 @@ def _write_json(path: str, value) -> None:
 
 
 # ----------------------------------------------------------------- the systems
+class ItemSession:
+    """A loaded session as ``run_session`` drives it, handing an item's background results to
+    :meth:`Session.step` (``background_text=``) in the chunks they arrive in; everything else is
+    the session's own."""
+
+    def __init__(self, session, background: dict[int, str]) -> None:
+        self._session = session
+        self._background = background
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+    def step(self, user_audio_N, video_frames=None, user_text: str | None = None):
+        """:meth:`Session.step`, with ``background_text`` in a chunk where a result arrives."""
+        text = self._background.get(self._session.chunk)
+        if text is None:
+            return self._session.step(user_audio_N, video_frames, user_text)
+        return self._session.step(user_audio_N, video_frames, user_text, background_text=text)
+
+
+def background_texts(folder: str) -> dict[int, str]:
+    """Chunk → background text of the item in ``folder`` (its ``background.json``: the result
+    arrives in chunk ``arrival_s // 0.2``); empty for an item without one. ``ValueError`` naming
+    the file for a malformed one."""
+    from microturn.pipelines.duplex.layout_behaviours import read_annotation
+    from microturn.schemas.sample import CHUNK_MS
+
+    path = os.path.join(folder, "background.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not readable JSON: {exc}") from None
+    figures = read_annotation("background_result", data, path)
+    if figures["arrival_s"] < 0:
+        raise ValueError(f"{path}: arrival_s is {figures['arrival_s']} s; an arrival is a time >= 0 in the item")
+    return {round(figures["arrival_s"] * 1000) // CHUNK_MS: figures["result"]} if figures["result"].strip() else {}
+
+
+def takes_background_text(session) -> bool:
+    """Whether this tree's ``Session.step`` has the ``background_text`` keyword."""
+    import inspect
+
+    return "background_text" in inspect.signature(type(session).step).parameters
+
+
 class ModelRunner:
     """The trained run as a system: one live session per item (``run_session``'s chunk loop), all
-    items streamed through one loaded model, reset between items."""
+    items streamed through one loaded model, reset between items, with the item's video and
+    background results (:class:`ItemSession`)."""
 
     def __init__(self, checkpoint: str, *, tag: str | None, config) -> None:
         from microturn.trainer.session import Session
@@ -140,7 +194,10 @@ class ModelRunner:
 
         with tempfile.TemporaryDirectory(prefix="microturn-eval-session-") as tmp:
             out = os.path.join(tmp, "session")
-            report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out, session=self.session,
+            video = os.path.join(dest, "input.mp4")
+            report = run_session(self.checkpoint, os.path.join(dest, "input.wav"), out,
+                                 session=ItemSession(self.session, background_texts(dest)),
+                                 video=video if os.path.isfile(video) else None,
                                  user_text=_user_words_file(dest, tmp), progress=False)
             if report.interrupted:  # the session stops its stream at Ctrl-C; the command stops too
                 raise KeyboardInterrupt
@@ -221,6 +278,11 @@ def _check_inputs(args: argparse.Namespace, items: list) -> tuple[dict[str, Call
 
         runner = ModelRunner(args.checkpoint, tag=args.tag, config=session_config(args.config, seed=args.seed))
         chunk = SAMPLE_RATE // 5
+        background = [i.rel for i in items if background_texts(i.path)]  # malformed files fail now
+        if background and not takes_background_text(runner.session):
+            raise ValueError(f"{len(background)} item(s) hold a background result (first: {background[0]}) but this "
+                             "tree's Session.step takes no background_text, so the model could not receive it; "
+                             "update microturn, or give --items a folder without background_result items")
         for item in items:
             user_words(item.path)  # a malformed transcript fails now, not after other items were answered
             chunks = -(-samples[item.rel] // chunk)

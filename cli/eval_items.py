@@ -2,9 +2,12 @@
 
 ``microturn eval items --records OUT [OUT ...] --output ITEMS [--split test] [--splits NAME=RATIO,...] [--tasks ...]
 [--context-s S] [--max-per-conversation N] [--seed S]``: for every conversation of the split,
-items of smooth turn-taking, pause handling, user interruption and backchannel, each with the
-user stream (``input.wav``), the true second speaker's stream (``reference.wav``), its words,
-the event annotation and ``item.json`` (rules in :mod:`microturn.pipelines.duplex.items_select`).
+items of smooth turn-taking, pause handling, user interruption and backchannel (rules in
+:mod:`microturn.pipelines.duplex.items_select`) and of the behaviours visual_cue, repetition,
+background_result and simultaneous (:mod:`microturn.pipelines.duplex.items_behaviours`), each
+with the user stream (``input.wav``), the true second speaker's stream (``reference.wav``), its
+words, the event annotation and ``item.json``; visual items also the video (``input.mp4``).
+Without ``--tasks``, every task present in the records.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import argparse
 import math
 
 # Light: the task names and selection rules only (numpy); the writer is imported when run.
-from microturn.pipelines.duplex.items_select import TASKS as TASK_NAMES
+from microturn.pipelines.duplex.items_behaviours import TASKS as TASK_NAMES
 
 
 def _seconds(text: str) -> float:
@@ -48,8 +51,10 @@ def add_items_parser(sub) -> None:
     p.add_argument("--splits", metavar="NAME=RATIO,...",
                    help="the shard stage's --splits, if the shards were cut with other ratios: the split of a "
                         "conversation is then computed as the shard stage does (default: the records' split column)")
-    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES), metavar="TASK",
-                   help=f"tasks to make items for, of {', '.join(TASK_NAMES)} (default all)")
+    p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, metavar="TASK",
+                   help=f"tasks to make items for, of {', '.join(TASK_NAMES)} (default: every task present "
+                        "in the records: the first four always, a behaviour task when some conversation holds "
+                        "its events)")
     p.add_argument("--context-s", type=_seconds, default=8.0,
                    help="at most this many seconds of conversation before an event (default 8)")
     p.add_argument("--max-per-conversation", type=_positive, metavar="N",
@@ -63,7 +68,8 @@ def run_items(args: argparse.Namespace) -> int:
 
     config = ItemsConfig(records=tuple(args.records), output=args.output, split=args.split,
                          splits=args.splits,
-                         tasks=tuple(t for t in TASK_NAMES if t in set(args.tasks)), context_s=args.context_s,
+                         tasks=tuple(t for t in TASK_NAMES if t in set(args.tasks)) if args.tasks else None,
+                         context_s=args.context_s,
                          max_per_conversation=args.max_per_conversation, seed=args.seed)
     summary = build_items(config)
     splits = ", ".join(f"{k}: {v}" for k, v in summary.conversations_per_split.items()) or "none"

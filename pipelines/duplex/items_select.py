@@ -111,6 +111,7 @@ class Plan:
     silence_from_ms: int | None  # user stream zeroed from here to the window end (absolute ms)
     annotation: Any  # the annotation file's JSON value (a list or an object), s from the window start
     events: dict = field(default_factory=dict)  # absolute ms, for item.json
+    video: bool = False  # the item holds input.mp4, the conversation's video over the window
 
 
 def role_view(*, model: str, speakers: Sequence[str], duration_ms: int, segments: Sequence[Turn],

@@ -4,8 +4,10 @@ An item holds ``input.wav`` (the user stream over the window, silent from the pl
 ``silence_from_ms`` on), ``reference.wav`` (the model-role speaker's true stream over the same
 window: the ground-truth second stream), ``reference.json`` (that speaker's words in
 Full-Duplex-Bench's ASR format, seconds from the window start), the task's annotation file and
-``item.json``. Wavs are 16 kHz mono PCM16 written with soundfile; JSON is written with sorted keys
-and no time stamps, so the same plan and streams give the same bytes.
+``item.json``; items of the visual tasks also ``input.mp4``, the conversation's video over the
+window (cut by :mod:`.items`, 10 fps, two frames per 200 ms chunk of ``input.wav``). Wavs are
+16 kHz mono PCM16 written with soundfile; JSON is written with sorted keys and no time stamps, so
+the same plan and streams give the same bytes.
 
 Shape suffixes follow :mod:`microturn.schemas.legend`: N audio samples at 16 kHz.
 """
@@ -20,10 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 import soundfile
 
-from microturn.pipelines.duplex.items_select import ANNOTATION_FILE, Plan
+from microturn.pipelines.duplex.items_behaviours import ANNOTATION_FILE
+from microturn.pipelines.duplex.items_select import Plan
 from microturn.schemas.sample import SAMPLE_RATE
 
-LAYOUT_VERSION = 1
+# 1: Full-Duplex-Bench's four tasks. 2: the behaviour tasks (visual_cue, repetition,
+# background_result, simultaneous) with their annotation files and, for the visual ones,
+# input.mp4; the files of the four earlier tasks are unchanged.
+LAYOUT_VERSION = 2
 _PER_MS = SAMPLE_RATE // 1000
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -59,13 +65,20 @@ def _json(path: str, value: object) -> None:
 
 def write_item(folder: str, plan: Plan, *, conversation: dict, split: str, user_N: np.ndarray,
                reference_N: np.ndarray, reference_words: Sequence[tuple[str, int, int]],
-               user_speakers: Sequence[str], user_words: Sequence[tuple[str, int, int]] = ()) -> dict:
+               user_speakers: Sequence[str], user_words: Sequence[tuple[str, int, int]] = (),
+               video_mp4: bytes | None = None) -> dict:
     """Write the item folder and return its ``item.json`` value (also a line of ``items.jsonl``).
 
     ``transcription.json`` (Full-Duplex-Bench's supplementary file, in ``reference.json``'s
     format) holds the user's words that start in the window before the user stream falls silent:
-    what a streaming recogniser would give a system listening to ``input.wav``."""
+    what a streaming recogniser would give a system listening to ``input.wav``. ``video_mp4``:
+    the bytes of ``input.mp4``, required exactly when the plan is of a visual task."""
+    if plan.video != (video_mp4 is not None):
+        raise ValueError(f"{folder}: a {plan.task} item {'needs' if plan.video else 'holds no'} input.mp4")
     os.makedirs(folder, exist_ok=True)
+    if video_mp4 is not None:
+        with open(os.path.join(folder, "input.mp4"), "wb") as f:
+            f.write(video_mp4)
     input_N = cut_N(user_N, plan.start_ms, plan.end_ms, silence_from_ms=plan.silence_from_ms)
     ref_N = cut_N(reference_N, plan.start_ms, plan.end_ms)
     assert input_N.shape == ref_N.shape

@@ -11,6 +11,10 @@ turn_taking.json    smooth_turn_taking    ``[0]["timestamp"][0]``: the user's tu
 pause.json          pause_handling        ``[{"timestamp": [start, end]}, ...]``, checked only
 interrupt.json      user_interruption     ``[0]["timestamp"]``: the interrupt's start and end (s)
 backchannel.json    backchannel           ``{"window_s": 0.2, "distribution": [...], ...}``
+visual_cue.json     visual_cue            microturn's behaviour tasks (:mod:`.layout_behaviours`
+repetition.json     repetition            reads them, :mod:`.items_behaviours` writes them):
+background.json     background_result     the checked figures are :attr:`Item.details`
+simultaneous.json   simultaneous
 ==================  ====================  =====================================================
 
 Full-Duplex-Bench's own backchannel items hold no annotation; ``task="backchannel"`` with a
@@ -33,13 +37,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from microturn.pipelines.duplex.layout_behaviours import FILES as BEHAVIOUR_FILES
+from microturn.pipelines.duplex.layout_behaviours import read_annotation
 from microturn.schemas.sample import SAMPLE_RATE
 
 __all__ = ["ANNOTATIONS", "TASKS", "WINDOW_S", "Item", "distribution", "find_items", "item_streams",
            "read_reference_distributions"]
 
 ANNOTATIONS = {"turn_taking.json": "smooth_turn_taking", "pause.json": "pause_handling",
-               "interrupt.json": "user_interruption", "backchannel.json": "backchannel"}
+               "interrupt.json": "user_interruption", "backchannel.json": "backchannel", **BEHAVIOUR_FILES}
 TASKS = tuple(ANNOTATIONS.values())
 # Full-Duplex-Bench's backchannel window (eval_backchannel.py's window_size).
 WINDOW_S = 0.2
@@ -61,6 +67,9 @@ class Item:
     # backchannel: the reference listener's distribution over 0.2 s windows (None: unknown).
     distribution: tuple[float, ...] | None = None
     pauses: tuple[tuple[float, float], ...] = field(default=())
+    # The behaviour tasks (visual_cue, repetition, background_result, simultaneous): their
+    # annotation's checked figures (:func:`.layout_behaviours.read_annotation`); None otherwise.
+    details: dict | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +121,8 @@ def _annotated(path: str, rel: str, task: str, annotation: str | None) -> Item:
         return Item(path=path, rel=rel, task=task)
     file = os.path.join(path, annotation)
     data = _read_json(file)
+    if task in BEHAVIOUR_FILES.values():
+        return Item(path=path, rel=rel, task=task, details=read_annotation(task, data, file))
     if task == "smooth_turn_taking":
         stamp = _timestamp(data, file, '[{"timestamp": [turn_end_s, t1]}]')
         return Item(path=path, rel=rel, task=task, event_s=_seconds(stamp[0], file, "timestamp[0]"))

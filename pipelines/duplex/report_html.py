@@ -13,8 +13,10 @@ the page is one file that opens from disk and loads nothing from a network.
   with the same silero settings as the metrics
   (:func:`~microturn.pipelines.duplex.audio.speech_segments`); the annotated events across all
   lanes (turn end: a dashed line; pause, interrupt: shaded spans; the reference listener's
-  backchannels: hatched spans); and the model's text at its 200 ms chunks, printed under the
-  model's lane in two alternating rows so that neighbouring chunks do not overwrite each other.
+  backchannels: hatched spans; the behaviour tasks' request end, cues, repetition ends and
+  background arrival: coloured dashed lines, rendered source sentences: shaded spans); and the
+  model's text at its 200 ms chunks, printed under the model's lane in two alternating rows so
+  that neighbouring chunks do not overwrite each other.
 
 Every name and text read from the items is HTML-escaped with control characters shown as escapes.
 """
@@ -29,9 +31,11 @@ import os
 from collections.abc import Sequence
 
 from microturn.pipelines.duplex.audio import SAMPLE_RATE, Segment, read_mono_N, speech_segments
+from microturn.pipelines.duplex.score_behaviours import BEHAVIOUR_ITEM_METRICS, BEHAVIOUR_METRICS
 from microturn.schemas.text import visible
 
-__all__ = ["TASK_METRICS", "VAP_COLUMNS", "item_events", "model_texts", "timeline_png", "vap_rows", "write_report"]
+__all__ = ["ITEM_METRICS", "TASK_METRICS", "VAP_COLUMNS", "item_events", "model_texts", "timeline_png", "vap_rows",
+           "write_report"]
 
 # Metrics per task, in table order (the design's report keys); a metric a report lacks is "-".
 TASK_METRICS = {
@@ -40,7 +44,10 @@ TASK_METRICS = {
     "user_interruption": ("tor", "latency_s", "stop_latency_s", "response_latency_s", "yield_n", "yield_rate",
                           "yield_s"),
     "backchannel": ("tor", "frequency", "jsd"),
+    **BEHAVIOUR_METRICS,
 }
+# Per-item table columns where they differ from the section's (the behaviour tasks' rows).
+ITEM_METRICS = {**TASK_METRICS, **BEHAVIOUR_ITEM_METRICS}
 VAP_CATEGORIES = ("shift_hold", "shift_prediction", "backchannel_prediction")
 VAP_COLUMNS = ("system", "category", "positives", "negatives", "balanced_accuracy", "auc")
 LANE_COLORS = {"user": "tab:blue", "model": "tab:orange", "cascade": "tab:green", "reference": "tab:purple"}
@@ -82,16 +89,38 @@ def _read_json(path: str):
         return None
 
 
+def _behaviour_events(folder: str) -> list[Event]:
+    """The behaviour tasks' events: ``request end``, ``cue``, ``rep``, ``arrival`` (points) and
+    the ``source`` sentences of a rendering (spans)."""
+    events: list[Event] = []
+    for name in ("visual_cue.json", "repetition.json"):
+        data = _read_json(os.path.join(folder, name))
+        if isinstance(data, dict):
+            events.append(("request end", float(data["request_end_s"]), float(data["request_end_s"])))
+            events += [("cue", float(c["t_s"]), float(c["t_s"])) for c in data.get("cues", [])]
+            events += [("rep", float(t), float(t)) for t in data.get("reps_s", [])]
+    background = _read_json(os.path.join(folder, "background.json"))
+    if isinstance(background, dict):
+        events.append(("arrival", float(background["arrival_s"]), float(background["arrival_s"])))
+    rendering = _read_json(os.path.join(folder, "simultaneous.json"))
+    if isinstance(rendering, dict):
+        events += [("source", float(g["source_start_s"]), float(g["source_end_s"]))
+                   for g in rendering.get("segments", [])]
+    return events
+
+
 def item_events(folder: str) -> list[Event]:
     """The annotated events of an item folder, in seconds: ``turn end`` (point), ``pause``,
-    ``interrupt`` and ``backchannel`` (spans). Unreadable annotations give none here (the scorer
-    names them)."""
+    ``interrupt`` and ``backchannel`` (spans); of the behaviour tasks ``request end``, ``cue``,
+    ``rep``, ``arrival`` (points) and ``source`` (spans). Unreadable annotations give none here
+    (the scorer names them)."""
     events: list[Event] = []
     turn = _read_json(os.path.join(folder, "turn_taking.json"))
     pause = _read_json(os.path.join(folder, "pause.json"))
     interrupt = _read_json(os.path.join(folder, "interrupt.json"))
     backchannel = _read_json(os.path.join(folder, "backchannel.json"))
     try:
+        events += _behaviour_events(folder)
         for entry in turn or []:
             events.append(("turn end", float(entry["timestamp"][0]), float(entry["timestamp"][0])))
         for kind, data in (("pause", pause), ("interrupt", interrupt)):
@@ -146,7 +175,9 @@ def timeline_png(duration_s: float, lanes: Sequence[tuple[str, list[Segment]]], 
         color = LANE_COLORS.get(name, "tab:gray")
         ax.broken_barh([(s, e - s) for s, e in segments], (y - 0.25, 0.5), facecolors=color, edgecolor=color)
     # Spans: (colour, hatch); a point event is a dashed line.
-    styles = {"pause": ("tab:olive", None), "interrupt": ("tab:red", None), "backchannel": ("tab:purple", "///")}
+    styles = {"pause": ("tab:olive", None), "interrupt": ("tab:red", None), "backchannel": ("tab:purple", "///"),
+              "source": ("tab:brown", None), "turn end": ("black", None), "request end": ("tab:gray", None),
+              "cue": ("tab:red", None), "rep": ("tab:pink", None), "arrival": ("tab:cyan", None)}
     labelled = set()
     for kind, start, end in events:
         color, hatch = styles.get(kind, ("tab:gray", None))
@@ -156,7 +187,7 @@ def timeline_png(duration_s: float, lanes: Sequence[tuple[str, list[Segment]]], 
             ax.axvspan(start, end, facecolor=color, alpha=0.18, hatch=hatch, edgecolor=color, linewidth=0,
                        label=label)
         else:
-            ax.axvline(start, color="black", linestyle="--", linewidth=1.2, label=label)
+            ax.axvline(start, color=color, linestyle="--", linewidth=1.2, label=label)
     if texts:
         y = y_of.get("model", 0) - 0.3
         for i, (start, text) in enumerate(texts):
@@ -227,7 +258,7 @@ def summary_html(reports: dict[str, dict]) -> str:
 def _item_table(task: str | None, rows: dict[str, dict]) -> str:
     if not rows:
         return ""
-    metrics = TASK_METRICS.get(task or "", ("tor",))
+    metrics = ITEM_METRICS.get(task or "", ("tor",))
     return _table(["system", *metrics, "words"],
                   [[system, *(row.get(m) for m in metrics), row.get("words")] for system, row in rows.items()])
 
@@ -266,8 +297,9 @@ def write_report(output: str, systems: Sequence[str], items: Sequence[str], repo
     sections = [f"<h2>Summary</h2>\n{summary_html(reports)}",
                 "<p class=\"note\">Lanes: speech found by silero at Full-Duplex-Bench's settings in the user's "
                 "input.wav and each system's output.wav. Turn end: dashed line; pause and interrupt: shaded; "
-                "the reference listener's backchannels: hatched. Under the model's lane: its text per 200 ms "
-                "chunk.</p>",
+                "the reference listener's backchannels: hatched; request end, visual cue, repetition end and "
+                "background arrival: coloured dashed lines; rendered source sentences: shaded. Under the "
+                "model's lane: its text per 200 ms chunk.</p>",
                 "<h2>Items</h2>"]
     by_item: dict[str, dict[str, dict]] = {}
     for system, system_rows in (rows or {}).items():

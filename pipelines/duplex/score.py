@@ -8,7 +8,16 @@ Report (one dict, keyed by Full-Duplex-Bench's task names; a task with no item i
      "user_interruption":  {"n", "tor", "latency_s", "stop_latency_s", "response_latency_s",
                             "yield_n", "yield_rate", "yield_s", "words"},
      "backchannel":        {"n", "tor", "frequency", "jsd", "jsd_n", "words"},
+     "visual_cue":         {"n", "n_cues", "hit_rate", "early_rate", "latency_s", "words"},
+     "repetition":         {"n", "count_n", "count_accuracy", "n_aloud", "rep_hit_rate", "words"},
+     "background_result":  {"n", "mention_rate", "delay_s", "over_user_share", "false_n",
+                            "false_mention_rate", "words"},
+     "simultaneous":       {"n", "n_segments", "rendered_share", "lag_s", "lag_n",
+                            "lag_in_range_share", "words"},
      "vap": {...}}
+
+The four behaviour tasks (visual cues, repetition counting, background results, simultaneous
+speech) are microturn's own, scored by :mod:`.score_behaviours` (definitions and thresholds there).
 
 Means are over items as Full-Duplex-Bench takes them: TOR and backchannel frequency over every
 item; latency over the TOR-1 items (negative latency counted as 0); JSD over the items with a
@@ -43,7 +52,7 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from microturn.pipelines.duplex import rules, timing
+from microturn.pipelines.duplex import rules, score_behaviours, timing
 from microturn.pipelines.duplex.audio import SAMPLE_RATE, speech_segments
 from microturn.pipelines.duplex.layout import TASKS, Item, find_items, item_streams, read_reference_distributions
 from microturn.pipelines.duplex.words import read_words
@@ -91,12 +100,16 @@ def score_item(item: Item, reference: Mapping[str, tuple[float, ...]] | None = N
     ``reference``: backchannel distributions by item folder name for items without their own."""
     user_N, model_N = item_streams(item)
     model_segments = speech_segments(model_N)
-    user_merged = timing.merged_user(speech_segments(user_N))
+    user_segments = speech_segments(user_N)
+    user_merged = timing.merged_user(user_segments)
     model_merged = timing.merged_model(model_segments)
     words = read_words(item)
     row: dict = {"item": item.rel, "task": item.task, "words": words.source if words else "vad",
                  "n_words": len(words.chunks) if words else None}
-    if item.task == "backchannel":
+    if item.task in score_behaviours.BEHAVIOUR_TASKS:
+        row.update(score_behaviours.score_behaviour(item, user_segments=user_segments, model_segments=model_segments,
+                                                    words=words))
+    elif item.task == "backchannel":
         duration_s = model_N.size / SAMPLE_RATE
         segments = rules.rounded_segments(model_segments, duration_s)
         tor, found = rules.backchannel_walk(segments, words.chunks if words else None)
@@ -139,6 +152,9 @@ def summarise(rows: Sequence[dict]) -> dict:
     for task in TASKS:
         mine = [r for r in rows if r["task"] == task]
         if not mine:
+            continue
+        if task in score_behaviours.BEHAVIOUR_TASKS:
+            report[task] = score_behaviours.summarise_behaviour(task, mine)
             continue
         section: dict = {"n": len(mine), "tor": _mean([r["tor"] for r in mine])}
         if task in ("smooth_turn_taking", "user_interruption"):
