@@ -2,10 +2,15 @@
 
 A sample of K chunks of 200 ms becomes one sequence that walks the chunks in order; chunk k is
 
-    [CHUNK_MARK] [user text] [4 USER_AUDIO] [P VIDEO] [MODEL_MARK] [model text] [4 MODEL_AUDIO]
+    [CHUNK_MARK] [user text] [4 USER_AUDIO] [P VIDEO] [background text] [MODEL_MARK] [model text] [4 MODEL_AUDIO]
+
+(the input side up to MODEL_MARK, then the model side)
 
 where a stream's text is the tokens of its words whose start lies in chunk k (``word["chunk"]``)
-and the audio positions carry the stream's dMel frames 4k..4k+3. :func:`collate` lays sequences
+and the audio positions carry the stream's dMel frames 4k..4k+3. Background text is the tokens of
+the results a background model delivered to the model speaker (``words["background"]``), queued
+from their arrival chunk and placed at most ``max_background_per_chunk`` per chunk (see
+:func:`build_sequence`); like user text it is input only, never a target. :func:`collate` lays sequences
 into the batch dict of the trainer (packed several to a row, or one per row) and
 :func:`attention_mask` / :func:`loss_positions` derive what the model needs from it.
 
@@ -27,20 +32,36 @@ import torch
 
 from microturn.schemas.sample import FRAMES_PER_CHUNK, FRAMES_PER_PATCH, N_MELS, PATCH_PX
 
-__all__ = ["PAD_VALUES", "SEQUENCE_LAYOUT", "Kind", "LossMasks", "Sequence", "attention_mask", "build_sequence",
-           "collate", "loss_positions"]
+__all__ = ["CHUNK_ORDER", "LAYOUT_CHANGES", "PAD_VALUES", "SEQUENCE_LAYOUT", "Kind", "LossMasks", "Sequence",
+           "attention_mask", "background_ids", "build_sequence", "collate", "layout_refusal", "loss_positions",
+           "spill_background"]
 
 _PATCH_SHAPE = (FRAMES_PER_PATCH, PATCH_PX, PATCH_PX, 3)
 
-SEQUENCE_LAYOUT = 2
+SEQUENCE_LAYOUT = 3
 """Version of what a trained model reads and predicts, saved with every run and checkpoint.
 
-1: the chunk layout above; the text head predicts MODEL_TEXT tokens only.
+1: the chunk layout above without background text; the text head predicts MODEL_TEXT tokens only.
 2: the same positions; the text head also predicts the end of each chunk's model text (at the
    position before the chunk's first MODEL_AUDIO), so a decoder knows when to stop saying text
    and start the chunk's audio. A layout-1 model cannot be decoded and has a text head of
    another shape.
+3: BACKGROUND_TEXT positions after the chunk's VIDEO, before its MODEL_MARK (the layout above);
+   the kind embedding has 9 rows (8 before), so weights of layouts 1-2 do not load.
 """
+
+LAYOUT_CHANGES = {
+    2: "the text head also predicts where a chunk's text ends",
+    3: "chunks carry background text (Kind.BACKGROUND_TEXT: a kind embedding of 9 rows, not 8)",
+}
+"""Layout -> what it changed from the one before, for the messages that refuse an older run."""
+
+
+def layout_refusal(saved: object) -> str:
+    """What the layouts after ``saved`` changed, up to :data:`SEQUENCE_LAYOUT`, as one clause."""
+    if not isinstance(saved, int) or isinstance(saved, bool) or not 1 <= saved < SEQUENCE_LAYOUT:
+        return f"layout {saved!r} is not one this version reads"
+    return "; ".join(f"layout {n}: {LAYOUT_CHANGES[n]}" for n in range(saved + 1, SEQUENCE_LAYOUT + 1))
 
 
 class Kind(enum.IntEnum):
@@ -54,6 +75,12 @@ class Kind(enum.IntEnum):
     MODEL_MARK = 5
     MODEL_TEXT = 6
     MODEL_AUDIO = 7
+    BACKGROUND_TEXT = 8  # input side, after VIDEO and before MODEL_MARK: values are not the layout order
+
+
+# The order of the kinds inside a chunk (a kind may be absent): the layout of the module notes.
+CHUNK_ORDER = (Kind.CHUNK_MARK, Kind.USER_TEXT, Kind.USER_AUDIO, Kind.VIDEO, Kind.BACKGROUND_TEXT, Kind.MODEL_MARK,
+               Kind.MODEL_TEXT, Kind.MODEL_AUDIO)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -63,7 +90,7 @@ class Sequence:
     Attributes:
         key: the sample key.
         kind_L: uint8 :class:`Kind` per position.
-        text_L: int64 token id at USER_TEXT / MODEL_TEXT positions, 0 elsewhere.
+        text_L: int64 token id at USER_TEXT / BACKGROUND_TEXT / MODEL_TEXT positions, 0 elsewhere.
         dmel_LM: uint8 dMel bins at USER_AUDIO / MODEL_AUDIO positions, 0 elsewhere.
         logmel_LM: float16 model-stream log-mel at MODEL_AUDIO positions, 0 elsewhere.
         video_L: int64 index into ``video_PFHWC`` at VIDEO positions, -1 elsewhere.
@@ -71,6 +98,8 @@ class Sequence:
         video_PFHWC: uint8 patches of the sample, chunk-major (patch p of chunk k is row k P + p);
             none without video.
         text_cut: text tokens dropped because a chunk held more than the per-chunk limit.
+        background_cut: background tokens still queued when the sample's last chunk was placed
+            (a result that arrived too late to be placed whole; see :func:`build_sequence`).
     """
 
     key: str
@@ -82,6 +111,7 @@ class Sequence:
     time_L: np.ndarray
     video_PFHWC: np.ndarray
     text_cut: int = 0
+    background_cut: int = 0
 
     def __len__(self) -> int:
         return int(self.kind_L.shape[0])
@@ -100,7 +130,8 @@ class Sequence:
         return Sequence(key=self.key, kind_L=self.kind_L[start:end], text_L=self.text_L[start:end],
                         dmel_LM=self.dmel_LM[start:end], logmel_LM=self.logmel_LM[start:end],
                         video_L=np.where(video_L >= 0, video_L - first, -1), time_L=self.time_L[start:end],
-                        video_PFHWC=self.video_PFHWC[first:first + n_video], text_cut=self.text_cut)
+                        video_PFHWC=self.video_PFHWC[first:first + n_video], text_cut=self.text_cut,
+                        background_cut=self.background_cut)
 
     def chunk_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends): the position range of every chunk."""
@@ -165,6 +196,51 @@ def _chunk_texts(words: list[dict], chunks: int, role: str, key: str) -> list[st
     return ["".join(" " + text for _, text in sorted(ws, key=lambda x: x[0])) for ws in per_chunk]
 
 
+def background_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of the background text of one chunk: one result, or several arriving in the same
+    chunk joined in arrival order, each with a leading space (as a chunk's words are joined), so a
+    live session given the same string in that chunk tokenises it exactly as training did."""
+    return tokenizer.encode(" " + text.strip()) if text.strip() else []
+
+
+def spill_background(queued: list[int], arriving: list[int], limit: int) -> tuple[list[int], list[int]]:
+    """One chunk of the background queue: (the tokens placed in this chunk, the tokens still queued).
+
+    ``arriving`` (this chunk's new tokens) joins the end of ``queued``; the first ``limit`` tokens
+    of the queue are placed now, in order, the rest wait for the next chunk. :func:`build_sequence`
+    and the live session both place background text with this rule.
+    """
+    queue = queued + arriving
+    return queue[:limit], queue[limit:]
+
+
+def _background_texts(sample: dict, chunks: int, key: str) -> list[str]:
+    """Per chunk, the background results arriving in it, joined in arrival order (see
+    :func:`background_ids`). A sample of the old shape without a "background" list has none."""
+    entries = sample["words"].get("background", [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{key!r}: words['background'] must be a list of results, got {type(entries).__name__}")
+    per_chunk: list[list[tuple[int, str]]] = [[] for _ in range(chunks)]
+    for i, entry in enumerate(entries):
+        where = f"{key!r}: words['background'][{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a {{text, start_ms, end_ms, chunk}} object, got {type(entry).__name__}")
+        missing = sorted({"text", "start_ms", "end_ms", "chunk"} - set(entry))
+        if missing:
+            raise ValueError(f"{where} has no {', '.join(missing)} (a result is {{text, start_ms, end_ms, chunk}})")
+        text, start, k = entry["text"], entry["start_ms"], entry["chunk"]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{where}: text must be a non-blank string, got {text!r}")
+        for name, value in (("start_ms", start), ("chunk", k)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise ValueError(f"{where}: {name} must be an integer, got {value!r}")
+        if not 0 <= k < chunks:
+            raise ValueError(f"{where} ({text[:40]!r}) has chunk {k!r} outside 0..{chunks - 1}")
+        per_chunk[k].append((int(start), text.strip()))
+    # sorted() is stable: results arriving at the same ms keep their order in the sample
+    return [" ".join(text for _, text in sorted(rs, key=lambda x: x[0])) for rs in per_chunk]
+
+
 def _array(sample: dict, name: str, value: Any, dtype: str, shape: tuple) -> np.ndarray:
     if not isinstance(value, np.ndarray) or value.dtype != np.dtype(dtype) or value.shape != shape:
         got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
@@ -173,22 +249,37 @@ def _array(sample: dict, name: str, value: Any, dtype: str, shape: tuple) -> np.
     return value
 
 
-def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, warn: bool = True,
-                   user_text: bool = True) -> Sequence:
+def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, max_background_per_chunk: int = 16,
+                   warn: bool = True, user_text: bool = True) -> Sequence:
     """The interleaved sequence of one decoded sample (``decode_sample``'s dict).
 
     ``tokenizer`` is any :class:`microturn.trainer.tokenizer.Tokenizer`. A stream's text in a
     chunk longer than ``max_text_per_chunk`` tokens is cut to that many; the count of tokens
     dropped is kept in ``Sequence.text_cut`` and, with ``warn``, warned about (the loader sums
     the counts into one summary line instead). ``user_text=False`` leaves the user's words out
-    (every chunk without user text tokens), as a session without a streaming recogniser runs.
+    (every chunk without user text tokens), as a session without a streaming recogniser runs;
+    background text stays.
 
     The default of 16 tokens: a chunk is 200 ms, and even fast conversational speech (about 4
     words/s, 6-7 syllables/s) starts at most 1-2 words in it, which is under 16 byte tokens
     for English words of 5-6 letters plus their leading space, and 2-4 BPE tokens.
+
+    Background text (``sample["words"]["background"]``; a sample without the key has none) is
+    not cut per chunk: a result is a sentence or more (20-60 BPE tokens), more than one chunk's
+    budget. Its tokens join a queue at the result's arrival chunk and the
+    queue places at most ``max_background_per_chunk`` per chunk, in order
+    (:func:`spill_background`), so a result spills over the chunks after its arrival and only
+    what is still queued after the last chunk is cut (``Sequence.background_cut``, warned
+    about with ``warn`` as ``text_cut`` is). The default of 16 per chunk: a 60-token result
+    is placed whole within 4 chunks (0.8 s), before the model could say much of it (4 words/s
+    is about 5 BPE tokens/s), while a chunk grows by at most 16 positions: 2 markers + 8
+    audio + 48 patches + 3 x 16 text = 106, well under ``ModelConfig.chunk_stride`` (256).
     """
     if max_text_per_chunk < 0:
         raise ValueError(f"max_text_per_chunk must be >= 0, got {max_text_per_chunk}")
+    if max_background_per_chunk < 1:
+        # 0 would queue every result for ever: all of it cut, with none placed.
+        raise ValueError(f"max_background_per_chunk must be >= 1, got {max_background_per_chunk}")
     key = str(sample.get("key", ""))
     K = int(sample["meta"]["chunks"])
     if K < 1:
@@ -218,9 +309,18 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, war
                 cut_chunks += 1
                 ids = ids[:max_text_per_chunk]
             tokens[role].append(ids)
+    background: list[list[int]] = []
+    queued: list[int] = []
+    for text in _background_texts(sample, K, key):
+        placed, queued = spill_background(queued, background_ids(tokenizer, text), max_background_per_chunk)
+        background.append(placed)
+    background_cut = len(queued)  # the window ended before these were placed
     if cut and warn:
         warnings.warn(f"{key}: cut {cut} text token(s) in {cut_chunks} chunk(s) over max_text_per_chunk="
                       f"{max_text_per_chunk}", stacklevel=2)
+    if background_cut and warn:
+        warnings.warn(f"{key}: cut {background_cut} background token(s) still queued at the end of the window "
+                      f"(max_background_per_chunk={max_background_per_chunk})", stacklevel=2)
 
     # Kinds chunk by chunk; everything else is filled by masks over the kinds, since each kind's
     # items appear in the sequence in the order they have in the sample.
@@ -228,14 +328,16 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, war
     for k in range(K):
         chunk_kinds.append(np.concatenate([
             [Kind.CHUNK_MARK], np.full(len(tokens["user"][k]), Kind.USER_TEXT),
-            np.full(FRAMES_PER_CHUNK, Kind.USER_AUDIO), np.full(P, Kind.VIDEO), [Kind.MODEL_MARK],
+            np.full(FRAMES_PER_CHUNK, Kind.USER_AUDIO), np.full(P, Kind.VIDEO),
+            np.full(len(background[k]), Kind.BACKGROUND_TEXT), [Kind.MODEL_MARK],
             np.full(len(tokens["model"][k]), Kind.MODEL_TEXT), np.full(FRAMES_PER_CHUNK, Kind.MODEL_AUDIO),
         ]).astype(np.uint8))
     kind_L = np.concatenate(chunk_kinds)
     L = kind_L.shape[0]
     text_L = np.zeros(L, np.int64)
-    for kind, role in ((Kind.USER_TEXT, "user"), (Kind.MODEL_TEXT, "model")):
-        text_L[kind_L == kind] = np.fromiter((i for ids in tokens[role] for i in ids), dtype=np.int64)
+    for kind, per_chunk in ((Kind.USER_TEXT, tokens["user"]), (Kind.BACKGROUND_TEXT, background),
+                            (Kind.MODEL_TEXT, tokens["model"])):
+        text_L[kind_L == kind] = np.fromiter((i for ids in per_chunk for i in ids), dtype=np.int64)
     dmel_LM = np.zeros((L, N_MELS), np.uint8)
     dmel_LM[kind_L == Kind.USER_AUDIO] = dmel_user
     is_model_audio = kind_L == Kind.MODEL_AUDIO
@@ -246,7 +348,7 @@ def build_sequence(sample: dict, tokenizer, *, max_text_per_chunk: int = 16, war
     video_L[kind_L == Kind.VIDEO] = np.arange(K * P)
     time_L = np.repeat(np.arange(K, dtype=np.int64), [len(c) for c in chunk_kinds])
     return Sequence(key=key, kind_L=kind_L, text_L=text_L, dmel_LM=dmel_LM, logmel_LM=logmel_LM, video_L=video_L,
-                    time_L=time_L, video_PFHWC=video_PFHWC, text_cut=cut)
+                    time_L=time_L, video_PFHWC=video_PFHWC, text_cut=cut, background_cut=background_cut)
 
 
 def _rows(seqs: list[Sequence], max_len: int, pack: bool) -> list[list[Sequence]]:

@@ -28,6 +28,8 @@ import signal
 
 import torch
 
+from microturn.trainer.batch import layout_refusal
+
 __all__ = ["FAULT_ENV", "check_resume", "clear_partial", "latest_tag", "load_loader_state", "save"]
 
 FAULT_ENV = "MICROTURN_FAULT_KILL_IN_CHECKPOINT"
@@ -141,7 +143,7 @@ def check_resume(ckpt_dir: str, tag: str, run_config: dict) -> list[str]:
     layout_old, layout_new = saved.get("layout", 1), run_config.get("layout", 1)
     if layout_old != layout_new:
         raise ValueError(f"cannot resume {os.path.join(ckpt_dir, tag)}: it was trained on sequence layout "
-                         f"{layout_old}, this trainer uses layout {layout_new} (another text head); "
+                         f"{layout_old}, this trainer uses layout {layout_new} ({layout_refusal(layout_old)}); "
                          "start a new run in another --output")
     model_old, model_new = _flat("model", saved.get("model", {})), _flat("model", run_config["model"])
     shape = [f"{k}: checkpoint has {model_old.get(k)!r}, config has {model_new.get(k)!r}"

@@ -48,7 +48,8 @@ class ModelConfig:
         chunk_stride: rotary positions per chunk: position = time * chunk_stride + rank within
             the chunk (see ``transformer.rotary_positions``). A chunk holds 2 markers, 8 audio
             frames, its video patches (the shard stage's patch budget, 48 by default) and its text
-            tokens, so 256 leaves room for about 190 text tokens per 200 ms.
+            tokens (user, background and model text: the loader places at most 16 of each), so 256
+            leaves room for about 190 text tokens per 200 ms, 4x the 48 the loader gives at most.
         rope_base: rotary base. Positions reach ``max_time * chunk_stride`` (2.3M with the
             defaults, 38400 in a 30 s window); 500000 is Llama 3's base for its 128k context
             (Dubey et al. 2024), whose slowest rotation (wavelength 2 pi base) still exceeds a

@@ -19,7 +19,8 @@ a sample that fails to decode (``skipped``), a shard that fails to open or read 
 (``shard_errors``), a member skipped unread (``bad_members``). A sample longer than ``max_len``
 is split into pieces of whole chunks with their times kept (``split``, ``pieces``); only a chunk
 that alone is longer than ``max_len`` is left out (``dropped_chunks``), and text over
-``max_text_per_chunk`` is cut (``text_cut``): those are counted without a warning per sample, and
+``max_text_per_chunk`` is cut (``text_cut``), as is background text still queued when a window
+ends (``background_cut``, see ``build_sequence``): those are counted without a warning per sample, and
 :meth:`ShardLoader.summary` gives them in one line. Iteration goes on in every case, except that
 a resampled stream gives up with a ``ValueError`` when no sample can be read from any shard.
 
@@ -55,7 +56,7 @@ _GLOB_CHARS = ("*", "?", "[")
 STATE_VERSION = 1
 # The settings the batches depend on: a saved state is only good for a loader with the same.
 _STATE_CONFIG = ("batch_size", "max_len", "pack", "shuffle_shards", "buffer", "resampled", "seed",
-                 "max_text_per_chunk", "max_member_bytes", "max_sample_bytes")
+                 "max_text_per_chunk", "max_background_per_chunk", "max_member_bytes", "max_sample_bytes")
 
 
 def glob_shards(pattern: str) -> list[str]:
@@ -152,6 +153,9 @@ class LoaderConfig:
         num_workers: DataLoader worker processes (0: read in the calling process).
         epoch: epoch number mixed into the seeds (:meth:`ShardLoader.set_epoch` changes it).
         max_text_per_chunk: text tokens per chunk and stream (see ``build_sequence``).
+        max_background_per_chunk: background tokens placed per chunk, the rest queued for the next
+            chunks (see ``build_sequence``); a session must place them alike
+            (``SessionConfig.max_background_per_chunk``, also 16 by default).
         allow_pipe: open ``pipe:CMD`` shard URLs, which run CMD in a shell. Off: such a URL is
             a ``ValueError`` before anything is read.
         max_member_bytes: largest tar member read; a shard with a larger one is read no further.
@@ -174,6 +178,7 @@ class LoaderConfig:
     num_workers: int = setting(0, ge=0)
     epoch: int = setting(0, ge=0)
     max_text_per_chunk: int = setting(16, ge=0)
+    max_background_per_chunk: int = setting(16, ge=1)
     allow_pipe: bool = False
     # The largest member the shard stage writes is a window's H.264 clip. Its raw frames bound
     # it: 150 chunks x 2 frames x 48 patches x 1600 px x 1.5 bytes (YUV 4:2:0) = 35 MB, so 64 MiB
@@ -253,7 +258,8 @@ class ShardLoader:
         """Counts so far, summed over workers: ``samples`` decoded; ``skipped`` samples, ``shard_errors``,
         ``bad_members`` (tar members skipped unread); ``split`` samples longer than ``max_len`` and
         the ``pieces`` they gave; ``dropped_chunks`` (longer than ``max_len`` alone) and
-        ``text_cut`` tokens (over ``max_text_per_chunk``)."""
+        ``text_cut`` tokens (over ``max_text_per_chunk``), ``background_cut`` tokens (background text
+        still queued when its window ended)."""
         return self.dataset.counters.snapshot(COUNTERS)
 
     @property
@@ -332,13 +338,15 @@ class ShardLoader:
                 f"{s['bad_members']} tar member(s) refused; {s['split']} sample(s) longer than max_len="
                 f"{self.config.max_len} split into {s['pieces']} piece(s), {s['dropped_chunks']} chunk(s) longer "
                 f"than max_len left out, {s['text_cut']} text token(s) over max_text_per_chunk="
-                f"{self.config.max_text_per_chunk} cut")
+                f"{self.config.max_text_per_chunk} cut, {s['background_cut']} background token(s) cut at the end "
+                f"of a window")
 
     def losses(self) -> int:
         """How many things were lost: skipped samples, shard errors, refused members, left-out
-        chunks and cut text tokens (splitting loses nothing)."""
+        chunks and cut text and background tokens (splitting loses nothing)."""
         s = self.stats
-        return s["skipped"] + s["shard_errors"] + s["bad_members"] + s["dropped_chunks"] + s["text_cut"]
+        return (s["skipped"] + s["shard_errors"] + s["bad_members"] + s["dropped_chunks"] + s["text_cut"]
+                + s["background_cut"])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self._loader)
@@ -346,7 +354,8 @@ class ShardLoader:
 
 def make_loader(urls: str | list[str], *, tokenizer, batch_size: int, max_len: int, pack: bool = True,
                 shuffle_shards: bool = True, buffer: int = 1000, resampled: bool = False, seed: int = 0,
-                num_workers: int = 0, epoch: int = 0, max_text_per_chunk: int = 16, allow_pipe: bool = False,
+                num_workers: int = 0, epoch: int = 0, max_text_per_chunk: int = 16, max_background_per_chunk: int = 16,
+                allow_pipe: bool = False,
                 max_member_bytes: int = LoaderConfig.max_member_bytes,
                 max_sample_bytes: int = LoaderConfig.max_sample_bytes, user_text_dropout: float = 0.0) -> ShardLoader:
     """A :class:`ShardLoader` over ``urls`` (brace pattern, local glob or directory, path, URL, or a
@@ -354,7 +363,8 @@ def make_loader(urls: str | list[str], *, tokenizer, batch_size: int, max_len: i
     options, for a ``pipe:`` URL without ``allow_pipe``, or when ``urls`` names no shard."""
     cfg = LoaderConfig(batch_size=batch_size, max_len=max_len, pack=pack, shuffle_shards=shuffle_shards,
                        buffer=buffer, resampled=resampled, seed=seed, num_workers=num_workers, epoch=epoch,
-                       max_text_per_chunk=max_text_per_chunk, allow_pipe=allow_pipe,
+                       max_text_per_chunk=max_text_per_chunk, max_background_per_chunk=max_background_per_chunk,
+                       allow_pipe=allow_pipe,
                        max_member_bytes=max_member_bytes, max_sample_bytes=max_sample_bytes,
                        user_text_dropout=user_text_dropout)
     return ShardLoader(urls, tokenizer=tokenizer, config=cfg)

@@ -3,11 +3,12 @@
 Every position of a batch (``trainer_spec``: ``kind_BL`` says what it holds) becomes one vector
 of the residual stream, the sum of
 
-* the embedding of its kind (8 rows, one per ``Kind``). Marker positions (CHUNK_MARK,
+* the embedding of its kind (9 rows, one per ``Kind``). Marker positions (CHUNK_MARK,
   MODEL_MARK) carry nothing else, so their kind rows *are* the markers' learned embeddings; a
   second marker table would only add a row that is always summed with the same kind row;
 * its content, by modality:
-  - text (USER_TEXT, MODEL_TEXT): a row of the text table, shared by both streams;
+  - text (USER_TEXT, BACKGROUND_TEXT, MODEL_TEXT): a row of the text table, shared by the three
+    text streams (the kind row tells them apart);
   - audio (USER_AUDIO, MODEL_AUDIO): the dMel embedding, one table of 80 x 16 rows (row
     ``16 c + b`` for bin b of mel channel c) summed over the 80 channels of the frame;
   - video (VIDEO): the :class:`HMLPStem` of the position's temporal patch.
@@ -30,7 +31,8 @@ from microturn.schemas.sample import DMEL_BINS, FRAMES_PER_PATCH, N_MELS, PATCH_
 from microturn.trainer.config import ModelConfig
 
 _SUB_PX = 10  # first hMLP stage: 10 x 10 pixel sub-patches, a 4 x 4 grid per 40 x 40 patch
-_N_KINDS = 8  # Kind has PAD..MODEL_AUDIO = 0..7 (trainer_spec)
+_N_KINDS = 9  # Kind has PAD..BACKGROUND_TEXT = 0..8 (trainer_spec); 8 before sequence layout 3
+_N_KINDS_BEFORE_BACKGROUND = 8  # the kind table of checkpoints of sequence layouts 1-2
 
 
 def kind_enum():
@@ -131,6 +133,18 @@ class InputEmbedding(nn.Module):
         self.dmel = DmelEmbedding(cfg.dim)
         self.video = HMLPStem(cfg.dim)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Refuse, by name, the kind table of a checkpoint made before background text (8 rows):
+        loaded, it would be torch's shape-mismatch error, which does not say why."""
+        rows = state_dict.get(prefix + "kind.weight")
+        if isinstance(rows, torch.Tensor) and rows.dim() == 2 and rows.shape[0] == _N_KINDS_BEFORE_BACKGROUND:
+            raise ValueError(f"{prefix}kind.weight has {_N_KINDS_BEFORE_BACKGROUND} rows: a checkpoint made before "
+                             f"background text (sequence layout 3 added Kind.BACKGROUND_TEXT, {_N_KINDS} kinds); "
+                             "it cannot read this layout: retrain the run with this version")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``batch`` with kind_BL, text_BL, dmel_BLM, video_PFHWC, video_BL -> [B, L, D]."""
         k = self.kinds
@@ -139,7 +153,8 @@ class InputEmbedding(nn.Module):
             raise ValueError(f"kind_BL must be [B, L], got shape {tuple(kind_BL.shape)}")
         x_BLD = self.kind(kind_BL)
         zero = x_BLD.new_zeros(())
-        is_text_BL1 = ((kind_BL == k["USER_TEXT"]) | (kind_BL == k["MODEL_TEXT"])).unsqueeze(-1)
+        is_text_BL1 = ((kind_BL == k["USER_TEXT"]) | (kind_BL == k["MODEL_TEXT"])
+                       | (kind_BL == k["BACKGROUND_TEXT"])).unsqueeze(-1)
         x_BLD = x_BLD + torch.where(is_text_BL1, self.text(batch["text_BL"]), zero)
         is_audio_BL1 = ((kind_BL == k["USER_AUDIO"]) | (kind_BL == k["MODEL_AUDIO"])).unsqueeze(-1)
         x_BLD = x_BLD + torch.where(is_audio_BL1, self.dmel(batch["dmel_BLM"]), zero)

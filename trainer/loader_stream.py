@@ -70,6 +70,9 @@ class StreamConfig(Protocol):
     def max_text_per_chunk(self) -> int: ...
 
     @property
+    def max_background_per_chunk(self) -> int: ...
+
+    @property
     def allow_pipe(self) -> bool: ...
 
     @property
@@ -84,7 +87,8 @@ class StreamConfig(Protocol):
 __all__ = ["COUNTERS", "WORK", "Counters", "NoProgress", "ShardStream", "StreamConfig"]
 
 # What ``ShardLoader.stats`` reports: decoded samples and every kind of loss.
-COUNTERS = ("samples", "skipped", "shard_errors", "bad_members", "split", "pieces", "dropped_chunks", "text_cut")
+COUNTERS = ("samples", "skipped", "shard_errors", "bad_members", "split", "pieces", "dropped_chunks", "text_cut",
+            "background_cut")
 # How much work the stream did: raw samples taken from tars (``read``, re-reads included), of
 # them read again to refill a restored shuffle buffer (``reread``), and decode attempts
 # (``decoded``: every sample handed to decode_sample, whether it decoded or not).
@@ -334,7 +338,8 @@ class ShardStream:
         counters.add("decoded")
         try:
             seq = build_sequence(decode_sample(raw), self.tokenizer, max_text_per_chunk=cfg.max_text_per_chunk,
-                                 warn=False, user_text=self._keeps_user_text(raw))
+                                 max_background_per_chunk=cfg.max_background_per_chunk, warn=False,
+                                 user_text=self._keeps_user_text(raw))
         except Exception as exn:  # untrusted bytes: npy, JSON and H.264 readers raise many types
             counters.add("skipped")
             _warn(f"skipped a sample: {type(exn).__name__}: {exn} (sample {raw.get('__key__')!r} of "
@@ -345,6 +350,7 @@ class ShardStream:
         pieces, dropped = seq.pieces(cfg.max_len)
         counters.add("samples")
         counters.add("text_cut", seq.text_cut)
+        counters.add("background_cut", seq.background_cut)
         counters.add("dropped_chunks", dropped)
         if len(pieces) > 1 or dropped:
             counters.add("split")

@@ -3,10 +3,11 @@ final RMSNorm and the text / dMel / flow heads, with its losses, parameter count
 
 Losses (``trainer_spec``): the item at position i is predicted from the hidden state at i - 1,
 only where kind[i] is MODEL_TEXT (text head) or MODEL_AUDIO (dMel and flow heads) and i - 1
-belongs to the same packed sample. Where a chunk's model text ends (i - 1 is the chunk's
+belongs to the same packed sample; the input side (user text and audio, video, background text)
+is never a target. Where a chunk's model text ends (i - 1 is the chunk's
 MODEL_MARK or its last MODEL_TEXT, i its first MODEL_AUDIO), the text head's target at i - 1 is
 the end-of-text class (``TextHead.end_of_text``), so that a decoder learns from the data how many
-text tokens each chunk has and when to start the chunk's audio (sequence layout 2,
+text tokens each chunk has and when to start the chunk's audio (since sequence layout 2,
 ``batch.SEQUENCE_LAYOUT``). The total is
 
     text_w * CE_text + dmel_w * CE_dmel + flow_w * MSE_flow
@@ -177,8 +178,9 @@ class InteractionModel(nn.Module):
         self.cfg, self.ep_size = cfg, ep_size
         self.kinds = {k.name: int(k) for k in kind_enum()}
         # Kind -> modality code of transformer.MODALITIES, for the per-modality routing statistics.
-        names = {"PAD": "pad", "USER_TEXT": "text", "MODEL_TEXT": "text", "USER_AUDIO": "audio",
-                 "MODEL_AUDIO": "audio", "VIDEO": "video", "CHUNK_MARK": "marker", "MODEL_MARK": "marker"}
+        names = {"PAD": "pad", "USER_TEXT": "text", "MODEL_TEXT": "text", "BACKGROUND_TEXT": "text",
+                 "USER_AUDIO": "audio", "MODEL_AUDIO": "audio", "VIDEO": "video", "CHUNK_MARK": "marker",
+                 "MODEL_MARK": "marker"}
         table = torch.zeros(max(self.kinds.values()) + 1, dtype=torch.long)
         for kind, value in self.kinds.items():
             table[value] = MODALITIES.index(names[kind])

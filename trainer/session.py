@@ -1,14 +1,20 @@
 """The live micro-turn session: a trained model run 200 ms at a time, as a duplex client uses it.
 
 Every :meth:`Session.step` takes the user's next 200 ms (3200 samples at 16 kHz, optionally the
-two video frames of those 200 ms and any user text that arrived) and returns the model's 200 ms:
-its text, its 4 dMel frames, its 4 log-mel frames and 3200 samples of its audio. Chunk k of the
-sequence layout (``batch.build_sequence``, layout 2) is fed and generated in order:
+two video frames of those 200 ms, any user text that arrived and any text a background model
+delivered) and returns the model's 200 ms: its text, its 4 dMel frames, its 4 log-mel frames and
+3200 samples of its audio. Chunk k of the sequence layout (``batch.build_sequence``, layout 3) is
+fed and generated in order:
 
-    [CHUNK_MARK] [user text] [4 USER_AUDIO] [P VIDEO] [MODEL_MARK]   <- given (one forward)
+    [CHUNK_MARK] [user text] [4 USER_AUDIO] [P VIDEO]
+        [background text] [MODEL_MARK]                                <- given (one forward)
     [model text ...]                                                  <- text head, until its
                                                                          end-of-text class
     [4 MODEL_AUDIO]                                                   <- dMel head, frame by frame
+
+Background text is queued and placed as ``build_sequence`` places it (``batch.spill_background``):
+a step's result joins the queue, and each step feeds at most ``max_background_per_chunk`` of
+the queued tokens, so a long result spills over the following steps as it did in training.
 
 Every decision is a trained head's: whether and what to say (text head, whose end-of-text class
 ends the chunk's text; a chunk can say nothing), and the audio (dMel head; its bins are fed back
@@ -47,7 +53,7 @@ from microturn.schemas.config import setting, validate
 from microturn.schemas.dmel import encode
 from microturn.schemas.sample import CHUNK_MS, FRAMES_PER_CHUNK, N_MELS, PATCH_PX, SAMPLE_RATE
 from microturn.schemas.video import patchify
-from microturn.trainer.batch import Kind
+from microturn.trainer.batch import Kind, background_ids, spill_background
 from microturn.trainer.kv_cache import AttentionWindow, KVCache
 from microturn.trainer.sampling import SamplingConfig, choose
 from microturn.trainer.trained_run import TrainedRun, load_trained_run
@@ -86,6 +92,9 @@ class SessionConfig:
         max_text_per_chunk: text tokens per chunk and stream: the model's text ends there
             (forced), the user's text is cut there; 16 is the loader's cut of both streams
             (``build_sequence``), so the model never saw longer chunks.
+        max_background_per_chunk: background tokens fed per chunk, the rest queued for the next
+            steps; 16 is the loader's (``build_sequence``), so a session spreads a result over
+            the chunks the model saw it spread over in training.
         voiced_level: a chunk of model audio is voiced when one of its log-mel frames has a
             mean over the 80 channels above this (log10 units). -5.5 sits in the empty range
             between silence and speech of the model streams the demo shards: of 9688 frames,
@@ -105,6 +114,7 @@ class SessionConfig:
     window_chunks: int | None = setting(150, ge=1)
     sink_chunks: int = setting(1, ge=0)
     max_text_per_chunk: int = setting(16, ge=0)
+    max_background_per_chunk: int = setting(16, ge=1)
     voiced_level: float = -5.5
     vocoder: str = "griffin-lim"
     device: str = "cpu"
@@ -132,6 +142,8 @@ class ChunkOutput:
         voiced: whether a log-mel frame's channel mean exceeds ``voiced_level``.
         compute_ms: wall time of the step (model, heads and vocoder), milliseconds.
         positions: positions fed to the model in this step.
+        background_fed: background tokens fed in this step.
+        background_queued: background tokens still queued for the next steps.
     """
 
     chunk: int
@@ -145,6 +157,8 @@ class ChunkOutput:
     voiced: bool
     compute_ms: float
     positions: int
+    background_fed: int = 0
+    background_queued: int = 0
 
 
 @dataclass
@@ -223,6 +237,7 @@ class Session:
         self._feed = _Feed()  # the previous chunk's last audio frame waits here
         self._tail_N = np.zeros(_HOP, np.float32)  # the user's last 50 ms, which the next frame reads
         self._rank = 0  # next rank inside the current chunk (rotary position = time * stride + rank)
+        self._background: list[int] = []  # background tokens queued for the next chunks
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
         self.vocoder.reset()
         self.history: dict[str, list] = {"kind": [], "text": [], "dmel": [], "time": [], "patches": [],
@@ -242,7 +257,8 @@ class Session:
         self._rank += 1
         if self._rank > self.model_cfg.chunk_stride:
             raise ValueError(f"chunk {self.chunk} holds more than chunk_stride={self.model_cfg.chunk_stride} "
-                             "positions: give less user text or fewer video patches per step")
+                             "positions: give less user text or fewer video patches per step, or lower "
+                             "max_background_per_chunk")
 
     def _forward(self) -> torch.Tensor:
         """Feed the pending positions; the hidden state of the last one [D]."""
@@ -302,7 +318,8 @@ class Session:
 
     # ----------------------------------------------------------------- one step
     @torch.no_grad()
-    def step(self, user_audio_N: Any, video_frames: Any = None, user_text: str | None = None) -> ChunkOutput:
+    def step(self, user_audio_N: Any, video_frames: Any = None, user_text: str | None = None,
+             background_text: str | None = None) -> ChunkOutput:
         """Feed the user's next 200 ms and generate the model's (see the module notes).
 
         Args:
@@ -310,16 +327,23 @@ class Session:
             video_frames: uint8 [2, H, W, 3], the chunk's two 10 fps frames scaled to a grid of
                 40 px patches (H and W multiples of 40), or None.
             user_text: the user's words that start in this chunk, if a transcript is streamed.
+            background_text: text a background model delivered to the model during this chunk
+                (one result; several arriving in one chunk joined with spaces in arrival order),
+                or None. Queued, and fed ``max_background_per_chunk`` tokens a step from this one.
         """
         started = time.perf_counter()
         cfg, m = self.config, self.model_cfg
         if self.chunk >= m.max_time:
             raise ValueError(f"the session reached the model's max_time of {m.max_time} chunks "
                              f"({m.max_time * CHUNK_MS / 60000:.0f} min); start a new one")
+        if background_text is not None and not isinstance(background_text, str):
+            raise TypeError(f"background_text must be a string or None, got {type(background_text).__name__}")
         dmel_user_TM = self._user_dmel(user_audio_N)
         patches = [] if video_frames is None else list(self._patches(video_frames))
         user_ids = self.tokenizer.encode(" " + user_text.strip()) if user_text and user_text.strip() else []
         user_ids = user_ids[:cfg.max_text_per_chunk]
+        arriving = background_ids(self.tokenizer, background_text) if background_text is not None else []
+        background, queued = spill_background(self._background, arriving, cfg.max_background_per_chunk)
 
         self._rank = 0
         self._add(Kind.CHUNK_MARK)
@@ -329,9 +353,12 @@ class Session:
             self._add(Kind.USER_AUDIO, dmel=frame)
         for patch in patches:
             self._add(Kind.VIDEO, patch=patch)
+        for token in background:
+            self._add(Kind.BACKGROUND_TEXT, text=token)
         self._add(Kind.MODEL_MARK)
         fed = len(self._feed.kind)
         h_D = self._forward()
+        self._background = queued  # fed: what is left waits for the next steps
 
         head = self.model.text_head
         said: list[int] = []
@@ -377,7 +404,8 @@ class Session:
                           text_forced_end=forced, p_speak=p_speak, dmel_TM=np.stack(frames),
                           logmel_TM=logmel_TM.numpy(),
                           audio_N=audio_N, voiced=bool(logmel_TM.mean(-1).max() > cfg.voiced_level),
-                          compute_ms=(time.perf_counter() - started) * 1000.0, positions=fed)
+                          compute_ms=(time.perf_counter() - started) * 1000.0, positions=fed,
+                          background_fed=len(background), background_queued=len(queued))
         self.chunk += 1
         return out
 

@@ -3,13 +3,17 @@
 ::
 
     microturn session --checkpoint RUN --user-audio FILE [--video FILE] [--user-text WORDS.json]
-        --output DIR [--config session.toml] [--tag step60] [--moe-kernel deepspeed|gemv|grouped|auto]
-        [--seed 0] [--device cpu] [--threads 1] [--patch-budget 48] [--no-progress]
+        [--background-text RESULTS.json] --output DIR [--config session.toml] [--tag step60]
+        [--moe-kernel deepspeed|gemv|grouped|auto] [--seed 0] [--device cpu] [--threads 1] [--patch-budget 48]
+        [--no-progress]
 
 The user's audio (any file ffmpeg reads; its first audio stream, mono 16 kHz) is cut into chunks
 of 3200 samples (the last one zero-padded) and fed to :meth:`Session.step` one chunk at a time,
-with the chunk's two 10 fps video frames (``--video``) and the transcript's words that start in
-the chunk (``--user-text``). Written into ``--output``:
+with the chunk's two 10 fps video frames (``--video``), the transcript's words that start in
+the chunk (``--user-text``) and the background results that arrive in it
+(``--background-text``: a words JSON of results, ``start_ms`` their arrival, or a sample's
+``words.json`` whose ``background`` list is read; the session queues a result and feeds it over
+the following chunks as training did). Written into ``--output``:
 
 - ``model.wav``: the model's audio, 16 kHz mono;
 - ``conversation.wav``: stereo 16 kHz, the user left and the model right, time-aligned as in the
@@ -143,10 +147,10 @@ def _load_session(checkpoint: str, config, tag: str | None):
 
 
 def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | None = None,
-                user_text: str | None = None, config=None, tag: str | None = None,
+                user_text: str | None = None, background_text: str | None = None, config=None, tag: str | None = None,
                 patch_budget: int | None = None, threads: int = DEFAULT_THREADS,
                 progress: bool = True, session=None) -> SessionReport:
-    """Stream ``user_audio`` (and ``video``, ``user_text``) through a session of run ``checkpoint``
+    """Stream ``user_audio`` (and ``video``, ``user_text``, ``background_text``) through a session of run ``checkpoint``
     into ``output`` (see the module notes); returns the figures.
 
     ``session``: an already loaded :class:`~microturn.trainer.session.Session` of that run, reset
@@ -171,6 +175,7 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
     _check_device(config.device)
     user_N = media.read_audio(user_audio)
     words = media.words_by_chunk(media.read_words(user_text)) if user_text else {}
+    results = media.words_by_chunk(media.read_words(background_text, stream="background")) if background_text else {}
     if video:
         media.VideoFrames(video, patch_budget=budget).close()  # probe it now: a bad video fails before the model
     media.check_output(output)
@@ -201,7 +206,11 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
             try:
                 for k in range(chunks):
                     video_FHWC = frames.next_chunk() if frames is not None else None
-                    out = session.step(padded_N[k * CHUNK_SAMPLES:(k + 1) * CHUNK_SAMPLES], video_FHWC, words.get(k))
+                    audio_N = padded_N[k * CHUNK_SAMPLES:(k + 1) * CHUNK_SAMPLES]
+                    # background_text only where a result arrives: a wrapper of the session (as
+                    # cli.eval_interaction's) may take the three inputs of before alone.
+                    out = (session.step(audio_N, video_FHWC, words.get(k)) if k not in results
+                           else session.step(audio_N, video_FHWC, words.get(k), background_text=results[k]))
                     model_parts.append(out.audio_N)
                     compute.append(out.compute_ms)
                     texts.append(out.text)
@@ -233,7 +242,9 @@ def run_session(checkpoint: str, user_audio: str, output: str, *, video: str | N
                            clipped=float((np.abs(model_N) > 1.0).mean()) if done else 0.0)
     record = {"checkpoint": os.path.abspath(session.run.run_dir), "tag": report.tag, "step": report.step,
               "user_audio": os.path.abspath(user_audio), "video": video and os.path.abspath(video),
-              "user_text": user_text and os.path.abspath(user_text), "patch_budget": budget, "threads": threads,
+              "user_text": user_text and os.path.abspath(user_text),
+              "background_text": background_text and os.path.abspath(background_text), "patch_budget": budget,
+              "threads": threads,
               "config": asdict(config), "chunks": done, "interrupted": interrupted,
               "vocoder_delay_samples_removed": delay, "budget_ms": BUDGET_MS,
               "compute_ms": {k: round(v, 3) for k, v in report.percentiles().items()},
@@ -280,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the user's transcript as the project's words JSON (a list of {\"text\", \"start_ms\"} "
                         "objects, as the words table's rows; or a sample's words.json); each word is fed in the "
                         "chunk where it starts")
+    p.add_argument("--background-text", metavar="RESULTS.json",
+                   help="results a background model delivers to the model, as a words JSON (a list of {\"text\", "
+                        "\"start_ms\"} objects, start_ms the arrival; or a sample's words.json, whose \"background\" "
+                        "list is read); each result is queued in the chunk where it arrives and fed over the next "
+                        "chunks, max_background_per_chunk tokens a chunk")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="folder for model.wav, conversation.wav, timeline.jsonl and session.json (new, empty, "
                         "or an earlier session's)")
@@ -303,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = session_config(args.config, moe_kernel=args.moe_kernel, seed=args.seed, device=args.device)
         report = run_session(args.checkpoint, args.user_audio, args.output, video=args.video,
-                             user_text=args.user_text, config=config, tag=args.tag, patch_budget=args.patch_budget,
+                             user_text=args.user_text, background_text=args.background_text, config=config,
+                             tag=args.tag, patch_budget=args.patch_budget,
                              threads=args.threads, progress=args.progress)
     except ValueError as exc:
         print(f"microturn session: error: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ to them) are read: a FIFO would block ffmpeg for ever.
 - Video: the first video stream at 10 fps, scaled (bicubic, as the shard stage's clips) to the
   patch grid that the shard stage gives a video of that size (:func:`video_grid`), streamed two
   frames per chunk so a long video is never held whole (:class:`VideoFrames`).
-- Transcript: the project's words JSON (:func:`read_words`).
+- Transcript and background results: the project's words JSON (:func:`read_words`).
 
 Writing. An output folder is claimed with the marker the pipeline stages use,
 ``_microturn_stage.json`` (here ``{"stage": "session", ...}``), and a folder holding anything
@@ -231,39 +231,47 @@ class VideoFrames:
         self.close()
 
 
-def read_words(path: str) -> list[tuple[int, str]]:
-    """``(start_ms, text)`` of each word of a words JSON file, in time order.
+_WORDS_FLAGS = {"user": "--user-text", "background": "--background-text"}
+
+
+def read_words(path: str, *, stream: str = "user") -> list[tuple[int, str]]:
+    """``(start_ms, text)`` of each word (or background result) of a words JSON file, in time order.
 
     The project's words JSON: a list of objects with ``text`` and integer ``start_ms`` (other
     keys, e.g. ``end_ms``, ``chunk``, ``speaker``, are ignored), as the rows of the ``words``
-    table and each role's list of a sample's ``words.json``; an object with a ``user`` list (a
-    sample's ``words.json``) gives that list. Times are ms from the start of the recording.
-    ``ValueError`` naming the file and the entry for anything else."""
-    check_input(path, "--user-text")
+    table and each list of a sample's ``words.json``; an object with a ``stream`` list (a
+    sample's ``words.json``: ``user``, or ``background`` for the results a background model
+    delivered, whose ``start_ms`` is the arrival) gives that list. Times are ms from the start
+    of the recording. ``ValueError`` naming the file and the entry for anything else."""
+    if stream not in _WORDS_FLAGS:
+        raise ValueError(f"stream must be one of {sorted(_WORDS_FLAGS)}, got {stream!r}")
+    flag = _WORDS_FLAGS[stream]
+    check_input(path, flag)
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--user-text {path!r}: not a words JSON file ({exc})") from None
-    if isinstance(data, dict) and "user" in data:
-        data = data["user"]
+        raise ValueError(f"{flag} {path!r}: not a words JSON file ({exc})") from None
+    if isinstance(data, dict) and stream in data:
+        data = data[stream]
     if not isinstance(data, list):
-        raise ValueError(f"--user-text {path!r}: expected a list of words ({{\"text\", \"start_ms\"}} objects) "
-                         "or a sample's words.json object with a \"user\" list")
+        raise ValueError(f"{flag} {path!r}: expected a list of words ({{\"text\", \"start_ms\"}} objects) "
+                         f"or a sample's words.json object with a \"{stream}\" list")
     words = []
     for i, w in enumerate(data):
         if not isinstance(w, dict) or not isinstance(w.get("text"), str):
-            raise ValueError(f"--user-text {path!r}: word {i} is not an object with a \"text\" string")
+            raise ValueError(f"{flag} {path!r}: word {i} is not an object with a \"text\" string")
         start = w.get("start_ms")
         if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-            raise ValueError(f"--user-text {path!r}: word {i} ({w['text']!r}) has no whole non-negative "
+            raise ValueError(f"{flag} {path!r}: word {i} ({w['text']!r}) has no whole non-negative "
                              f"\"start_ms\" (got {start!r})")
         words.append((start, w["text"]))
     return sorted(words, key=lambda sw: sw[0])
 
 
 def words_by_chunk(words: list[tuple[int, str]]) -> dict[int, str]:
-    """Chunk index -> the words starting in it, joined with spaces (chunk = start_ms // 200)."""
+    """Chunk index -> the words starting in it, joined with spaces (chunk = start_ms // 200): for
+    background results, the string ``Session.step`` takes as the chunk's ``background_text``."""
     out: dict[int, list[str]] = {}
     for start, text in words:
         if text.strip():

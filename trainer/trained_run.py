@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from microturn.schemas.config import from_mapping
-from microturn.trainer.batch import SEQUENCE_LAYOUT
+from microturn.trainer.batch import SEQUENCE_LAYOUT, layout_refusal
 from microturn.trainer.checkpoint import CONFIG_NAME, latest_tag, read_json_object
 from microturn.trainer.config import ModelConfig
 from microturn.trainer.loop import CKPT_DIR
@@ -77,8 +77,7 @@ def load_trained_run(run_dir: str, *, tag: str | None = None) -> TrainedRun:
     layout = saved.get("layout", 1)
     if layout != SEQUENCE_LAYOUT:
         raise ValueError(f"{folder} was trained on sequence layout {layout}; this version decodes layout "
-                         f"{SEQUENCE_LAYOUT} only (its text head also predicts where a chunk's text ends): "
-                         "retrain the run with this version")
+                         f"{SEQUENCE_LAYOUT} only ({layout_refusal(layout)}): retrain the run with this version")
     for section in ("model", "train"):
         if not isinstance(saved.get(section), dict):
             raise ValueError(f"{config_path}: no [{section}] settings")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from microturn.trainer.batch import Kind, attention_mask, build_sequence, collate, loss_positions
+from microturn.trainer.batch import CHUNK_ORDER, Kind, attention_mask, build_sequence, collate, loss_positions
 from microturn.trainer.tokenizer import ByteTokenizer, HFTokenizer
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -24,17 +24,19 @@ WORDS = st.text(alphabet="abcdeé?,'xyz", min_size=1, max_size=7)
 
 
 def _sample(key: str, K: int, P: int | None, words: dict[str, list[tuple[int, int, str]]], seed: int = 0) -> dict:
-    """A decoded sample; ``words[role]`` is (chunk, ms into the chunk, text)."""
+    """A decoded sample; ``words[role]`` is (chunk, ms into the chunk, text), for "user", "model"
+    and optionally "background" (results: end_ms == start_ms, their arrival)."""
     rng = np.random.default_rng(seed)
     T = 4 * K
+    span = {"user": 50, "model": 50, "background": 0}
     return {
         "key": key,
         "meta": {"chunks": K, "key": key},
         "dmel": {r: rng.integers(0, 16, (T, 80), dtype=np.uint8) for r in ("user", "model")},
         "logmel_TM": rng.normal(-3, 1, (T, 80)).astype(np.float16),
-        "labels": {r: np.zeros(K, np.uint8) for r in ("user", "model")},
-        "words": {r: [{"text": t, "start_ms": 200 * k + ms, "end_ms": 200 * k + ms + 50, "chunk": k}
-                      for k, ms, t in words[r]] for r in ("user", "model")},
+        "labels": {r: np.zeros(K, np.uint16) for r in ("user", "model")},
+        "words": {r: [{"text": t, "start_ms": 200 * k + ms, "end_ms": 200 * k + ms + span[r], "chunk": k}
+                      for k, ms, t in words.get(r, [])] for r in ("user", "model", "background")},
         "events": [],
         "video_KPFHWC": None if P is None else rng.integers(0, 256, (K, P, 2, 40, 40, 3), dtype=np.uint8),
     }
@@ -45,7 +47,7 @@ def samples(draw, key: str = "s"):
     K = draw(st.integers(1, 5))
     P = draw(st.sampled_from([None, 1, 3]))
     words = {r: draw(st.lists(st.tuples(st.integers(0, K - 1), st.integers(0, 199), WORDS), max_size=6))
-             for r in ("user", "model")}
+             for r in ("user", "model", "background")}
     return _sample(key, K, P, words, seed=draw(st.integers(0, 2 ** 16)))
 
 
@@ -57,7 +59,7 @@ def _texts(sample: dict, role: str, k: int) -> str:
 @PROPS
 @given(samples())
 def test_sequence_layout_audio_video_and_text(sample):
-    seq = build_sequence(sample, TOK, max_text_per_chunk=1000)
+    seq = build_sequence(sample, TOK, max_text_per_chunk=1000, max_background_per_chunk=1000)
     K, kind = sample["meta"]["chunks"], seq.kind_L
     P = 0 if sample["video_KPFHWC"] is None else sample["video_KPFHWC"].shape[1]
     L = len(seq)
@@ -68,11 +70,13 @@ def test_sequence_layout_audio_video_and_text(sample):
     assert counts[Kind.USER_AUDIO] == counts[Kind.MODEL_AUDIO] == 4 * K
     assert counts[Kind.CHUNK_MARK] == counts[Kind.MODEL_MARK] == K and counts[Kind.VIDEO] == K * P
     assert counts[Kind.PAD] == 0 and seq.chunks == K
-    # Chunk by chunk, in the order of the Kind values (which follow the layout), from CHUNK_MARK.
+    # Chunk by chunk, the kinds in the layout's order (CHUNK_ORDER), from CHUNK_MARK.
+    rank = np.zeros(len(Kind), int)
+    rank[list(CHUNK_ORDER)] = np.arange(len(CHUNK_ORDER))
     assert np.all(np.diff(seq.time_L) >= 0) and seq.time_L[0] == 0 and seq.time_L[-1] == K - 1
     for k in range(K):
         in_chunk = kind[seq.time_L == k]
-        assert in_chunk[0] == Kind.CHUNK_MARK and np.all(np.diff(in_chunk.astype(int)) >= 0)
+        assert in_chunk[0] == Kind.CHUNK_MARK and np.all(np.diff(rank[in_chunk]) >= 0)
         for role, text_kind in (("user", Kind.USER_TEXT), ("model", Kind.MODEL_TEXT)):
             ids = seq.text_L[(seq.time_L == k) & (kind == text_kind)]
             assert TOK.decode(ids) == _texts(sample, role, k)
@@ -82,8 +86,12 @@ def test_sequence_layout_audio_video_and_text(sample):
     assert np.array_equal(seq.logmel_LM[kind == Kind.MODEL_AUDIO], sample["logmel_TM"])
     audio = (kind == Kind.MODEL_AUDIO) | (kind == Kind.USER_AUDIO)
     assert not seq.dmel_LM[~audio].any() and not seq.logmel_LM[kind != Kind.MODEL_AUDIO].any()
-    text = (kind == Kind.MODEL_TEXT) | (kind == Kind.USER_TEXT)
+    text = (kind == Kind.MODEL_TEXT) | (kind == Kind.USER_TEXT) | (kind == Kind.BACKGROUND_TEXT)
     assert not seq.text_L[~text].any()
+    # Background: every result's tokens in arrival order, none lost in a window this roomy.
+    results = sorted(sample["words"]["background"], key=lambda w: w["start_ms"])
+    assert seq.background_cut == 0
+    assert TOK.decode(seq.text_L[kind == Kind.BACKGROUND_TEXT]) == "".join(" " + w["text"] for w in results)
     # Video: patch p of chunk k at the p-th VIDEO position of chunk k.
     assert np.array_equal(seq.video_L[kind == Kind.VIDEO], np.arange(K * P))
     assert np.all(seq.video_L[kind != Kind.VIDEO] == -1) and seq.video_PFHWC.shape == (K * P, 2, 40, 40, 3)

@@ -23,7 +23,7 @@ from trainer_shards import shard_dir, train_shards
 TOK = ByteTokenizer()
 MAX_LEN = 2000  # a 25-chunk window is ~250-450 positions, so rows hold several
 NOTHING_LOST = {name: 0 for name in ("skipped", "shard_errors", "bad_members", "split", "pieces", "dropped_chunks",
-                                     "text_cut")}
+                                     "text_cut", "background_cut")}
 
 
 @functools.cache

@@ -16,8 +16,9 @@ def _sample(key: str, K: int, video: bool) -> dict:
     return {"key": key, "meta": {"chunks": K, "key": key},
             "dmel": {r: rng.integers(0, 16, (4 * K, 80), dtype=np.uint8) for r in ("user", "model")},
             "logmel_TM": rng.normal(-3, 1, (4 * K, 80)).astype(np.float16),
-            "labels": {r: np.zeros(K, np.uint8) for r in ("user", "model")},
-            "words": {"user": [{"text": "hi", "start_ms": 10, "end_ms": 90, "chunk": 0}], "model": []},
+            "labels": {r: np.zeros(K, np.uint16) for r in ("user", "model")},
+            "words": {"user": [{"text": "hi", "start_ms": 10, "end_ms": 90, "chunk": 0}], "model": [],
+                      "background": [{"text": "It is sunny.", "start_ms": 0, "end_ms": 0, "chunk": 0}]},
             "events": [],
             "video_KPFHWC": rng.integers(0, 256, (K, 2, 2, 40, 40, 3), dtype=np.uint8) if video else None}
 

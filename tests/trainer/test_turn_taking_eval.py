@@ -36,9 +36,9 @@ def _track(*spans: tuple[int, int]) -> np.ndarray:
 
 
 def _labels(voiced: np.ndarray) -> np.ndarray:
-    """uint8 [K] label bits with VOICED where ``voiced`` and another bit set everywhere, which
-    the events must not read."""
-    return (np.where(voiced, int(Label.VOICED), 0) | int(Label.TURN_START)).astype(np.uint8)
+    """uint16 [K] label bits with VOICED where ``voiced`` and other bits set everywhere (one of
+    them above the low byte, as labels have since schema version 3), which the events must not read."""
+    return (np.where(voiced, int(Label.VOICED), 0) | int(Label.TURN_START) | int(Label.BACKGROUND)).astype(np.uint16)
 
 
 # The user talks chunks 0-16, then a silence of 2 chunks: the model answers (a shift) ...
