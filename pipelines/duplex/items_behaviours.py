@@ -14,9 +14,14 @@ from the item's start in the annotation files):
   request turn's start (at most ``context_ms`` before the request's end) to
   :data:`TAIL_MS` after the later of the last cue's answer window (:data:`CUE_WINDOW_MS`) and
   the reference's last answer. The user stream is silent after the request's end: the answers
-  have no audio cue, only the video (``input.mp4``). ``{"request_end_s", "cues": [{"t_s",
-  "cue", "object", "answer", "index"}]}``, ``t_s`` the first video frame showing the cue.
-- ``repetition`` (``repetition.json``): one item per repeat cue, as visual cues.
+  have no audio cue, only the video (``input.mp4``); so the reference stream keeps, after the
+  request's end, only the answers to the request's cues (talk the user's later speech prompted
+  has no cause in the item). ``{"request_end_s", "cues": [{"t_s", "cue", "object", "answer",
+  "index"}], "other_cues_s"}``: ``t_s`` the first video frame showing the cue; ``other_cues_s``
+  the times of the request's repeat cues (scored as repetition items), whose answers are no
+  early answers to these cues.
+- ``repetition`` (``repetition.json``): one item per repeat cue, window and streams as for
+  visual cues.
   ``{"request_end_s", "count", "reps_s", "aloud", "object", "answers"}``: ``reps_s`` the ends
   of the repetitions the reference answered (every one when it counts aloud, one answer per
   repetition; else only the last, after which it says the count), ``aloud`` whether it counts
@@ -34,8 +39,10 @@ from the item's start in the annotation files):
   the source's first rendered sentence to :data:`TAIL_MS` after the later of the last source
   sentence's end plus :data:`RENDER_WINDOW_MS` and the reference's rendering end; the user
   stream is silent after the last source sentence (later speech is no part of what is
-  rendered). ``{"segments": [{"source_start_s", "source_end_s", "text", "source_text",
-  "start_s", "end_s"}], "language"}``.
+  rendered), and the reference stream holds only this rendering (the renderer's earlier
+  renderings running into the window render sources the item does not hold).
+  ``{"segments": [{"source_start_s", "source_end_s", "text", "source_text", "start_s", "end_s"}],
+  "language"}``.
 
 Windows of these tasks start on the 100 ms video frame grid and last whole 200 ms chunks (cut
 down to whole chunks at the conversation's end), so ``input.mp4`` holds exactly two 10 fps frames
@@ -135,6 +142,14 @@ def _cue_groups(view: RoleView, *, repeat: bool) -> list[tuple[tuple, list[dict]
     return sorted(groups.items(), key=lambda kv: (kv[0], kv[1][0]["t_ms"]))
 
 
+def _request_spans(view: RoleView, start: int, request_end: int, requester: str) -> tuple[tuple[int, int], ...]:
+    """The reference spans of a request's items: everything up to the request's end, then the
+    answers to every cue of the request (module notes)."""
+    answers = sorted((_ms(e, "response_start_ms"), _ms(e, "response_end_ms")) for e in _model_events(view, "visual_cue")
+                     if _ms(e, "request_end_ms") == request_end and str(e["payload"].get("requester")) == requester)
+    return ((start, request_end), *answers)
+
+
 def _cue_window(view: RoleView, request_end: int, events: Sequence[dict], context_ms: int) -> tuple[int, int] | None:
     """The window of a request's cue items (module notes); None when it cannot hold the answers."""
     turn = _turn_start(view, view.users, request_end)
@@ -149,17 +164,21 @@ def _cue_window(view: RoleView, request_end: int, events: Sequence[dict], contex
 def visual_cue(view: RoleView, *, context_ms: int) -> list[Plan]:
     """Plans of the visual requests whose cues are not repeats (module notes)."""
     plans = []
-    for (request_end, _), cues in _cue_groups(view, repeat=False):
+    repeats = _cue_groups(view, repeat=True)
+    for (request_end, requester), cues in _cue_groups(view, repeat=False):
         window = _cue_window(view, request_end, cues, context_ms)
         if window is None:
             continue
         start, end = window
+        others = sorted(e["t_ms"] for key, reps in repeats if key[:2] == (request_end, requester) for e in reps)
         annotation = {"request_end_s": _s(request_end - start),
                       "cues": [{"t_s": _s(e["t_ms"] - start), "cue": _text(e, "cue"), "object": _text(e, "object"),
                                 "answer": _text(e, "answer"), "index": int(e["payload"].get("index") or 0)}
-                               for e in cues]}
+                               for e in cues],
+                      "other_cues_s": [_s(t - start) for t in others]}
         plans.append(Plan(task="visual_cue", model=view.model, start_ms=start, end_ms=end,
                           silence_from_ms=request_end, annotation=annotation, video=True,
+                          reference_spans=_request_spans(view, start, request_end, requester),
                           events={"request_end_ms": request_end, "cues_ms": [e["t_ms"] for e in cues],
                                   "responses_ms": [[_ms(e, "response_start_ms"), _ms(e, "response_end_ms")]
                                                    for e in cues]}))
@@ -169,7 +188,7 @@ def visual_cue(view: RoleView, *, context_ms: int) -> list[Plan]:
 def repetition(view: RoleView, *, context_ms: int) -> list[Plan]:
     """Plans of the repeat cues, one per cue (module notes)."""
     plans = []
-    for (request_end, _, _), reps in _cue_groups(view, repeat=True):
+    for (request_end, requester, _), reps in _cue_groups(view, repeat=True):
         count = reps[-1]["payload"].get("count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"a repeat visual_cue event of speaker {view.model} at {reps[-1]['t_ms']} ms has "
@@ -183,6 +202,7 @@ def repetition(view: RoleView, *, context_ms: int) -> list[Plan]:
                       "object": _text(reps[0], "object"), "answers": [_text(e, "answer") for e in reps]}
         plans.append(Plan(task="repetition", model=view.model, start_ms=start, end_ms=end,
                           silence_from_ms=request_end, annotation=annotation, video=True,
+                          reference_spans=_request_spans(view, start, request_end, requester),
                           events={"request_end_ms": request_end, "reps_ms": [e["t_ms"] for e in reps],
                                   "responses_ms": [[_ms(e, "response_start_ms"), _ms(e, "response_end_ms")]
                                                    for e in reps]}))
@@ -247,6 +267,7 @@ def simultaneous(view: RoleView, *, context_ms: int) -> list[Plan]:
                       "language": _text(segments[0], "language")}
         plans.append(Plan(task="simultaneous", model=view.model, start_ms=start, end_ms=end,
                           silence_from_ms=source_end, annotation=annotation,
+                          reference_spans=tuple((e["t_ms"], _ms(e, "end_ms")) for e in segments),
                           events={"source_ms": [[_ms(e, "source_start_ms"), _ms(e, "source_end_ms")]
                                                 for e in segments],
                                   "rendered_ms": [[e["t_ms"], _ms(e, "end_ms")] for e in segments]}))

@@ -112,6 +112,9 @@ class Plan:
     annotation: Any  # the annotation file's JSON value (a list or an object), s from the window start
     events: dict = field(default_factory=dict)  # absolute ms, for item.json
     video: bool = False  # the item holds input.mp4, the conversation's video over the window
+    # The reference stream only over these spans (absolute ms; silent elsewhere, words kept where
+    # they start inside one); None: the model-role speaker's whole stream over the window.
+    reference_spans: tuple[tuple[int, int], ...] | None = None
 
 
 def role_view(*, model: str, speakers: Sequence[str], duration_ms: int, segments: Sequence[Turn],

@@ -2,9 +2,10 @@
 
 An item holds ``input.wav`` (the user stream over the window, silent from the plan's
 ``silence_from_ms`` on), ``reference.wav`` (the model-role speaker's true stream over the same
-window: the ground-truth second stream), ``reference.json`` (that speaker's words in
-Full-Duplex-Bench's ASR format, seconds from the window start), the task's annotation file and
-``item.json``; items of the visual tasks also ``input.mp4``, the conversation's video over the
+window: the ground-truth second stream; silent outside the plan's ``reference_spans`` where a
+behaviour task keeps only the answers to what the item holds), ``reference.json`` (that speaker's
+words in Full-Duplex-Bench's ASR format, seconds from the window start), the task's annotation
+file and ``item.json``; items of the visual tasks also ``input.mp4``, the conversation's video over the
 window (cut by :mod:`.items`, 10 fps, two frames per 200 ms chunk of ``input.wav``). Wavs are
 16 kHz mono PCM16 written with soundfile; JSON is written with sorted keys and no time stamps, so
 the same plan and streams give the same bytes.
@@ -81,6 +82,12 @@ def write_item(folder: str, plan: Plan, *, conversation: dict, split: str, user_
             f.write(video_mp4)
     input_N = cut_N(user_N, plan.start_ms, plan.end_ms, silence_from_ms=plan.silence_from_ms)
     ref_N = cut_N(reference_N, plan.start_ms, plan.end_ms)
+    if plan.reference_spans is not None:
+        keep_N = np.zeros(ref_N.shape, bool)
+        for s, e in plan.reference_spans:
+            keep_N[max(0, s - plan.start_ms) * _PER_MS: max(0, e - plan.start_ms) * _PER_MS] = True
+        ref_N[~keep_N] = 0.0
+        reference_words = [w for w in reference_words if any(s <= w[1] < e for s, e in plan.reference_spans)]
     assert input_N.shape == ref_N.shape
     for name, wave_N in (("input.wav", input_N), ("reference.wav", ref_N)):
         soundfile.write(os.path.join(folder, name), wave_N, SAMPLE_RATE, subtype="PCM_16", format="WAV")
@@ -100,6 +107,7 @@ def write_item(folder: str, plan: Plan, *, conversation: dict, split: str, user_
         "user_silenced_from_ms": plan.silence_from_ms,
         "user_speaker": "+".join(users), "user_speakers": users, "reference_speaker": plan.model,
         "events": plan.events, "layout_version": LAYOUT_VERSION,
+        "reference_kept_ms": None if plan.reference_spans is None else [list(s) for s in plan.reference_spans],
     }
     _json(os.path.join(folder, "item.json"), item)
     return item

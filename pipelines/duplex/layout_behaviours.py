@@ -7,7 +7,8 @@ the item's start; every malformed value is a ``ValueError`` naming the file and 
 ==================  ====================  ====================================================
 file                task                  read
 ==================  ====================  ====================================================
-visual_cue.json     visual_cue            ``request_end_s``, ``cues[i].t_s`` (+ cue, object, answer)
+visual_cue.json     visual_cue            ``request_end_s``, ``cues[i].t_s`` (+ cue, object, answer),
+                                          ``other_cues_s`` (optional)
 repetition.json     repetition            ``request_end_s``, ``count``, ``reps_s``, ``aloud``
 background.json     background_result     ``arrival_s``, ``result`` (+ delegated_s, user_speech_s)
 simultaneous.json   simultaneous          ``segments[i].source_start_s`` / ``source_end_s``
@@ -58,7 +59,10 @@ def _visual_cue(data: Any, path: str) -> dict:
         cues.append({"t_s": _seconds(cue.get("t_s"), path, f"cues[{i}].t_s"), "cue": _string(cue, "cue"),
                      "object": _string(cue, "object"), "answer": _string(cue, "answer")})
     cues.sort(key=lambda c: c["t_s"])
-    return {"request_end_s": _seconds(data.get("request_end_s"), path, "request_end_s"), "cues": tuple(cues)}
+    listed = _list(data, "other_cues_s", path, empty=True) if "other_cues_s" in data else []
+    others = sorted(_seconds(v, path, f"other_cues_s[{i}]") for i, v in enumerate(listed))
+    return {"request_end_s": _seconds(data.get("request_end_s"), path, "request_end_s"), "cues": tuple(cues),
+            "other_cues_s": tuple(others)}
 
 
 def _repetition(data: Any, path: str) -> dict:

@@ -5,12 +5,19 @@ says how the items are made, :mod:`.layout_behaviours` what their annotation fil
 The model's speech is its stream's silero segments (:func:`.audio.speech_segments`,
 Full-Duplex-Bench's settings) merged across gaps up to 0.5 s (v1.5's model merge,
 :func:`.timing.merged_model`); an *onset* is a merged segment's start. Two figures need finer
-onsets, because the answers they time follow each other faster than that merge: counting aloud
-(one number per repetition, repetitions 0.3-3 s apart) and rendering sentence by sentence (the
-next sentence may start 80 ms after the last one ends). They read a *raw onset*: the start of an
-unmerged silero segment (silero itself splits at 100 ms of silence), or of a number word when the
-model's words are known. Words come from ``output.json`` or ``timeline.jsonl`` (:mod:`.words`);
-a figure that needs words is None (not 0) for an item without them. An onset is matched to at
+onsets, because the answers they time follow each other faster than that merge:
+
+- counting aloud (one number per repetition, repetitions 0.3-3 s apart) reads the starts of the
+  number words when the model's words are known, else *raw onsets*: the starts of unmerged
+  silero segments (silero itself splits at 100 ms of silence);
+- rendering sentence by sentence (the next sentence may start 80 ms after the last one ends,
+  under any VAD's split, while a pause inside a sentence may be longer) and bringing up a result
+  right after one's own sentence read *sentence onsets* when words are known: the start of the
+  model's first word, of a word after one ending a sentence (``.``, ``?``, ``!``) and of a word
+  after a silence of :data:`SENTENCE_GAP_S`; else the merged onsets.
+
+Words come from ``output.json`` or ``timeline.jsonl`` (:mod:`.words`); a figure that needs
+words is None (not 0) for an item without them. An onset is matched to at
 most one cue, repetition or sentence (each takes, in time order, the first onset not yet taken
 in its window), so one answer never counts twice.
 
@@ -20,11 +27,14 @@ a median or rate with nothing to average is None):
 - ``visual_cue``: a cue is *hit* when an onset falls in ``[t, t + CUE_WINDOW_S]`` (t the first
   frame showing it); it is *answered early* when an onset falls after the request's end plus
   :data:`EARLY_GRACE_S` (or after the previous cue's window) and before ``t``: answering before
-  seeing. Section: ``hit_rate``, ``early_rate`` (over cues), ``latency_s`` (median onset - t
-  over hits).
-- ``repetition``: the count the model said, from its words starting after the request's end
-  (less one 200 ms chunk, the timeline's word resolution): when the reference counts aloud, the
-  number of number words; else the last number said. ``count_correct`` is 1 when that is the
+  seeing; an onset inside the answer window of one of the request's other cues
+  (``other_cues_s``: its repeat cues) answers that cue and is not early. Section: ``hit_rate``,
+  ``early_rate`` (over cues), ``latency_s`` (median onset - t over hits).
+- ``repetition``: the count the model said, from its words starting from the first annotated
+  repetition's end (less one 200 ms chunk, the timeline's word resolution) to
+  :data:`CUE_WINDOW_S` after the last one's (what answers the repetitions; a number said before
+  them answers something else, such as another cue of the request): when the reference counts
+  aloud, the number of number words; else the last number said. ``count_correct`` is 1 when that is the
   annotation's ``count``, 0 when not (or when no number was said), None without words. For
   aloud items each repetition's end ``r`` is hit when a raw onset falls in ``[r, r +
   REP_WINDOW_S]``. Section: ``count_accuracy`` over the ``count_n`` items with words,
@@ -33,7 +43,8 @@ a median or rate with nothing to average is None):
   speech segments (silero on ``input.wav``, merged across 0.6 s as v1.5 merges the user) that
   ends at or after the arrival, or at the arrival when none does: the synthesizer's own rule
   (the mention follows the first user turn ending at or after the arrival). The *mention* is
-  the first onset in ``[arrival, yield + MENTION_WINDOW_S]``; an onset before the arrival is
+  the first sentence onset in ``[arrival, yield + MENTION_WINDOW_S]`` (a model that holds the
+  floor may bring the result up right after its own sentence); an onset before the arrival is
   never one. ``delay_s`` = mention - arrival; ``over_user`` is 1 when the mention's onset lies
   inside the user's speech (an unmerged silero segment of ``input.wav``: the model talks over
   the user), else 0. A *false mention* (needs words) is the model saying a key word of the
@@ -43,9 +54,10 @@ a median or rate with nothing to average is None):
   ``delay_s`` (median over mentions), ``over_user_share`` (of mentions), ``false_mention_rate``
   (over the ``false_n`` items with words).
 - ``simultaneous``: a source sentence is *rendered* when the model's merged speech overlaps
-  ``[source_start, source_end + RENDER_WINDOW_S]``; its *lag* is the first raw onset not taken
-  by an earlier sentence at or after the source's start and within that window, minus the
-  source's start. Section: ``rendered_share`` (of sentences), ``lag_s`` (median),
+  ``[source_start, source_end + RENDER_WINDOW_S]``; its *lag* is the first sentence onset not
+  taken by an earlier sentence at or after the source's start and within that window, minus the
+  source's start (a rendering more than 3 s behind its source can so be counted for the next
+  sentence). Section: ``rendered_share`` (of sentences), ``lag_s`` (median),
   ``lag_in_range_share`` (of the ``lag_n`` lags, those in [LAG_MIN_S, LAG_MAX_S]).
 """
 
@@ -66,8 +78,8 @@ from microturn.pipelines.duplex.words import CHUNK_S, Chunk, Words
 from microturn.schemas.numbers import cardinal
 
 __all__ = ["BEHAVIOUR_ITEM_METRICS", "BEHAVIOUR_METRICS", "BEHAVIOUR_TASKS", "CUE_WINDOW_S", "EARLY_GRACE_S",
-           "LAG_MAX_S", "LAG_MIN_S", "MENTION_WINDOW_S", "RENDER_WINDOW_S", "REP_WINDOW_S", "key_words",
-           "number_values", "score_behaviour", "summarise_behaviour"]
+           "LAG_MAX_S", "LAG_MIN_S", "MENTION_WINDOW_S", "RENDER_WINDOW_S", "REP_WINDOW_S", "SENTENCE_GAP_S",
+           "key_words", "number_values", "score_behaviour", "sentence_onsets", "summarise_behaviour"]
 
 # The section keys per task, in table order (the report's and the HTML page's columns).
 BEHAVIOUR_METRICS = {
@@ -107,6 +119,11 @@ RENDER_WINDOW_S = RENDER_WINDOW_MS / 1000
 # Under 1 s no phrase of the source has ended to be rendered; over 3 s the renderer falls behind.
 LAG_MIN_S = 1.0
 LAG_MAX_S = 3.0
+# A rendered sentence starts after a silence of 0.5 s in the model's words (v1.5's model merge
+# gap: a shorter pause lies inside one utterance). Timeline words span their 200 ms chunk, so
+# 0.5 s is two chunks without text and more.
+SENTENCE_GAP_S = 0.5
+_SENTENCE_END = (".", "?", "!")
 # A word that tells a result is one of 4 letters or more (or holding a digit) that no talk
 # without the result would say: these common words of 4+ letters are not evidence of it.
 _FUNCTION_WORDS = frozenset(
@@ -178,15 +195,32 @@ def _details(item: Item) -> dict:
     return item.details
 
 
+def sentence_onsets(chunks: Sequence[Chunk]) -> list[float]:
+    """Starts of the sentences in the model's words (module notes)."""
+    out: list[float] = []
+    last_end: float | None = None
+    ended = True
+    for text, start, end in chunks:
+        if start is None or not text.strip():
+            continue
+        if ended or (last_end is not None and start - last_end >= SENTENCE_GAP_S):
+            out.append(start)
+        ended = text.rstrip().rstrip("\"')").endswith(_SENTENCE_END)
+        last_end = end if end is not None else start
+    return out
+
+
 def _visual_cue(d: dict, merged: Sequence[Segment]) -> dict:
     onsets = [s for s, _ in merged]
     cues = d["cues"]
     hits = _match([(c["t_s"], c["t_s"] + CUE_WINDOW_S) for c in cues], onsets)
+    others = [(o, o + CUE_WINDOW_S) for o in d.get("other_cues_s", ())]
+    free = [o for o in onsets if not any(lo <= o <= hi for lo, hi in others)]
     rows = []
     floor = d["request_end_s"] + EARLY_GRACE_S
     for cue, onset in zip(cues, hits, strict=True):
         t = cue["t_s"]
-        early = any(floor < o < t for o in onsets)
+        early = any(floor < o < t for o in free)
         rows.append({"t_s": t, "cue": cue["cue"], "onset_s": onset, "hit": int(onset is not None),
                      "latency_s": None if onset is None else round(onset - t, 3), "early": int(early)})
         floor = max(floor, t + CUE_WINDOW_S)
@@ -198,7 +232,8 @@ def _visual_cue(d: dict, merged: Sequence[Segment]) -> dict:
 def _repetition(d: dict, raw: Sequence[Segment], words: Words | None) -> dict:
     said = numbers = None
     if words is not None:
-        numbers = [(s, v) for s, v in number_values(words.chunks) if s >= d["request_end_s"] - CHUNK_S]
+        first, last = d["reps_s"][0] - CHUNK_S, d["reps_s"][-1] + CUE_WINDOW_S
+        numbers = [(s, v) for s, v in number_values(words.chunks) if first <= s <= last]
         if d["aloud"]:
             said = len(numbers)
         else:
@@ -240,7 +275,8 @@ def _background(item: Item, d: dict, merged: Sequence[Segment], user_raw: Sequen
     arrival = d["arrival_s"]
     user_merged = timing.merged_user(user_raw)
     yielded = next((e for _, e in user_merged if e >= arrival), arrival)
-    mention = next((s for s, _ in merged if arrival <= s <= yielded + MENTION_WINDOW_S), None)
+    onsets = sentence_onsets(words.chunks) if words is not None else [s for s, _ in merged]
+    mention = next((s for s in onsets if arrival <= s <= yielded + MENTION_WINDOW_S), None)
     row: dict = {"arrival_s": arrival, "yield_s": round(yielded, 3), "mention_s": mention,
                  "mentioned": int(mention is not None),
                  "delay_s": None if mention is None else round(mention - arrival, 3),
@@ -255,9 +291,9 @@ def _background(item: Item, d: dict, merged: Sequence[Segment], user_raw: Sequen
     return row
 
 
-def _simultaneous(d: dict, merged: Sequence[Segment], raw: Sequence[Segment]) -> dict:
+def _simultaneous(d: dict, merged: Sequence[Segment], words: Words | None) -> dict:
     segments = d["segments"]
-    onsets = [s for s, _ in raw]
+    onsets = sentence_onsets(words.chunks) if words is not None else [s for s, _ in merged]
     windows = [(g["source_start_s"], g["source_end_s"] + RENDER_WINDOW_S) for g in segments]
     found = _match(windows, onsets)
     rows = []
@@ -284,7 +320,7 @@ def score_behaviour(item: Item, *, user_segments: Sequence[Segment], model_segme
     if item.task == "background_result":
         return _background(item, d, merged, user_segments, words)
     assert item.task == "simultaneous", item.task
-    return _simultaneous(d, merged, model_segments)
+    return _simultaneous(d, merged, words)
 
 
 def summarise_behaviour(task: str, rows: Sequence[dict]) -> dict:

@@ -213,9 +213,19 @@ def test_input_mp4_is_the_conversations_video_over_the_window(items):
         assert not os.path.exists(os.path.join(_item(items, task)[0], "input.mp4"))
 
 
-def test_repetition_annotation(items):
-    _, line, data = _item(items, "repetition")
+def test_repetition_annotation_and_the_reference_kept_to_the_answers(items):
+    folder, line, data = _item(items, "repetition")
     assert line["window_start_ms"] == 9000
+    # After the request the reference holds only the answers to the request's cues: B's
+    # delegation turn (15.5-16.8 s) inside the window answers nothing the item holds.
+    assert line["reference_kept_ms"] == [[9000, 10500], [12600, 13050], [13600, 14050], [14600, 15050]]
+    import soundfile
+
+    ref, _ = soundfile.read(os.path.join(folder, "reference.wav"), dtype="float32")
+    assert np.abs(ref[(12600 - 9000) * 16:(13050 - 9000) * 16]).max() > 0.05
+    assert not ref[(15050 - 9000) * 16:].any()
+    with open(os.path.join(folder, "reference.json"), encoding="utf-8") as f:
+        assert json.load(f)["text"] == "One. Two. Three."
     assert data == {"request_end_s": 1.5, "count": 3, "reps_s": [3.0, 4.0, 5.0], "aloud": True,
                     "object": "green square", "answers": ["One.", "Two.", "Three."]}
 
@@ -230,8 +240,14 @@ def test_background_annotation_keeps_the_users_speech(items):
 
 
 def test_simultaneous_annotation(items):
-    _, line, data = _item(items, "simultaneous")
+    folder, line, data = _item(items, "simultaneous")
     assert line["window_start_ms"] == 21_000 and line["user_silenced_from_ms"] == 25_000
+    # B's mention of the result (20.0-21.5 s) runs into the window: no part of this rendering.
+    assert line["reference_kept_ms"] == [[23_500, 24_500], [25_200, 26_300]]
+    import soundfile
+
+    ref, _ = soundfile.read(os.path.join(folder, "reference.wav"), dtype="float32")
+    assert not ref[:(23_500 - 21_000) * 16].any() and np.abs(ref[(23_500 - 21_000) * 16:]).max() > 0.05
     assert data["language"] == "fr"
     assert [(g["source_start_s"], g["source_end_s"], g["start_s"], g["text"]) for g in data["segments"]] == [
         (1.0, 2.2, 2.5, "Le train est en retard."), (2.6, 4.0, 4.2, "Nous attendons ici.")]
@@ -258,11 +274,16 @@ def test_the_reference_scores_its_own_items_perfectly(items, tmp_path):
     assert {r["words"] for r in rows} == {"output.json"}
 
 
-def test_tasks_on_the_cli_and_a_visual_record_without_video(records, tmp_path, capsys):
+def test_tasks_on_the_cli_and_a_visual_record_without_video(records, items, tmp_path, capsys):
     assert eval_main(["items", "--records", records, "--output", str(tmp_path / "o"), "--tasks", "repetition",
                       "simultaneous"]) == 0
     printed = capsys.readouterr().out
     assert "repetition" in printed and "simultaneous" in printed and "visual_cue" not in printed
+    # The same item from another run: the same bytes, video included.
+    rel = _item(items, "repetition")[1]["path"]
+    for name in ("input.mp4", "input.wav", "repetition.json", "item.json"):
+        with open(os.path.join(items, rel, name), "rb") as a, open(tmp_path / "o" / rel / name, "rb") as b:
+            assert a.read() == b.read(), name
     bare = write_records(str(tmp_path / "bare"), [behaviour_record()])
     assert eval_main(["items", "--records", bare, "--output", str(tmp_path / "p"), "--tasks", "visual_cue"]) == 2
     assert "has events of a visual task but no video" in capsys.readouterr().err

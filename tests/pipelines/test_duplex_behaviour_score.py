@@ -18,7 +18,7 @@ import soundfile
 from microturn.cli import eval_interaction
 from microturn.pipelines.duplex.layout import find_items
 from microturn.pipelines.duplex.score import score_item, score_items
-from microturn.pipelines.duplex.score_behaviours import number_values
+from microturn.pipelines.duplex.score_behaviours import number_values, sentence_onsets
 from microturn.schemas.sample import SAMPLE_RATE
 from microturn.testing.speechlike import place
 
@@ -74,6 +74,18 @@ def test_visual_cue_hits_early_answers_and_silence(tmp_path):
     assert report["visual_cue"]["hit_rate"] == 0.25 and report["visual_cue"]["early_rate"] == 0.375
 
 
+def test_an_answer_to_another_cue_of_the_request_is_not_early(tmp_path):
+    # The request's repeat cue ends at 4.0 s (scored as a repetition item); its answer at 4.6 s
+    # comes before this item's cue (8.0 s) but is no early answer to it.
+    cues = {"request_end_s": 1.5, "cues": [{"t_s": 8.0}], "other_cues_s": [4.0]}
+    write_item(str(tmp_path), "other", "visual_cue.json", cues, model=[(4.6, 5.4), (8.6, 9.4)])
+    write_item(str(tmp_path), "plain", "visual_cue.json", {**cues, "other_cues_s": []},
+               model=[(4.6, 5.4), (8.6, 9.4)])
+    rows = rows_by_name(str(tmp_path))
+    assert (rows["other"]["hit_rate"], rows["other"]["early_rate"]) == (1.0, 0.0)
+    assert (rows["plain"]["hit_rate"], rows["plain"]["early_rate"]) == (1.0, 1.0)
+
+
 def test_one_onset_answers_one_cue_only(tmp_path):
     close = {"request_end_s": 1.0, "cues": [{"t_s": 3.0}, {"t_s": 4.0}]}
     write_item(str(tmp_path), "one", "visual_cue.json", close, model=[(4.2, 5.0)])
@@ -89,8 +101,12 @@ def test_repetition_counts_from_words_and_per_repetition_hits(tmp_path):
     counted = [("one", 3.5, 3.9), ("two", 4.5, 4.9), ("three", 5.5, 5.9)]
     write_item(root, "aloud", "repetition.json", REPS, model=[(3.5, 3.9), (4.5, 4.9), (5.5, 5.9)], words=counted)
     # Counts right, but only after the last repetition's 1.5 s window: no repetition is hit.
-    slow = [("one", 7.0, 7.4), ("two", 8.0, 8.4), ("three", 9.0, 9.4)]
-    write_item(root, "slow", "repetition.json", REPS, model=[(7.0, 7.4), (8.0, 8.4), (9.0, 9.4)], words=slow)
+    slow = [("one", 6.6, 6.9), ("two", 7.2, 7.5), ("three", 7.8, 8.1)]
+    write_item(root, "slow", "repetition.json", REPS, model=[(6.6, 8.1)], words=slow)
+    # A number said before the first repetition ends, or 3 s after the last, answers no repetition.
+    stray = [("five", 2.0, 2.4), *counted, ("four", 8.5, 8.9)]
+    write_item(root, "stray", "repetition.json", REPS, model=[(2.0, 2.4), (3.5, 3.9), (4.5, 4.9), (5.5, 5.9),
+                                                               (8.5, 8.9)], words=stray)
     once = {**REPS, "reps_s": [5.0], "aloud": False}
     write_item(root, "right", "repetition.json", once, model=[(5.6, 7.0)],
                words=[("It", 5.6, 5.8), ("bounced", 5.8, 6.2), ("3", 6.2, 6.5), ("times.", 6.5, 7.0)])
@@ -100,14 +116,22 @@ def test_repetition_counts_from_words_and_per_repetition_hits(tmp_path):
     rows = rows_by_name(root)
     assert (rows["aloud"]["said_count"], rows["aloud"]["count_correct"], rows["aloud"]["rep_hit_rate"]) == (3, 1, 1.0)
     assert (rows["slow"]["count_correct"], rows["slow"]["rep_hit_rate"]) == (1, 0.0)
+    assert (rows["stray"]["said_count"], rows["stray"]["count_correct"]) == (3, 1)
     assert (rows["right"]["said_count"], rows["right"]["count_correct"], rows["right"]["rep_hit_rate"]) == (3, 1, None)
     assert (rows["wrong"]["said_count"], rows["wrong"]["count_correct"]) == (21, 0)  # "twenty one" is one number
     # No words: the count is unknown (None, not 0); the repetitions are timed on the voice's onsets.
     assert (rows["unknown"]["count_correct"], rows["unknown"]["rep_hit_rate"]) == (None, 1.0)
     report, _ = score_items(root, extra={})
     section = report["repetition"]
-    assert (section["count_n"], section["count_accuracy"], section["n_aloud"]) == (4, 0.75, 3)
-    assert section["rep_hit_rate"] == pytest.approx(6 / 9)
+    assert (section["count_n"], section["count_accuracy"], section["n_aloud"]) == (5, 0.8, 4)
+    assert section["rep_hit_rate"] == pytest.approx(9 / 12)
+
+
+def test_sentence_onsets():
+    chunks = [("Le", 1.0, 1.2), ("train.", 1.2, 1.6), ("Nous", 1.68, 1.9), ("attendons", 1.9, 2.4),
+              ("ici", 3.0, 3.3), ("encore", 3.3, 3.6), ("ok", None, None)]
+    # A sentence end, or a silence of 0.5 s and more (0.6 s before "ici"), starts a sentence.
+    assert sentence_onsets(chunks) == [1.0, 1.68, 3.0]
 
 
 def test_number_values():
@@ -132,6 +156,11 @@ def test_background_mention_delay_over_user_and_false_mentions(tmp_path):
     write_item(root, "chat", "background.json", BACKGROUND, user=user, model=[(1.5, 2.5), (6.5, 8.0)],
                words=[("the", 1.5, 1.9), ("flight", 1.9, 2.5), ("Oslo", 6.5, 7.0), ("nine", 7.0, 8.0)],
                transcript=["flight?"])
+    # Holds the floor across the arrival and brings the result up in its next sentence (no pause
+    # of 0.5 s for the voice to show an onset): the words' sentence start is the mention.
+    write_item(root, "holds", "background.json", BACKGROUND, user=[(0.3, 1.0)], model=[(3.0, 7.0)],
+               words=[("Any", 3.0, 3.5), ("time.", 3.5, 4.4), ("It", 4.6, 5.0), ("leaves", 5.0, 5.8),
+                      ("at", 5.8, 6.2), ("nine.", 6.2, 7.0)])
     # The first onset after the user yields plus 10 s is too late to be a mention.
     write_item(root, "late", "background.json", {**BACKGROUND, "user_speech_s": [[3.0, 5.0]]}, user=[(0.2, 0.4)],
                model=[(4.0 - 0.5, 4.5)])
@@ -144,10 +173,11 @@ def test_background_mention_delay_over_user_and_false_mentions(tmp_path):
     assert (rows["chat"]["mentioned"], rows["chat"]["false_mention"]) == (1, 0)
     assert rows["late"]["mentioned"] == 0  # its only onset (3.5 s) is before the arrival
     assert rows["waits"]["false_mention"] is None  # no words: unknown
+    assert (rows["holds"]["mentioned"], rows["holds"]["delay_s"], rows["holds"]["false_mention"]) == (1, 0.6, 0)
     report, _ = score_items(root, extra={})
     section = report["background_result"]
-    assert section["mention_rate"] == 0.6 and section["over_user_share"] == pytest.approx(1 / 3)
-    assert (section["false_n"], section["false_mention_rate"]) == (2, 0.5)
+    assert section["mention_rate"] == pytest.approx(4 / 6) and section["over_user_share"] == 0.25
+    assert (section["false_n"], section["false_mention_rate"]) == (3, pytest.approx(1 / 3))
 
 
 RENDERING = {"segments": [{"source_start_s": 1.0, "source_end_s": 2.5, "text": "a", "source_text": "b"},
