@@ -17,9 +17,9 @@ onsets, because the answers they time follow each other faster than that merge:
   after a silence of :data:`SENTENCE_GAP_S`; else the merged onsets.
 
 Words come from ``output.json`` or ``timeline.jsonl`` (:mod:`.words`); a figure that needs
-words is None (not 0) for an item without them. An onset is matched to at
-most one cue, repetition or sentence (each takes, in time order, the first onset not yet taken
-in its window), so one answer never counts twice.
+words is None (not 0) for an item without them. An onset is matched to at most one cue,
+repetition or sentence (each takes, in time order, the first onset not yet taken in its window),
+so one answer never counts twice.
 
 Per task, the item's row and the report section (rates pooled over cues, repetitions, sentences;
 a median or rate with nothing to average is None):
@@ -34,11 +34,12 @@ a median or rate with nothing to average is None):
   repetition's end (less one 200 ms chunk, the timeline's word resolution) to
   :data:`CUE_WINDOW_S` after the last one's (what answers the repetitions; a number said before
   them answers something else, such as another cue of the request): when the reference counts
-  aloud, the number of number words; else the last number said. ``count_correct`` is 1 when that is the
-  annotation's ``count``, 0 when not (or when no number was said), None without words. For
-  aloud items each repetition's end ``r`` is hit when a raw onset falls in ``[r, r +
-  REP_WINDOW_S]``. Section: ``count_accuracy`` over the ``count_n`` items with words,
-  ``rep_hit_rate`` over the repetitions of the ``n_aloud`` aloud items.
+  aloud, the number of number words; else the last number said. ``count_correct`` is 1 when
+  that is the annotation's ``count``, 0 when not (or when no number was said), None without
+  words. For aloud items each repetition's end ``r`` is hit when a number word starts (words
+  known) or a raw onset falls (no words) in ``[r, r + REP_WINDOW_S]``. Section:
+  ``count_accuracy`` over the ``count_n`` items with words, ``rep_hit_rate`` over the
+  repetitions of the ``n_aloud`` aloud items.
 - ``background_result``: the user has *yielded* at the end of the first of the user's merged
   speech segments (silero on ``input.wav``, merged across 0.6 s as v1.5 merges the user) that
   ends at or after the arrival, or at the arrival when none does: the synthesizer's own rule
