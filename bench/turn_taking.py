@@ -1,14 +1,17 @@
 """Does the data teach turn-taking? Shift/hold of a tiny model trained on generated dialogues,
 against the user-only endpointer, on held-out generated dialogues and on real meetings.
 
-    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 2400] [--user-text-dropout P]
+    python bench/turn_taking.py --work DIR [--dialogues 300] [--steps 2400] [--user-text-dropout P] [--kinds K,...]
                                 [--interruption-share P] [--timing JSON] [--ckpt-every K] [--brief]
                                 [--synthesize-flag=--FLAG=VALUE ...]
                                 [--ami ../shared/data/ami-dev] [--interaction N]
 
-1. ``microturn synthesize --generate N --seed 1`` (training) and ``--seed 2`` (held out: other
-   scripts, other timing draws, other conversation ids), each cut by ``microturn shard`` into
-   50-chunk (10 s) windows, all of one split (``--splits train=1`` / ``test=1``).
+1. ``microturn synthesize --generate N --seed 1 --kinds K`` (training) and ``--seed 2`` (held out:
+   other scripts, other timing draws, other conversation ids), each cut by ``microturn shard`` into
+   50-chunk (10 s) windows, all of one split (``--splits train=1`` / ``test=1``). ``--kinds``
+   defaults to the turn-taking kinds (``dialogue,timed``, the recipe's data); with ``visual``
+   among them the shards keep their video (otherwise ``--no-video``), and the interaction step
+   also makes and scores the items of the visual, background and simultaneous tasks.
 2. ``microturn train --config turn-taking-cpu train.steps=S train.user_text_dropout=P`` (tiny-cpu's
    model, 768-position rows) on the training shards, timed (the goal's budget is 10 minutes of
    training on this 2-core machine).
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ami", help="a folder of RTTM-annotated recordings (ami-dev) for real events")
     p.add_argument("--brief", action="store_true",
                    help="only the calibrated held-out reading (no fixed-threshold and audio-only ones): ablations")
+    p.add_argument("--kinds", default="dialogue,timed",
+                   help="generated dialogue kinds, as synthesize --kinds (default: the turn-taking recipe's)")
     p.add_argument("--synthesize-flag", action="append", default=[], metavar="FLAG",
                    help="another synthesize flag for the training dialogues only (repeatable, e.g. "
                         "--synthesize-flag=--noise-snr-db=20 or --synthesize-flag=--remix=OUT_OF_INGEST)")
@@ -100,15 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     w = args.work
     os.makedirs(w, exist_ok=True)
     n = str(args.dialogues)
-    _step(f"{w}/train_rec", f"synthesize {n} (seed 1)", "synthesize", "--generate", n, "--seed", "1",
+    kinds = ("--kinds", args.kinds)
+    video = () if "visual" in args.kinds.split(",") else ("--no-video",)
+    _step(f"{w}/train_rec", f"synthesize {n} (seed 1)", "synthesize", "--generate", n, "--seed", "1", *kinds,
           "--output", f"{w}/train_rec", *(("--timing", args.timing) if args.timing else ()),
           *(("--interruption-share", str(args.interruption_share)) if args.interruption_share is not None else ()),
           *args.synthesize_flag)
     _step(f"{w}/held_rec", f"synthesize {n} (seed 2, held out)", "synthesize", "--generate", n, "--seed", "2",
-          "--output", f"{w}/held_rec")
+          *kinds, "--output", f"{w}/held_rec")
     for name, split in (("train", "train"), ("held", "test")):
         _step(f"{w}/{name}_sh", f"shard {name}", "shard", "--input", f"{w}/{name}_rec", "--output", f"{w}/{name}_sh",
-              "--window-chunks", "50", "--splits", f"{split}=1", "--no-video")
+              "--window-chunks", "50", "--splits", f"{split}=1", *video)
     run = f"{w}/run_{args.steps}" + (f"_drop{args.user_text_dropout:g}" if args.user_text_dropout else "")
     if not os.path.exists(run):
         started = time.perf_counter()
@@ -148,15 +155,15 @@ def main(argv: list[str] | None = None) -> int:
         print(_turn_taking_lines(_microturn("eval", "model", "--checkpoint", run, "--shards",
                                             f"{w}/ami_ing_sh/test/*.tar", *audio_only)))
     if args.interaction:
-        _interaction(w, run, str(args.interaction), chosen)
+        _interaction(w, run, str(args.interaction), chosen, kinds)
     return 0
 
 
-def _interaction(w: str, run: str, n: str, threshold: float | None) -> None:
+def _interaction(w: str, run: str, n: str, threshold: float | None, kinds: tuple[str, ...]) -> None:
     if threshold is None:
         sys.exit("eval model printed no calibrated threshold; the session's speak_threshold needs one")
     _step(f"{w}/items_rec", f"synthesize {n} (seed 3, items)", "synthesize", "--generate", n, "--seed", "3",
-          "--output", f"{w}/items_rec")
+          *kinds, "--output", f"{w}/items_rec")
     _step(f"{w}/items", "eval items", "eval", "items", "--records", f"{w}/items_rec", "--output", f"{w}/items",
           "--splits", "test=1", "--max-per-conversation", "1")
     settings = f"{run}_session.toml"
