@@ -11,28 +11,14 @@ from hypothesis import strategies as st
 from microturn.schemas.dialogue import parse_dialogue
 from microturn.schemas.turns import Turn, turn_stats
 from microturn.synth.layout import LATCH_MS, MIN_FRAGMENT_MS, PHRASE_BREAK_MS, lay_out, phrases, speakable
-from microturn.synth.timing import DEFAULT_TIMING, Duration, TimingModel
+from microturn.synth.timing import DEFAULT_TIMING, TimingModel
 from microturn.synth.tts import Speech, SpokenWord
+from microturn.testing.tone_speech import fixed, tone_speech
 
 SPMS = 16
 
 
-def speech(n_words: int, *, word_ms: int = 250, breaks: dict[int, int] | None = None, tag: float = 0.1) -> Speech:
-    """``n_words`` tone bursts of ``word_ms`` with 30 ms between words and longer breaks after the
-    word indices in ``breaks``; the samples carry ``tag`` so tests can tell speakers apart."""
-    breaks = breaks or {}
-    words, t = [], 10
-    for i in range(n_words):
-        words.append(SpokenWord(text=f"w{i}", start_ms=t, end_ms=t + word_ms))
-        t += word_ms + breaks.get(i, 30)
-    wave = np.zeros((words[-1].end_ms + 10) * SPMS, np.float32)
-    for w in words:
-        wave[w.start_ms * SPMS: w.end_ms * SPMS] = tag
-    return Speech(wave_N=wave, words=tuple(words))
-
-
-def fixed(ms: float) -> Duration:
-    return Duration(family="lognormal", params=(ms, 1e-6))
+speech = tone_speech
 
 
 def model(**kw) -> TimingModel:
