@@ -60,7 +60,7 @@ def test_tables_hold_every_row_with_its_output_and_nested_types(catalog, outputs
 def test_meta_and_allowlist(catalog, outputs):
     (version, inputs, allowed, rows), = query(catalog, "SELECT schema_version, inputs, allowed_licenses, table_rows "
                                                        "FROM catalog_meta")
-    assert version == 2 and inputs == outputs.all
+    assert version == 3 and inputs == outputs.all
     assert allowed == list(DEFAULT_ALLOWED_LICENSES)
     assert rows["conversations"] == 8 and set(rows) == set(TABLE_NAMES)
     assert {r[0] for r in query(catalog, "SELECT name FROM catalog_views")} == set(VIEW_NAMES)

@@ -67,7 +67,7 @@ def test_write_table_then_read_back(tmp_path):
         _ = p | beam.Create(rows[::-1]) | WriteSortedTable(out, "events")
     back = read_table(out, "events")
     assert back.to_pylist() == rows  # sorted by (conversation, time) whatever order came in
-    assert back.schema.metadata[b"microturn.schema_version"] == b"2"
+    assert back.schema.metadata[b"microturn.schema_version"] == b"3"
     assert os.listdir(tmp_path / "events") == ["part-00000-of-00001.parquet"]
     with in_memory() as p:  # an empty PCollection still writes a readable, empty table
         _ = p | beam.Create([]).with_output_types(dict) | WriteSortedTable(out, "rejects")
