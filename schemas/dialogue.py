@@ -383,10 +383,10 @@ class CueSpec:
                                   "10 fps video; round it", field="period_ms")
             object.__setattr__(self, "period_ms", period)
         responses = _as_tuple(self.responses, "responses")
-        allowed = (1, self.count) if self.kind == "repeat" else (1,)
+        allowed = {1, self.count} if self.kind == "repeat" and self.count is not None else {1}
         if len(responses) not in allowed:
             raise ScriptError("bad_timing", f"{len(responses)} responses; a {self.kind!r} cue takes "
-                              f"{' or '.join(str(n) for n in sorted(set(allowed)))}", field="responses")
+                              f"{' or '.join(str(n) for n in sorted(allowed))}", field="responses")
         responses = tuple(_norm_text(r, f"responses[{i}]") for i, r in enumerate(responses))
         object.__setattr__(self, "responses", responses)
 
@@ -479,8 +479,7 @@ class TurnSpec:
             elif value is not None:
                 raise ScriptError("bad_timing", f"{needs} are only allowed when act is {act!r} (act is {self.act!r})",
                                   field=needs.split(",")[0].split()[0])
-        responder = (self.timed or self.visual).responder if (self.timed or self.visual) else None
-        if responder == self.speaker:
+        if self.responder == self.speaker:
             raise ScriptError("bad_timing", f"the responder {self.speaker!r} is the speaker who makes "
                               "the request; name another speaker", field="responder")
         if self.lag_ms is not None:
@@ -532,8 +531,8 @@ def _check_scene(turns: tuple[TurnSpec, ...]) -> None:
     seen: dict[tuple[str, str], tuple[int, int]] = {}
     for i, turn in enumerate(turns):
         for k, cue in enumerate(turn.visual.cues if turn.visual else ()):
-            if cue.kind == "text":
-                continue
+            if cue.kind == "text" or cue.shape is None or cue.colour is None:
+                continue  # words on screen, not an object (an object cue always has both set)
             for pair in {(cue.shape, cue.colour), (cue.shape, cue.to_colour or cue.colour)}:
                 if pair in seen:
                     j, m = seen[pair]
