@@ -30,11 +30,14 @@ import shutil
 
 import ffmpeg
 
-# The three queries the demo prints: what an auditor asks first.
+# The queries the demo prints: what an auditor asks first.
 AUDIT_QUERIES = (
     ("hours by origin",
      "SELECT origin, sum(conversations) AS conversations, round(sum(hours), 4) AS hours "
      "FROM hours_by_split GROUP BY origin ORDER BY origin"),
+    ("hours by task type",
+     "SELECT task_type, origin, conversations, with_video, round(hours, 4) AS hours, items "
+     "FROM task_types ORDER BY task_type, origin"),
     ("turn-taking by origin",
      "SELECT origin, gap_count, gap_p50_ms, overlap_count, overlap_p50_ms, round(overlap_ratio, 3) AS overlap_ratio, "
      "round(backchannels_per_min, 2) AS backchannels_per_min FROM turn_taking_by_origin ORDER BY origin"),
