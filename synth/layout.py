@@ -36,7 +36,8 @@ scripted events. The rules:
   from which the scene video is drawn.
 - A delegation's result arrives ``after_ms`` after the delegation turn ends; the speaker brings
   it up (the ``mention``) after the first turn of another speaker that ends once it has arrived,
-  a gap drawn from the timing model after that turn (never over it), and the script goes on
+  a gap drawn from the timing model after that turn (never over it; at most
+  :data:`MAX_MENTION_GAP_MS`), and the script goes on
   after the mention. A result that arrives after the last such turn is brought up after the
   last turn.
 - A simultaneous turn renders the turn before it while that turn is spoken: sentence k of the
@@ -101,6 +102,11 @@ CONTINUATION_WORDS = frozenset({"and", "but", "so", "because", "or", "then", "um
 # ear-voice span of about 2-3 s (Gile 1995; Christoffels & de Groot 2004 report ~2-3 s), and a
 # shadower repeating the same language can follow closer; uniform over 1-3 s covers both.
 LAG_MS = (1000, 3000)
+# A delegated result is brought up within this long of the user's yield (or of its arrival, when
+# that comes later): the gap drawn from the timing model, capped, so the delay is bounded. 1.5 s
+# is past 99% of the default gap distribution (log-normal, median 230 ms, sigma 0.7: p99 1.2 s)
+# and well inside the evaluation's 10 s mention window (pipelines.duplex.score_behaviours).
+MAX_MENTION_GAP_MS = 1500
 # Cue times lie on the frame grid of the scene video: 10 fps, one frame per 100 ms.
 FRAME_MS = 100
 # Tokens ending in "." that are not a sentence end.
@@ -524,7 +530,7 @@ class _Planner:
             if yielded and not final:
                 assert prev is not None
                 after = prev.end_ms
-            gap = int(self.timing.gap.sample(self.rng))
+            gap = min(int(self.timing.gap.sample(self.rng)), MAX_MENTION_GAP_MS)
             start = max(max(after, item["arrival_ms"]) + gap, self.earliest(item["speaker"]))
             turn = self.place(item["speaker"], "background_mention", item["parts"], start)
             spec = item["spec"]

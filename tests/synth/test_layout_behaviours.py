@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microturn.schemas.dialogue import parse_dialogue
-from microturn.synth.layout import FRAME_MS, frame_ceil, lay_out, sentence_spans
+from microturn.synth.layout import FRAME_MS, MAX_MENTION_GAP_MS, frame_ceil, lay_out, sentence_spans
 from microturn.synth.timing import Duration, TimingModel
 from microturn.testing.tone_speech import fixed, tone_speech
 
@@ -148,11 +148,15 @@ def test_a_result_arriving_after_the_last_yield_is_mentioned_at_the_end():
 @given(after=st.integers(1, 20_000), user_words=st.integers(1, 30), seed=st.integers(0, 2**16))
 def test_a_mention_never_starts_over_the_users_speech(after, user_words, seed):
     d, spoken, responses = _background_dialogue(after_ms=after, user_words=user_words)
-    timing = model(gap=Duration(family="lognormal", params=(230.0, 0.7)), overlap_prob=0.35)
+    timing = model(gap=Duration(family="lognormal", params=(600.0, 1.2)), overlap_prob=0.35)  # long gaps too
     lay = lay_out(d, spoken, responses, timing, np.random.default_rng(seed))
     mention = next(t for t in lay.turns if t.act == "background_mention")
-    arrival = next(e for e in lay.events if e.type == "background_result")
+    arrival, said = [e for e in lay.events if e.type == "background_result"]
     assert mention.start_ms >= arrival.t_ms
+    # A bounded delay once the user yields (or once it arrives, when that is later).
+    yielded = said.payload["yield_ms"] if said.payload["yield_ms"] is not None else max(
+        t.end_ms for t in lay.turns if t is not mention and t.start_ms < mention.start_ms)
+    assert mention.start_ms - max(yielded, arrival.t_ms) <= MAX_MENTION_GAP_MS
     for t in lay.turns:
         if t.speaker == "U" and t.start_ms <= mention.start_ms:
             assert t.end_ms <= mention.start_ms, "the mention starts while the user speaks"
