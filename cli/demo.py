@@ -6,7 +6,9 @@ STM sidecar, ingests it, and prints the summary with the DER against the referen
 synthesizes a handful of dialogues from the bundled templates (espeak-ng): the generator's first
 dialogues are one of each of its kinds (a conversation, a time-aware request, a visual-cue
 request with its scene video, a background look-up, a simultaneous rendering), so the default six
-show them all. It remixes the ingested
+show them all, and the bundled visual, background and simultaneous scripts
+(``synth/data/{visual,background,simultaneous}.jsonl``, 13 dialogues) add a few more of each. It
+remixes the ingested
 call into per-speaker streams, and prints their turn-taking statistics against the real call's,
 with a histogram PNG. Finally it cuts everything into micro-turn shards (WebDataset tars with
 Parquet manifests), builds the DuckDB catalog over records and shards, prints three audit
@@ -57,6 +59,10 @@ TRAIN_STEPS = 150
 # The generator makes one of each of its five kinds first (microturn.synth.templates.generate),
 # so six dialogues show every kind and one drawn from the mix, at ~1-3 s of synthesis each.
 DIALOGUES = 6
+# The bundled scripts of the three behaviours beyond turn-taking: 5 visual (every cue kind),
+# 4 background and 4 simultaneous (French, Spanish, German, shadowing), so the demo's shards and
+# catalog hold a few of each, not one.
+BEHAVIOUR_SCRIPTS = ("visual.jsonl", "background.jsonl", "simultaneous.jsonl")
 
 
 def sample_files() -> dict[str, str]:
@@ -120,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
 
     synth_out = os.path.join(args.output, "synth")
     shown = ", ".join(KINDS[: args.dialogues]) + (", ..." if args.dialogues > len(KINDS) else "")
-    print(f"\ndemo: synthesizing {args.dialogues} dialogues (kinds: {shown}) and remixing the ingested call")
-    made = synthesize(["--generate", str(args.dialogues), "--remix", out, "--output", synth_out, *beam_args])
+    data = importlib.resources.files("microturn.synth") / "data"
+    scripts = [str(data / name) for name in BEHAVIOUR_SCRIPTS]
+    bundled = sum(1 for name in BEHAVIOUR_SCRIPTS for line in (data / name).read_text(encoding="utf-8").splitlines()
+                  if line.strip())
+    print(f"\ndemo: synthesizing {args.dialogues} dialogues (kinds: {shown}), the {bundled} bundled visual, "
+          "background and simultaneous scripts, and remixing the ingested call")
+    made = synthesize(["--generate", str(args.dialogues), *(a for path in scripts for a in ("--scripts", path)),
+                       "--remix", out, "--output", synth_out, *beam_args])
     real = collect(out)
     print()
     print(render(real, title=f"real call: {out}"))
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         audit_main(["--catalog", catalog, sql])
     report = os.path.join(args.output, "report")
     audit_main(["report", "--catalog", catalog, "--output", report])
-    ok = summary.conversations == 1 and made.conversations == args.dialogues + 1 and sharded["samples"] > 0
+    ok = summary.conversations == 1 and made.conversations == args.dialogues + bundled + 1 and sharded["samples"] > 0
     if args.train_steps > 0:
         ok = talk_back(args.output, shards, steps=args.train_steps, beam_args=beam_args) and ok
     return 0 if ok else 1
