@@ -18,6 +18,8 @@ commands:
   catalog     `catalog build OUT... --catalog FILE.duckdb`: one DuckDB catalog over records and shards
   audit       read-only SQL over the catalog; `audit report` writes an HTML report with plots
   train       train the MoE interaction model on shards with DeepSpeed; `train plot RUN`
+  export      `export lhotse OUT --output DIR`: records as Lhotse recordings, supervisions and cuts
+  import      `import lhotse CUTS --output OUT`: Lhotse cuts with supervisions as conversation records
   eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
   session     stream a recording into a trained run 200 ms at a time; write its audio, the conversation, latency
   demo        build a conversational video from the pyannote sample, ingest it, print a summary
@@ -68,6 +70,18 @@ def _eval(argv: list[str]) -> int:
     return main(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from microturn.cli.interop import export_main
+
+    return export_main(argv)
+
+
+def _import(argv: list[str]) -> int:
+    from microturn.cli.interop import import_main
+
+    return import_main(argv)
+
+
 def _session(argv: list[str]) -> int:
     from microturn.trainer.session_cli import main
 
@@ -81,7 +95,7 @@ def _demo(argv: list[str]) -> int:
 
 
 COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "shard": _shard, "catalog": _catalog, "audit": _audit,
-            "train": _train, "eval": _eval, "session": _session, "demo": _demo}
+            "train": _train, "eval": _eval, "export": _export, "import": _import, "session": _session, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:
