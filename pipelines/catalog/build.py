@@ -72,6 +72,12 @@ OUTPUT_COLUMN = "output"
 # (a few ms) stays small against its rows.
 BATCH_ROWS = 16384
 _NOT_LICENSES = frozenset({"", "unknown"})
+# The on-disk format the catalog is written in. DuckDB 2.0 writes its own format by default
+# (storage version 69), which DuckDB 1.5 refuses ("can only read versions between 64 and 68"),
+# and 1.5.x is the CLI most auditors have. 'v1.5.0' (storage version 68) is read by DuckDB 1.5
+# and 2.0, the last two minor releases; the views use no function 1.5 lacks (their SQL is bound
+# by the reader when queried). Raise it only when the oldest DuckDB in use reads the newer one.
+STORAGE_COMPATIBILITY_VERSION = "v1.5.0"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,7 +316,7 @@ def _build(inputs: tuple[str, ...], allow, catalog: str, target: str) -> Catalog
     tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{os.getpid()}")
     _discard(tmp)
     try:
-        con = duckdb.connect(tmp)
+        con = duckdb.connect(tmp, config={"storage_compatibility_version": STORAGE_COMPATIBILITY_VERSION})
         try:
             rows = _load_tables(con, inputs)
             _write_meta(con, inputs, allow, rows)
