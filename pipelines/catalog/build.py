@@ -4,6 +4,7 @@ The catalog holds one table per record table (DESIGN.md, "Records on disk"): the
 table over every output given, with the schema's columns plus ``output`` (the directory a row
 came from). Nested columns keep their types (``stats`` STRUCT, lists, the ``backends`` MAP).
 Beside them: ``catalog_meta`` (schema version, inputs, allow-list, row counts),
+``build_info`` (build time and the code's version and git commit; :mod:`.build_info`),
 ``license_allowlist``, ``catalog_views`` (name and description of every view) and the views of
 :mod:`microturn.pipelines.catalog.views`.
 
@@ -38,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from microturn.pipelines.catalog.build_info import write_build_info
 from microturn.pipelines.catalog.views import VIEWS
 from microturn.pipelines.outputs import LockHeld, fault_point, holder_locked, release_lock
 from microturn.pipelines.parquet_bytes import parquet_file_bytes
@@ -320,6 +322,7 @@ def _build(inputs: tuple[str, ...], allow, catalog: str, target: str) -> Catalog
         try:
             rows = _load_tables(con, inputs)
             _write_meta(con, inputs, allow, rows)
+            write_build_info(con)  # when, and from which code: the audit report shows it
             for view in VIEWS:
                 con.execute(view.create_statement())
             summary = CatalogSummary(

@@ -365,6 +365,100 @@ ORDER BY t.task_type, c.origin
 """,
 )
 
+DUPLICATE_CONTENT = View(
+    name="duplicate_content",
+    description=(
+        "The same content under several records; empty when there is none. 'conversation_id': one\n"
+        "id loaded from several outputs (aggregates count it once; see `duplicate_conversations`).\n"
+        "'source_sha256': one source file's bytes (`sources.sha256`) behind several conversation\n"
+        "ids, whose hours are then counted more than once. 'media': several kept conversations\n"
+        "pointing at one media folder (output/media_dir). Columns: kind, key (the id, sha256 or\n"
+        "folder), copies, conversation_ids, outputs."
+    ),
+    sql="""
+WITH by_id AS (
+    SELECT 'conversation_id' AS kind, conversation_id AS key, copies,
+           [conversation_id] AS conversation_ids, outputs
+    FROM duplicate_conversations
+),
+by_sha AS (
+    SELECT 'source_sha256' AS kind, sha256 AS key, count(DISTINCT conversation_id) AS copies,
+           list(DISTINCT conversation_id ORDER BY conversation_id) AS conversation_ids,
+           list(DISTINCT output ORDER BY output) AS outputs
+    FROM sources
+    GROUP BY sha256
+    HAVING count(DISTINCT conversation_id) > 1
+),
+by_media AS (
+    SELECT 'media' AS kind, output || '/' || media_dir AS key, count(*) AS copies,
+           list(conversation_id ORDER BY conversation_id) AS conversation_ids,
+           [output] AS outputs
+    FROM unique_conversations
+    GROUP BY output, media_dir
+    HAVING count(*) > 1
+)
+SELECT * FROM by_id
+UNION ALL
+SELECT * FROM by_sha
+UNION ALL
+SELECT * FROM by_media
+ORDER BY kind, key
+""",
+)
+
+WORD_QUALITY_BY_ORIGIN = View(
+    name="word_quality_by_origin",
+    description=(
+        "Word timings per origin, over the words of the kept conversation records: words, scored\n"
+        "(with an aligner score), interpolated (score NULL: the aligner gave no time and the word's\n"
+        "times were interpolated between its neighbours), interpolated_share, and the aligner\n"
+        "score's mean, p10, p50 and p90 over the scored words (scores are in [0, 1])."
+    ),
+    sql="""
+WITH kept_words AS (
+    SELECT c.origin, w.score::DOUBLE AS score
+    FROM words AS w
+    JOIN unique_conversations AS c
+      ON w.conversation_id = c.conversation_id AND w.output = c.output
+)
+SELECT origin,
+       count(*) AS words,
+       count(score) AS scored,
+       count(*) - count(score) AS interpolated,
+       (count(*) - count(score))::DOUBLE / count(*) AS interpolated_share,
+       avg(score) AS mean_score,
+       quantile_cont(score, 0.1) AS p10_score,
+       quantile_cont(score, 0.5) AS p50_score,
+       quantile_cont(score, 0.9) AS p90_score
+FROM kept_words
+GROUP BY origin
+ORDER BY origin
+""",
+)
+
+BACKEND_USAGE = View(
+    name="backend_usage",
+    description=(
+        "Which tool did each job, from the `backends` map of the conversations: role (the map's key:\n"
+        "vad, diarizer, transcriber, tts, timing, video, ...), backend (its value), origin,\n"
+        "conversations and hours. A conversation counts once under each of its roles."
+    ),
+    sql="""
+WITH roles AS (
+    SELECT origin, duration_ms,
+           unnest(map_keys(backends)) AS role,
+           unnest(map_values(backends)) AS backend
+    FROM unique_conversations
+)
+SELECT role, backend, origin,
+       count(*) AS conversations,
+       sum(duration_ms)::DOUBLE / 3600000 AS hours
+FROM roles
+GROUP BY role, backend, origin
+ORDER BY role, backend, origin
+""",
+)
+
 # In creation order: a view may only use the views before it.
 VIEWS: tuple[View, ...] = (
     UNIQUE_CONVERSATIONS,
@@ -379,5 +473,8 @@ VIEWS: tuple[View, ...] = (
     LEAKAGE,
     LICENSE_CHECK,
     TASK_TYPES,
+    DUPLICATE_CONTENT,
+    WORD_QUALITY_BY_ORIGIN,
+    BACKEND_USAGE,
 )
 VIEW_NAMES = tuple(v.name for v in VIEWS)
