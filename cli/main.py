@@ -1,14 +1,18 @@
 """``microturn``: one console command with a subcommand per stage.
 
 Subcommands import their stage lazily, so ``microturn --help`` is instant and a stage's heavy
-dependencies load only when that stage runs.
+dependencies load only when that stage runs. Logging is configured here, before any stage is
+imported (:mod:`microturn.cli.logs`), and ``--log-level`` is read from anywhere on the line.
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: microturn <command> [options]
+from microturn.cli import logs
+from microturn.cli.usage import UsageExit, unknown
+
+USAGE = """usage: microturn [--version] [--log-level LEVEL] <command> [options]
 
 commands:
   ingest      diarize and word-time conversational media into record tables (Beam)
@@ -23,6 +27,11 @@ commands:
   eval        evaluate results: `eval diarization` (DER/JER), `eval words` (word timing)
   session     stream a recording into a trained run 200 ms at a time; write its audio, the conversation, latency
   demo        build a conversational video from the pyannote sample, ingest it, print a summary
+
+global options (accepted anywhere on the line):
+  --log-level LEVEL  debug, info, warning or error: how much microturn logs (default info;
+              other libraries log warnings and errors only)
+  --version   print the version and exit
 
 Run `microturn <command> --help` for the options of a command.
 """
@@ -98,16 +107,42 @@ COMMANDS = {"ingest": _ingest, "synthesize": _synthesize, "shard": _shard, "cata
             "train": _train, "eval": _eval, "export": _export, "import": _import, "session": _session, "demo": _demo}
 
 
+def version() -> str:
+    """The installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("microturn")
+    except PackageNotFoundError:  # a source tree on sys.path without an install
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = logs.setup_from_argv("microturn", argv)
+    except UsageExit as exc:
+        print(exc.code, file=sys.stderr)
+        return 2
+    if argv and argv[0] == "--version":
+        print(f"microturn {version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"microturn: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        what = "option" if command.startswith("-") else "command"
+        print(unknown("microturn", what, command, COMMANDS if what == "command" else ("--version", "--log-level")),
+              file=sys.stderr)
+        print("Run `microturn --help` for the commands.", file=sys.stderr)
         return 2
-    return COMMANDS[command](rest) or 0
+    try:
+        return COMMANDS[command](rest) or 0
+    except UsageExit as exc:  # a usage error found by the command: its message, status 2
+        print(exc.code, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ is a usage error: exit 2 before any work, naming the argument.
 Stage flags have one spelling, with dashes (``--num-speakers``); the underscore spelling is
 refused with a pointer to the right one. Accepting both would make a stage flag shadow a Beam
 option of the same underscore name the day Beam adds one.
+
+Beam is imported only when a command line is parsed for a run, never for ``--help``: importing
+it takes 1-2 s.
 """
 
 from __future__ import annotations
@@ -24,25 +27,14 @@ import sys
 from collections.abc import Collection, Mapping
 from typing import Any
 
-# The standard option classes (StandardOptions, DirectOptions, GoogleCloudOptions, ...) register
-# as PipelineOptions subclasses when this module is imported; runner-specific ones (Dask's) when
-# theirs is, which Beam requires before their flags can be used anyway.
-from apache_beam.options import pipeline_options as _beam_options
-
 # argparse reads these as values, not flags, when no flag of the parser looks like a number.
 _NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
+# How a stage run shows its progress (microturn.pipelines.progress).
+PROGRESS_MODES = ("auto", "bar", "log", "off")
 
 
 class _BeamFlagError(Exception):
     """A Beam option with a bad value (``--direct_num_workers=two``)."""
-
-
-class _BeamOptionParser(_beam_options._BeamArgumentParser):
-    """Beam's parser class (it adds ``add_value_provider_argument``) that raises instead of exiting,
-    so the stage's own parser reports the error under its name."""
-
-    def error(self, message):
-        raise _BeamFlagError(message)
 
 
 def beam_option_parser() -> argparse.ArgumentParser:
@@ -51,13 +43,49 @@ def beam_option_parser() -> argparse.ArgumentParser:
     Built per call: an option class registered since the last call (a runner module imported
     later) is included, as it is when Beam parses the same flags.
     """
-    parser = _BeamOptionParser(add_help=False, allow_abbrev=False)
+    # The standard option classes (StandardOptions, DirectOptions, GoogleCloudOptions, ...)
+    # register as PipelineOptions subclasses when this module is imported; runner-specific ones
+    # (Dask's) when theirs is, which Beam requires before their flags can be used anyway.
+    from apache_beam.options import pipeline_options as beam_options
+
+    class BeamOptionParser(beam_options._BeamArgumentParser):
+        """Beam's parser class (it adds ``add_value_provider_argument``) that raises instead of
+        exiting, so the stage's own parser reports the error under its name."""
+
+        def error(self, message):
+            raise _BeamFlagError(message)
+
+    parser = BeamOptionParser(add_help=False, allow_abbrev=False)
     classes: dict[str, type] = {}
-    for cls in _beam_options.PipelineOptions.__subclasses__():
+    for cls in beam_options.PipelineOptions.__subclasses__():
         classes.setdefault(str(cls), cls)  # as Beam does: one class per name
     for cls in classes.values():
-        cls._add_argparse_args(parser)
+        cls._add_argparse_args(parser)  # type: ignore[attr-defined]
     return parser
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """``--progress MODE`` and ``--no-progress`` of the stage commands (dest ``progress``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                       help="inputs done out of inputs matched, with rate and time left, on the DirectRunner: "
+                            "a bar when stderr is a terminal and log lines (every 30 s) otherwise (auto, the "
+                            "default), or as given; other runners keep their own reporting")
+    group.add_argument("--no-progress", dest="progress", action="store_const", const="off",
+                       help="the same as --progress off")
+
+
+def direct_worker_args(beam_args: list[str]) -> list[str]:
+    """``beam_args`` with the DirectRunner's worker processes (``multi_processing``) logging
+    warnings and errors only, unless the flags set their level (Beam's default is info: a few
+    dozen lines per worker) or the project logs at debug level."""
+    if any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in beam_args):
+        return list(beam_args)
+    import logging
+
+    if logging.getLogger("microturn").getEffectiveLevel() <= logging.DEBUG:
+        return list(beam_args)
+    return [*beam_args, "--default_sdk_harness_log_level=WARNING"]
 
 
 def finite_float(text: str) -> float:
@@ -138,6 +166,9 @@ def split_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple
     values and bad Beam values end in ``parser.error`` (exit status 2, before any work).
     """
     argv = _join_signed_numbers(parser, list(sys.argv[1:] if argv is None else argv))
+    if any(a in ("-h", "--help") for a in _flag_tokens(argv)):
+        parser.print_help()  # before Beam's parser is built: that imports Beam
+        raise SystemExit(0)
     beam = beam_option_parser()
     app_flags, beam_flags = _option_strings(parser), _option_strings(beam)
 

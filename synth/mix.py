@@ -21,9 +21,9 @@ from scipy.signal import fftconvolve
 
 from microturn.schemas.config import setting, validate
 from microturn.schemas.sample import SAMPLE_RATE
+from microturn.synth.names import DEGRADE
 
 SAMPLES_PER_MS = SAMPLE_RATE // 1000
-DEGRADE = ("user", "all", "none")
 
 # Samples quieter than this (-70 dBFS) do not count as active speech when measuring the level.
 _ACTIVE_FLOOR = 10 ** (-70 / 20)

@@ -59,6 +59,7 @@ from microturn.schemas.dialogue import (
     read_dialogues,
 )
 from microturn.schemas.numbers import cardinal
+from microturn.synth.names import KINDS
 from microturn.synth.template_text import RENDER_LANGUAGES, bundled_template_text
 
 # One file per kind, in the order of KINDS (bundled_dialogues() keeps it).
@@ -98,8 +99,7 @@ MIN_CROP_TURNS = 8
 OPENER_P = CLOSER_P = 0.7
 EXCHANGES_PER_DIALOGUE = (2, 4)  # inclusive
 
-# The kinds of dialogue the generator makes (see generate()).
-KINDS = ("dialogue", "timed", "visual", "background", "simultaneous")
+# The kinds of dialogue the generator makes (see generate()): microturn.synth.names.KINDS.
 # The default mix. "timed" takes timed_share (0.15 by default, as before the newer kinds came);
 # the other kinds share the rest in proportion to these weights, which sum to 0.85 so that with
 # the default timed_share they are the shares themselves: conversations 0.55, visual, background

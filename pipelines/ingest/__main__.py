@@ -2,6 +2,11 @@
 
 import sys
 
-from microturn.pipelines.ingest.run import main
+from microturn.cli import logs
+from microturn.cli.usage import exit_status
 
-sys.exit(main())
+logs.setup()  # before the stage imports Beam, whose import logs on the root logger
+
+from microturn.pipelines.ingest.run import main  # noqa: E402
+
+sys.exit(exit_status(main))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from microturn.pipelines.ingest.names import MIXED, PER_SPEAKER
+
 FRAME = 800  # 50 ms at 16 kHz
-MIXED, PER_SPEAKER = "mixed", "per_speaker"
-LAYOUTS = ("auto", MIXED, PER_SPEAKER)
 
 
 def _active_CT(wave_CN: np.ndarray) -> np.ndarray:

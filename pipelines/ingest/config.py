@@ -22,11 +22,9 @@ from dataclasses import dataclass
 
 from microturn.pipelines.backends.base import SpeakerCount
 from microturn.pipelines.backends.configs import EmbeddedDiarizerConfig, PocketsphinxAlignerConfig, SileroVadConfig
-from microturn.pipelines.ingest.channels import LAYOUTS
+from microturn.pipelines.ingest.names import DIARIZERS, LAYOUTS, TRANSCRIBERS
 from microturn.schemas.config import setting, validate
 
-DIARIZERS = ("embedded", "pyannote")
-TRANSCRIBERS = ("sidecar", "whisperx", "none")
 # Fields a named config may not set: the command line gives them.
 CLI_ONLY = ("inputs", "output")
 

@@ -1,8 +1,10 @@
-"""``microturn ingest``: argument parsing, pipeline launch and the closing summary.
+"""``microturn ingest``: argument parsing, pipeline launch, progress and the closing summary.
 
 App flags are parsed here; the other flags must be Beam's ``PipelineOptions`` (``--runner``,
 ``--direct_num_workers``, ``--temp_location``, ...): anything else is a usage error
-(:func:`microturn.pipelines.cli_args.split_args`).
+(:func:`microturn.pipelines.cli_args.split_args`). Beam and the backends are imported only when
+a run starts, so ``--help`` answers at once. On the DirectRunner the run shows files done out of
+files matched (:mod:`microturn.pipelines.progress`).
 """
 
 from __future__ import annotations
@@ -10,31 +12,30 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from microturn.cli.logs import add_level_flag, setup_from_argv
+from microturn.cli.usage import UsageExit
+from microturn.pipelines.cli_args import add_progress_flag, config_values, finite_float, require_file, split_args
 
-from microturn.pipelines.cli_args import config_values, finite_float, require_file, split_args
-from microturn.pipelines.ingest.channels import LAYOUTS
-from microturn.pipelines.ingest.config import CLI_ONLY, DIARIZERS, TRANSCRIBERS, IngestConfig
-from microturn.pipelines.ingest.pipeline import Ingest, read_license_manifest
-from microturn.pipelines.ingest.summary import IngestSummary, summarise
-from microturn.pipelines.outputs import (
-    NothingWritten,
-    OutputError,
-    OutputInUse,
-    count_matches,
-    finish,
-    quiet_output_faults,
-    stage_output,
-)
+if TYPE_CHECKING:
+    from microturn.pipelines.ingest.config import IngestConfig
+    from microturn.pipelines.ingest.summary import IngestSummary
 
 log = logging.getLogger(__name__)
 
+PROG = "microturn ingest"
+# Where an input is finished: its conversation row (keyed by its file) or its reject.
+PROGRESS_SOURCES = (("Ingest/CheckConversations", None, ("source_uri",)), ("Ingest/FlattenRejects", None, ("input",)))
+
 
 def build_parser() -> argparse.ArgumentParser:
+    # Light imports only: `microturn ingest --help` must not load Beam or the backends.
+    from microturn.pipelines.ingest.names import DIARIZERS, LAYOUTS, TRANSCRIBERS
+
     p = argparse.ArgumentParser(
-        prog="microturn ingest",
+        prog=PROG,
         allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Diarize and word-time conversational media into microturn record tables. "
                     "Other flags must be Beam pipeline options (e.g. --runner, "
@@ -54,7 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration-s", type=finite_float, help="reject inputs longer than this")
     p.add_argument("--channel-layout", choices=LAYOUTS)
     p.add_argument("--language")
+    add_progress_flag(p)
+    add_level_flag(p)
     return p
+
+
+def _parse(argv: list[str] | None) -> tuple[IngestConfig, list[str], str]:
+    args, beam_args = split_args(build_parser(), argv)  # first: --help answers before Beam is imported
+    from microturn.pipelines.ingest.config import CLI_ONLY, IngestConfig
+
+    progress = vars(args).pop("progress")  # the display's, not the config's
+    cfg = IngestConfig(**config_values(IngestConfig, args, cli_only=CLI_ONLY))
+    if cfg.license_manifest:
+        require_file("--license-manifest", cfg.license_manifest)
+    return cfg, beam_args, progress
 
 
 def parse_args(argv: list[str] | None) -> tuple[IngestConfig, list[str]]:
@@ -63,25 +77,61 @@ def parse_args(argv: list[str] | None) -> tuple[IngestConfig, list[str]]:
     Unknown flags and stray values exit with status 2 (see :func:`split_args`); a missing
     ``--config`` or ``--license-manifest`` file and bad values are ``ValueError``s.
     """
-    args, beam_args = split_args(build_parser(), argv)
-    cfg = IngestConfig(**config_values(IngestConfig, args, cli_only=CLI_ONLY))
-    if cfg.license_manifest:
-        require_file("--license-manifest", cfg.license_manifest)
+    cfg, beam_args, _ = _parse(argv)
     return cfg, beam_args
 
 
-def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestSummary:
-    """Run the ingest pipeline and return its summary (also printed unless told otherwise)."""
-    cfg, beam_args = parse_args(argv)
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A run checked before any work: its config, Beam flags, licenses, inputs and display."""
+
+    cfg: IngestConfig
+    beam_args: list[str]
+    licenses: dict[str, tuple[str, str]]
+    inputs: int | None  # files matched; None when a pattern cannot be matched here
+    progress: str
+
+
+def prepare(argv: list[str] | None) -> Plan:
+    """Parse and check everything a run needs before it starts: ``ValueError`` (a usage error)
+    for bad settings, inputs that match nothing and an output the stage must not write."""
+    cfg, beam_args, progress = _parse(argv)
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from microturn.pipelines.ingest.pipeline import read_license_manifest
+    from microturn.pipelines.outputs import check_output, count_matches
+    from microturn.pipelines.progress import mode_for
+
     licenses = read_license_manifest(cfg.license_manifest) if cfg.license_manifest else {}
-    options = PipelineOptions(beam_args, save_main_session=False)
-    started = time.perf_counter()
-    if count_matches(cfg.inputs, cfg.output) == 0:
+    matched = count_matches(cfg.inputs, cfg.output)
+    if matched == 0:
         raise ValueError(f"--input {' '.join(cfg.inputs)}: matches no file; nothing to ingest")
+    check_output(cfg.output, "ingest", inputs=[i for i in (cfg.license_manifest,) if i], globs=cfg.inputs)
+    mode = mode_for(progress, PipelineOptions(beam_args))
+    return Plan(cfg=cfg, beam_args=beam_args, licenses=licenses, inputs=matched, progress=mode)
+
+
+def execute(plan: Plan, *, print_summary: bool = True) -> IngestSummary:
+    """Run a prepared ingest; returns its summary (also printed unless told otherwise)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from microturn.pipelines import worker_stderr
+    from microturn.pipelines.cli_args import direct_worker_args
+    from microturn.pipelines.ingest.pipeline import Ingest
+    from microturn.pipelines.ingest.summary import summarise
+    from microturn.pipelines.outputs import finish, stage_output
+    from microturn.pipelines.progress import StageProgress
+
+    cfg = plan.cfg
+    options = PipelineOptions(direct_worker_args(plan.beam_args), save_main_session=False)
+    started = time.perf_counter()
     # Checked, locked and claimed before any work; published only when a conversation was made.
     with stage_output(cfg.output, "ingest", inputs=[i for i in (cfg.license_manifest,) if i], globs=cfg.inputs):
-        with beam.Pipeline(options=options) as p:
-            _ = p | "Ingest" >> Ingest(cfg, licenses)
+        with worker_stderr.for_run(options), StageProgress("ingest", plan.inputs, mode=plan.progress) as progress:
+            with beam.Pipeline(options=options) as p:
+                _ = p | "Ingest" >> Ingest(cfg, plan.licenses)
+                progress.attach(p, PROGRESS_SOURCES)
         finish(cfg.output, "ingest", made_table="conversations", what="conversations")
     result = p.result if hasattr(p, "result") else None
     summary = summarise(cfg.output, wall_s=time.perf_counter() - started, result=result)
@@ -90,11 +140,24 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestS
     return summary
 
 
+def run(argv: list[str] | None = None, *, print_summary: bool = True) -> IngestSummary:
+    """Run the ingest pipeline and return its summary (also printed unless told otherwise)."""
+    return execute(prepare(argv), print_summary=print_summary)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """``microturn ingest``: a usage error (found before any work) raises :class:`UsageExit`
+    (status 2 from the entry points); a failed run exits 1 with one line."""
+    argv = setup_from_argv(PROG, argv)
+    try:
+        plan = prepare(argv)
+    except ValueError as exc:
+        raise UsageExit(f"{PROG}: error: {exc}") from None
+    from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, quiet_output_faults
+
     quiet_output_faults()
     try:
-        run(argv)
+        execute(plan)
     except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
-        raise SystemExit(f"microturn ingest: error: {exc}") from None
+        raise SystemExit(f"{PROG}: error: {exc}") from None
     return 0

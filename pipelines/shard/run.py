@@ -5,7 +5,9 @@
     microturn shard --input OUT [--input OUT ...] --output SHARDS [options] [beam flags]
 
 Flags the parser does not know must be Beam's ``PipelineOptions``; anything else is a usage
-error (:func:`microturn.pipelines.cli_args.split_args`).
+error (:func:`microturn.pipelines.cli_args.split_args`). Beam and the shard stage are imported
+only when a run starts, so ``--help`` answers at once. On the DirectRunner the run shows
+conversations done out of conversations read (:mod:`microturn.pipelines.progress`).
 """
 
 from __future__ import annotations
@@ -14,29 +16,27 @@ import argparse
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from microturn.cli.logs import add_level_flag, setup_from_argv
+from microturn.cli.usage import UsageExit
+from microturn.pipelines.cli_args import add_progress_flag, config_values, split_args
 
-from microturn.pipelines.cli_args import config_values, split_args
-from microturn.pipelines.outputs import (
-    NothingWritten,
-    OutputError,
-    OutputInUse,
-    finish,
-    quiet_output_faults,
-    stage_output,
-)
-from microturn.pipelines.shard.config import CLI_ONLY, ShardConfig, parse_bytes
-from microturn.pipelines.shard.pipeline import Shard, has_table
-from microturn.pipelines.tables import read_table
+if TYPE_CHECKING:
+    from microturn.pipelines.shard.config import ShardConfig
 
 log = logging.getLogger(__name__)
+
+PROG = "microturn shard"
+# Where a conversation is finished: its samples, made together and then output (the first one
+# marks it), or its reject (a duplicate, missing media, a bad record).
+PROGRESS_SOURCES = (("Shard/MakeSamples", None, ("row", "conversation_id")), ("Shard/FlattenRejects", None, ("input",)))
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="microturn shard",
+        prog=PROG,
         allow_abbrev=False,  # `--out` must not silently mean `--output`
         description="Cut conversation records into 200 ms micro-turn samples in WebDataset tars with Parquet "
                     "manifests. Other flags must be Beam pipeline options (e.g. --direct_num_workers=2).")
@@ -48,7 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-bytes", metavar="SIZE", help="target tar size, e.g. 512MiB (default)")
     p.add_argument("--no-video", dest="video", action="store_const", const=False, help="leave video out")
     p.add_argument("--patch-budget", type=int, metavar="P", help="video patches per chunk (default 48)")
+    add_progress_flag(p)
+    add_level_flag(p)
     return p
+
+
+def _parse(argv: list[str] | None) -> tuple[ShardConfig, list[str], str]:
+    args, beam_args = split_args(build_parser(), argv)  # first: --help answers before Beam is imported
+    from microturn.pipelines.shard.config import CLI_ONLY, ShardConfig, parse_bytes
+
+    progress = vars(args).pop("progress")  # the display's, not the config's
+    values = config_values(ShardConfig, args, cli_only=CLI_ONLY, renamed={"input": "inputs"})
+    if args.shard_bytes is not None:  # the flag's text ("512MiB"); a config file's is parsed by its setting
+        values["shard_bytes"] = parse_bytes(args.shard_bytes)
+    return ShardConfig(**values), beam_args, progress
 
 
 def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
@@ -57,15 +70,14 @@ def parse_args(argv: list[str] | None) -> tuple[ShardConfig, list[str]]:
     Unknown flags and stray values exit with status 2 (see :func:`split_args`); a missing
     ``--config`` file and bad values are ``ValueError``s.
     """
-    args, beam_args = split_args(build_parser(), argv)
-    values = config_values(ShardConfig, args, cli_only=CLI_ONLY, renamed={"input": "inputs"})
-    if args.shard_bytes is not None:  # the flag's text ("512MiB"); a config file's is parsed by its setting
-        values["shard_bytes"] = parse_bytes(args.shard_bytes)
-    return ShardConfig(**values), beam_args
+    cfg, beam_args, _ = _parse(argv)
+    return cfg, beam_args
 
 
 def summarize(output: str) -> dict:
     """Figures of a shard output, from its tables."""
+    from microturn.pipelines.tables import read_table
+
     samples = read_table(output, "samples").to_pylist()
     shards = read_table(output, "shards").to_pylist()
     rejects = read_table(output, "rejects").to_pylist()
@@ -115,21 +127,68 @@ def render(summary: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
-    """Run the shard pipeline; returns its summary (also printed unless told otherwise)."""
-    cfg, beam_args = parse_args(argv)
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A run checked before any work: its config, Beam flags, conversations and display."""
+
+    cfg: ShardConfig
+    beam_args: list[str]
+    conversations: int | None  # rows of the inputs' conversations tables; None when unknown
+    progress: str
+
+
+def _count_conversations(inputs: tuple[str, ...]) -> int | None:
+    from microturn.pipelines.tables import read_table
+
+    try:
+        return sum(read_table(root, "conversations").num_rows for root in inputs)
+    except Exception:  # noqa: BLE001 - the pipeline's own read reports the fault
+        return None
+
+
+def prepare(argv: list[str] | None) -> Plan:
+    """Parse and check everything a run needs before it starts; ``ValueError`` (a usage error)
+    for bad settings, inputs without records and an output the stage must not write."""
+    cfg, beam_args, progress = _parse(argv)
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from microturn.pipelines.outputs import check_output
+    from microturn.pipelines.progress import mode_for
+    from microturn.pipelines.shard.pipeline import has_table
+
     for root in cfg.inputs:
         if not has_table(root, "conversations"):
             raise ValueError(f"--input {root}: no conversation records there (no conversations/*.parquet); "
                              "give the output directory of `microturn ingest` or `microturn synthesize`")
-    options = PipelineOptions(beam_args, save_main_session=False)
+    check_output(cfg.output, "shard", inputs=cfg.inputs)
+    mode = mode_for(progress, PipelineOptions(beam_args))
+    conversations = _count_conversations(cfg.inputs) if mode != "off" else None
+    return Plan(cfg=cfg, beam_args=beam_args, conversations=conversations, progress=mode)
+
+
+def execute(plan: Plan, *, print_summary: bool = True) -> dict:
+    """Run a prepared shard; returns its summary (also printed unless told otherwise)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from microturn.pipelines import worker_stderr
+    from microturn.pipelines.cli_args import direct_worker_args
+    from microturn.pipelines.outputs import finish, stage_output
+    from microturn.pipelines.progress import StageProgress
+    from microturn.pipelines.shard.pipeline import Shard
+
+    cfg = plan.cfg
+    options = PipelineOptions(direct_worker_args(plan.beam_args), save_main_session=False)
     started = time.perf_counter()
     # Checked, locked and claimed before any work; published only when samples were made.
     with stage_output(cfg.output, "shard", inputs=cfg.inputs):
-        p = beam.Pipeline(options=options)
-        _ = p | "Shard" >> Shard(cfg)
-        result = p.run()
-        result.wait_until_finish()
+        with worker_stderr.for_run(options), StageProgress("shard", plan.conversations,
+                                                           mode=plan.progress) as progress:
+            p = beam.Pipeline(options=options)
+            _ = p | "Shard" >> Shard(cfg)
+            progress.attach(p, PROGRESS_SOURCES)
+            result = p.run()
+            result.wait_until_finish()
         finish(cfg.output, "shard", made_table="samples", what="samples")
     wall_s = time.perf_counter() - started
     summary = summarize(cfg.output)
@@ -140,13 +199,24 @@ def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    import sys
+def run(argv: list[str] | None = None, *, print_summary: bool = True) -> dict:
+    """Run the shard pipeline; returns its summary (also printed unless told otherwise)."""
+    return execute(prepare(argv), print_summary=print_summary)
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+def main(argv: list[str] | None = None) -> int:
+    """``microturn shard``: a usage error (found before any work) raises :class:`UsageExit`
+    (status 2 from the entry points); a failed run exits 1 with one line."""
+    argv = setup_from_argv(PROG, argv)
+    try:
+        plan = prepare(argv)
+    except ValueError as exc:
+        raise UsageExit(f"{PROG}: error: {exc}") from None
+    from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, quiet_output_faults
+
     quiet_output_faults()
     try:
-        run(list(sys.argv[1:] if argv is None else argv))
+        execute(plan)
     except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
-        raise SystemExit(f"microturn shard: error: {exc}") from None
+        raise SystemExit(f"{PROG}: error: {exc}") from None
     return 0
