@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from microturn.pipelines.catalog import report_sections as sections
 from microturn.pipelines.catalog.audit import open_catalog
 from microturn.pipelines.catalog.build_info import CodeVersion, code_version, utc_now
-from microturn.pipelines.catalog.report_format import MIN_VALUES, count, esc, html_table
+from microturn.pipelines.catalog.report_format import MIN_VALUES, esc, html_table
 from microturn.pipelines.catalog.report_verdict import compute_verdict, stamp_html, verdict_html
 from microturn.pipelines.catalog.views import VIEW_NAMES
 
@@ -95,7 +95,7 @@ def _catalog_section(con, catalog: str, build: tuple | None) -> sections.Section
         built_at, version, commit, dirty, duckdb_version = build
         s.add(html_table(["built (UTC)", "microturn", "git commit", "uncommitted changes", "DuckDB"],
                          [(built_at, version, commit, dirty, duckdb_version)], empty=""))
-    s.add(html_table(["table", "rows"], [(t, count(n)) for t, n in sorted(table_rows.items())], empty="No tables."))
+    s.add(html_table(["table", "rows"], sorted(table_rows.items()), empty="No tables."))
     s.add(f'<p class="note">Licenses allowed for training: {esc(", ".join(allowed))}.</p>')
     return s
 

@@ -2,8 +2,8 @@
 state) and embedded in the page as ``data:image/png;base64`` URLs.
 
 Each function takes the rows its section queried and returns a :class:`Figure`: PNG bytes, or a
-note saying why there is nothing to draw. Arrays of values are named in words: ``all_ms``,
-``all_minutes``, ``split_hours``.
+note saying why there is nothing to draw. Time axes pick seconds, minutes or hours to suit the
+largest value. Arrays of values are named in words: ``all_ms``, ``all_values``, ``split_values``.
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def _new_figure(width: float, height: float):
     return fig
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)  # counts: no tick at 2.5 conversations
+
+
 def _color(origin: str) -> str:
     return ORIGIN_COLORS.get(origin, "tab:gray")
 
@@ -73,6 +79,16 @@ def _color(origin: str) -> str:
 def _cut(text: str, limit: int = 48) -> str:
     # Axis labels longer than this squeeze the bars off a 7-inch figure; the table has them whole.
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _time_unit(max_seconds: float) -> tuple[float, str]:
+    """(seconds per unit, unit name) that keep an axis of times up to ``max_seconds`` in numbers
+    of about 1 to 180: a 7-minute corpus reads 7 minutes, not 0.12 hours."""
+    if max_seconds < 180:
+        return 1.0, "seconds"
+    if max_seconds < 3 * 3600:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
 
 
 def _n_label(n: int) -> str:
@@ -87,16 +103,18 @@ def durations_plot(rows: Sequence[tuple[str, int]]) -> Figure:
         return Figure(name="durations", title=title, png=None, note="No conversations in the catalog.")
     by_origin: dict[str, list[float]] = {}
     for origin, ms in rows:
-        by_origin.setdefault(origin, []).append(ms / 60_000)
-    all_minutes = np.array([m for v in by_origin.values() for m in v])
-    edges = np.histogram_bin_edges(all_minutes, bins=int(np.clip(all_minutes.size, 5, 30)))
+        by_origin.setdefault(origin, []).append(ms / 1000)
+    per_unit, unit = _time_unit(max(max(v) for v in by_origin.values()))
+    all_values = np.array([x / per_unit for v in by_origin.values() for x in v])
+    edges = np.histogram_bin_edges(all_values, bins=int(np.clip(all_values.size, 5, 30)))
     fig = _new_figure(7, 3.4)
     ax = fig.add_subplot()
-    for origin, values in by_origin.items():
-        ax.hist(values, bins=edges.tolist(), histtype="step", linewidth=1.8, color=_color(origin),
-                label=f"{visible(origin)} ({_n_label(len(values))})")
-    ax.set_xlabel("duration (minutes)")
+    for origin, seconds in by_origin.items():
+        ax.hist([x / per_unit for x in seconds], bins=edges.tolist(), histtype="step", linewidth=1.8,
+                color=_color(origin), label=f"{visible(origin)} ({_n_label(len(seconds))})")
+    ax.set_xlabel(f"duration ({unit})")
     ax.set_ylabel("conversations")
+    ax.yaxis.set_major_locator(_integer_ticks())
     ax.legend(fontsize=8)
     return Figure(name="durations", title=title, png=_png(fig))
 
@@ -132,21 +150,22 @@ def _split_key(split: str) -> tuple:
 
 def splits_plot(rows: Sequence[tuple[str, str, float]]) -> Figure:
     """Stacked bars: hours per split, one stack per origin, from ``(split, origin, hours)`` rows."""
-    title = "Split composition (hours by split and origin)"
+    title = "Split composition (duration by split and origin)"
     if not rows:
         return Figure(name="splits", title=title, png=None, note="No conversations in the catalog.")
     splits = sorted({r[0] for r in rows}, key=_split_key)
     origins = sorted({r[1] for r in rows})
-    hours = {(s, o): h for s, o, h in rows}
+    seconds = {(s, o): h * 3600 for s, o, h in rows}
+    per_unit, unit = _time_unit(max(sum(seconds.get((s, o), 0.0) for o in origins) for s in splits))
     fig = _new_figure(7, 3.2)
     ax = fig.add_subplot()
-    bottom_hours = np.zeros(len(splits))
+    bottom = np.zeros(len(splits))
     for origin in origins:
-        split_hours = np.array([hours.get((s, origin), 0.0) for s in splits])
-        ax.bar([visible(s) for s in splits], split_hours, bottom=bottom_hours, color=_color(origin),
+        split_values = np.array([seconds.get((s, origin), 0.0) / per_unit for s in splits])
+        ax.bar([visible(s) for s in splits], split_values, bottom=bottom, color=_color(origin),
                label=visible(origin))
-        bottom_hours += split_hours
-    ax.set_ylabel("hours")
+        bottom += split_values
+    ax.set_ylabel(unit)
     ax.set_xlabel("split (from samples when sharded)")
     ax.legend(fontsize=8)
     return Figure(name="splits", title=title, png=_png(fig))
@@ -158,8 +177,6 @@ def rejects_plot(rows: Sequence[tuple[str, str, int]]) -> Figure:
     title = "Rejects by stage and reason"
     if not rows:
         return Figure(name="rejects", title=title, png=None, note="No rejects in the catalog.")
-    from matplotlib.ticker import MaxNLocator
-
     shown = rows[:MAX_BARS]
     fig = _new_figure(7, 1.2 + 0.3 * len(shown))
     ax = fig.add_subplot()
@@ -167,7 +184,7 @@ def rejects_plot(rows: Sequence[tuple[str, str, int]]) -> Figure:
     ax.barh(range(len(shown)), [n for _, _, n in shown], color="tab:red")
     ax.set_yticks(range(len(shown)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_xlabel("rejects")
     note = f"The {MAX_BARS} most frequent of {len(rows)} reasons." if len(rows) > MAX_BARS else None
     return Figure(name="rejects", title=title, png=_png(fig), note=note)

@@ -149,7 +149,8 @@ def rejects_section(con, max_rows: int) -> Section:
     s = Section(con, "Rejects", "rejects")
     # Stages times error types (exception class names): a short list, read whole for the plot.
     _, bars = s.rows("plot", "SELECT stage, error_type, rejects FROM rejects_by_stage")
-    s.add(plots.rejects_plot(bars).html())
+    if bars:  # with none, the table's note says so
+        s.add(plots.rejects_plot(bars).html())
     s.table("table", "SELECT * FROM rejects_by_stage", max_rows=max_rows, empty="No rejects.", cols=[
         label("stage"), label("error_type", "error type"), col("rejects", fmt=count, numeric=True),
         col("example_input", "example input"), col("example_message", "its message")])

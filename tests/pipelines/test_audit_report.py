@@ -243,7 +243,7 @@ def test_empty_catalog_gives_notes_instead_of_plots(tmp_path):
     text, page = report(path, tmp_path / "report")
     assert page.images == []
     for note in ("No conversations in the catalog.", "No gap values in the catalog.",
-                 "No overlap values in the catalog.", "No rejects in the catalog.", "No leakage",
+                 "No overlap values in the catalog.", "No rejects.", "No leakage",
                  "No scored words in the catalog.", "No shards in the catalog", "No duplicate content"):
         assert note in text
     assert "<b>0:00:00</b> in 0 conversations" in text and "License check</a></th><td class=\"status\">PASS" in text
