@@ -140,3 +140,34 @@ def test_records_that_lhotse_cannot_take_are_adapted_and_counted(tmp_path):
     assert max(s.end for s in supervisions) == pytest.approx(12.0)
     assert "adapted: " in summary.render() and "stray" not in {a.symbol for s in supervisions
                                                                   for a in (s.alignment or {}).get("word", [])}
+
+
+@pytest.mark.slow
+def test_a_synthesize_output_exports_and_loads(tmp_path):
+    """The real stage's output (espeak-ng, one bundled dialogue): every speaker's stream is a
+    channel of the cut, and each supervision's audio is loud on its own channel."""
+    import json
+
+    from microturn.cli.interop import export_main
+    from microturn.pipelines.synthesize.run import run as synthesize
+    from microturn.synth.templates import bundled_dialogues, dialogue_kind
+
+    plain = [d for d in bundled_dialogues() if dialogue_kind(d) == "dialogue"]
+    script = min(plain, key=lambda d: sum(len(t.text) for t in d.turns))
+    (tmp_path / "one.jsonl").write_text(json.dumps(script.to_dict()) + "\n")
+    synth = str(tmp_path / "synth")
+    synthesize(["--scripts", str(tmp_path / "one.jsonl"), "--output", synth, "--seed", "3"], print_summary=False)
+    assert export_main(["lhotse", synth, "--output", str(tmp_path / "lh")]) == 0
+    recordings, supervisions, cuts = manifests(str(tmp_path / "lh"))
+    validate_recordings_and_supervisions(recordings, supervisions, read_data=True)
+    validate(cuts, read_data=True)
+    (cut,) = list(cuts)
+    (conv,) = read_table(synth, "conversations").to_pylist()
+    assert isinstance(cut, MultiCut) and cut.num_channels == len(conv["speakers"]) >= 2
+    audio = cut.load_audio()
+    assert audio is not None
+    words = read_table(synth, "words").num_rows
+    assert sum(len((s.alignment or {}).get("word", [])) for s in cut.supervisions) == words > 0
+    for s in cut.supervisions:
+        own = audio[s.channel, int(s.start * 16000):int(s.end * 16000)]
+        assert float(np.abs(own).max()) > 0.01, s
