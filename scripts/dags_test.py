@@ -22,6 +22,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -136,8 +137,6 @@ def run(dag, when: datetime, conf: dict, *, expect: str = "success"):
 
 def folder_of(root: str, run_id: str) -> str:
     """The run folder the DAGs derive from a run id (dags/microturn_ops.run_folder)."""
-    import re
-
     return os.path.join(root, re.sub(r"[^A-Za-z0-9._-]", "_", run_id))
 
 
