@@ -88,8 +88,10 @@ def make_video(wav: str, out_mp4: str, *, size: str = "640x360", fps: int = 25) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from microturn.synth.templates import KINDS
+    from microturn.cli.logs import add_level_flag, setup_from_argv
+    from microturn.synth.names import KINDS
 
+    argv = setup_from_argv("microturn demo", argv)
     p = argparse.ArgumentParser(prog="microturn demo", description=(__doc__ or "").partition("\n")[0])
     p.add_argument("--output", default="demo-out", help="working folder (default: demo-out)")
     p.add_argument("--dialogues", type=int, default=DIALOGUES,
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=TRAIN_STEPS,
                    help=f"training steps of the demo's tiny-cpu run (default: {TRAIN_STEPS}; 0 skips training and "
                         "the session)")
+    add_level_flag(p)
     args, beam_args = p.parse_known_args(argv)
 
     from microturn.pipelines.ingest.run import run

@@ -29,7 +29,7 @@ _COLUMNS = {"smooth_turn_taking": ("tor", "latency_s", "response_latency_s"),
 
 def add_duplex_parser(sub) -> None:
     """The ``duplex`` subcommand on ``microturn eval``'s subparsers."""
-    from microturn.pipelines.duplex.layout import TASKS
+    from microturn.pipelines.duplex.tasks import TASKS  # the names alone: the scorer loads numpy and Arrow
 
     d = sub.add_parser("duplex", help="Full-Duplex-Bench metrics (TOR, latency, backchannel JSD, "
                        "v1.5 stop/response latency) of a folder of items", allow_abbrev=False)

@@ -47,8 +47,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-from microturn.schemas.stage_marker import MARKER, read_marker
-
 SYSTEMS = ("model", "cascade", "reference")
 STAGE = "eval-interaction"
 REPORTS = ("report.json", "report.html")
@@ -95,6 +93,8 @@ def check_output(output: str, items: str) -> None:
         raise ValueError(f"--output {output} overlaps --items {items}; give a folder outside the item set")
     if not os.path.isdir(output):
         return
+    from microturn.schemas.stage_marker import read_marker  # imported here: it loads Arrow
+
     mark = read_marker(output)
     if mark is not None and mark.get("stage") != STAGE:
         who = mark.get("stage") if isinstance(mark.get("stage"), str) else "an unknown writer"
@@ -112,6 +112,8 @@ def claim_output(output: str, record: dict) -> None:
     for name in REPORTS:
         if os.path.exists(os.path.join(output, name)):
             os.remove(os.path.join(output, name))
+    from microturn.schemas.stage_marker import MARKER
+
     _write_json(os.path.join(output, MARKER), {"stage": STAGE, "layout_version": 1, **record})
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import math
 
-# Light: the task names and selection rules only (numpy); the writer is imported when run.
-from microturn.pipelines.duplex.items_behaviours import TASKS as TASK_NAMES
+# The task names only (no imports behind them): the item maker is imported when the command runs.
+from microturn.pipelines.duplex.tasks import TASKS as TASK_NAMES
 
 
 def _seconds(text: str) -> float:

@@ -19,7 +19,8 @@ Reference files name their recordings (RTTM/STM file ids); conversations are mat
 the stem of their source file (``calls/abc.mp4`` ↔ ``abc``). When the reference holds a single
 recording and the output a single conversation, the two are paired whatever their names.
 
-Every path is checked before any work: a missing reference, a hypothesis that is not an output
+Beam, Arrow and the scorers are imported only when a subcommand runs, so ``--help`` answers at
+once. Every path is checked before any work: a missing reference, a hypothesis that is not an output
 directory holding a ``conversations`` table, or a missing ``--word-reference`` is a one-line error
 with exit status 2 (never a score of an empty output with status 0). Names read from references
 and tables are printed with control characters escaped.
@@ -34,14 +35,21 @@ import os
 import sys
 from collections import defaultdict
 
-from apache_beam.io.filesystems import FileSystems
-
 from microturn.cli.eval_duplex import add_duplex_parser, run_duplex
 from microturn.cli.eval_interaction import add_interaction_parser, run_interaction
 from microturn.cli.eval_items import add_items_parser, run_items
 from microturn.cli.json_stdout import stdout_to_stderr
-from microturn.pipelines.tables import read_table
-from microturn.schemas.text import visible
+from microturn.cli.logs import add_level_flag, setup_from_argv
+from microturn.cli.usage import unknown
+
+PROG = "microturn eval"
+
+
+def visible(text: str) -> str:
+    """:func:`microturn.schemas.text.visible` (imported when first needed: it loads Arrow)."""
+    from microturn.schemas.text import visible as escape
+
+    return escape(text)
 
 
 def _is_url(path: str) -> bool:
@@ -61,6 +69,8 @@ def _collar(text: str) -> float:
 
 def check_reference(flag: str, path: str) -> None:
     """``ValueError`` unless ``path`` (a reference file or folder of them) exists."""
+    from apache_beam.io.filesystems import FileSystems
+
     if _is_url(path):
         if not FileSystems.exists(path):
             raise ValueError(f"{flag} {path} does not exist")
@@ -70,6 +80,8 @@ def check_reference(flag: str, path: str) -> None:
 
 def check_hypothesis(path: str) -> None:
     """``ValueError`` unless ``path`` is an output directory with a ``conversations`` table."""
+    from apache_beam.io.filesystems import FileSystems
+
     if not _is_url(path) and not os.path.isdir(path):
         what = "is not a directory" if os.path.exists(path) else "does not exist"
         raise ValueError(f"--hypothesis {path} {what}; give the --output directory of `microturn ingest`")
@@ -81,6 +93,8 @@ def check_hypothesis(path: str) -> None:
 
 def _stems(out: str) -> dict[str, str]:
     """conversation_id → stem of its source file name."""
+    from microturn.pipelines.tables import read_table
+
     return {c["conversation_id"]: os.path.splitext(os.path.basename(c["source_uri"] or ""))[0]
             for c in read_table(out, "conversations").to_pylist()}
 
@@ -95,6 +109,8 @@ def _pair(by_stem: dict[str, list], reference_ids: set[str]) -> dict[str, list]:
 
 
 def _hypothesis(out: str, table: str, fields: tuple[str, ...]) -> dict[str, list]:
+    from microturn.pipelines.tables import read_table
+
     stems = _stems(out)
     rows: dict[str, list] = defaultdict(list)
     for r in read_table(out, table).to_pylist():
@@ -168,8 +184,9 @@ def _model(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = setup_from_argv(PROG, argv)
     # No abbreviations: `--hyp` must not silently mean `--hypothesis`, nor a typo of a future flag.
-    p = argparse.ArgumentParser(prog="microturn eval", description=(__doc__ or "").partition("\n")[0],
+    p = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").partition("\n")[0],
                                 allow_abbrev=False)
     sub = p.add_subparsers(dest="what", required=True)
     d = sub.add_parser("diarization", help="DER and JER against RTTM references", allow_abbrev=False)
@@ -204,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     add_duplex_parser(sub)
     add_interaction_parser(sub)
     add_items_parser(sub)
+    add_level_flag(p)
+    for command in sub.choices.values():
+        add_level_flag(command)
+    if argv and not argv[0].startswith("-") and argv[0] not in sub.choices:
+        print(unknown(PROG, "subcommand", argv[0], sub.choices), file=sys.stderr)
+        return 2
     args = p.parse_args(argv)
     try:
         if args.what == "model":
@@ -217,5 +240,5 @@ def main(argv: list[str] | None = None) -> int:
         return _diarization(args) if args.what == "diarization" else _words(args)
     except (ValueError, OSError) as exc:
         # OSError: a reference that cannot be read (FileNotFoundError, permissions), one line.
-        print(f"microturn eval: error: {visible(str(exc))}", file=sys.stderr)
+        print(f"{PROG}: error: {visible(str(exc))}", file=sys.stderr)
         return 2

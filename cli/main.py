@@ -92,7 +92,7 @@ def _import(argv: list[str]) -> int:
 
 
 def _session(argv: list[str]) -> int:
-    from microturn.trainer.session_cli import main
+    from microturn.trainer.session_args import main
 
     return main(argv)
 

@@ -2,6 +2,11 @@
 
 import sys
 
-from microturn.trainer.run import main
+from microturn.cli import logs
+from microturn.cli.usage import exit_status
 
-sys.exit(main())
+logs.setup()  # before anything logs on the root logger (see microturn.cli.logs)
+
+from microturn.trainer.run import main  # noqa: E402
+
+sys.exit(exit_status(main))

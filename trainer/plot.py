@@ -53,9 +53,12 @@ def plot_run(run_dir: str, out_png: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from microturn.cli.logs import add_level_flag
+
     p = argparse.ArgumentParser(prog="microturn train plot", description="PNG curves of a training run")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--output", help="PNG path (default RUN/curves.png)")
+    add_level_flag(p)
     args = p.parse_args(argv)
     png = plot_run(args.run, args.output or os.path.join(args.run, "curves.png"))
     print(f"wrote {png}")

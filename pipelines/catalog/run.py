@@ -7,7 +7,8 @@
     microturn audit report --catalog FILE.duckdb --output DIR
 
 Both return an exit status: 0 on success, 2 on an error, which is printed as
-``microturn <command>: error: ...`` without a traceback.
+``microturn <command>: error: ...`` without a traceback. DuckDB and the builder are imported
+only when a command runs, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ import argparse
 import sys
 import warnings
 
-import duckdb
-
-from microturn.schemas.text import visible
+from microturn.cli.logs import add_level_flag, setup_from_argv
+from microturn.cli.usage import looks_like_subcommand, unknown
 
 DEFAULT_MAX_ROWS = 1000
+# One-word statements DuckDB runs (`microturn audit ... checkpoint` is refused as a write, with
+# its own message): any other single word first on the line is taken for a misspelt subcommand.
+_SQL_WORDS = frozenset({"select", "from", "with", "show", "describe", "summarize", "pragma", "checkpoint", "table",
+                        "values", "explain", "call", "vacuum", "analyze", "begin", "commit", "rollback",
+                        "abort", "reset", "set", "load", "install", "export", "import", "attach", "detach",
+                        "use", "drop", "create", "insert", "update", "delete", "copy", "alter"})
 
 
 def _status(exc: SystemExit) -> int:
@@ -28,12 +34,16 @@ def _status(exc: SystemExit) -> int:
 
 
 def _fail(prog: str, message: str) -> int:
+    from microturn.schemas.text import visible
+
     # Messages can quote values of the catalog (a DuckDB conversion error does): escape them.
     print(f"{prog}: error: {visible(message)}", file=sys.stderr)
     return 2
 
 
 def _show_warnings(prog: str):
+    from microturn.schemas.text import visible
+
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"{prog}: warning: {visible(str(message))}", file=sys.stderr)
 
@@ -42,7 +52,7 @@ def _show_warnings(prog: str):
 
 def build_catalog_parser() -> argparse.ArgumentParser:
     """Parser of ``microturn catalog build``."""
-    from microturn.pipelines.catalog.build import DEFAULT_ALLOWED_LICENSES
+    from microturn.pipelines.catalog.licenses import DEFAULT_ALLOWED_LICENSES
 
     p = argparse.ArgumentParser(
         prog="microturn catalog build",
@@ -56,24 +66,30 @@ def build_catalog_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-license", action="append", default=[], metavar="LIC",
                    help="also allow this license for training (repeatable; case-insensitive). Allowed by "
                         f"default: {', '.join(DEFAULT_ALLOWED_LICENSES)}")
+    add_level_flag(p)
     return p
 
 
 def catalog_main(argv: list[str] | None = None) -> int:
     """``microturn catalog build OUT... --catalog FILE [--allow-license LIC ...]``."""
     prog = "microturn catalog"
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = setup_from_argv(prog, argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: {prog} build OUT... --catalog FILE.duckdb [--allow-license LIC ...]\n\n"
+        print(f"usage: {prog} build OUT... --catalog FILE.duckdb [--allow-license LIC ...] [--log-level LEVEL]\n\n"
               "Run `microturn catalog build --help` for the options.")
         return 0 if argv else 2
     if argv[0] != "build":
-        return _fail(prog, f"unknown subcommand {argv[0]!r}; use `microturn catalog build OUT... --catalog FILE`")
+        print(unknown(prog, "subcommand", argv[0], ("build",),
+                      hint="; use `microturn catalog build OUT... --catalog FILE`"), file=sys.stderr)
+        return 2
     try:
         args = build_catalog_parser().parse_args(argv[1:])
     except SystemExit as exc:
         return _status(exc)
+    import duckdb
+
     from microturn.pipelines.catalog.build import build_catalog
+    from microturn.schemas.text import visible
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -101,6 +117,7 @@ def build_audit_parser() -> argparse.ArgumentParser:
                    help="aligned text table (cells cut at 80 characters), CSV, or one JSON array of objects")
     p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, metavar="N",
                    help=f"print at most N rows (default {DEFAULT_MAX_ROWS}; 0 prints all)")
+    add_level_flag(p)
     return p
 
 
@@ -114,6 +131,7 @@ def build_report_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--catalog", required=True, metavar="FILE.duckdb")
     p.add_argument("--output", required=True, metavar="DIR", help="report directory (created when missing)")
+    add_level_flag(p)
     return p
 
 
@@ -123,7 +141,10 @@ def _report_main(argv: list[str]) -> int:
         args = build_report_parser().parse_args(argv)
     except SystemExit as exc:
         return _status(exc)
+    import duckdb
+
     from microturn.pipelines.catalog.report import write_report
+    from microturn.schemas.text import visible
 
     try:
         index = write_report(args.catalog, args.output)
@@ -136,16 +157,24 @@ def _report_main(argv: list[str]) -> int:
 def audit_main(argv: list[str] | None = None) -> int:
     """``microturn audit --catalog FILE "SQL" [--format F] [--max-rows N]`` or
     ``microturn audit report --catalog FILE --output DIR``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = "microturn audit"
+    argv = setup_from_argv(prog, argv)
     if argv and argv[0] == "report":
         return _report_main(argv[1:])
-    prog = "microturn audit"
+    # A misspelt `report` would run as SQL and fail as a syntax error; a statement is never one word.
+    if argv and looks_like_subcommand(argv[0]) and argv[0].lower() not in _SQL_WORDS:
+        print(unknown(prog, "subcommand", argv[0], ("report",),
+                      hint='; a query is one quoted statement: microturn audit --catalog FILE "SELECT ..."'),
+              file=sys.stderr)
+        return 2
     try:
         args = build_audit_parser().parse_args(argv)
     except SystemExit as exc:
         return _status(exc)
     if args.max_rows < 0:
         return _fail(prog, f"--max-rows must be 0 (all rows) or more, got {args.max_rows}")
+    import duckdb
+
     from microturn.pipelines.catalog.audit import FORMATS, run_query
 
     try:
