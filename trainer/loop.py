@@ -6,6 +6,13 @@ micro-batches and processes, tokens per second, MFU by active parameters when th
 is given, per MoE layer the expert load, drop fraction and router entropy, and the loader's
 counts (``loader/*``: samples read, skipped, split, ...), which also end the run as one summary
 line. Only log steps reduce over processes and copy to the host; other steps only launch work.
+With ``train.tensorboard`` the same records also go to TensorBoard event files under
+``OUTPUT/tensorboard/`` (``microturn.trainer.tensorboard_log``, rank 0).
+
+Warnings raised while the steps run (the loader warns once per sample it skips) are not printed
+over the progress bar: each goes to ``OUTPUT/warnings.log`` (``warnings-rankN.log`` for the other
+processes) and the run ends with one line of counts by reason
+(``microturn.trainer.warning_tally``); the bar shows how many there were so far.
 
 Checkpoints are DeepSpeed's (``OUTPUT/checkpoints/step{N}``, ``latest`` names the last one),
 written whole or not at all (``microturn.trainer.checkpoint``), with the step in the client
@@ -18,6 +25,7 @@ same number of processes it repeats the uninterrupted run's losses exactly (fp32
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,7 +39,9 @@ from microturn.trainer import checkpoint
 from microturn.trainer.batch import PAD_VALUES
 from microturn.trainer.engine import build_engine, init_distributed
 from microturn.trainer.metrics import TrainMetrics
+from microturn.trainer.tensorboard_log import ScalarLog, require_tensorboard
 from microturn.trainer.train_config import RunConfig, as_dict
+from microturn.trainer.warning_tally import WarningTally
 
 log = logging.getLogger(__name__)
 CKPT_DIR = "checkpoints"
@@ -129,6 +139,8 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
 
     t = cfg.train
     rank, world = init_distributed()
+    if t.tensorboard and rank == 0:
+        require_tensorboard()  # missing: ValueError now, before any model is built
     ckpt = os.path.join(output, CKPT_DIR)
     run_config = as_dict(cfg)
     # Before any model is built or any file loaded: a checkpoint of another model shape is an error.
@@ -182,6 +194,39 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
         _keep_metrics_until(metrics_path, start)
     if new_stream:
         loader.set_epoch(start)  # the epoch is in every loader seed: not the stream of step 1 again
+    with contextlib.ExitStack() as stack:
+        tally = stack.enter_context(WarningTally(os.path.join(
+            output, "warnings.log" if rank == 0 else f"warnings-rank{rank}.log")))
+        scalars = ScalarLog(output, resume_step=start) if t.tensorboard and rank == 0 else None
+        if scalars is not None:
+            stack.callback(scalars.close)  # flushed and closed however the loop ends
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+
+            bar = stack.enter_context(tqdm(total=t.steps, initial=start, desc=f"train {cfg.name}", unit="step",
+                                           dynamic_ncols=True))
+        step, records = _steps(cfg, engine, loader, output=output, rank=rank, start=start, tag=tag,
+                               loader_state=loader_state, stop_after=stop_after, fpt=fpt, bar=bar, tally=tally,
+                               scalars=scalars)
+    if rank == 0:
+        # One line for everything the loader read, split, skipped or cut (no line per sample).
+        (log.warning if loader.losses() else log.info)("%s", loader.summary())
+    line = tally.summary()
+    if line is not None:  # one line for every warning of the steps, by reason
+        log.warning("%s%s", "" if rank == 0 else f"rank {rank}: ", line)
+    return TrainResult(start=start, step=step, records=list(records))
+
+
+def _steps(cfg: RunConfig, engine, loader, *, output: str, rank: int, start: int, tag: str | None,
+           loader_state: dict | None, stop_after: int | None, fpt: float, bar, tally: WarningTally,
+           scalars: ScalarLog | None) -> tuple[int, deque[dict]]:
+    """The optimiser steps of :func:`train` from ``start``: the last step done and its records.
+    ``bar`` (a tqdm bar or None), ``tally`` and ``scalars`` are closed by the caller."""
+    t = cfg.train
+    ckpt = os.path.join(output, CKPT_DIR)
+    metrics_path = os.path.join(output, "metrics.jsonl")
+    run_config = as_dict(cfg)
     batches = iter(loader)
     if tag is not None and loader_state is None:
         # A checkpoint written before loaders saved their state: the loader is deterministic, so
@@ -193,11 +238,6 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
         for _ in range(start * t.grad_accum):
             next(batches)
     records: deque[dict] = deque(maxlen=KEEP_RECORDS)
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=t.steps, initial=start, desc=f"train {cfg.name}", unit="step", dynamic_ncols=True)
     engine.train()
     device = engine.device
     assert device is not None  # set by deepspeed.initialize
@@ -205,6 +245,7 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
     step = start
     while step < t.steps and (stop_after is None or step - start < stop_after):
         logging_step = _is_log_step(step + 1, t)
+        tally.step = step + 1  # the warnings of this step's batches name it
         for micro in range(t.grad_accum):
             batch = next(batches)
             if t.ep_size > 1:
@@ -230,16 +271,16 @@ def train(cfg: RunConfig, *, shards, output: str, progress: bool = True, stop_af
             if rank == 0:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(rec, sort_keys=True) + "\n")
+                if scalars is not None:
+                    scalars.write(rec)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+                    shown = {"loss": f"{rec['loss']:.3f}", "tok_s": f"{rec['tokens_per_s']:.0f}"}
+                    if tally.total:
+                        shown["warnings"] = str(tally.total)  # details: OUTPUT/warnings.log
+                    bar.set_postfix(shown)
         if bar is not None:
             bar.update(1)
         if saving:
             checkpoint.save(engine, ckpt, f"step{step}", client_state={"step": step}, run_config=run_config,
                             rank=rank, loader_state=loader.state_dict())
-    if bar is not None:
-        bar.close()
-    if rank == 0:
-        # One line for everything the loader read, split, skipped or cut (no line per sample).
-        (log.warning if loader.losses() else log.info)("%s", loader.summary())
-    return TrainResult(start=start, step=step, records=list(records))
+    return step, records

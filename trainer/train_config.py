@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from microturn.schemas.config import from_mapping, load_toml, parse_override, setting, validate
 from microturn.trainer.config import ModelConfig
+from microturn.trainer.tensorboard_log import INSTALL_HINT, tensorboard_available
 
 ZERO_STAGES = (0, 1, 2)
 PRECISIONS = ("fp32", "bf16")
@@ -46,6 +47,9 @@ class TrainConfig:
             reads the user's transcript takes its turn-taking cues from its punctuation alone
             (held-out AUC 1.000 at the silence's first chunk, chance on recordings without words:
             bench/turn_taking.py); a session may also run without a streaming recogniser.
+        tensorboard: also write the metrics as TensorBoard event files under ``RUN/tensorboard/``
+            (``microturn.trainer.tensorboard_log``). Defaults to true when the ``tensorboard``
+            package is installed, else false; ``load_named`` refuses true without it.
     """
 
     tokenizer: str = "bytes"
@@ -71,6 +75,7 @@ class TrainConfig:
     ckpt_every: int = setting(0, ge=0)
     peak_tflops: float = 0.0
     user_text_dropout: float = setting(0.0, ge=0.0, le=1.0)
+    tensorboard: bool = setting(default_factory=tensorboard_available)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -115,6 +120,11 @@ def load_named(name: str, overrides: list[str] | tuple[str, ...] = ()) -> RunCon
         sections[key[0]][key[1]] = value
     model = from_mapping(ModelConfig, sections["model"], where=f"{path} [model]")
     train = from_mapping(TrainConfig, sections["train"], where=f"{path} [train]")
+    # Here, not in TrainConfig: a run's saved config.json (tensorboard true) must still load
+    # for evaluation on a machine without the package.
+    if train.tensorboard and not tensorboard_available():
+        raise ValueError(f"{path} [train]: tensorboard = true but the tensorboard package is not installed; "
+                         f"{INSTALL_HINT}, or set train.tensorboard=false")
     return RunConfig(name=os.path.basename(path)[:-5], model=model, train=train)
 
 
