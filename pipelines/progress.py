@@ -148,6 +148,11 @@ class StageProgress:
         self._finished = False
 
     @property
+    def marked(self) -> int:
+        """Distinct inputs the pipeline's steps have marked done so far."""
+        return len(self._keys)
+
+    @property
     def done(self) -> int:
         """Inputs finished so far (at most ``total``)."""
         n = len(self._keys)
@@ -193,6 +198,7 @@ class StageProgress:
         if self._thread is not None:
             self._thread.join()
         self._poll()
+        log.debug("%s: the pipeline marked %d input(s) done, of %s", self.stage, self.marked, self.total)
         self._finished = exc_type is None  # every input is done then: see the class notes
         elapsed = time.monotonic() - self._started
         if self._bar is not None:
