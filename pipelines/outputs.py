@@ -12,9 +12,9 @@ A stage run (``microturn ingest | synthesize | shard``) goes through these steps
    killed run until the next run removes it).
 3. :func:`claim_output`: the marker ``OUT/_microturn_stage.json`` (stage name, schema version)
    that says which stage owns the output.
-4. The pipeline writes every table part, tar and manifest under a *pending* name
-   (``.NAME.pending`` beside its final name, written through a temporary file by
-   :func:`publish`), which no reader's ``*.parquet`` / ``*.tar`` pattern matches.
+4. The pipeline writes every table part, tar, manifest and root file (the shard stage's dataset
+   card) under a *pending* name (``.NAME.pending`` beside its final name, written through a
+   temporary file by :func:`publish`), which no reader's ``*.parquet`` / ``*.tar`` pattern matches.
 5. :func:`commit` after the pipeline succeeded and wrote something worth keeping: pending
    files take their final names, and final files of this kind that the run did not write
    (e.g. ``part-*-of-00004`` after a rerun with 2 table shards) are removed. Otherwise
@@ -55,9 +55,18 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "shard": ("samples", "shards", "rejects"),
 }
 TABLE_DIRS = ("sources", "conversations", "segments", "words", "events", "rejects", "samples", "shards", "media")
-# Table parts (tables.WriteSortedTable) and shard files (shard.plan.shard_name and its manifest).
+# Table parts (tables.WriteSortedTable) and shard files (shard.plan.shard_name and its manifest:
+# audio-only ``train-000000.tar``, with video ``train-video-000000.tar``).
 TABLE_PART = re.compile(r"^part-\d{5}-of-\d{5}\.parquet$")
-SHARD_FILE = re.compile(r"^(?P<split>[a-z][a-z0-9_]*)-\d{6}\.(tar|parquet)$")
+SHARD_FILE = re.compile(r"^(?P<split>[a-z][a-z0-9_]*)(?:-video)?-\d{6}\.(tar|parquet)$")
+# Files a stage writes at the root of its output (published by :func:`commit` with the rest),
+# each with the text that marks a copy as the stage's own. A file of that name without the mark
+# was put there by someone else: the stage refuses the output (:func:`check_output`) rather
+# than replace it.
+ROOT_FILES: dict[str, dict[str, str]] = {
+    "shard": {"README.md": "<!-- microturn shard: dataset card"},  # pipelines/shard/card.py
+}
+_ROOT_MARK_BYTES = 1 << 16  # the mark sits in a card's first lines; a card is a few KB
 SPLIT_DIR = re.compile(r"^[a-z][a-z0-9_]*$")
 
 # errno values that always mean the destination cannot take the write, wherever it happened.
@@ -346,6 +355,23 @@ def check_output(output: str, stage: str, *, inputs: Iterable[str] = (), globs: 
         if _under(base, output):
             raise ValueError(f"--output {output}: contains the files of the input {pattern}; "
                              "give an output folder apart from the inputs")
+    for name, mark in ROOT_FILES.get(stage, {}).items():
+        if not _owns_root_file(output, name, mark):
+            raise ValueError(f"--output {output}: holds a {name} that {stage} did not write, and {stage} writes "
+                             f"its own {name} there; move yours away or give {stage} another folder")
+
+
+def _owns_root_file(output: str, name: str, mark: str) -> bool:
+    """True when ``output/name`` is missing or carries the stage's ``mark`` (see :data:`ROOT_FILES`)."""
+    path = FileSystems.join(output, name)
+    if not FileSystems.exists(path):
+        return True
+    try:
+        with FileSystems.open(path) as f:
+            head = f.read(_ROOT_MARK_BYTES)
+    except OSError:
+        return False
+    return mark.encode("utf-8") in head
 
 
 def excluded(path: str, output: str) -> bool:
@@ -462,8 +488,11 @@ def _list(folder: str) -> list[str]:
 
 def _owned_dirs(output: str, stage: str) -> list[tuple[str, re.Pattern]]:
     """The folders of ``output`` whose files the stage replaces, each with the pattern of the
-    final names it owns there."""
+    final names it owns there (the output itself for its :data:`ROOT_FILES`)."""
     dirs = [(FileSystems.join(output, t), TABLE_PART) for t in STAGE_TABLES[stage]]
+    if ROOT_FILES.get(stage):
+        names = "|".join(re.escape(n) for n in sorted(ROOT_FILES[stage]))
+        dirs.append((output, re.compile(f"^(?:{names})$")))
     if stage == "shard" and _local(output):
         root = _os_path(output)
         with contextlib.suppress(FileNotFoundError):
@@ -526,14 +555,14 @@ def discard(output: str, stage: str) -> int:
 def commit(output: str, stage: str) -> tuple[int, int]:
     """Publish a successful run: every pending file takes its final name, then final files in
     the same folders that the run did not write are removed (only names the stage writes:
-    ``part-NNNNN-of-NNNNN.parquet``, and for shard ``SPLIT-NNNNNN.tar|parquet``). Returns
-    ``(published, removed)``."""
+    ``part-NNNNN-of-NNNNN.parquet``, and for shard ``SPLIT[-video]-NNNNNN.tar|parquet``; a root
+    file such as the shard card is replaced, never removed). Returns ``(published, removed)``."""
     published = removed = 0
     for folder, pattern in _owned_dirs(output, stage):
         files = _list(folder)
         pend = [p for p in files if _name(p).startswith(".") and _name(p).endswith(PENDING)]
-        if not pend and pattern is TABLE_PART:
-            continue  # a table this run did not write at all stays as it was
+        if not pend and pattern is not SHARD_FILE:
+            continue  # a table (or root file) this run did not write at all stays as it was
         keep = {_name(final_name(p.replace(os.sep, "/"))) for p in pend}
         for p in pend:
             with writing(output):

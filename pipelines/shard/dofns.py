@@ -167,7 +167,8 @@ class MakeSamples(RejectingStep):
 
 
 class CountParts(beam.DoFn):
-    """``((split, bucket), [(key, size), ...])`` → ``((split, bucket), shards in the bucket)``."""
+    """``(where, [(key, size), ...])`` → ``(where, shards in the bucket)``, ``where`` being
+    ``((split, shard set), bucket)``."""
 
     def __init__(self, target_bytes: int):
         self.target_bytes = target_bytes
@@ -205,7 +206,7 @@ class SpoolSample(beam.DoFn):
 
 
 class WriteBucket(beam.DoFn):
-    """``((split, bucket), samples)`` → the bucket's shards: for each, one tar and its Parquet
+    """``(((split, shard set), bucket), samples)`` → the bucket's shards: for each, one tar and its Parquet
     manifest, written under a temporary name and renamed to its pending name when complete
     (published by the run's commit); emits a ``shards`` row per shard (main output) and the
     ``samples`` rows (tagged ``samples``).
@@ -230,20 +231,21 @@ class WriteBucket(beam.DoFn):
         return self._first[where]
 
     def process(self, item, parts):
-        (split, bucket), samples = item
+        (group, bucket), samples = item
+        split, members_set = group
         entries = sorted(((s["key"], s["size"], s["row"]) for s in samples), key=lambda e: e[0])
         plan = plan_bucket(((key, size) for key, size, _ in entries), target_bytes=self.target_bytes)
         count = max(plan.values()) + 1
-        assert count == parts[(split, bucket)], "CountParts and WriteBucket planned the bucket differently"
-        first = self._first_index(parts, (split, bucket))
+        assert count == parts[(group, bucket)], "CountParts and WriteBucket planned the bucket differently"
+        first = self._first_index(parts, (group, bucket))
         by_part: list[list] = [[] for _ in range(count)]
         for e in entries:
             by_part[plan[e[0]]].append(e)
         for part, members in enumerate(by_part):
-            yield from self._write(split, first + part, members)
+            yield from self._write(split, members_set, first + part, members)
 
-    def _write(self, split: str, index: int, members: list):
-        rel = shard_name(split, index)
+    def _write(self, split: str, members_set: str, index: int, members: list):
+        rel = shard_name(split, index, members_set)
         final = FileSystems.join(self.output, rel)
         manifest_rel = rel[: -len(".tar")] + ".parquet"
         rows = []

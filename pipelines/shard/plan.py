@@ -15,19 +15,47 @@ Three steps, each of them local to a small group:
    shards of the buckets before it (:func:`first_indices`), one integer per bucket.
 
 A split that fits one bucket is packed exactly as a whole-split plan in key order would pack it.
+
+Each step runs per *shard set* of a split: samples with a video clip and audio-only samples
+carry different tar members (``video.mp4`` or not), and a tar must hold one member set for
+loaders that type the columns from its first samples (Hugging Face ``datasets``' WebDataset
+builder refuses a tar whose samples differ in members). So a split has two shard sets, each
+numbered from 0 (:func:`shard_name`): audio-only ``{split}/{split}-{index:06d}.tar`` and
+``{split}/{split}-video-{index:06d}.tar``. All windows of a conversation are in one set (video
+is per conversation), so a set's buckets still keep conversations together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from microturn.pipelines.shard.tar import archive_bytes
 
+MEMBER_SETS = ("audio", "video")  # the shard sets of a split; "audio" samples have no video.mp4
 
-def shard_name(split: str, index: int) -> str:
-    """``{split}/{split}-{index:06d}.tar`` (relative to the shard output)."""
-    return f"{split}/{split}-{index:06d}.tar"
+
+def member_set(has_video: bool) -> str:
+    """The shard set of a sample: ``"video"`` when it carries a clip, else ``"audio"``."""
+    return "video" if has_video else "audio"
+
+
+def shard_name(split: str, index: int, members: str = "audio") -> str:
+    """``{split}/{split}-{index:06d}.tar`` for audio-only samples, ``{split}/{split}-video-{index:06d}.tar``
+    for samples with a video clip (relative to the shard output). Both sets sit in the split's
+    folder, so a reader of ``{split}/*.tar`` (the trainer) gets every sample of the split."""
+    if members not in MEMBER_SETS:
+        raise ValueError(f"shard set must be one of {MEMBER_SETS}, got {members!r}")
+    infix = "" if members == "audio" else f"-{members}"
+    return f"{split}/{split}{infix}-{index:06d}.tar"
+
+
+def members_of(path: str) -> str:
+    """The shard set of a shard path written by :func:`shard_name`."""
+    name = path.rpartition("/")[2]
+    return "video" if re.fullmatch(r"[a-z][a-z0-9_]*-video-\d{6}\.(tar|parquet)", name) else "audio"
 
 
 def bucket_count(payload_bytes: int, *, bucket_bytes: int) -> int:
@@ -65,15 +93,16 @@ def plan_bucket(sizes: Iterable[tuple[str, int]], *, target_bytes: int) -> dict[
     return plan
 
 
-def first_indices(parts: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-    """``(split, bucket) → shards in it`` → ``(split, bucket) → index of its first shard``:
-    buckets in order, each split numbered from 0."""
-    out: dict[tuple[str, int], int] = {}
-    next_index: dict[str, int] = {}
-    for split, bucket in sorted(parts):
-        n = parts[(split, bucket)]
+def first_indices(parts: Mapping[tuple[Any, int], int]) -> dict[tuple[Any, int], int]:
+    """``(group, bucket) → shards in it`` → ``(group, bucket) → index of its first shard``:
+    buckets in order, each group numbered from 0. A group is what shares one numbering: a
+    split, or (as the shard stage uses it) a ``(split, shard set)`` pair."""
+    out: dict[tuple[Any, int], int] = {}
+    next_index: dict[Any, int] = {}
+    for group, bucket in sorted(parts):
+        n = parts[(group, bucket)]
         if n < 1:
-            raise ValueError(f"bucket {bucket} of split {split!r} has {n} shards")
-        out[(split, bucket)] = next_index.get(split, 0)
-        next_index[split] = out[(split, bucket)] + n
+            raise ValueError(f"bucket {bucket} of {group!r} has {n} shards")
+        out[(group, bucket)] = next_index.get(group, 0)
+        next_index[group] = out[(group, bucket)] + n
     return out
