@@ -88,8 +88,34 @@ class Plan:
     cfg: IngestConfig
     beam_args: list[str]
     licenses: dict[str, tuple[str, str]]
-    inputs: int | None  # files matched; None when a pattern cannot be matched here
+    inputs: int | None  # media files matched (and unreadable entries); None when unknown
     progress: str
+
+
+def _count_inputs(cfg: IngestConfig) -> int | None:
+    """The inputs as the pipeline's match step sees them (:class:`~.dofns.MatchPattern`): distinct
+    media files, sidecars left out, plus the entries it rejects (unreadable ones, a pattern that
+    matches no media file): what the progress counts against. ``None`` when a pattern cannot be
+    matched here (the pipeline then rejects it)."""
+    import os
+
+    from microturn.pipelines.ingest import inputs
+    from microturn.pipelines.ingest.dofns import SIDECAR_EXTS
+    from microturn.pipelines.outputs import excluded
+
+    keys: set[str] = set()
+    for pattern in sorted(set(cfg.inputs)):
+        try:
+            found = inputs.match(pattern)
+        except Exception:  # noqa: BLE001 - the pipeline's match step reports it as a reject
+            return None
+        def wanted(path: str) -> bool:
+            return not os.path.basename(path).startswith(".") and not excluded(path, cfg.output)
+
+        media = [f for f in found if isinstance(f, str) and wanted(f) and not f.lower().endswith(SIDECAR_EXTS)]
+        unreadable = [f.path for f in found if isinstance(f, inputs.Skipped) and wanted(f.path)]
+        keys.update(media + unreadable or [pattern])
+    return len(keys)
 
 
 def prepare(argv: list[str] | None) -> Plan:
@@ -108,7 +134,8 @@ def prepare(argv: list[str] | None) -> Plan:
         raise ValueError(f"--input {' '.join(cfg.inputs)}: matches no file; nothing to ingest")
     check_output(cfg.output, "ingest", inputs=[i for i in (cfg.license_manifest,) if i], globs=cfg.inputs)
     mode = mode_for(progress, PipelineOptions(beam_args))
-    return Plan(cfg=cfg, beam_args=beam_args, licenses=licenses, inputs=matched, progress=mode)
+    return Plan(cfg=cfg, beam_args=beam_args, licenses=licenses, progress=mode,
+                inputs=_count_inputs(cfg) if mode != "off" else None)
 
 
 def execute(plan: Plan, *, print_summary: bool = True) -> IngestSummary:
