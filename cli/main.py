@@ -33,6 +33,9 @@ global options (accepted anywhere on the line):
               other libraries log warnings and errors only)
   --version   print the version and exit
 
+ingest, synthesize and shard show inputs done out of inputs matched, with rate and time left, on
+Beam's DirectRunner (`--progress auto|bar|log|off`). A usage error (a bad flag or setting, inputs
+that match nothing) exits with status 2 before any work; a failed run with status 1.
 Run `microturn <command> --help` for the options of a command.
 """
 
