@@ -78,11 +78,19 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
 def direct_worker_args(beam_args: list[str]) -> list[str]:
     """``beam_args`` with the DirectRunner's worker processes (``multi_processing``) logging
     warnings and errors only, unless the flags set their level (Beam's default is info: a few
-    dozen lines per worker) or the project logs at debug level."""
-    if any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in beam_args):
-        return list(beam_args)
+    dozen lines per worker), the project logs at debug level, or another runner runs the
+    pipeline (its workers' logs go where that runner keeps them)."""
     import logging
 
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from microturn.pipelines.progress import LOCAL_RUNNERS
+
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    if runner is not None and str(runner).lower() not in LOCAL_RUNNERS:
+        return list(beam_args)
+    if any(a.split("=", 1)[0] == "--default_sdk_harness_log_level" for a in beam_args):
+        return list(beam_args)
     if logging.getLogger("microturn").getEffectiveLevel() <= logging.DEBUG:
         return list(beam_args)
     return [*beam_args, "--default_sdk_harness_log_level=WARNING"]

@@ -150,3 +150,15 @@ def test_the_worker_filter_passes_everything_else(capfd):
     assert "Traceback (most recent call last):\nValueError: a real fault\n" in err
     assert err.endswith("no newline at the end")  # a last line without its newline: at the end
     assert "the launcher's own line" in err
+
+
+def test_only_the_direct_runners_workers_are_told_to_log_less():
+    from microturn.pipelines.cli_args import direct_worker_args
+
+    quiet = "--default_sdk_harness_log_level=WARNING"
+    assert direct_worker_args([]) == [quiet]
+    assert direct_worker_args(["--direct_running_mode=multi_processing"]) == ["--direct_running_mode=multi_processing",
+                                                                               quiet]
+    for kept in (["--runner", "DataflowRunner"], ["--runner=PortableRunner", "--job_endpoint=localhost:8099"],
+                 ["--default_sdk_harness_log_level=INFO"]):
+        assert direct_worker_args(kept) == kept
