@@ -185,3 +185,16 @@ def test_the_module_entry_points_exit_2_on_usage_errors(tmp_path):
                               capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.startswith(f"microturn {module.rsplit('.', 1)[1]}: error:"), proc.stderr[-2000:]
+
+
+# --- the names the light parsers offer are the ones the stages accept -------------------------
+
+def test_the_parsers_names_are_the_stages_names():
+    """Parsers read their choices from modules without imports; the stages keep their own copies
+    (or import the same names), which must not drift apart."""
+    from microturn.pipelines.catalog import build, licenses
+    from microturn.pipelines.duplex import items_behaviours, layout, tasks
+
+    assert licenses.DEFAULT_ALLOWED_LICENSES == build.DEFAULT_ALLOWED_LICENSES
+    assert tasks.TASKS == layout.TASKS == items_behaviours.TASKS
+    assert tasks.BEHAVIOUR_TASKS == items_behaviours.BEHAVIOUR_TASKS
