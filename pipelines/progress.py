@@ -105,6 +105,17 @@ def _find(pipeline: Pipeline, labels: set[str]) -> dict[str, AppliedPTransform]:
     return found
 
 
+def _width() -> dict:
+    """tqdm's size settings: the terminal's, followed as it is resized; 100 columns and 24 rows
+    where the terminal reports no size (a pseudo-terminal without one, or a forced bar on a
+    pipe), where tqdm would draw nothing (a bar at row 0 of 0 rows counts as off the screen)."""
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        columns = 0
+    return {"dynamic_ncols": True} if columns > 0 else {"ncols": 100, "nrows": 24}
+
+
 def _clock(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     if seconds >= 3600:
@@ -185,8 +196,8 @@ class StageProgress:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=self.stage, unit="input", file=sys.stderr, dynamic_ncols=True,
-                             mininterval=POLL_S)
+            self._bar = tqdm(total=self.total, desc=self.stage, unit="input", file=sys.stderr, mininterval=POLL_S,
+                             **_width())
         self._thread = threading.Thread(target=self._watch, name=f"{self.stage}-progress", daemon=True)
         self._thread.start()
         return self
