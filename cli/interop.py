@@ -13,8 +13,9 @@ the pipelines load only when a command runs (:mod:`microturn.pipelines.interop`)
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from microturn.cli.logs import add_level_flag
 
 FORMATS = ("lhotse",)
 
@@ -23,7 +24,8 @@ def _usage(command: str) -> str:
     lines = {"export": "export lhotse OUT --output DIR      records as Lhotse recordings, supervisions and cuts",
              "import": "import lhotse CUTS --output OUT     Lhotse cuts with supervisions as conversation records"}
     return (f"usage: microturn {command} FORMAT ...\n\n  microturn {lines[command]}\n\n"
-            f"formats: {', '.join(FORMATS)}. Run `microturn {command} lhotse --help` for the options.")
+            f"formats: {', '.join(FORMATS)}. Run `microturn {command} lhotse --help` for the options.\n"
+            "--log-level LEVEL (debug, info, warning, error) sets how much the project logs.")
 
 
 def _format(command: str, argv: list[str]) -> tuple[str | None, list[str], int]:
@@ -52,6 +54,7 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="microturn", help="manifest name prefix: PREFIX_cuts.jsonl.gz (microturn)")
     p.add_argument("--split", metavar="NAME", help="export only the conversations of this split (e.g. train)")
     p.add_argument("--language", metavar="LANG", help="language of every supervision (records store none)")
+    add_level_flag(p)
     return p
 
 
@@ -66,6 +69,7 @@ def import_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="OUT", help="record output folder")
     p.add_argument("--license", metavar="LIC", help="license of cuts whose custom fields name none (unknown)")
     p.add_argument("--table-shards", type=int, metavar="N", help="Parquet files per table (1)")
+    add_level_flag(p)
     return p
 
 
@@ -76,16 +80,24 @@ def _wants_help(argv: list[str]) -> bool:
 
 def export_main(argv: list[str] | None = None) -> int:
     """``microturn export FORMAT ...``; returns the exit status (errors exit through SystemExit)."""
-    fmt, rest, status = _format("export", list(sys.argv[1:] if argv is None else argv))
+    from microturn.cli.logs import setup_from_argv
+
+    fmt, rest, status = _format("export", setup_from_argv("microturn export", argv))
     if fmt is None:
         return status
     args = export_parser().parse_args(rest)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from microturn.pipelines.interop.lhotse_export import ExportConfig, export_lhotse
+    from microturn.cli.usage import UsageExit
+    from microturn.pipelines.interop.lhotse_export import ExportConfig, ExportInputError, export_lhotse
 
     try:
-        summary = export_lhotse(ExportConfig(records=args.records, output=args.output, prefix=args.prefix,
-                                             split=args.split, language=args.language))
+        cfg = ExportConfig(records=args.records, output=args.output, prefix=args.prefix, split=args.split,
+                           language=args.language)
+    except ValueError as exc:  # the flags themselves
+        raise UsageExit(f"microturn export lhotse: error: {exc}") from None
+    try:
+        summary = export_lhotse(cfg)
+    except ExportInputError as exc:  # OUT, DIR or --split, found before any work
+        raise UsageExit(f"microturn export lhotse: error: {exc}") from None
     except (ValueError, OSError) as exc:
         raise SystemExit(f"microturn export lhotse: error: {exc}") from None
     print(summary.render())
@@ -94,14 +106,15 @@ def export_main(argv: list[str] | None = None) -> int:
 
 def import_main(argv: list[str] | None = None) -> int:
     """``microturn import FORMAT ...``; returns the exit status (errors exit through SystemExit)."""
-    fmt, rest, status = _format("import", list(sys.argv[1:] if argv is None else argv))
+    from microturn.cli.logs import setup_from_argv
+
+    fmt, rest, status = _format("import", setup_from_argv("microturn import", argv))
     if fmt is None:
         return status
     parser = import_parser()
     if _wants_help(rest):  # before the Beam option parser (which imports Beam) is built
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from microturn.pipelines.cli_args import split_args
 
     args, beam_args = split_args(parser, rest)

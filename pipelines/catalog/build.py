@@ -40,33 +40,12 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from microturn.pipelines.catalog.build_info import write_build_info
+from microturn.pipelines.catalog.licenses import DEFAULT_ALLOWED_LICENSES
 from microturn.pipelines.catalog.views import VIEWS
 from microturn.pipelines.outputs import LockHeld, fault_point, holder_locked, release_lock
 from microturn.pipelines.parquet_bytes import parquet_file_bytes
 from microturn.pipelines.tables import table_path
 from microturn.schemas import SCHEMA_VERSION, TABLE_NAMES, schema_for
-
-# Licenses whose terms allow using the data to train models, commercial use included, by their
-# SPDX ids: public-domain dedications (CC0-1.0, PDDL-1.0, Unlicense), attribution licenses
-# (CC-BY, ODC-By, CDLA-Permissive, MIT, BSD, Apache-2.0) and share-alike CC-BY-SA. Attribution
-# and share-alike duties still apply to what is published; NonCommercial (NC) and NoDerivatives
-# (ND) variants are left out on purpose. Extend per project with `--allow-license`.
-DEFAULT_ALLOWED_LICENSES: tuple[str, ...] = (
-    "CC0-1.0",
-    "PDDL-1.0",
-    "Unlicense",
-    "CC-BY-3.0",
-    "CC-BY-4.0",
-    "CC-BY-SA-3.0",
-    "CC-BY-SA-4.0",
-    "ODC-By-1.0",
-    "CDLA-Permissive-1.0",
-    "CDLA-Permissive-2.0",
-    "Apache-2.0",
-    "MIT",
-    "BSD-2-Clause",
-    "BSD-3-Clause",
-)
 
 OUTPUT_COLUMN = "output"
 # Rows read and inserted at a time. A conversations row with its stats lists is about 1-2 KiB in

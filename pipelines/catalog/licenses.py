@@ -6,8 +6,7 @@
 # (CC-BY, ODC-By, CDLA-Permissive, MIT, BSD, Apache-2.0) and share-alike CC-BY-SA. Attribution
 # and share-alike duties still apply to what is published; NonCommercial (NC) and NoDerivatives
 # (ND) variants are left out on purpose. Extend per project with `--allow-license`.
-# The catalog builder (microturn.pipelines.catalog.build) holds the same tuple; a test keeps
-# the two equal.
+# The catalog builder (microturn.pipelines.catalog.build) imports this tuple.
 DEFAULT_ALLOWED_LICENSES: tuple[str, ...] = (
     "CC0-1.0",
     "PDDL-1.0",

@@ -58,13 +58,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from microturn.pipelines.duplex import items_select
 from microturn.pipelines.duplex.items_select import Plan, RoleView
 from microturn.pipelines.duplex.layout import ANNOTATIONS
+from microturn.pipelines.duplex.tasks import BEHAVIOUR_TASKS
 from microturn.pipelines.shard.streams import intervals_union
 
 __all__ = ["ANNOTATION_FILE", "BEHAVIOUR_TASKS", "CUE_WINDOW_MS", "LEAD_MS", "RENDER_WINDOW_MS", "SELECTORS",
            "TAIL_MS", "TASKS", "VIDEO_TASKS", "background_result", "repetition", "simultaneous",
            "tasks_present", "visual_cue"]
 
-BEHAVIOUR_TASKS = ("visual_cue", "repetition", "background_result", "simultaneous")
 TASKS = items_select.TASKS + BEHAVIOUR_TASKS
 ANNOTATION_FILE = {task: file for file, task in ANNOTATIONS.items()}
 VIDEO_TASKS = ("visual_cue", "repetition")

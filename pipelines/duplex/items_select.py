@@ -51,10 +51,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from microturn.pipelines.duplex.tasks import TURN_TAKING_TASKS
 from microturn.pipelines.shard.streams import intervals_union
 from microturn.schemas.turns import Turn, split_backchannels, turn_events
 
-TASKS = ("smooth_turn_taking", "pause_handling", "user_interruption", "backchannel")
+TASKS = TURN_TAKING_TASKS
 ANNOTATION_FILE = {"smooth_turn_taking": "turn_taking.json", "pause_handling": "pause.json",
                    "user_interruption": "interrupt.json", "backchannel": "backchannel.json"}
 

@@ -1,9 +1,9 @@
 """The names of the duplex evaluation tasks (a module without imports, so that the ``microturn
 eval duplex`` and ``eval items`` parsers offer them without loading numpy or Arrow).
 
-The scorer's :data:`microturn.pipelines.duplex.layout.TASKS` and the item maker's
-:data:`microturn.pipelines.duplex.items_behaviours.TASKS` hold the same names in the same order;
-a test keeps the three equal.
+The item makers (``items_select``, ``items_behaviours``) import these names; the scorer's
+:data:`microturn.pipelines.duplex.layout.TASKS` follows its annotation files, and a test keeps it
+equal to :data:`TASKS`.
 """
 
 # Full-Duplex-Bench v1's four turn-taking tasks, then microturn's behaviour tasks.

@@ -232,6 +232,10 @@ def _validate(recordings: Any, supervisions: Any, cuts: Any) -> None:
         raise ValueError(f"Lhotse's validator refused the manifests: {exc}") from None
 
 
+class ExportInputError(ValueError):
+    """OUT, DIR or ``--split`` is wrong: found before any work (the command exits 2)."""
+
+
 def export_lhotse(cfg: ExportConfig) -> ExportSummary:
     """Export the records of ``cfg.records`` to Lhotse manifests in ``cfg.output``.
 
@@ -245,18 +249,21 @@ def export_lhotse(cfg: ExportConfig) -> ExportSummary:
 
     root = cfg.records
     if "://" in root:
-        raise ValueError(f"OUT {root}: export reads a local record output (Lhotse sources are file paths)")
-    require_records("OUT", root, "conversations")
-    check_export_dir(cfg.output)
+        raise ExportInputError(f"OUT {root}: export reads a local record output (Lhotse sources are file paths)")
+    try:
+        require_records("OUT", root, "conversations")
+        check_export_dir(cfg.output)
+    except ValueError as exc:
+        raise ExportInputError(str(exc)) from None
     convs = sorted(read_table(root, "conversations").to_pylist(), key=lambda r: r["conversation_id"])
     if cfg.split is not None:
         splits = sorted({c["split"] for c in convs})
         convs = [c for c in convs if c["split"] == cfg.split]
         if not convs:
-            raise ValueError(f"--split {cfg.split}: no conversation of {root} is in that split "
-                             f"(its splits: {', '.join(splits) or 'none'})")
+            raise ExportInputError(f"--split {cfg.split}: no conversation of {root} is in that split "
+                                   f"(its splits: {', '.join(splits) or 'none'})")
     if not convs:
-        raise ValueError(f"OUT {root}: holds no conversations; nothing to export")
+        raise ExportInputError(f"OUT {root}: holds no conversations; nothing to export")
     keep = {c["conversation_id"] for c in convs}
     segments = _group(read_table(root, "segments").to_pylist(), keep)
     words = _group(read_table(root, "words").to_pylist(), keep)
