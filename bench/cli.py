@@ -28,7 +28,8 @@ COMMANDS = (
     (), ("ingest",), ("synthesize",), ("synthesize", "stats"), ("synthesize", "fit"), ("shard",),
     ("catalog",), ("catalog", "build"), ("audit",), ("audit", "report"), ("train",), ("train", "plot"),
     ("eval",), ("eval", "diarization"), ("eval", "words"), ("eval", "model"), ("eval", "duplex"),
-    ("eval", "interaction"), ("eval", "items"), ("export",), ("export", "lhotse"), ("import",), ("import", "lhotse"), ("session",), ("demo",),
+    ("eval", "interaction"), ("eval", "items"), ("export",), ("export", "lhotse"), ("import",),
+    ("import", "lhotse"), ("session",), ("demo",),
 )
 GOAL_S = 0.5
 
