@@ -17,12 +17,12 @@ fi
 
 PY=${PYTHON:-python3}
 stamp=.venv-interop/.installed
-if [ ! -f "$stamp" ] || [ scripts/interop-requirements.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ scripts/interop-requirements.txt -nt "$stamp" ] || [ scripts/interop-requirements.lock -nt "$stamp" ]; then
   [ -x .venv-interop/bin/python ] || "$PY" -m venv .venv-interop
   pipi() { .venv-interop/bin/pip install -q --no-cache-dir "$@" >>.venv-interop/install.log 2>&1 \
              || { cat .venv-interop/install.log >&2; exit 1; }; }
   pipi --upgrade pip
-  pipi -r scripts/interop-requirements.txt
+  pipi -c scripts/interop-requirements.lock -r scripts/interop-requirements.txt
   touch "$stamp"
   echo "test-deps: installed datasets and duckdb into .venv-interop ($((SECONDS - started)) s)"
 fi
