@@ -93,8 +93,10 @@ def _catalog_section(con, catalog: str, build: tuple | None) -> sections.Section
     if build is not None:
         s.queries.append(("build", _BUILD_SQL))
         built_at, version, commit, dirty, duckdb_version = build
-        s.add(html_table(["built (UTC)", "microturn", "git commit", "uncommitted changes", "DuckDB"],
-                         [(built_at, version, commit, dirty, duckdb_version)], empty=""))
+        # Times sit in <time> elements only, so that a rerun's page differs from the last in them alone.
+        s.add(f"<p>Built <time>{esc(built_at)}</time> UTC by:</p>")
+        s.add(html_table(["microturn", "git commit", "uncommitted changes", "DuckDB"],
+                         [(version, commit, dirty, duckdb_version)], empty=""))
     s.add(html_table(["table", "rows"], sorted(table_rows.items()), empty="No tables."))
     s.add(f'<p class="note">Licenses allowed for training: {esc(", ".join(allowed))}.</p>')
     return s

@@ -234,6 +234,20 @@ def test_rerun_with_a_fixed_clock_gives_the_same_bytes(outputs, tmp_path, monkey
         render_report(path)
 
 
+def test_a_rebuild_and_rerender_differ_only_inside_time_elements(outputs, tmp_path, monkeypatch):
+    # What a retried pipeline does: the catalog is built again and the page rendered again, each
+    # at another time. Orchestration compares the pages without their <time> elements.
+    path = str(tmp_path / "catalog.duckdb")
+    pages = []
+    for epoch in ("1767225600", "1767312000"):  # 2026-01-01 and a day later
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        build_catalog(outputs.all, path)
+        pages.append(report(path, tmp_path / f"report-{epoch}")[0])
+    assert pages[0] != pages[1]
+    assert "2026-01-02" not in re.sub(r"<time>[^<]*</time>", "", pages[1])
+    assert re.sub(r"<time>[^<]*</time>", "", pages[0]) == re.sub(r"<time>[^<]*</time>", "", pages[1])
+
+
 def test_empty_catalog_gives_notes_instead_of_plots(tmp_path):
     empty = tmp_path / "empty"
     (empty / "rejects").mkdir(parents=True)  # an output whose table has no rows
