@@ -62,20 +62,25 @@ class ScalarLog:
 
     def __init__(self, run_dir: str, *, resume_step: int = 0):
         require_tensorboard()
-        from torch.utils.tensorboard import SummaryWriter
-
         self.log_dir = os.path.join(run_dir, TB_DIR)
-        # purge_step hides the events at and after it from earlier files of the directory: the
-        # steps a killed run logged after its last checkpoint, which this run logs again.
-        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=resume_step + 1 if resume_step else None)
+        self._resume_step = resume_step
+        self._writer = None  # opened by the first record: an invocation with no step to run adds no file
 
     def write(self, record: dict) -> None:
         """Add every scalar of ``record`` (see :func:`scalars`) at ``record['step']``."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step hides the events at and after it from earlier files of the directory:
+            # the steps a killed run logged after its last checkpoint, which this run logs again.
+            purge = self._resume_step + 1 if self._resume_step else None
+            self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=purge)
         step = int(record["step"])
         for tag, value in scalars(record):
             self._writer.add_scalar(tag, value, global_step=step)
 
     def close(self) -> None:
-        """Write everything out and close the event file."""
-        self._writer.flush()
-        self._writer.close()
+        """Write everything out and close the event file (if a record opened one)."""
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()

@@ -82,6 +82,9 @@ def test_event_files_hold_the_metrics_jsonl_values_at_their_steps_across_a_resum
     # Two invocations, two closed event files; nothing else in the folder.
     files = sorted(os.listdir(os.path.join(run, TB_DIR)))
     assert len(files) == 2 and all(f.startswith("events.out.tfevents.") for f in files)
+    # A rerun of the finished run (a retried orchestrator task) has no step to log: no new file.
+    again = train(cfg, shards=shards, output=run, progress=False)
+    assert again.step == 4 and sorted(os.listdir(os.path.join(run, TB_DIR))) == files
     assert not os.path.exists(os.path.join(run, "warnings.log"))  # good shards: nothing to warn about
     png = plot_run(run, str(tmp_path / "curves.png"))  # `microturn train plot` is unchanged
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
