@@ -118,13 +118,26 @@ def import_main(argv: list[str] | None = None) -> int:
     from microturn.pipelines.cli_args import split_args
 
     args, beam_args = split_args(parser, rest)
-    from microturn.pipelines.interop.lhotse_import import ImportConfig, run_import
-    from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, quiet_output_faults
+    from microturn.cli.usage import UsageExit
+    from microturn.pipelines.interop.lhotse_import import ImportConfig, check_cuts, run_import
+    from microturn.pipelines.outputs import (
+        NothingWritten,
+        OutputError,
+        OutputInUse,
+        check_output,
+        quiet_output_faults,
+    )
 
     quiet_output_faults()
     values = {k: v for k, v in (("license", args.license), ("table_shards", args.table_shards)) if v is not None}
+    try:  # the flags, CUTS and OUT, before any work: usage errors
+        cfg = ImportConfig(cuts=args.cuts, output=args.output, **values)
+        check_cuts(cfg.cuts)
+        check_output(cfg.output, "ingest", inputs=[cfg.cuts])
+    except ValueError as exc:
+        raise UsageExit(f"microturn import lhotse: error: {exc}") from None
     try:
-        summary = run_import(ImportConfig(cuts=args.cuts, output=args.output, **values), beam_args)
+        summary = run_import(cfg, beam_args)
     except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
         raise SystemExit(f"microturn import lhotse: error: {exc}") from None
     print(summary.render())
