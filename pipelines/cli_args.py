@@ -24,8 +24,10 @@ import math
 import os
 import re
 import sys
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, TypeVar
+
+P = TypeVar("P")
 
 # argparse reads these as values, not flags, when no flag of the parser looks like a number.
 _NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$")
@@ -281,3 +283,25 @@ def config_values(cls: type, args: argparse.Namespace, *, cli_only: Collection[s
             continue
         values[(renamed or {}).get(dest, dest)] = tuple(value) if isinstance(value, list) else value
     return values
+
+
+def run_stage(prog: str, argv: list[str], prepare: Callable[[list[str]], P], execute: Callable[[P], Any]) -> int:
+    """The two halves of a stage command (ingest, synthesize, shard): ``prepare`` checks the
+    command line, inputs and output before any work, and a ``ValueError`` there is a usage error
+    (:class:`microturn.cli.usage.UsageExit`, status 2); ``execute`` runs the pipeline, and a
+    failure there (a bad run, an output fault, a locked output, nothing written) exits 1 with
+    one line. Returns 0."""
+    from microturn.cli.usage import UsageExit
+
+    try:
+        plan = prepare(argv)
+    except ValueError as exc:
+        raise UsageExit(f"{prog}: error: {exc}") from None
+    from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, quiet_output_faults
+
+    quiet_output_faults()
+    try:
+        execute(plan)
+    except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
+        raise SystemExit(f"{prog}: error: {exc}") from None
+    return 0

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from microturn.cli.logs import add_level_flag, setup_from_argv
-from microturn.cli.usage import UsageExit
-from microturn.pipelines.cli_args import add_progress_flag, config_values, finite_float, require_file, split_args
+from microturn.pipelines.cli_args import (
+    add_progress_flag,
+    config_values,
+    finite_float,
+    require_file,
+    run_stage,
+    split_args,
+)
 
 if TYPE_CHECKING:
     from microturn.pipelines.ingest.config import IngestConfig
@@ -176,15 +182,4 @@ def main(argv: list[str] | None = None) -> int:
     """``microturn ingest``: a usage error (found before any work) raises :class:`UsageExit`
     (status 2 from the entry points); a failed run exits 1 with one line."""
     argv = setup_from_argv(PROG, argv)
-    try:
-        plan = prepare(argv)
-    except ValueError as exc:
-        raise UsageExit(f"{PROG}: error: {exc}") from None
-    from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, quiet_output_faults
-
-    quiet_output_faults()
-    try:
-        execute(plan)
-    except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
-        raise SystemExit(f"{PROG}: error: {exc}") from None
-    return 0
+    return run_stage(PROG, argv, prepare, execute)

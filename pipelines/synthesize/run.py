@@ -32,6 +32,7 @@ from microturn.pipelines.cli_args import (
     refuse_folder,
     require_file,
     require_records,
+    run_stage,
     split_args,
 )
 
@@ -319,15 +320,4 @@ def main(argv: list[str] | None = None) -> int:
     if argv and looks_like_subcommand(argv[0]):  # the pipeline itself takes flags only
         raise UsageExit(unknown(PROG, "subcommand", argv[0], SUBCOMMANDS,
                                 hint="; the pipeline itself takes flags only (--scripts, --generate, --remix)"))
-    try:
-        plan = prepare(argv)
-    except ValueError as exc:
-        raise UsageExit(f"{PROG}: error: {exc}") from None
-    from microturn.pipelines.outputs import NothingWritten, OutputError, OutputInUse, quiet_output_faults
-
-    quiet_output_faults()
-    try:
-        execute(plan)
-    except (ValueError, OutputError, OutputInUse, NothingWritten) as exc:
-        raise SystemExit(f"{PROG}: error: {exc}") from None
-    return 0
+    return run_stage(PROG, argv, prepare, execute)
